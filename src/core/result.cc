@@ -1,0 +1,23 @@
+#include "core/result.h"
+
+namespace gpuvisor {
+
+const char* to_string(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kBadRequest:
+      return "bad_request";
+    case ErrorCode::kNotFound:
+      return "not_found";
+    case ErrorCode::kConflict:
+      return "conflict";
+    case ErrorCode::kTimeout:
+      return "timeout";
+    case ErrorCode::kFailed:
+      return "failed";
+    case ErrorCode::kUnavailable:
+      return "unavailable";
+  }
+  return "failed";
+}
+
+}  // namespace gpuvisor

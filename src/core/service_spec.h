@@ -1,0 +1,93 @@
+// ServiceSpec: one service as declared in the config file, after validation. Plain values only;
+// the config layer builds these and every other layer reads them.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/duration.h"
+
+namespace gpuvisor {
+
+enum class RuntimeKind { kProcess };
+
+enum class RestartPolicy {
+  kNo,         // an exit or a failed liveness probe leaves the service in error
+  kOnFailure,  // restart after a non-zero exit, a signal, or a failed liveness probe
+  kAlways,     // restart after any exit that gpuvisor did not ask for
+};
+
+const char* to_string(RuntimeKind kind);
+const char* to_string(RestartPolicy policy);
+
+// How readiness and liveness are checked. Exactly one of http / tcp / exec is set, or none:
+// then a service is ready as soon as its process runs.
+struct HealthSpec {
+  std::string http;                // URL; 2xx or 3xx means healthy
+  std::string tcp;                 // "host:port"; an accepted connection means healthy
+  std::vector<std::string> exec;   // argv; exit status 0 means healthy
+  Millis interval{Millis(5000)};   // liveness probe period while ready
+  Millis timeout{Millis(2000)};    // one probe attempt, readiness or liveness
+  int failure_threshold = 3;       // consecutive liveness failures before the service is dead
+  Millis startup_poll_cap{Millis(100)};  // readiness checks: every tenth of the time spent
+                                         // starting so far, at least 1 ms, at most this
+
+  bool empty() const { return http.empty() && tcp.empty() && exec.empty(); }
+};
+
+struct ServiceSpec {
+  std::string name;
+  std::string description;
+  RuntimeKind runtime = RuntimeKind::kProcess;
+
+  // argv; with shell == true, command has one element that /bin/sh -c runs.
+  std::vector<std::string> command;
+  bool shell = false;
+  std::map<std::string, std::string> env;
+  std::string cwd;
+
+  long long vram_mb = 0;
+  int priority = 0;  // higher = more important
+  std::vector<int> phases;
+
+  HealthSpec health;
+  Millis startup_timeout{Millis(120'000)};
+  Millis stop_grace{Millis(10'000)};
+
+  RestartPolicy restart = RestartPolicy::kNo;
+  Millis restart_backoff{Millis(1000)};      // first delay; doubles per attempt
+  Millis restart_backoff_max{Millis(60'000)};
+  int restart_limit = 5;                      // restarts in a row before staying in error
+  Millis restart_reset_after{Millis(60'000)};  // ready this long: the restart count starts over
+
+  std::string pid_file;  // adopt an instance someone else started, if its PID is alive
+
+  // Where in the config this service was declared ("gpuvisor.yaml:12:3"), for messages.
+  std::string origin;
+};
+
+// Daemon-wide settings from the `daemon:` section; command-line flags override them.
+struct DaemonSpec {
+  std::string listen = "127.0.0.1:7733";
+  std::string state_dir;             // empty: $XDG_STATE_HOME/gpuvisor or ~/.local/state/gpuvisor
+  bool stop_services_on_exit = true;  // false: leave them running, the next daemon adopts them
+  bool use_cgroups = true;            // false: process groups only (see docs/operations.md)
+  size_t log_ring_lines = 1000;       // per service, in memory
+};
+
+struct Config {
+  std::string path;  // file it was read from, or "<embedded>"
+  DaemonSpec daemon;
+  std::vector<ServiceSpec> services;  // in declaration order
+
+  const ServiceSpec* find(const std::string& name) const {
+    for (const auto& s : services) {
+      if (s.name == name) return &s;
+    }
+    return nullptr;
+  }
+};
+
+}  // namespace gpuvisor
