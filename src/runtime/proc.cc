@@ -1,0 +1,84 @@
+#include "runtime/proc.h"
+
+#include <dirent.h>
+
+#include <charconv>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+namespace gpuvisor {
+
+std::optional<ProcStat> read_proc_stat(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!in || !std::getline(in, line)) return std::nullopt;
+  // comm is in parentheses and may itself contain spaces or ')': the last ')' ends it.
+  const auto open = line.find('(');
+  const auto close = line.rfind(')');
+  if (open == std::string::npos || close == std::string::npos || close < open) return std::nullopt;
+  ProcStat st;
+  st.pid = pid;
+  st.comm = line.substr(open + 1, close - open - 1);
+  std::istringstream rest(line.substr(close + 2));
+  // Fields after comm, 1-based from field 3 (state): 3 state, 4 ppid, 5 pgrp, 6 session, ...
+  // 22 starttime.
+  std::string field;
+  for (int index = 3; rest >> field; ++index) {
+    if (index == 3) {
+      st.state = field.empty() ? '?' : field[0];
+    } else if (index == 4) {
+      st.ppid = std::stoi(field);
+    } else if (index == 5) {
+      st.pgid = std::stoi(field);
+    } else if (index == 6) {
+      st.sid = std::stoi(field);
+    } else if (index == 22) {
+      st.start_time = std::stoull(field);
+      return st;
+    }
+  }
+  return std::nullopt;
+}
+
+bool same_process_alive(pid_t pid, uint64_t start_time) {
+  const auto st = read_proc_stat(pid);
+  return st && st->start_time == start_time && st->state != 'Z' && st->state != 'X';
+}
+
+std::vector<ProcStat> list_processes() {
+  std::vector<ProcStat> out;
+  DIR* dir = opendir("/proc");
+  if (dir == nullptr) return out;
+  while (const dirent* entry = readdir(dir)) {
+    pid_t pid = 0;
+    const char* name = entry->d_name;
+    const char* end = name + std::char_traits<char>::length(name);
+    auto [ptr, ec] = std::from_chars(name, end, pid);
+    if (ec != std::errc() || ptr != end) continue;
+    if (auto st = read_proc_stat(pid)) out.push_back(std::move(*st));
+  }
+  closedir(dir);
+  return out;
+}
+
+std::vector<ProcStat> list_descendants(pid_t root) {
+  const auto all = list_processes();
+  std::multimap<pid_t, const ProcStat*> children;
+  for (const auto& st : all) children.emplace(st.ppid, &st);
+  std::vector<ProcStat> out;
+  std::vector<pid_t> frontier{root};
+  while (!frontier.empty()) {
+    const pid_t parent = frontier.back();
+    frontier.pop_back();
+    auto [lo, hi] = children.equal_range(parent);
+    for (auto it = lo; it != hi; ++it) {
+      if (it->second->state == 'Z') continue;
+      out.push_back(*it->second);
+      frontier.push_back(it->second->pid);
+    }
+  }
+  return out;
+}
+
+}  // namespace gpuvisor

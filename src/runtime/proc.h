@@ -1,0 +1,36 @@
+// Reading the kernel's process table (/proc). Start times are how a PID is proven to still be
+// the process gpuvisor started: a PID can be reused, a (PID, start time) pair cannot.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace gpuvisor {
+
+struct ProcStat {
+  pid_t pid = 0;
+  pid_t ppid = 0;
+  pid_t pgid = 0;
+  pid_t sid = 0;
+  char state = '?';            // R, S, D, Z (zombie), ...
+  uint64_t start_time = 0;     // clock ticks after boot (field 22 of /proc/PID/stat)
+  std::string comm;            // short command name, for display only, never for matching
+};
+
+// The process's stat line, or nullopt when it is gone (or /proc cannot be read).
+std::optional<ProcStat> read_proc_stat(pid_t pid);
+
+// True when pid runs (not a zombie) and started at start_time.
+bool same_process_alive(pid_t pid, uint64_t start_time);
+
+// Every live process whose parent chain reaches root (root excluded), in one /proc scan.
+std::vector<ProcStat> list_descendants(pid_t root);
+
+// All processes, for callers that need more than one query per scan.
+std::vector<ProcStat> list_processes();
+
+}  // namespace gpuvisor

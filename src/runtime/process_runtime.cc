@@ -1,0 +1,132 @@
+#include "runtime/process_runtime.h"
+
+#include <chrono>
+#include <fstream>
+
+#include "runtime/proc.h"
+#include "runtime/process_instance.h"
+#include "runtime/spawn.h"
+
+namespace gpuvisor {
+
+namespace {
+
+int64_t unix_ms_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::vector<std::string> service_argv(const ServiceSpec& spec) {
+  if (spec.shell) return {"/bin/sh", "-c", spec.command.empty() ? "" : spec.command.front()};
+  return spec.command;
+}
+
+}  // namespace
+
+std::string ExitInfo::describe() const {
+  if (!known) return "exited (status unknown: not a child of this daemon)";
+  if (signal != 0) {
+    return "killed by signal " + std::to_string(signal) + " (" + strsignal(signal) + ")";
+  }
+  return "exited with status " + std::to_string(code);
+}
+
+ProcessRuntime::ProcessRuntime(boost::asio::any_io_executor executor, std::string cgroup_parent)
+    : executor_(std::move(executor)), cgroup_parent_(std::move(cgroup_parent)) {}
+
+Result<std::shared_ptr<Instance>> ProcessRuntime::start(const ServiceSpec& spec,
+                                                        const LaunchOptions& options,
+                                                        ExitCallback on_exit) {
+  std::vector<std::pair<std::string, std::string>> env(spec.env.begin(), spec.env.end());
+  env.insert(env.end(), options.extra_env.begin(), options.extra_env.end());
+  SpawnRequest request{service_argv(spec), merged_environment(env), spec.cwd, options.log_path,
+                       ""};
+
+  std::optional<Cgroup> cgroup;
+  if (!cgroup_parent_.empty()) {
+    // A fresh cgroup per instance: leftovers of a previous one can never be mistaken for it.
+    const std::string dir = cgroup_parent_ + "/" + spec.name + "." + std::to_string(getpid()) +
+                            "." + std::to_string(++next_instance_);
+    auto created = Cgroup::create(dir);
+    if (!created) return created.error();
+    cgroup = std::move(*created);
+    request.cgroup_procs = cgroup->procs_file();
+  }
+
+  auto spawned = spawn_process(request);
+  if (!spawned) {
+    if (cgroup) cgroup->remove();
+    return spawned.error();
+  }
+  InstanceRecord record;
+  record.service = spec.name;
+  record.pid = spawned->pid;
+  record.cgroup = cgroup ? cgroup->dir() : "";
+  record.started_unix_ms = unix_ms_now();
+  if (const auto st = read_proc_stat(spawned->pid)) record.start_time = st->start_time;
+
+  auto instance = std::make_shared<ProcessInstance>(executor_, std::move(record),
+                                                    std::move(spawned->pidfd), std::move(cgroup),
+                                                    /*is_child=*/true);
+  instance->watch(std::move(on_exit));
+  return std::shared_ptr<Instance>(instance);
+}
+
+Result<std::shared_ptr<Instance>> ProcessRuntime::adopt(const InstanceRecord& record,
+                                                        ExitCallback on_exit) {
+  // Pin the PID with a pidfd first, then prove it is the recorded process: a check made
+  // before pinning could be outdated by the time we signal.
+  Pidfd pidfd = Pidfd::open(record.pid);
+  if (!pidfd.valid()) {
+    return make_error(ErrorCode::kNotFound, "pid " + std::to_string(record.pid) + " is gone");
+  }
+  if (!same_process_alive(record.pid, record.start_time)) {
+    return make_error(ErrorCode::kConflict, "pid " + std::to_string(record.pid) +
+                                                " now belongs to another process (start time "
+                                                "differs); it will not be touched");
+  }
+  auto instance = std::make_shared<ProcessInstance>(
+      executor_, record, std::move(pidfd), Cgroup::open_existing(record.cgroup), false);
+  instance->refresh();
+  instance->watch(std::move(on_exit));
+  return std::shared_ptr<Instance>(instance);
+}
+
+void ProcessRuntime::discard(const InstanceRecord& record) {
+  auto cgroup = Cgroup::open_existing(record.cgroup);
+  if (!cgroup) return;
+  // Members of a cgroup this daemon created are ours whatever their PIDs.
+  if (cgroup->populated()) cgroup->signal_all(SIGKILL);
+  cgroup->remove();
+}
+
+Result<std::shared_ptr<Instance>> ProcessRuntime::adopt_existing(const ServiceSpec& spec,
+                                                                 ExitCallback on_exit) {
+  if (spec.pid_file.empty()) return make_error(ErrorCode::kNotFound, "no pid_file configured");
+  std::ifstream in(spec.pid_file);
+  pid_t pid = 0;
+  if (!in) return make_error(ErrorCode::kNotFound, "no pid file " + spec.pid_file);
+  if (!(in >> pid) || pid <= 0) {
+    return make_error(ErrorCode::kBadRequest, spec.pid_file + " does not hold a PID");
+  }
+  Pidfd pidfd = Pidfd::open(pid);
+  const auto st = read_proc_stat(pid);
+  if (!pidfd.valid() || !st || st->state == 'Z') {
+    return make_error(ErrorCode::kNotFound,
+                      "pid " + std::to_string(pid) + " from " + spec.pid_file + " is not running");
+  }
+  InstanceRecord record;
+  record.service = spec.name;
+  record.pid = pid;
+  record.start_time = st->start_time;
+  record.from_pid_file = true;
+  record.started_unix_ms = unix_ms_now();
+  auto instance = std::make_shared<ProcessInstance>(executor_, std::move(record),
+                                                    std::move(pidfd), std::nullopt, false);
+  instance->refresh();
+  instance->watch(std::move(on_exit));
+  return std::shared_ptr<Instance>(instance);
+}
+
+}  // namespace gpuvisor

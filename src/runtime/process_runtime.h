@@ -1,0 +1,37 @@
+// Runtime for native processes: spawn_process() plus a pidfd to watch the exit, a cgroup (or,
+// where none can be made, the process group and observed descendants) to find the whole tree.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <optional>
+#include <string>
+
+#include "runtime/runtime.h"
+
+namespace gpuvisor {
+
+class ProcessRuntime : public Runtime {
+ public:
+  // cgroup_parent: directory under which each service gets its own cgroup; empty disables
+  // cgroups (see Cgroup::default_parent()).
+  ProcessRuntime(boost::asio::any_io_executor executor, std::string cgroup_parent);
+
+  Result<std::shared_ptr<Instance>> start(const ServiceSpec& spec, const LaunchOptions& options,
+                                          ExitCallback on_exit) override;
+  Result<std::shared_ptr<Instance>> adopt(const InstanceRecord& record,
+                                          ExitCallback on_exit) override;
+  void discard(const InstanceRecord& record) override;
+
+  // The process named by spec.pid_file, when it runs.
+  Result<std::shared_ptr<Instance>> adopt_existing(const ServiceSpec& spec,
+                                                   ExitCallback on_exit) override;
+
+  bool uses_cgroups() const { return !cgroup_parent_.empty(); }
+
+ private:
+  boost::asio::any_io_executor executor_;
+  std::string cgroup_parent_;
+  uint64_t next_instance_ = 0;
+};
+
+}  // namespace gpuvisor

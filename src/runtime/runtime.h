@@ -1,0 +1,91 @@
+// The seam between the supervisor and the ways a service can run. A Runtime starts or adopts an
+// Instance; an Instance reports its exit and stops its whole tree. Process is the first backend;
+// docker, external and remote follow behind the same two classes.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/duration.h"
+#include "core/result.h"
+#include "core/service_spec.h"
+
+namespace gpuvisor {
+
+struct ExitInfo {
+  bool known = false;  // false for adopted processes: only their parent can read the status
+  int code = 0;        // exit status, when exited normally
+  int signal = 0;      // terminating signal, or 0
+
+  bool success() const { return known && signal == 0 && code == 0; }
+  // "exited with status 3", "killed by signal 9 (Killed)", "exited (status unknown)"
+  std::string describe() const;
+};
+
+// What the daemon persists about a running instance so that a restarted daemon can adopt it.
+struct InstanceRecord {
+  std::string service;
+  pid_t pid = 0;
+  uint64_t start_time = 0;    // /proc start time: proves pid is still this process
+  std::string cgroup;         // cgroup directory holding the tree, or empty
+  bool from_pid_file = false;  // started by someone else, adopted through pid_file
+  int64_t started_unix_ms = 0;
+};
+
+struct StopOutcome {
+  bool killed = false;  // SIGKILL was needed (grace ran out, or grace was zero)
+};
+
+class Instance {
+ public:
+  virtual ~Instance() = default;
+
+  virtual const InstanceRecord& record() const = 0;
+  // True once the main process has exited (its tree may still have members).
+  virtual bool exited() const = 0;
+  // Every live process of the instance: main process and descendants.
+  virtual std::vector<pid_t> pids() const = 0;
+  // Looks for new descendants (only needed where no cgroup holds the tree).
+  virtual void refresh() = 0;
+  // SIGTERM to the whole tree, SIGKILL after grace (zero: at once). done runs once, on the
+  // executor, after every process of the tree is gone. Calling again with a shorter grace
+  // escalates; every done given is called.
+  virtual void stop(Millis grace, std::function<void(StopOutcome)> done) = 0;
+};
+
+struct LaunchOptions {
+  std::string log_path;
+  std::vector<std::pair<std::string, std::string>> extra_env;
+};
+
+// Called once, on the executor, when the main process exits.
+using ExitCallback = std::function<void(ExitInfo)>;
+
+class Runtime {
+ public:
+  virtual ~Runtime() = default;
+
+  virtual Result<std::shared_ptr<Instance>> start(const ServiceSpec& spec,
+                                                  const LaunchOptions& options,
+                                                  ExitCallback on_exit) = 0;
+  // Takes over an instance from a record; fails, touching nothing, when the PID is gone or
+  // now belongs to another process.
+  virtual Result<std::shared_ptr<Instance>> adopt(const InstanceRecord& record,
+                                                  ExitCallback on_exit) = 0;
+  // A record whose main process is gone: ends what is left of its tree, where that can be
+  // proven to be ours (its cgroup), and never signals the recorded PID.
+  virtual void discard(const InstanceRecord& record) = 0;
+  // Finds an instance of spec that someone else started (for processes: its pid_file), so
+  // that ensure adopts it instead of starting a second one. NotFound when there is none.
+  virtual Result<std::shared_ptr<Instance>> adopt_existing(const ServiceSpec& spec,
+                                                           ExitCallback on_exit) = 0;
+};
+
+}  // namespace gpuvisor

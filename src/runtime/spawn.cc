@@ -1,0 +1,160 @@
+#include "runtime/spawn.h"
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <map>
+
+extern char** environ;
+
+namespace gpuvisor {
+
+namespace {
+
+// Only async-signal-safe calls between fork and exec: the daemon may have other threads.
+// What the child was doing when it failed, so the error names the step, not only errno.
+enum Stage : int { kJoinCgroup, kSetsid, kStdio, kChdir, kExec };
+struct ChildFailure {
+  int stage;
+  int err;
+};
+
+[[noreturn]] void child_fail(int report_fd, Stage stage, int err) {
+  const ChildFailure failure{stage, err};
+  const ssize_t ignored = write(report_fd, &failure, sizeof failure);
+  (void)ignored;  // the parent sees EOF and an exit status 127 either way
+  _exit(127);
+}
+
+void format_pid(pid_t pid, char* out) {
+  char digits[16];
+  int n = 0;
+  do {
+    digits[n++] = static_cast<char>('0' + pid % 10);
+    pid /= 10;
+  } while (pid > 0 && n < 15);
+  for (int i = 0; i < n; ++i) out[i] = digits[n - 1 - i];
+  out[n] = '\n';
+  out[n + 1] = '\0';
+}
+
+}  // namespace
+
+std::vector<std::string> merged_environment(
+    const std::vector<std::pair<std::string, std::string>>& overrides) {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    const std::string entry(*e);
+    const auto eq = entry.find('=');
+    if (eq != std::string::npos) env[entry.substr(0, eq)] = entry.substr(eq + 1);
+  }
+  for (const auto& [key, value] : overrides) env[key] = value;
+  std::vector<std::string> out;
+  out.reserve(env.size());
+  for (const auto& [key, value] : env) out.push_back(key + "=" + value);
+  return out;
+}
+
+Result<Spawned> spawn_process(const SpawnRequest& request) {
+  if (request.argv.empty() || request.argv[0].empty()) {
+    return make_error(ErrorCode::kBadRequest, "empty command");
+  }
+  // Everything the child needs is prepared before fork: no allocation after it.
+  std::vector<char*> argv;
+  for (const auto& a : request.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (const auto& e : request.env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+
+  const char* log_path = request.log_path.empty() ? "/dev/null" : request.log_path.c_str();
+  const int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) {
+    return make_error(ErrorCode::kFailed,
+                      std::string("cannot open log ") + log_path + ": " + std::strerror(errno));
+  }
+  int cgroup_fd = -1;
+  if (!request.cgroup_procs.empty()) {
+    cgroup_fd = open(request.cgroup_procs.c_str(), O_WRONLY | O_CLOEXEC);
+    if (cgroup_fd < 0) {
+      close(log_fd);
+      return make_error(ErrorCode::kUnavailable, "cannot open " + request.cgroup_procs + ": " +
+                                                     std::strerror(errno));
+    }
+  }
+  int report[2];
+  if (pipe2(report, O_CLOEXEC) != 0) {
+    close(log_fd);
+    if (cgroup_fd >= 0) close(cgroup_fd);
+    return make_error(ErrorCode::kFailed, std::string("pipe: ") + std::strerror(errno));
+  }
+
+  const pid_t pid = fork();
+  if (pid == 0) {
+    close(report[0]);
+    if (cgroup_fd >= 0) {
+      char text[18];
+      format_pid(getpid(), text);
+      if (write(cgroup_fd, text, strlen(text)) < 0) child_fail(report[1], kJoinCgroup, errno);
+    }
+    if (setsid() < 0) child_fail(report[1], kSetsid, errno);
+    // Dispositions the daemon set (SIGPIPE ignored) and its signal mask survive exec; reset
+    // them so the service starts as it would from a shell.
+    for (int sig = 1; sig < NSIG; ++sig) signal(sig, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    const int null_fd = open("/dev/null", O_RDONLY);
+    if (null_fd < 0 || dup2(null_fd, STDIN_FILENO) < 0 || dup2(log_fd, STDOUT_FILENO) < 0 ||
+        dup2(log_fd, STDERR_FILENO) < 0) {
+      child_fail(report[1], kStdio, errno);
+    }
+    if (!request.cwd.empty() && chdir(request.cwd.c_str()) != 0) child_fail(report[1], kChdir, errno);
+    execvpe(argv[0], argv.data(), envp.data());
+    child_fail(report[1], kExec, errno);
+  }
+
+  const int fork_errno = errno;
+  close(report[1]);
+  close(log_fd);
+  if (cgroup_fd >= 0) close(cgroup_fd);
+  if (pid < 0) {
+    close(report[0]);
+    return make_error(ErrorCode::kFailed, std::string("fork: ") + std::strerror(fork_errno));
+  }
+  // Blocks only until exec succeeds (EOF through O_CLOEXEC) or the child reports why it failed.
+  ChildFailure failure{};
+  ssize_t n = 0;
+  do {
+    n = read(report[0], &failure, sizeof failure);
+  } while (n < 0 && errno == EINTR);
+  close(report[0]);
+  if (n == static_cast<ssize_t>(sizeof failure)) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    const std::string why = std::strerror(failure.err);
+    switch (failure.stage) {
+      case kJoinCgroup:
+        return make_error(ErrorCode::kUnavailable,
+                          "cannot join cgroup " + request.cgroup_procs + ": " + why);
+      case kChdir:
+        return make_error(ErrorCode::kFailed, "cannot change to directory '" + request.cwd +
+                                                  "': " + why);
+      case kExec:
+        return make_error(ErrorCode::kFailed, "cannot execute '" + request.argv[0] + "': " + why);
+      default:
+        return make_error(ErrorCode::kFailed, "cannot set up the service process: " + why);
+    }
+  }
+  Spawned out;
+  out.pid = pid;
+  // The child is ours and not reaped, so its PID cannot have been reused yet.
+  out.pidfd = Pidfd::open(pid);
+  return out;
+}
+
+}  // namespace gpuvisor

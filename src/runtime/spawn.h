@@ -1,0 +1,36 @@
+// fork/exec of one service process, done so that the daemon can always find and stop all of it:
+// a new session and process group, a cgroup joined before exec (so every descendant is in it),
+// output straight into a log file (so it survives a daemon restart), and an exec failure
+// reported back as an error instead of a mysterious exit 127.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+#include "runtime/pidfd.h"
+
+namespace gpuvisor {
+
+struct SpawnRequest {
+  std::vector<std::string> argv;  // argv[0] is looked up in PATH when it has no '/'
+  std::vector<std::string> env;   // complete environment, "KEY=value"
+  std::string cwd;                // empty: inherit
+  std::string log_path;           // stdout and stderr are appended here; empty: /dev/null
+  std::string cgroup_procs;       // cgroup.procs file to join before exec; empty: none
+};
+
+struct Spawned {
+  pid_t pid = 0;
+  Pidfd pidfd;
+};
+
+Result<Spawned> spawn_process(const SpawnRequest& request);
+
+// The daemon's environment merged with overrides (overrides win), as "KEY=value" strings.
+std::vector<std::string> merged_environment(
+    const std::vector<std::pair<std::string, std::string>>& overrides);
+
+}  // namespace gpuvisor
