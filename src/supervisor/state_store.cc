@@ -1,0 +1,117 @@
+#include "supervisor/state_store.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace gpuvisor {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+nlohmann::json to_json(const InstanceRecord& r) {
+  return {{"service", r.service},          {"pid", r.pid},
+          {"start_time", r.start_time},    {"cgroup", r.cgroup},
+          {"from_pid_file", r.from_pid_file}, {"started_unix_ms", r.started_unix_ms}};
+}
+
+Result<InstanceRecord> from_json(const nlohmann::json& j) {
+  InstanceRecord r;
+  try {
+    r.service = j.at("service").get<std::string>();
+    r.pid = j.at("pid").get<pid_t>();
+    r.start_time = j.at("start_time").get<uint64_t>();
+    r.cgroup = j.value("cgroup", "");
+    r.from_pid_file = j.value("from_pid_file", false);
+    r.started_unix_ms = j.value("started_unix_ms", int64_t{0});
+  } catch (const nlohmann::json::exception& e) {
+    return make_error(ErrorCode::kBadRequest, e.what());
+  }
+  if (r.pid <= 0) return make_error(ErrorCode::kBadRequest, "pid must be positive");
+  return r;
+}
+
+Status write_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return make_error(ErrorCode::kFailed, tmp + ": " + std::strerror(errno));
+  const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  const int saved_errno = errno;
+  const bool synced = written && fsync(fd) == 0;
+  close(fd);
+  if (!synced || rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string why = std::strerror(written ? errno : saved_errno);
+    unlink(tmp.c_str());
+    return make_error(ErrorCode::kFailed, "cannot write " + path + ": " + why);
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<StateStore> StateStore::open(const std::string& dir) {
+  std::error_code ec;
+  for (const char* sub : {"run", "logs"}) {
+    fs::create_directories(fs::path(dir) / sub, ec);
+    if (ec) {
+      return make_error(ErrorCode::kUnavailable,
+                        "cannot create state directory " + dir + "/" + sub + ": " + ec.message());
+    }
+  }
+  fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  return StateStore(fs::absolute(dir).lexically_normal().string());
+}
+
+std::string StateStore::log_path(const std::string& service) const {
+  return dir_ + "/logs/" + service + ".log";
+}
+
+Status StateStore::save(const InstanceRecord& record) {
+  return write_atomically(dir_ + "/run/" + record.service + ".json", to_json(record).dump() + "\n");
+}
+
+void StateStore::remove(const std::string& service) {
+  std::error_code ec;
+  fs::remove(dir_ + "/run/" + service + ".json", ec);
+}
+
+StateStore::Loaded StateStore::load_all() const {
+  Loaded out;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir_ + "/run", ec)) {
+    const auto& path = entry.path();
+    if (path.extension() == ".tmp") {
+      // A crash between write and rename: the record it would have replaced is still there.
+      fs::remove(path, ec);
+      continue;
+    }
+    if (path.extension() != ".json") continue;
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    const auto parsed = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+    Result<InstanceRecord> record =
+        parsed.is_discarded() ? Result<InstanceRecord>(make_error(ErrorCode::kBadRequest,
+                                                                  "not valid JSON"))
+                              : from_json(parsed);
+    if (!record || record->service != path.stem().string()) {
+      const std::string why = record ? "names service '" + record->service + "'"
+                                     : record.error().message;
+      // Kept for a person to look at, out of the way of the next load.
+      fs::rename(path, path.string() + ".corrupt", ec);
+      out.problems.push_back(path.string() + ": " + why + " (moved to .corrupt)");
+      continue;
+    }
+    out.records.push_back(std::move(*record));
+  }
+  return out;
+}
+
+}  // namespace gpuvisor

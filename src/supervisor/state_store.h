@@ -1,0 +1,40 @@
+// The state directory: what must survive a daemon crash. Instance records (so a restarted daemon
+// adopts what the last one started, and starts nothing twice) and the services' log files.
+//
+//   <state_dir>/run/<service>.json   one InstanceRecord, written before a start is acknowledged
+//   <state_dir>/logs/<service>.log   the service's stdout and stderr
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+#include "runtime/runtime.h"
+
+namespace gpuvisor {
+
+class StateStore {
+ public:
+  // Creates the directory tree (mode 0700: records name PIDs and cgroups).
+  static Result<StateStore> open(const std::string& dir);
+
+  const std::string& dir() const { return dir_; }
+  std::string log_path(const std::string& service) const;
+
+  // Written to a temp file, fsynced, then renamed: a crash leaves the old record or the new.
+  Status save(const InstanceRecord& record);
+  void remove(const std::string& service);
+
+  struct Loaded {
+    std::vector<InstanceRecord> records;
+    std::vector<std::string> problems;  // unreadable or corrupt files, each moved aside
+  };
+  Loaded load_all() const;
+
+ private:
+  explicit StateStore(std::string dir) : dir_(std::move(dir)) {}
+  std::string dir_;
+};
+
+}  // namespace gpuvisor

@@ -1,0 +1,271 @@
+#include "supervisor/supervisor.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/post.hpp>
+
+#include "supervisor/unit.h"
+
+namespace gpuvisor {
+
+namespace {
+
+int64_t unix_ms_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+Supervisor::Supervisor(boost::asio::any_io_executor executor, const Config& config,
+                       Runtime& runtime, Prober& prober, StateStore& store, EventBus& events)
+    : executor_(std::move(executor)),
+      config_(config),
+      runtime_(runtime),
+      prober_(prober),
+      store_(store),
+      events_(events) {
+  for (const auto& spec : config_.services) {
+    auto unit = std::make_unique<Unit>(executor_, spec);
+    unit->since_unix_ms = unix_ms_now();
+    unit->log = std::make_shared<LogTail>(executor_, store_.log_path(spec.name),
+                                          config_.daemon.log_ring_lines);
+    units_.emplace(spec.name, std::move(unit));
+  }
+}
+
+Supervisor::~Supervisor() = default;
+
+Supervisor::Unit* Supervisor::find(const std::string& name) const {
+  const auto it = units_.find(name);
+  return it == units_.end() ? nullptr : it->second.get();
+}
+
+Supervisor::Unit* Supervisor::current(const std::string& name, uint64_t generation) const {
+  Unit* u = find(name);
+  return u != nullptr && u->generation == generation ? u : nullptr;
+}
+
+Error Supervisor::not_found(const std::string& name) const {
+  std::string known;
+  for (const auto& [n, u] : units_) known += (known.empty() ? "" : ", ") + n;
+  return make_error(ErrorCode::kNotFound, "no service named '" + name + "' (configured: " +
+                                              (known.empty() ? "none" : known) + ")");
+}
+
+ServiceView Supervisor::view(const Unit& u) const {
+  ServiceView v;
+  v.spec = &u.spec;
+  v.state = u.state;
+  v.reason = u.reason;
+  v.since_unix_ms = u.since_unix_ms;
+  v.generation = u.generation;
+  if (u.instance && !u.instance->exited()) v.pid = u.instance->record().pid;
+  if (u.instance) v.started_unix_ms = u.instance->record().started_unix_ms;
+  v.adopted = u.adopted;
+  v.restarts = u.restarts;
+  v.last_exit = u.last_exit;
+  v.last_probe = u.last_probe;
+  return v;
+}
+
+std::vector<ServiceView> Supervisor::list() const {
+  std::vector<ServiceView> out;
+  for (const auto& spec : config_.services) out.push_back(view(*find(spec.name)));
+  return out;
+}
+
+Result<ServiceView> Supervisor::get(const std::string& name) const {
+  const Unit* u = find(name);
+  if (u == nullptr) return not_found(name);
+  return view(*u);
+}
+
+std::shared_ptr<LogTail> Supervisor::logs(const std::string& name) const {
+  const Unit* u = find(name);
+  return u == nullptr ? nullptr : u->log;
+}
+
+void Supervisor::set_state(Unit& u, ServiceState state, std::string reason) {
+  const ServiceState from = u.state;
+  u.state = state;
+  u.reason = std::move(reason);
+  u.since_unix_ms = unix_ms_now();
+  const pid_t pid = u.instance && !u.instance->exited() ? u.instance->record().pid : 0;
+  spdlog::info("{}: {} -> {} ({})", u.spec.name, to_string(from), to_string(state), u.reason);
+  events_.publish("service.state_changed", {{"service", u.spec.name},
+                                            {"from", to_string(from)},
+                                            {"to", to_string(state)},
+                                            {"reason", u.reason},
+                                            {"generation", u.generation},
+                                            {"pid", pid}});
+}
+
+void Supervisor::add_waiter(Unit& u, Millis timeout, Done done) {
+  Waiter waiter;
+  waiter.id = next_waiter_++;
+  waiter.done = std::move(done);
+  waiter.timer = std::make_unique<boost::asio::steady_timer>(executor_, timeout);
+  waiter.timer->async_wait(
+      guarded([this, name = u.spec.name, id = waiter.id, timeout](boost::system::error_code ec) {
+        Unit* unit = find(name);
+        if (ec || unit == nullptr) return;
+        for (auto it = unit->ensure_waiters.begin(); it != unit->ensure_waiters.end(); ++it) {
+          if (it->id != id) continue;
+          std::string message = "'" + name + "' not ready after " + format_duration(timeout) +
+                                " (state " + to_string(unit->state) + ": " + unit->reason + ")";
+          if (!unit->last_probe.empty()) message += "; last health check: " + unit->last_probe;
+          auto waiter_done = std::move(it->done);
+          unit->ensure_waiters.erase(it);
+          waiter_done(make_error(ErrorCode::kTimeout, message));
+          return;
+        }
+      }));
+  u.ensure_waiters.push_back(std::move(waiter));
+}
+
+void Supervisor::resolve_waiters(Unit& u) {
+  const ServiceView v = view(u);
+  for (auto& w : u.ensure_waiters) {
+    w.timer->cancel();
+    boost::asio::post(executor_, [done = std::move(w.done), v] { done(v); });
+  }
+  u.ensure_waiters.clear();
+}
+
+void Supervisor::fail_waiters(Unit& u, const Error& error) {
+  for (auto& w : u.ensure_waiters) {
+    w.timer->cancel();
+    boost::asio::post(executor_, [done = std::move(w.done), error] { done(error); });
+  }
+  u.ensure_waiters.clear();
+}
+
+void Supervisor::cancel_timers(Unit& u) {
+  u.probe_timer.cancel();
+  u.deadline_timer.cancel();
+  u.backoff_timer.cancel();
+}
+
+void Supervisor::ensure(const std::string& name, Millis timeout, Done done) {
+  Unit* u = find(name);
+  if (u == nullptr || shutting_down_) {
+    Error error = u == nullptr ? not_found(name)
+                               : make_error(ErrorCode::kUnavailable, "daemon is shutting down");
+    boost::asio::post(executor_, [done = std::move(done), error] { done(error); });
+    return;
+  }
+  u->want_running = true;
+  switch (u->state) {
+    case ServiceState::kReady:
+    case ServiceState::kBusy:
+      boost::asio::post(executor_, [done = std::move(done), v = view(*u)] { done(v); });
+      return;
+    case ServiceState::kStarting:
+    case ServiceState::kUnknown:
+    case ServiceState::kStopping:  // on_stopped() starts it again: want_running is set
+      add_waiter(*u, timeout, std::move(done));
+      return;
+    case ServiceState::kStopped:
+    case ServiceState::kError:
+      add_waiter(*u, timeout, std::move(done));
+      u->restarts = 0;  // a person asked: the automatic restart budget starts over
+      u->backoff_timer.cancel();
+      // In error with an instance: its cleanup is running; on_cleaned() starts it.
+      if (!u->instance) begin_start(*u, "ensure requested");
+      return;
+  }
+}
+
+void Supervisor::stop(const std::string& name, bool force, Done done) {
+  Unit* u = find(name);
+  if (u == nullptr) {
+    boost::asio::post(executor_, [done = std::move(done), e = not_found(name)] { done(e); });
+    return;
+  }
+  u->want_running = false;
+  u->restart_delay.reset();
+  fail_waiters(*u, make_error(ErrorCode::kConflict,
+                              "stop of '" + name + "' requested before it became ready"));
+  if (!u->instance) {
+    cancel_timers(*u);
+    ++u->generation;
+    if (u->state != ServiceState::kStopped) set_state(*u, ServiceState::kStopped, "stop requested");
+    boost::asio::post(executor_, [done = std::move(done), v = view(*u)] { done(v); });
+    return;
+  }
+  u->stop_waiters.push_back(std::move(done));
+  if (u->state == ServiceState::kStopping) {
+    // Already on its way down; force only brings the SIGKILL forward.
+    if (force) u->instance->stop(Millis(0), [](StopOutcome) {});
+    return;
+  }
+  begin_stop(*u, force ? Millis(0) : u->spec.stop_grace,
+             force ? "stop requested (force)" : "stop requested");
+}
+
+void Supervisor::restart(const std::string& name, Millis timeout, Done done) {
+  stop(name, false,
+       guarded([this, name, timeout, done = std::move(done)](Result<ServiceView> stopped) mutable {
+         if (!stopped) {
+           done(stopped.error());
+           return;
+         }
+         ensure(name, timeout, std::move(done));
+       }));
+}
+
+void Supervisor::begin_stop(Unit& u, Millis grace, const std::string& why) {
+  const uint64_t generation = ++u.generation;
+  cancel_timers(u);
+  set_state(u, ServiceState::kStopping, why);
+  u.instance->stop(grace, guarded([this, name = u.spec.name, generation](StopOutcome outcome) {
+                     on_stopped(name, generation, outcome);
+                   }));
+}
+
+void Supervisor::on_stopped(const std::string& name, uint64_t generation, StopOutcome outcome) {
+  Unit* u = current(name, generation);
+  if (u == nullptr) return;
+  const pid_t pid = u->instance ? u->instance->record().pid : 0;
+  u->instance.reset();
+  u->adopted = false;
+  store_.remove(name);
+  const std::string reason =
+      outcome.killed ? "killed with SIGKILL (did not exit within stop_grace " +
+                           format_duration(u->spec.stop_grace) + ")"
+                     : "stopped";
+  u->log->note("pid " + std::to_string(pid) + " " + reason);
+  events_.publish("service.process_gone", {{"service", name}, {"pid", pid}, {"after", "stop"}});
+  u->ready_at.reset();
+  set_state(*u, ServiceState::kStopped, reason);
+  const ServiceView v = view(*u);
+  for (auto& done : u->stop_waiters) {
+    boost::asio::post(executor_, [done = std::move(done), v] { done(v); });
+  }
+  u->stop_waiters.clear();
+  if (u->want_running && !shutting_down_) begin_start(*u, "ensure requested while stopping");
+}
+
+void Supervisor::shutdown(bool stop_services, std::function<void()> done) {
+  shutting_down_ = true;
+  auto remaining = std::make_shared<size_t>(1);
+  auto finish = std::make_shared<std::function<void()>>(std::move(done));
+  auto one_done = [remaining, finish](auto&&...) {
+    if (--*remaining == 0) (*finish)();
+  };
+  for (auto& [name, u] : units_) {
+    fail_waiters(*u, make_error(ErrorCode::kUnavailable, "daemon is shutting down"));
+    u->backoff_timer.cancel();
+    if (stop_services && u->instance && !u->instance->record().from_pid_file) {
+      ++*remaining;
+      stop(name, false, one_done);
+    } else {
+      cancel_timers(*u);
+    }
+  }
+  boost::asio::post(executor_, [one_done] { one_done(); });
+}
+
+}  // namespace gpuvisor

@@ -1,0 +1,121 @@
+// The one owner of all service state (DESIGN.md). Every method runs on the daemon's strand;
+// completions come back through callbacks posted to it, never from inside the call.
+//
+// Each asynchronous step (a probe, an exit, a stop, a backoff) carries the service's generation
+// when it was started. ensure, stop and every failure bump the generation, so a completion that
+// arrives after a newer operation changes nothing (STYLE.md practice 5).
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+#include "core/service_spec.h"
+#include "core/service_state.h"
+#include "events/event_bus.h"
+#include "runtime/log_tail.h"
+#include "runtime/runtime.h"
+#include "supervisor/probe.h"
+#include "supervisor/state_store.h"
+
+namespace gpuvisor {
+
+// A read-only snapshot of one service, for the API and the CLI.
+struct ServiceView {
+  const ServiceSpec* spec = nullptr;
+  ServiceState state = ServiceState::kStopped;
+  std::string reason;
+  int64_t since_unix_ms = 0;
+  uint64_t generation = 0;
+  pid_t pid = 0;                 // main process, 0 when none
+  int64_t started_unix_ms = 0;   // of the current instance
+  bool adopted = false;          // instance taken over from a previous daemon or a pid_file
+  int restarts = 0;              // automatic restarts in a row
+  std::string last_exit;         // "exited with status 3", or empty
+  std::string last_probe;        // detail of the last failed health check, or empty
+};
+
+class Supervisor {
+ public:
+  using Done = std::function<void(Result<ServiceView>)>;
+
+  Supervisor(boost::asio::any_io_executor executor, const Config& config, Runtime& runtime,
+             Prober& prober, StateStore& store, EventBus& events);
+  ~Supervisor();
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
+
+  // Opens the log tails and adopts what a previous daemon left running (instance records,
+  // then pid files). Call once, before serving requests.
+  void start();
+
+  // Makes the service ready: done gets its view once healthy, or the reason it is not (with
+  // its last log lines). timeout bounds this wait only; the start goes on without the caller.
+  // NotFound for an unknown name; Conflict when a stop overtakes the ensure.
+  void ensure(const std::string& name, Millis timeout, Done done);
+  // Stops the whole process tree: SIGTERM, SIGKILL after stop_grace (force: at once). done runs
+  // when nothing of it is left.
+  void stop(const std::string& name, bool force, Done done);
+  void restart(const std::string& name, Millis timeout, Done done);
+
+  // Fails every waiter; with stop_services, stops the services this daemon started (not those
+  // adopted through a pid_file) and calls done when all are gone.
+  void shutdown(bool stop_services, std::function<void()> done);
+
+  std::vector<ServiceView> list() const;
+  Result<ServiceView> get(const std::string& name) const;
+  std::shared_ptr<LogTail> logs(const std::string& name) const;
+
+ private:
+  struct Unit;
+  struct Waiter;
+
+  Unit* find(const std::string& name) const;
+  // The unit, only if no newer operation has happened since generation.
+  Unit* current(const std::string& name, uint64_t generation) const;
+  Error not_found(const std::string& name) const;
+  ServiceView view(const Unit& u) const;
+
+  void set_state(Unit& u, ServiceState state, std::string reason);
+  void add_waiter(Unit& u, Millis timeout, Done done);
+  void resolve_waiters(Unit& u);
+  void fail_waiters(Unit& u, const Error& error);
+  void cancel_timers(Unit& u);
+
+  void begin_start(Unit& u, const std::string& why);
+  void begin_stop(Unit& u, Millis grace, const std::string& why);
+  void watch_startup(Unit& u, const std::string& why);
+  void readiness_probe(Unit& u);
+  void liveness_probe(Unit& u);
+  void on_ready(Unit& u, const std::string& detail);
+  void on_exit(const std::string& name, uint64_t generation, const ExitInfo& info);
+  void on_failure(Unit& u, const std::string& what, bool failed);
+  void on_cleaned(const std::string& name, uint64_t generation);
+  void on_stopped(const std::string& name, uint64_t generation, StopOutcome outcome);
+  void adopt(Unit& u, std::shared_ptr<Instance> instance, const std::string& why);
+  ExitCallback exit_handler(const Unit& u, uint64_t generation);
+
+  // Wraps a callback so it does nothing once the supervisor is gone.
+  template <typename F>
+  auto guarded(F f) const;
+
+  boost::asio::any_io_executor executor_;
+  const Config& config_;
+  Runtime& runtime_;
+  Prober& prober_;
+  StateStore& store_;
+  EventBus& events_;
+  std::map<std::string, std::unique_ptr<Unit>> units_;
+  uint64_t next_waiter_ = 1;
+  bool shutting_down_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace gpuvisor

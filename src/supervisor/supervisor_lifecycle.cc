@@ -1,0 +1,290 @@
+// The asynchronous half of Supervisor: starting, probing, failing, restarting, adopting.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <boost/asio/post.hpp>
+
+#include "supervisor/supervisor.h"
+#include "supervisor/unit.h"
+
+namespace gpuvisor {
+
+namespace {
+
+constexpr size_t kFailureLogLines = 20;
+constexpr size_t kMaxLogBytes = 32 * 1024 * 1024;
+
+std::vector<std::string> last_lines(const LogTail& log) {
+  std::vector<std::string> out;
+  for (const auto& line : log.last(kFailureLogLines)) out.push_back(line.text);
+  return out;
+}
+
+}  // namespace
+
+ExitCallback Supervisor::exit_handler(const Unit& u, uint64_t generation) {
+  return guarded([this, name = u.spec.name, generation](const ExitInfo& info) {
+    on_exit(name, generation, info);
+  });
+}
+
+void Supervisor::start() {
+  for (auto& [name, u] : units_) u->log->start();
+
+  auto loaded = store_.load_all();
+  for (const auto& problem : loaded.problems) {
+    spdlog::warn("state directory: {}", problem);
+    events_.publish("daemon.warning", {{"message", problem}});
+  }
+  for (const auto& record : loaded.records) {
+    Unit* u = find(record.service);
+    if (u == nullptr) {
+      // Started by a previous daemon for a service no longer configured: it is ours, so it
+      // is stopped rather than left to hold VRAM nobody accounts for.
+      auto orphan = runtime_.adopt(record, [](const ExitInfo&) {});
+      if (orphan) {
+        spdlog::warn("{}: no longer configured; stopping its pid {}", record.service, record.pid);
+        (*orphan)->stop(Millis(10'000), [this, service = record.service,
+                                         keep = *orphan](StopOutcome) { store_.remove(service); });
+      } else {
+        runtime_.discard(record);
+        store_.remove(record.service);
+      }
+      continue;
+    }
+    const uint64_t generation = ++u->generation;
+    auto instance = runtime_.adopt(record, exit_handler(*u, generation));
+    if (!instance) {
+      spdlog::info("{}: previous instance not adopted: {}", record.service,
+                   instance.error().message);
+      runtime_.discard(record);
+      store_.remove(record.service);
+      u->last_exit = instance.error().message;
+      continue;
+    }
+    adopt(*u, *instance, "adopted pid " + std::to_string(record.pid) + " after daemon restart");
+  }
+  for (auto& [name, u] : units_) {
+    if (u->instance || u->spec.pid_file.empty()) continue;
+    const uint64_t generation = ++u->generation;
+    auto instance = runtime_.adopt_existing(u->spec, exit_handler(*u, generation));
+    if (instance) {
+      adopt(*u, *instance, "adopted pid " + std::to_string((*instance)->record().pid) + " from " +
+                               u->spec.pid_file);
+    }
+  }
+}
+
+void Supervisor::adopt(Unit& u, std::shared_ptr<Instance> instance, const std::string& why) {
+  u.instance = std::move(instance);
+  u.adopted = true;
+  u.want_running = true;
+  if (const auto saved = store_.save(u.instance->record()); !saved) {
+    spdlog::warn("{}: {}", u.spec.name, saved.error().message);
+  }
+  set_state(u, ServiceState::kUnknown, why);
+  // It may have been adopted mid-start: give it the whole startup window to become healthy.
+  watch_startup(u, why);
+}
+
+void Supervisor::begin_start(Unit& u, const std::string& why) {
+  u.backoff_timer.cancel();
+  const uint64_t generation = ++u.generation;
+  if (!u.spec.pid_file.empty()) {
+    // Someone else may have started it since: adopting beats starting a second copy.
+    auto existing = runtime_.adopt_existing(u.spec, exit_handler(u, generation));
+    if (existing) {
+      adopt(u, *existing, "adopted pid " + std::to_string((*existing)->record().pid) + " from " +
+                              u.spec.pid_file);
+      return;
+    }
+  }
+  u.log->rotate_if_larger(kMaxLogBytes);
+  u.last_probe.clear();
+  auto started = runtime_.start(u.spec, LaunchOptions{store_.log_path(u.spec.name), {}},
+                                exit_handler(u, generation));
+  if (!started) {
+    u.log->note("cannot start: " + started.error().message);
+    set_state(u, ServiceState::kError, "cannot start: " + started.error().message);
+    fail_waiters(u, started.error());
+    return;
+  }
+  u.instance = std::move(*started);
+  u.adopted = false;
+  u.log->note("started pid " + std::to_string(u.instance->record().pid) + " (" + why + ")");
+  // Persisted before anyone hears it started: a daemon that dies now still finds it.
+  if (const auto saved = store_.save(u.instance->record()); !saved) {
+    set_state(u, ServiceState::kStarting, why);
+    on_failure(u, "cannot record the new instance: " + saved.error().message, true);
+    return;
+  }
+  set_state(u, ServiceState::kStarting, why);
+  watch_startup(u, why);
+}
+
+void Supervisor::watch_startup(Unit& u, const std::string& why) {
+  u.liveness_failures = 0;
+  u.started_at = std::chrono::steady_clock::now();
+  u.startup_deadline = std::chrono::steady_clock::now() + u.spec.startup_timeout;
+  u.deadline_timer.expires_at(u.startup_deadline);
+  u.deadline_timer.async_wait(
+      guarded([this, name = u.spec.name, generation = u.generation,
+               why](boost::system::error_code ec) {
+        Unit* unit = current(name, generation);
+        if (ec || unit == nullptr) return;
+        std::string what = "not healthy within startup_timeout " +
+                           format_duration(unit->spec.startup_timeout);
+        if (!unit->last_probe.empty()) what += " (last health check: " + unit->last_probe + ")";
+        on_failure(*unit, what, true);
+      }));
+  readiness_probe(u);
+}
+
+void Supervisor::readiness_probe(Unit& u) {
+  const auto remaining = std::chrono::duration_cast<Millis>(u.startup_deadline -
+                                                            std::chrono::steady_clock::now());
+  const Millis timeout = std::clamp(remaining, Millis(1), u.spec.health.timeout);
+  prober_.check(u.spec.health, timeout,
+                guarded([this, name = u.spec.name, generation = u.generation](ProbeResult r) {
+                  Unit* unit = current(name, generation);
+                  if (unit == nullptr) return;
+                  if (r.ok) {
+                    on_ready(*unit, r.detail);
+                    return;
+                  }
+                  unit->last_probe = r.detail;
+                  // Wait a tenth of the time it has spent starting so far: the delay between
+                  // becoming healthy and being seen so stays within 10% of the service's own
+                  // start-up time (plus one probe), at a few dozen probes per second at first
+                  // and at most one per startup_poll_cap later.
+                  const auto elapsed = std::chrono::duration_cast<Millis>(
+                      std::chrono::steady_clock::now() - unit->started_at);
+                  unit->probe_timer.expires_after(
+                      std::clamp(elapsed / 10, Millis(1), unit->spec.health.startup_poll_cap));
+                  unit->probe_timer.async_wait(
+                      guarded([this, name, generation](boost::system::error_code ec) {
+                        Unit* again = current(name, generation);
+                        if (!ec && again != nullptr) readiness_probe(*again);
+                      }));
+                }));
+}
+
+void Supervisor::on_ready(Unit& u, const std::string& detail) {
+  u.deadline_timer.cancel();
+  u.last_probe.clear();
+  u.ready_at = std::chrono::steady_clock::now();
+  set_state(u, ServiceState::kReady,
+            u.spec.health.empty() ? "running (no health check configured)"
+                                  : "health check passed (" + detail + ")");
+  resolve_waiters(u);
+  if (!u.spec.health.empty()) {
+    u.probe_timer.expires_after(u.spec.health.interval);
+    u.probe_timer.async_wait(guarded([this, name = u.spec.name,
+                                      generation = u.generation](boost::system::error_code ec) {
+      Unit* unit = current(name, generation);
+      if (!ec && unit != nullptr) liveness_probe(*unit);
+    }));
+  }
+}
+
+void Supervisor::liveness_probe(Unit& u) {
+  u.instance->refresh();
+  prober_.check(u.spec.health, u.spec.health.timeout,
+                guarded([this, name = u.spec.name, generation = u.generation](ProbeResult r) {
+                  Unit* unit = current(name, generation);
+                  if (unit == nullptr) return;
+                  if (r.ok) {
+                    unit->liveness_failures = 0;
+                    unit->last_probe.clear();
+                  } else {
+                    unit->last_probe = r.detail;
+                    if (++unit->liveness_failures >= unit->spec.health.failure_threshold) {
+                      on_failure(*unit,
+                                 "liveness check failed " +
+                                     std::to_string(unit->liveness_failures) +
+                                     " times in a row (" + r.detail + ")",
+                                 true);
+                      return;
+                    }
+                  }
+                  unit->probe_timer.expires_after(unit->spec.health.interval);
+                  unit->probe_timer.async_wait(
+                      guarded([this, name, generation](boost::system::error_code ec) {
+                        Unit* again = current(name, generation);
+                        if (!ec && again != nullptr) liveness_probe(*again);
+                      }));
+                }));
+}
+
+void Supervisor::on_exit(const std::string& name, uint64_t generation, const ExitInfo& info) {
+  Unit* u = current(name, generation);
+  if (u == nullptr) return;  // an exit we asked for (stop bumped the generation) or stale
+  u->last_exit = info.describe();
+  u->log->note("pid " + std::to_string(u->instance->record().pid) + " " + u->last_exit);
+  const bool was_starting = u->state == ServiceState::kStarting;
+  on_failure(*u, (was_starting ? u->last_exit + " while starting" : u->last_exit),
+             !info.success());
+}
+
+void Supervisor::on_failure(Unit& u, const std::string& what, bool failed) {
+  const uint64_t generation = ++u.generation;
+  cancel_timers(u);
+  const auto now = std::chrono::steady_clock::now();
+  if (u.ready_at && now - *u.ready_at >= u.spec.restart_reset_after) u.restarts = 0;
+  u.ready_at.reset();
+
+  const bool policy_restarts =
+      u.spec.restart == RestartPolicy::kAlways ||
+      (u.spec.restart == RestartPolicy::kOnFailure && failed);
+  std::string reason = what;
+  u.restart_delay.reset();
+  if (u.want_running && policy_restarts && !shutting_down_) {
+    if (u.restarts >= u.spec.restart_limit) {
+      reason += "; gave up after " + std::to_string(u.restarts) + " restarts";
+    } else {
+      Millis delay = u.spec.restart_backoff;
+      for (int i = 0; i < u.restarts && delay < u.spec.restart_backoff_max; ++i) delay *= 2;
+      delay = std::min(delay, u.spec.restart_backoff_max);
+      ++u.restarts;
+      u.restart_delay = delay;
+      reason += "; restarting in " + format_duration(delay) + " (restart " +
+                std::to_string(u.restarts) + " of " + std::to_string(u.spec.restart_limit) + ")";
+    }
+  }
+  Error error = make_error(ErrorCode::kFailed, "'" + u.spec.name + "' failed: " + what);
+  error.context = last_lines(*u.log);
+  fail_waiters(u, error);
+  set_state(u, ServiceState::kError, reason);
+  // Whatever is left of the tree goes before anything new starts: a crashed main process
+  // may leave children holding VRAM; a hung one is still running.
+  u.instance->stop(u.spec.stop_grace, guarded([this, name = u.spec.name, generation](StopOutcome) {
+                     on_cleaned(name, generation);
+                   }));
+}
+
+void Supervisor::on_cleaned(const std::string& name, uint64_t generation) {
+  Unit* u = current(name, generation);
+  if (u == nullptr) return;
+  events_.publish("service.process_gone",
+                  {{"service", name}, {"pid", u->instance->record().pid}, {"after", "failure"}});
+  u->instance.reset();
+  u->adopted = false;
+  store_.remove(name);
+  if (shutting_down_) return;
+  if (!u->ensure_waiters.empty()) {
+    begin_start(*u, "ensure requested");  // a person asked while it was failing
+    return;
+  }
+  if (!u->restart_delay) return;
+  u->backoff_timer.expires_after(*u->restart_delay);
+  u->backoff_timer.async_wait(
+      guarded([this, name, generation](boost::system::error_code ec) {
+        Unit* unit = current(name, generation);
+        if (ec || unit == nullptr || !unit->want_running) return;
+        unit->restart_delay.reset();
+        begin_start(*unit, "restart " + std::to_string(unit->restarts) + " of " +
+                               std::to_string(unit->spec.restart_limit) + " after failure");
+      }));
+}
+
+}  // namespace gpuvisor

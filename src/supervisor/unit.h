@@ -1,0 +1,62 @@
+// Supervisor's private per-service record. Only supervisor*.cc include this.
+#pragma once
+
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "supervisor/supervisor.h"
+
+namespace gpuvisor {
+
+struct Supervisor::Waiter {
+  uint64_t id = 0;
+  Done done;
+  std::unique_ptr<boost::asio::steady_timer> timer;
+};
+
+struct Supervisor::Unit {
+  Unit(boost::asio::any_io_executor executor, const ServiceSpec& s)
+      : spec(s), probe_timer(executor), deadline_timer(executor), backoff_timer(executor) {}
+
+  const ServiceSpec& spec;
+  ServiceState state = ServiceState::kStopped;
+  std::string reason = "not started";
+  int64_t since_unix_ms = 0;
+  uint64_t generation = 0;
+
+  std::shared_ptr<Instance> instance;
+  bool adopted = false;
+  // Desired state: set by ensure, cleared by stop. Automatic restarts happen only while set.
+  bool want_running = false;
+
+  int restarts = 0;
+  std::optional<Millis> restart_delay;  // decided at a failure, applied once it is cleaned up
+  std::optional<std::chrono::steady_clock::time_point> ready_at;
+  std::string last_exit;
+  std::string last_probe;
+
+  std::chrono::steady_clock::time_point startup_deadline;
+  std::chrono::steady_clock::time_point started_at;  // of the current readiness watch
+  int liveness_failures = 0;
+  boost::asio::steady_timer probe_timer;
+  boost::asio::steady_timer deadline_timer;
+  boost::asio::steady_timer backoff_timer;
+
+  std::list<Waiter> ensure_waiters;
+  std::vector<Done> stop_waiters;
+  std::shared_ptr<LogTail> log;
+};
+
+template <typename F>
+auto Supervisor::guarded(F f) const {
+  return [alive = std::weak_ptr<bool>(alive_), f = std::move(f)](auto&&... args) mutable {
+    if (alive.expired()) return;
+    f(std::forward<decltype(args)>(args)...);
+  };
+}
+
+}  // namespace gpuvisor
