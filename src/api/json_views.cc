@@ -1,0 +1,59 @@
+#include "api/json_views.h"
+
+namespace gpuvisor {
+
+namespace http = boost::beast::http;
+
+nlohmann::json to_json(const ServiceView& v) {
+  const ServiceSpec& s = *v.spec;
+  nlohmann::json health = nlohmann::json::object();
+  if (!s.health.http.empty()) health["http"] = s.health.http;
+  if (!s.health.tcp.empty()) health["tcp"] = s.health.tcp;
+  if (!s.health.exec.empty()) health["exec"] = s.health.exec;
+  return {
+      {"name", s.name},
+      {"description", s.description},
+      {"runtime", to_string(s.runtime)},
+      {"state", to_string(v.state)},
+      {"reason", v.reason},
+      {"since_ms", v.since_unix_ms},
+      {"generation", v.generation},
+      {"pid", v.pid},
+      {"started_ms", v.started_unix_ms},
+      {"adopted", v.adopted},
+      {"restarts", v.restarts},
+      {"last_exit", v.last_exit},
+      {"last_health_check", v.last_probe},
+      {"priority", s.priority},
+      {"vram_mb", s.vram_mb},
+      {"phases", s.phases},
+      {"restart_policy", to_string(s.restart)},
+      {"health", health},
+  };
+}
+
+nlohmann::json error_json(const Error& error) {
+  nlohmann::json body = {{"code", to_string(error.code)}, {"message", error.message}};
+  if (!error.context.empty()) body["log_tail"] = error.context;
+  return {{"error", body}};
+}
+
+http::status http_status(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kBadRequest:
+      return http::status::bad_request;
+    case ErrorCode::kNotFound:
+      return http::status::not_found;
+    case ErrorCode::kConflict:
+      return http::status::conflict;
+    case ErrorCode::kTimeout:
+      return http::status::gateway_timeout;
+    case ErrorCode::kUnavailable:
+      return http::status::service_unavailable;
+    case ErrorCode::kFailed:
+      return http::status::internal_server_error;
+  }
+  return http::status::internal_server_error;
+}
+
+}  // namespace gpuvisor

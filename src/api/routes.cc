@@ -1,0 +1,222 @@
+#include "api/routes.h"
+
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http/field.hpp>
+#include <charconv>
+#include <memory>
+
+#include "api/json_views.h"
+#include "api/request_parts.h"
+#include "api/sse.h"
+
+namespace gpuvisor {
+
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+
+namespace {
+
+constexpr Millis kDefaultEnsureTimeout{300'000};
+
+// Turns a Supervisor call that completes through a callback into something a coroutine awaits.
+// The result travels inside a shared_ptr: use_awaitable wants a default-constructible value.
+template <typename Start>
+asio::awaitable<Result<ServiceView>> await_service(Start start) {
+  auto holder = co_await asio::async_initiate<decltype(asio::use_awaitable),
+                                              void(std::shared_ptr<Result<ServiceView>>)>(
+      [start = std::move(start)](auto handler) mutable {
+        auto shared = std::make_shared<decltype(handler)>(std::move(handler));
+        start([shared](Result<ServiceView> result) {
+          (*shared)(std::make_shared<Result<ServiceView>>(std::move(result)));
+        });
+      },
+      asio::use_awaitable);
+  co_return std::move(*holder);
+}
+
+HttpResponse json_response(const HttpRequest& request, http::status status,
+                           const nlohmann::json& body) {
+  HttpResponse response{status, request.version()};
+  response.set(http::field::content_type, "application/json");
+  response.set(http::field::server, "gpuvisor");
+  response.keep_alive(request.keep_alive());
+  response.body() = body.dump() + "\n";
+  return response;
+}
+
+HttpResponse error_response(const HttpRequest& request, const Error& error) {
+  return json_response(request, http_status(error.code), error_json(error));
+}
+
+asio::awaitable<bool> reply(boost::beast::tcp_stream& stream, HttpResponse response) {
+  const bool keep = response.keep_alive();
+  const bool written = co_await write_response(stream, response);
+  co_return written && keep;
+}
+
+uint64_t last_event_id(const HttpRequest& request, const RequestParts& parts) {
+  std::string text;
+  if (const auto it = request.find("Last-Event-ID"); it != request.end()) {
+    text = std::string(it->value());
+  } else if (const auto p = parts.params.find("since"); p != parts.params.end()) {
+    text = p->second;
+  }
+  uint64_t id = 0;
+  std::from_chars(text.data(), text.data() + text.size(), id);
+  return id;
+}
+
+// g++ 12 miscompiles braced initialiser lists inside coroutines ("array used as initializer"),
+// so every list a coroutine needs is built here, outside one.
+const std::vector<std::string> kAllParams{"timeout", "force", "n", "follow", "since"};
+const std::vector<std::string> kStopParams{"force"};
+const std::vector<std::string> kEnsureParams{"timeout"};
+const std::vector<std::string> kEventParams{"since"};
+const std::vector<std::string> kLogParams{"n", "follow"};
+
+nlohmann::json health_body() { return {{"status", "ok"}}; }
+
+nlohmann::json services_body(const std::vector<ServiceView>& views) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& v : views) list.push_back(to_json(v));
+  return {{"services", list}};
+}
+
+nlohmann::json logs_body(const std::string& name, const std::vector<LogLine>& lines) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& line : lines) out.push_back({{"seq", line.seq}, {"text", line.text}});
+  return {{"service", name}, {"lines", out}};
+}
+
+}  // namespace
+
+Api::Api(Supervisor& supervisor, EventBus& events, std::string token)
+    : supervisor_(supervisor), events_(events), token_(std::move(token)) {}
+
+asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest& request) {
+  const std::string target(request.target());
+  if (target == "/healthz") {
+    co_return co_await reply(stream, json_response(request, http::status::ok, health_body()));
+  }
+  if (target.rfind("/api/", 0) != 0) {
+    co_return co_await reply(
+        stream, error_response(request, make_error(ErrorCode::kNotFound, "no route " + target)));
+  }
+  if (!token_.empty()) {
+    const auto auth = request.find(http::field::authorization);
+    if (auth == request.end() || auth->value() != "Bearer " + token_) {
+      co_return co_await reply(
+          stream, json_response(request, http::status::unauthorized,
+                                error_json(make_error(ErrorCode::kBadRequest,
+                                                      "missing or wrong bearer token"))));
+    }
+  }
+  auto peek = parse_request(target, "", kAllParams);
+  if (!peek) co_return co_await reply(stream, error_response(request, peek.error()));
+  const auto& seg = peek->segments;
+  const bool get = request.method() == http::verb::get;
+  const bool post = request.method() == http::verb::post;
+
+  if (seg.size() == 3 && seg[2] == "events" && get) co_return co_await events_stream(stream, request);
+  if (seg.size() == 3 && seg[2] == "services" && get) {
+    co_return co_await reply(
+        stream, json_response(request, http::status::ok, services_body(supervisor_.list())));
+  }
+  if (seg.size() == 4 && seg[2] == "services" && get) {
+    auto view = supervisor_.get(seg[3]);
+    if (!view) co_return co_await reply(stream, error_response(request, view.error()));
+    co_return co_await reply(stream, json_response(request, http::status::ok, to_json(*view)));
+  }
+  if (seg.size() == 5 && seg[2] == "services" && seg[4] == "logs" && get) {
+    co_return co_await logs(stream, request, seg[3]);
+  }
+  if (seg.size() == 5 && seg[2] == "services" &&
+      (seg[4] == "ensure" || seg[4] == "stop" || seg[4] == "restart")) {
+    if (!post) {
+      HttpResponse response = error_response(
+          request, make_error(ErrorCode::kBadRequest, seg[4] + " takes POST"));
+      response.result(http::status::method_not_allowed);
+      response.set(http::field::allow, "POST");
+      co_return co_await reply(stream, std::move(response));
+    }
+    co_return co_await service_action(stream, request, seg[3], seg[4]);
+  }
+  co_return co_await reply(
+      stream, error_response(request, make_error(ErrorCode::kNotFound,
+                                                 "no route " + std::string(request.method_string()) +
+                                                     " " + target)));
+}
+
+asio::awaitable<bool> Api::service_action(boost::beast::tcp_stream& stream, HttpRequest& request,
+                                          const std::string& name, const std::string& action) {
+  auto parts = parse_request(request.target(), request.body(),
+                             action == "stop" ? kStopParams : kEnsureParams);
+  if (!parts) co_return co_await reply(stream, error_response(request, parts.error()));
+
+  Result<ServiceView> result = make_error(ErrorCode::kFailed, "not run");
+  if (action == "stop") {
+    const auto force = bool_param(*parts, "force", false);
+    if (!force) co_return co_await reply(stream, error_response(request, force.error()));
+    result = co_await await_service(
+        [this, name, force = *force](auto done) { supervisor_.stop(name, force, done); });
+  } else {
+    const auto timeout = duration_param(*parts, "timeout", kDefaultEnsureTimeout);
+    if (!timeout) co_return co_await reply(stream, error_response(request, timeout.error()));
+    if (action == "ensure") {
+      result = co_await await_service(
+          [this, name, t = *timeout](auto done) { supervisor_.ensure(name, t, done); });
+    } else {
+      result = co_await await_service(
+          [this, name, t = *timeout](auto done) { supervisor_.restart(name, t, done); });
+    }
+  }
+  if (!result) co_return co_await reply(stream, error_response(request, result.error()));
+  co_return co_await reply(stream, json_response(request, http::status::ok, to_json(*result)));
+}
+
+asio::awaitable<bool> Api::events_stream(boost::beast::tcp_stream& stream, HttpRequest& request) {
+  auto parts = parse_request(request.target(), "", kEventParams);
+  if (!parts) co_return co_await reply(stream, error_response(request, parts.error()));
+  auto queue = std::make_shared<SseQueue>(stream.get_executor());
+  auto frame = [](const Event& e) {
+    return sse_frame(std::to_string(e.id), e.type, e.to_json().dump());
+  };
+  // A reconnecting client names the last event it saw; it gets what it missed first.
+  for (const auto& e : events_.since(last_event_id(request, *parts))) queue->push(frame(e));
+  const uint64_t id = events_.subscribe([queue, frame](const Event& e) { queue->push(frame(e)); });
+  co_await queue->run(stream);
+  events_.unsubscribe(id);
+  co_return false;
+}
+
+asio::awaitable<bool> Api::logs(boost::beast::tcp_stream& stream, HttpRequest& request,
+                                const std::string& name) {
+  auto parts = parse_request(request.target(), "", kLogParams);
+  if (!parts) co_return co_await reply(stream, error_response(request, parts.error()));
+  const auto n = int_param(*parts, "n", 100, 0, 100'000);
+  const auto follow = bool_param(*parts, "follow", false);
+  if (!n || !follow) {
+    co_return co_await reply(stream, error_response(request, !n ? n.error() : follow.error()));
+  }
+  auto tail = supervisor_.logs(name);
+  if (!tail) {
+    co_return co_await reply(stream, error_response(request, supervisor_.get(name).error()));
+  }
+  const auto lines = tail->last(static_cast<size_t>(*n));
+  if (!*follow) {
+    co_return co_await reply(
+        stream, json_response(request, http::status::ok, logs_body(name, lines)));
+  }
+  auto queue = std::make_shared<SseQueue>(stream.get_executor());
+  auto frame = [](const LogLine& line) {
+    return sse_frame(std::to_string(line.seq), "log", line.text);
+  };
+  for (const auto& line : lines) queue->push(frame(line));
+  const uint64_t id = tail->subscribe([queue, frame](const LogLine& l) { queue->push(frame(l)); });
+  co_await queue->run(stream);
+  tail->unsubscribe(id);
+  co_return false;
+}
+
+}  // namespace gpuvisor

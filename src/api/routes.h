@@ -1,0 +1,35 @@
+// The management API (/api/v1/...) and /healthz, on top of the Supervisor and the EventBus.
+// docs/api.md describes every route; errors are {"error": {"code", "message"}}.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <string>
+
+#include "api/http_server.h"
+#include "events/event_bus.h"
+#include "supervisor/supervisor.h"
+
+namespace gpuvisor {
+
+class Api {
+ public:
+  // token: when non-empty, every /api/ request needs "Authorization: Bearer <token>".
+  Api(Supervisor& supervisor, EventBus& events, std::string token);
+
+  boost::asio::awaitable<bool> handle(boost::beast::tcp_stream& stream, HttpRequest& request);
+
+ private:
+  boost::asio::awaitable<bool> service_action(boost::beast::tcp_stream& stream,
+                                              HttpRequest& request, const std::string& name,
+                                              const std::string& action);
+  boost::asio::awaitable<bool> events_stream(boost::beast::tcp_stream& stream,
+                                             HttpRequest& request);
+  boost::asio::awaitable<bool> logs(boost::beast::tcp_stream& stream, HttpRequest& request,
+                                    const std::string& name);
+
+  Supervisor& supervisor_;
+  EventBus& events_;
+  std::string token_;
+};
+
+}  // namespace gpuvisor
