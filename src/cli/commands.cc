@@ -1,0 +1,223 @@
+#include "cli/commands.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli/http_client.h"
+#include "cli/tables.h"
+
+namespace gpuvisor {
+
+namespace {
+
+constexpr Millis kReadTimeout{10'000};
+
+long long now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0' ? value : fallback;
+}
+
+int fail(const std::string& message) {
+  std::cerr << "gpuvisor: " << message << "\n";
+  return 1;
+}
+
+// Prints an API error reply: the message, then any log lines the daemon attached.
+int fail_reply(const HttpReply& reply) {
+  const auto body = nlohmann::json::parse(reply.body, nullptr, false);
+  if (body.is_discarded() || !body.contains("error")) {
+    return fail("HTTP " + std::to_string(reply.status) + ": " + reply.body);
+  }
+  const auto& error = body["error"];
+  std::cerr << "gpuvisor: " << error.value("message", "unknown error") << "\n";
+  if (error.contains("log_tail") && !error["log_tail"].empty()) {
+    std::cerr << "last log lines:\n";
+    for (const auto& line : error["log_tail"]) std::cerr << "  " << line.get<std::string>() << "\n";
+  }
+  return 1;
+}
+
+std::string text(const nlohmann::json& j, const char* key) {
+  if (!j.contains(key) || j[key].is_null()) return "-";
+  if (j[key].is_string()) return j[key].get<std::string>();
+  return j[key].dump();
+}
+
+}  // namespace
+
+ClientCommands::ClientCommands(CLI::App& app) {
+  url_ = env_or("GPUVISOR_URL", "http://127.0.0.1:7733");
+  auto add = [&](const char* name, const char* help) {
+    CLI::App* sub = app.add_subcommand(name, help);
+    sub->add_option("--url", url_, "Daemon URL (env GPUVISOR_URL)")->capture_default_str();
+    return sub;
+  };
+  status_ = add("status", "Show every service, or one");
+  status_->add_option("name", name_, "Service name");
+  status_->add_flag("--json", json_, "Print the API's JSON");
+
+  ensure_ = add("ensure", "Start a service if needed and wait until it is ready");
+  ensure_->add_option("name", name_, "Service name")->required();
+  ensure_->add_option("--timeout", timeout_, "How long to wait, e.g. 90s, 5m")
+      ->capture_default_str();
+  ensure_->add_flag("--json", json_, "Print the API's JSON");
+
+  stop_ = add("stop", "Stop a service: SIGTERM, then SIGKILL after its stop_grace");
+  stop_->add_option("name", name_, "Service name")->required();
+  stop_->add_flag("--force", force_, "SIGKILL at once");
+  stop_->add_flag("--json", json_, "Print the API's JSON");
+
+  restart_ = add("restart", "Stop a service, then ensure it");
+  restart_->add_option("name", name_, "Service name")->required();
+  restart_->add_option("--timeout", timeout_, "How long to wait for ready")->capture_default_str();
+  restart_->add_flag("--json", json_, "Print the API's JSON");
+
+  logs_ = add("logs", "Show a service's output");
+  logs_->add_option("name", name_, "Service name")->required();
+  logs_->add_flag("-f,--follow", follow_, "Keep printing new lines");
+  logs_->add_option("-n,--lines", lines_, "How many recent lines")
+      ->check(CLI::Range(0, 100'000))
+      ->capture_default_str();
+  logs_->add_flag("--json", json_, "Print JSON (one object per line when following)");
+
+  events_ = add("events", "Follow the daemon's event stream");
+  events_->add_flag("--json", json_, "Print each event as one JSON line");
+}
+
+int ClientCommands::run() {
+  if (status_->parsed()) return status();
+  if (ensure_->parsed()) return action("ensure");
+  if (stop_->parsed()) return action("stop");
+  if (restart_->parsed()) return action("restart");
+  if (logs_->parsed()) return logs();
+  if (events_->parsed()) return events();
+  return fail("no command given (try --help)");
+}
+
+int ClientCommands::status() {
+  auto client = HttpClient::create(url_, env_or("GPUVISOR_TOKEN", ""));
+  if (!client) return fail(client.error().message);
+  const std::string target = name_.empty() ? "/api/v1/services" : "/api/v1/services/" + name_;
+  auto reply = client->request("GET", target, kReadTimeout);
+  if (!reply) return fail(reply.error().message);
+  if (reply->status != 200) return fail_reply(*reply);
+  if (json_) {
+    std::cout << reply->body;
+    return 0;
+  }
+  const auto body = nlohmann::json::parse(reply->body, nullptr, false);
+  if (body.is_discarded()) return fail("the daemon sent a reply that is not JSON");
+  const auto services = name_.empty() ? body.value("services", nlohmann::json::array())
+                                      : nlohmann::json::array({body});
+  std::vector<std::vector<std::string>> rows;
+  const long long now = now_ms();
+  for (const auto& s : services) {
+    const long long pid = s.value("pid", 0LL);
+    rows.push_back({text(s, "name"), text(s, "state"), pid > 0 ? std::to_string(pid) : "-",
+                    text(s, "priority"), text(s, "vram_mb"), text(s, "restarts"),
+                    ago(s.value("since_ms", 0LL), now), text(s, "reason")});
+  }
+  std::cout << render_table({"NAME", "STATE", "PID", "PRIORITY", "VRAM_MB", "RESTARTS", "SINCE",
+                             "REASON"},
+                            rows);
+  return 0;
+}
+
+int ClientCommands::action(const std::string& verb) {
+  const auto timeout = parse_duration(timeout_);
+  if (!timeout) return fail("bad --timeout '" + timeout_ + "' (use e.g. 90s, 5m)");
+  auto client = HttpClient::create(url_, env_or("GPUVISOR_TOKEN", ""));
+  if (!client) return fail(client.error().message);
+  std::string target = "/api/v1/services/" + name_ + "/" + verb;
+  Millis wait = kReadTimeout;
+  if (verb == "stop") {
+    if (force_) target += "?force=true";
+    wait = Millis(24 * 3600 * 1000);  // a stop ends within the service's stop_grace
+  } else {
+    target += "?timeout=" + format_duration(*timeout);
+    wait = *timeout + kReadTimeout;
+  }
+  const long long started = now_ms();
+  auto reply = client->request("POST", target, wait);
+  if (!reply) return fail(reply.error().message);
+  if (reply->status != 200) return fail_reply(*reply);
+  if (json_) {
+    std::cout << reply->body;
+    return 0;
+  }
+  const auto s = nlohmann::json::parse(reply->body, nullptr, false);
+  if (s.is_discarded()) return fail("the daemon sent a reply that is not JSON");
+  const double seconds = static_cast<double>(now_ms() - started) / 1000.0;
+  std::cout << text(s, "name") << " is " << text(s, "state");
+  if (s.value("pid", 0LL) > 0) std::cout << " (pid " << s.value("pid", 0LL) << ")";
+  std::cout << " after " << std::fixed << std::setprecision(2) << seconds << "s\n";
+  return 0;
+}
+
+int ClientCommands::logs() {
+  auto client = HttpClient::create(url_, env_or("GPUVISOR_TOKEN", ""));
+  if (!client) return fail(client.error().message);
+  const std::string target =
+      "/api/v1/services/" + name_ + "/logs?n=" + std::to_string(lines_);
+  if (!follow_) {
+    auto reply = client->request("GET", target, kReadTimeout);
+    if (!reply) return fail(reply.error().message);
+    if (reply->status != 200) return fail_reply(*reply);
+    if (json_) {
+      std::cout << reply->body;
+      return 0;
+    }
+    const auto body = nlohmann::json::parse(reply->body, nullptr, false);
+    if (body.is_discarded()) return fail("the daemon sent a reply that is not JSON");
+    for (const auto& line : body.value("lines", nlohmann::json::array())) {
+      std::cout << line.value("text", "") << "\n";
+    }
+    return 0;
+  }
+  auto done = client->stream(target + "&follow=true", [this](const SseMessage& m) {
+    if (json_) {
+      std::cout << nlohmann::json{{"seq", m.id}, {"text", m.data}}.dump() << std::endl;
+    } else {
+      std::cout << m.data << std::endl;
+    }
+    return true;
+  });
+  if (!done) {
+    if (!done.error().context.empty()) {
+      HttpReply reply{404, done.error().context.front()};
+      return fail_reply(reply);
+    }
+    return fail(done.error().message);
+  }
+  return 0;
+}
+
+int ClientCommands::events() {
+  auto client = HttpClient::create(url_, env_or("GPUVISOR_TOKEN", ""));
+  if (!client) return fail(client.error().message);
+  auto done = client->stream("/api/v1/events", [this](const SseMessage& m) {
+    if (json_) {
+      std::cout << m.data << std::endl;
+      return true;
+    }
+    const auto e = nlohmann::json::parse(m.data, nullptr, false);
+    if (e.is_discarded()) return true;
+    const auto& d = e.value("data", nlohmann::json::object());
+    std::cout << "#" << e.value("id", 0) << " " << e.value("type", "") << " "
+              << d.value("service", "") << " " << d.value("from", "") << " -> "
+              << d.value("to", "") << " (" << d.value("reason", "") << ")" << std::endl;
+    return true;
+  });
+  if (!done) return fail(done.error().message);
+  return 0;
+}
+
+}  // namespace gpuvisor

@@ -1,0 +1,40 @@
+// The client commands (status, ensure, stop, restart, logs, events): each one HTTP call to the
+// daemon, rendered as a table or, with --json, as the API's own JSON.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+namespace gpuvisor {
+
+class ClientCommands {
+ public:
+  // Registers the subcommands and their options on app.
+  explicit ClientCommands(CLI::App& app);
+  // Runs whichever subcommand was parsed. 0 on success, 1 when the operation failed or the
+  // daemon could not be reached.
+  int run();
+
+ private:
+  int status();
+  int action(const std::string& verb);
+  int logs();
+  int events();
+
+  CLI::App* status_ = nullptr;
+  CLI::App* ensure_ = nullptr;
+  CLI::App* stop_ = nullptr;
+  CLI::App* restart_ = nullptr;
+  CLI::App* logs_ = nullptr;
+  CLI::App* events_ = nullptr;
+
+  std::string url_;
+  bool json_ = false;
+  std::string name_;
+  std::string timeout_ = "5m";
+  bool force_ = false;
+  bool follow_ = false;
+  int lines_ = 100;
+};
+
+}  // namespace gpuvisor

@@ -1,0 +1,169 @@
+#include "cli/http_client.h"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+
+#include "core/url.h"
+
+namespace gpuvisor {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::ip::tcp;
+
+namespace {
+
+constexpr Millis kConnectTimeout{5000};
+
+Error unreachable(const std::string& url, const boost::system::error_code& ec) {
+  return make_error(ErrorCode::kUnavailable, "cannot reach the daemon at " + url + ": " +
+                                                 ec.message() + " (is `gpuvisor serve` running?)");
+}
+
+// Connects with a deadline; the io_context runs only inside these calls.
+Status connect(asio::io_context& io, beast::tcp_stream& stream, const std::string& host,
+               const std::string& port, const std::string& url) {
+  boost::system::error_code ec;
+  tcp::resolver resolver(io);
+  const auto endpoints = resolver.resolve(host, port, ec);
+  if (ec) return unreachable(url, ec);
+  stream.expires_after(kConnectTimeout);
+  stream.async_connect(endpoints, [&ec](const boost::system::error_code& e, const auto&) { ec = e; });
+  io.run();
+  io.restart();
+  if (ec) return unreachable(url, ec);
+  return {};
+}
+
+}  // namespace
+
+Result<HttpClient> HttpClient::create(const std::string& base_url, std::string token) {
+  auto parsed = parse_http_url(base_url);
+  if (!parsed || (parsed->target != "/" && !parsed->target.empty())) {
+    return make_error(ErrorCode::kBadRequest,
+                      "bad daemon URL '" + base_url + "' (use e.g. http://127.0.0.1:7733)");
+  }
+  std::string url = base_url;
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  return HttpClient(url, parsed->host, parsed->port, std::move(token));
+}
+
+Result<HttpReply> HttpClient::request(const std::string& method, const std::string& target,
+                                      Millis timeout) const {
+  asio::io_context io;
+  beast::tcp_stream stream(io);
+  if (auto ok = connect(io, stream, host_, port_, base_url_); !ok) return ok.error();
+
+  http::request<http::string_body> req{http::string_to_verb(method), target, 11};
+  req.set(http::field::host, host_ + ":" + port_);
+  req.set(http::field::user_agent, "gpuvisor-cli");
+  if (!token_.empty()) req.set(http::field::authorization, "Bearer " + token_);
+  req.prepare_payload();
+
+  boost::system::error_code ec;
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(64 * 1024 * 1024);
+  stream.expires_after(timeout);
+  http::async_write(stream, req, [&](const boost::system::error_code& e, size_t) {
+    ec = e;
+    if (e) return;
+    http::async_read(stream, buffer, parser,
+                     [&](const boost::system::error_code& e2, size_t) { ec = e2; });
+  });
+  io.run();
+  if (ec == beast::error::timeout) {
+    return make_error(ErrorCode::kTimeout, "no answer from the daemon within " +
+                                               format_duration(timeout));
+  }
+  if (ec) return unreachable(base_url_, ec);
+  return HttpReply{parser.get().result_int(), parser.get().body()};
+}
+
+Status HttpClient::stream(const std::string& target,
+                          const std::function<bool(const SseMessage&)>& on_message) const {
+  asio::io_context io;
+  beast::tcp_stream stream(io);
+  if (auto ok = connect(io, stream, host_, port_, base_url_); !ok) return ok.error();
+  std::string head = "GET " + target + " HTTP/1.1\r\nHost: " + host_ + ":" + port_ +
+                     "\r\nAccept: text/event-stream\r\nUser-Agent: gpuvisor-cli\r\n";
+  if (!token_.empty()) head += "Authorization: Bearer " + token_ + "\r\n";
+  head += "\r\n";
+
+  boost::system::error_code ec;
+  stream.expires_never();
+  asio::write(stream.socket(), asio::buffer(head), ec);
+  if (ec) return unreachable(base_url_, ec);
+
+  // Read the response head with Beast, then the body as it arrives.
+  beast::flat_buffer buffer;
+  http::response_parser<http::empty_body> head_parser;
+  http::read_header(stream.socket(), buffer, head_parser, ec);
+  if (ec) return unreachable(base_url_, ec);
+  const unsigned status = head_parser.get().result_int();
+  if (status != 200) {
+    std::string body(static_cast<const char*>(buffer.data().data()), buffer.size());
+    std::array<char, 4096> chunk{};
+    size_t n = 0;
+    while ((n = stream.socket().read_some(asio::buffer(chunk), ec)) > 0 && !ec) body.append(chunk.data(), n);
+    Error error = make_error(status == 404 ? ErrorCode::kNotFound : ErrorCode::kBadRequest,
+                             "HTTP " + std::to_string(status));
+    error.context.push_back(body);
+    return error;
+  }
+  SseParser parser;
+  std::string_view pending(static_cast<const char*>(buffer.data().data()), buffer.size());
+  if (!parser.feed(pending, on_message)) return {};
+  std::array<char, 8192> chunk{};
+  for (;;) {
+    const size_t n = stream.socket().read_some(asio::buffer(chunk), ec);
+    if (ec) return {};  // the daemon closed the stream (it stopped, or cut a slow reader)
+    if (!parser.feed(std::string_view(chunk.data(), n), on_message)) return {};
+  }
+}
+
+bool SseParser::feed(std::string_view bytes,
+                     const std::function<bool(const SseMessage&)>& on_message) {
+  buffer_.append(bytes);
+  size_t start = 0;
+  for (;;) {
+    const auto nl = buffer_.find('\n', start);
+    if (nl == std::string::npos) break;
+    std::string line = buffer_.substr(start, nl - start);
+    start = nl + 1;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) {
+      if (!current_.data.empty() || !current_.event.empty()) {
+        if (!current_.data.empty() && current_.data.back() == '\n') current_.data.pop_back();
+        const bool more = on_message(current_);
+        current_ = SseMessage{};
+        if (!more) {
+          buffer_.erase(0, start);
+          return false;
+        }
+      }
+      continue;
+    }
+    if (line.front() == ':') continue;  // a comment: keepalive
+    const auto colon = line.find(':');
+    const std::string field = line.substr(0, colon);
+    std::string value = colon == std::string::npos ? "" : line.substr(colon + 1);
+    if (!value.empty() && value.front() == ' ') value.erase(0, 1);
+    if (field == "data") {
+      current_.data += value + "\n";
+    } else if (field == "event") {
+      current_.event = value;
+    } else if (field == "id") {
+      current_.id = value;
+    }
+  }
+  buffer_.erase(0, start);
+  return true;
+}
+
+}  // namespace gpuvisor

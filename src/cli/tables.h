@@ -1,0 +1,16 @@
+// Plain-text tables for people; --json output bypasses these.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace gpuvisor {
+
+// Columns padded to the widest cell; the last column is never padded (it holds long reasons).
+std::string render_table(const std::vector<std::string>& header,
+                         const std::vector<std::vector<std::string>>& rows);
+
+// "3s ago", "2m ago", "1h ago" from two Unix-millisecond times.
+std::string ago(long long then_ms, long long now_ms);
+
+}  // namespace gpuvisor
