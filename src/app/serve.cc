@@ -1,0 +1,163 @@
+#include "app/serve.h"
+
+#include <fcntl.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <csignal>
+#include <cstdlib>
+#include <iostream>
+
+#include "api/http_server.h"
+#include "api/routes.h"
+#include "app/embedded_config.h"
+#include "config/config_loader.h"
+#include "core/url.h"
+#include "events/event_bus.h"
+#include "runtime/cgroup.h"
+#include "runtime/process_runtime.h"
+#include "supervisor/probe.h"
+#include "supervisor/state_store.h"
+#include "supervisor/supervisor.h"
+
+namespace gpuvisor {
+
+namespace {
+
+std::string default_state_dir() {
+  if (const char* env = std::getenv("GPUVISOR_STATE_DIR"); env != nullptr && *env != '\0') {
+    return env;
+  }
+  if (const char* xdg = std::getenv("XDG_STATE_HOME"); xdg != nullptr && *xdg != '\0') {
+    return std::string(xdg) + "/gpuvisor";
+  }
+  if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
+    return std::string(home) + "/.local/state/gpuvisor";
+  }
+  return "/var/lib/gpuvisor";
+}
+
+bool is_loopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+// Two daemons on one state directory would both adopt the same services.
+int lock_state_dir(const std::string& dir) {
+  const std::string path = dir + "/daemon.lock";
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  const std::string pid = std::to_string(getpid()) + "\n";
+  if (ftruncate(fd, 0) == 0) {
+    const ssize_t ignored = write(fd, pid.data(), pid.size());
+    (void)ignored;  // the PID in the lock file is a courtesy for people; the lock is the flock
+  }
+  return fd;
+}
+
+}  // namespace
+
+int run_serve(const ServeOptions& options) {
+  auto logger = spdlog::stderr_color_mt("gpuvisor");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_level(spdlog::level::from_str(options.log_level));
+
+  auto loaded = options.config_path.empty() ? load_config_string(kEmbeddedConfig, "<embedded demo>")
+                                            : load_config_file(options.config_path);
+  if (!loaded) {
+    std::cerr << loaded.error().message << "\n";
+    return 2;
+  }
+  Config config = std::move(*loaded);
+  if (!options.listen.empty()) config.daemon.listen = options.listen;
+  if (!options.state_dir.empty()) config.daemon.state_dir = options.state_dir;
+  if (config.daemon.state_dir.empty()) config.daemon.state_dir = default_state_dir();
+  if (options.no_cgroups) config.daemon.use_cgroups = false;
+
+  const auto listen = parse_host_port(config.daemon.listen);
+  if (!listen) {
+    std::cerr << "bad listen address '" << config.daemon.listen << "' (use HOST:PORT)\n";
+    return 2;
+  }
+  const char* token_env = std::getenv("GPUVISOR_TOKEN");
+  const std::string token = token_env == nullptr ? "" : token_env;
+  if (!is_loopback(listen->host) && token.empty()) {
+    std::cerr << "refusing to listen on " << config.daemon.listen
+              << " without a token: set GPUVISOR_TOKEN, or listen on 127.0.0.1\n";
+    return 2;
+  }
+
+  auto store = StateStore::open(config.daemon.state_dir);
+  if (!store) {
+    std::cerr << store.error().message << "\n";
+    return 1;
+  }
+  const int lock_fd = lock_state_dir(store->dir());
+  if (lock_fd < 0) {
+    std::cerr << "another gpuvisor daemon is using state directory " << store->dir() << "\n";
+    return 1;
+  }
+
+  // A client that disconnects mid-write must not kill the daemon.
+  std::signal(SIGPIPE, SIG_IGN);
+
+  boost::asio::io_context io;
+  std::string cgroup_parent;
+  if (config.daemon.use_cgroups) {
+    auto parent = Cgroup::default_parent();
+    if (parent) {
+      cgroup_parent = *parent;
+    } else {
+      spdlog::warn("cgroups unavailable ({}); using process groups, so a descendant that "
+                   "leaves its session and outlives its parent may escape a stop",
+                   parent.error().message);
+    }
+  }
+  ProcessRuntime runtime(io.get_executor(), cgroup_parent);
+  AsioProber prober(io.get_executor());
+  EventBus events;
+  Supervisor supervisor(io.get_executor(), config, runtime, prober, *store, events);
+  Api api(supervisor, events, token);
+  HttpServer server(io.get_executor(), [&api](auto& stream, auto& request) {
+    return api.handle(stream, request);
+  });
+
+  supervisor.start();
+  const auto bound = server.listen(listen->host, listen->port);
+  if (!bound) {
+    std::cerr << bound.error().message << "\n";
+    return 1;
+  }
+  spdlog::info("config {}: {} services; state in {}; cgroups {}", config.path,
+               config.services.size(), store->dir(),
+               cgroup_parent.empty() ? "off" : cgroup_parent);
+  // Tests and scripts read this line to learn the port when listening on port 0.
+  std::cout << "gpuvisor listening on http://" << bound->address().to_string() << ":"
+            << bound->port() << std::endl;
+
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    spdlog::info("received signal {}: shutting down{}", sig,
+                 config.daemon.stop_services_on_exit ? " and stopping services" : "");
+    server.close();
+    supervisor.shutdown(config.daemon.stop_services_on_exit, [&io] { io.stop(); });
+    // A second signal while services stop means "now": leave them to the next daemon.
+    signals.async_wait([&io](const boost::system::error_code& again, int) {
+      if (!again) io.stop();
+    });
+  });
+  io.run();
+  close(lock_fd);
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace gpuvisor
