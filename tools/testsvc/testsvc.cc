@@ -1,0 +1,434 @@
+// gpuvisor-testsvc: the service that gpuvisor's integration tests, benchmark and demo supervise.
+// Every fault they need (slow start, crash, stubborn SIGTERM, hung health check, escaped
+// grandchild) is chosen by a flag, so the tests never depend on a real GPU workload. It uses only
+// libc and the standard library, no threads, so that start-up time measures the supervisor and
+// not this program.
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace {
+
+using Ns = std::int64_t;
+constexpr Ns kNsPerMs = 1'000'000;
+
+Ns MonotonicNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<Ns>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+// Stdout/stderr are usually files or pipes owned by the supervisor, hence fully buffered: flush
+// every line so the tests see it the moment it happens.
+void Say(std::FILE* f, const std::string& line) {
+  std::fputs((line + "\n").c_str(), f);
+  std::fflush(f);
+}
+
+[[noreturn]] void Exit(int code) {
+  std::fflush(nullptr);
+  std::_Exit(code);
+}
+
+[[noreturn]] void UsageError(const std::string& msg) {
+  Say(stderr, "testsvc: " + msg);
+  Exit(2);
+}
+
+struct Options {
+  std::string host = "127.0.0.1";
+  int port = 0;
+  std::string port_file, report, pid_file, grandchild_pid_file;
+  Ns ready_after_ms = 0;
+  std::optional<Ns> crash_after_ms;
+  int crash_code = 3;
+  std::optional<int> exit_at_start;
+  bool ignore_sigterm = false;
+  Ns term_delay_ms = 0;
+  bool fork_grandchild = false;
+  bool hang_health = false;
+  std::optional<Ns> hang_health_after_ms;
+  std::optional<Ns> log_every_ms;
+};
+
+Ns ParseNumber(std::string_view flag, std::string_view text, Ns min, Ns max) {
+  Ns value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || value < min || value > max) {
+    UsageError("bad number '" + std::string(text) + "' for " + std::string(flag));
+  }
+  return value;
+}
+
+Options ParseArgs(int argc, char** argv) {
+  constexpr Ns kMaxMs = Ns{1} << 40;  // ~35 years; keeps deadline arithmetic far from overflow
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view flag = argv[i];
+    auto value = [&]() -> std::string_view {
+      if (i + 1 >= argc) UsageError(std::string(flag) + " needs a value");
+      return argv[++i];
+    };
+    auto ms = [&]() { return ParseNumber(flag, value(), 0, kMaxMs); };
+    auto code = [&]() { return static_cast<int>(ParseNumber(flag, value(), 0, 255)); };
+    // One flag per line reads as a table.
+    // clang-format off
+    if (flag == "--host") o.host = value();
+    else if (flag == "--port") o.port = static_cast<int>(ParseNumber(flag, value(), 0, 65535));
+    else if (flag == "--port-file") o.port_file = value();
+    else if (flag == "--ready-after") o.ready_after_ms = ms();
+    else if (flag == "--crash-after") o.crash_after_ms = ms();
+    else if (flag == "--crash-code") o.crash_code = code();
+    else if (flag == "--exit-at-start") o.exit_at_start = code();
+    else if (flag == "--ignore-sigterm") o.ignore_sigterm = true;
+    else if (flag == "--term-delay") o.term_delay_ms = ms();
+    else if (flag == "--fork-setsid-grandchild") o.fork_grandchild = true;
+    else if (flag == "--grandchild-pid-file") o.grandchild_pid_file = value();
+    else if (flag == "--hang-health") o.hang_health = true;
+    else if (flag == "--hang-health-after") o.hang_health_after_ms = ms();
+    else if (flag == "--report") o.report = value();
+    else if (flag == "--pid-file") o.pid_file = value();
+    else if (flag == "--log-every") o.log_every_ms = ParseNumber(flag, value(), 1, kMaxMs);
+    else UsageError("unknown flag " + std::string(flag));
+    // clang-format on
+  }
+  return o;
+}
+
+// Readers poll for these files; rename() makes sure they never see a half-written one.
+void WriteFileAtomic(const std::string& path, const std::string& content) {
+  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const bool ok =
+      fd >= 0 && write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
+  if (fd >= 0) close(fd);
+  if (!ok || rename(tmp.c_str(), path.c_str()) != 0) {
+    Say(stderr, "testsvc: cannot write " + path + ": " + std::strerror(errno));
+    unlink(tmp.c_str());
+    Exit(1);
+  }
+}
+
+// Signals only write a byte here; the main loop does the work, woken by poll().
+int g_signal_pipe[2] = {-1, -1};
+
+void OnSignal(int signo) {
+  const int saved = errno;
+  const char byte = signo == SIGTERM ? 'T' : 'C';
+  [[maybe_unused]] const ssize_t n = write(g_signal_pipe[1], &byte, 1);
+  errno = saved;
+}
+
+void Handle(int signo) {
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+  sigaction(signo, &sa, nullptr);
+}
+
+// The deliberate orphan: a new session means it escapes the service's process group, which is
+// exactly what the supervisor must still find and kill. It keeps no fd of ours (in particular not
+// the supervisor's log pipes, so log readers still see EOF when the service itself exits).
+[[noreturn]] void RunGrandchild() {
+  setsid();
+  for (int s = 1; s < NSIG; ++s) signal(s, SIG_DFL);  // undo what our own parent ignored
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  const int devnull = open("/dev/null", O_RDWR);
+  for (int fd = 0; fd <= 2 && devnull >= 0; ++fd) dup2(devnull, fd);
+  if (close_range(3, ~0U, 0) != 0) {
+    for (int fd = 3; fd < 65536; ++fd) close(fd);
+  }
+  for (;;) pause();
+}
+
+int Listen(const Options& o, int& port_out) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  const std::string port = std::to_string(o.port);
+  if (const int rc = getaddrinfo(o.host.c_str(), port.c_str(), &hints, &res); rc != 0) {
+    Say(stderr, "testsvc: cannot resolve " + o.host + ": " + gai_strerror(rc));
+    Exit(1);
+  }
+  int fd = -1;
+  int err = 0;
+  for (addrinfo* ai = res; ai != nullptr && fd < 0; ai = ai->ai_next) {
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) continue;
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
+      err = errno;
+      close(fd);
+      fd = -1;
+    }
+  }
+  freeaddrinfo(res);
+  if (fd < 0) {
+    Say(stderr, "testsvc: cannot listen on " + o.host + ":" + port + ": " + std::strerror(err));
+    Exit(1);
+  }
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  port_out = ntohs(addr.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
+                                              : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  return fd;
+}
+
+struct Conn {
+  int fd;
+  std::string in, out;
+  bool hung = false;         // a hung /health: read and discard until the peer gives up
+  bool crash_after = false;  // GET /crash: exit once the response is out
+  bool done = false;
+};
+
+std::string Response(int status, std::string_view content_type, std::string_view body) {
+  const char* reason = status == 200 ? "OK" : status == 404 ? "Not Found" : "Bad Request";
+  return "HTTP/1.1 " + std::to_string(status) + " " + reason +
+         "\r\nContent-Type: " + std::string(content_type) +
+         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
+         std::string(body);
+}
+
+class Server {
+ public:
+  Server(const Options& o, Ns start_ns) : o_(o), start_ns_(start_ns) {}
+
+  void Run() {
+    const Ns ready_at = start_ns_ + o_.ready_after_ms * kNsPerMs;
+    std::optional<Ns> crash_at, term_at;
+    if (o_.crash_after_ms) crash_at = start_ns_ + *o_.crash_after_ms * kNsPerMs;
+    Ns next_tick = o_.log_every_ms ? start_ns_ + *o_.log_every_ms * kNsPerMs : 0;
+    std::int64_t ticks = 0;
+    std::vector<pollfd> fds;
+    for (;;) {
+      const Ns now = MonotonicNs();
+      if (crash_at && now >= *crash_at) {
+        Say(stderr, "testsvc: crashing");
+        Exit(o_.crash_code);
+      }
+      if (term_at && now >= *term_at) {
+        Say(stderr, "testsvc: term-delay over, exiting");
+        Exit(0);
+      }
+      if (listen_fd_ < 0 && now >= ready_at) StartListening();
+      while (o_.log_every_ms && now >= next_tick) {
+        Say(stdout, "testsvc: tick " + std::to_string(++ticks));
+        next_tick += *o_.log_every_ms * kNsPerMs;
+      }
+
+      std::optional<Ns> wake = crash_at;
+      auto nearer = [&](Ns t) { wake = wake ? std::min(*wake, t) : t; };
+      if (term_at) nearer(*term_at);
+      if (listen_fd_ < 0) nearer(ready_at);
+      if (o_.log_every_ms) nearer(next_tick);
+      // Round up: waking a hair early would only spin until the deadline is really due.
+      const int timeout =
+          wake ? static_cast<int>(
+                     std::min<Ns>((std::max<Ns>(*wake - now, 0) + kNsPerMs - 1) / kNsPerMs, 60'000))
+               : -1;
+
+      fds.clear();
+      fds.push_back({g_signal_pipe[0], POLLIN, 0});
+      fds.push_back({listen_fd_, POLLIN, 0});  // poll() skips a negative fd
+      for (const Conn& c : conns_) {
+        fds.push_back({c.fd, static_cast<short>(c.out.empty() ? POLLIN : POLLOUT), 0});
+      }
+      if (poll(fds.data(), fds.size(), timeout) < 0) {
+        if (errno == EINTR) continue;
+        Say(stderr, std::string("testsvc: poll: ") + std::strerror(errno));
+        Exit(1);
+      }
+      if (fds[0].revents != 0 && DrainSignals() && !term_at) {
+        if (o_.term_delay_ms == 0) {
+          Say(stderr, "testsvc: SIGTERM");
+          Exit(0);
+        }
+        Say(stderr, "testsvc: SIGTERM, exiting in " + std::to_string(o_.term_delay_ms) + " ms");
+        term_at = MonotonicNs() + o_.term_delay_ms * kNsPerMs;
+      }
+      if (fds[1].revents != 0) Accept();
+      // Accept() only appends, so the first conns_ line up with fds[2..].
+      for (std::size_t i = 2; i < fds.size(); ++i) {
+        if (fds[i].revents != 0) Service(conns_[i - 2]);
+      }
+      std::erase_if(conns_, [](const Conn& c) { return c.done; });
+    }
+  }
+
+ private:
+  void StartListening() {
+    int port = 0;
+    listen_fd_ = Listen(o_, port);
+    const Ns listen_ns = MonotonicNs();
+    ready_ns_ = listen_ns;
+    if (!o_.report.empty()) {
+      // One O_APPEND write keeps lines whole when several instances share the report file.
+      const std::string line = "{\"pid\":" + std::to_string(getpid()) +
+                               ",\"start_ns\":" + std::to_string(start_ns_) +
+                               ",\"listen_ns\":" + std::to_string(listen_ns) + "}\n";
+      const int fd = open(o_.report.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      if (fd < 0 || write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+        Say(stderr, "testsvc: cannot write report " + o_.report + ": " + std::strerror(errno));
+      }
+      if (fd >= 0) close(fd);
+    }
+    if (!o_.port_file.empty()) WriteFileAtomic(o_.port_file, std::to_string(port) + "\n");
+    const bool v6 = o_.host.find(':') != std::string::npos;
+    Say(stdout, "testsvc: listening on " + (v6 ? "[" + o_.host + "]" : o_.host) + ":" +
+                    std::to_string(port));
+  }
+
+  // Returns true if a SIGTERM arrived; SIGCHLD bytes just reap the grandchild, so that a test
+  // killing it sees it gone rather than lingering as our zombie.
+  bool DrainSignals() {
+    bool term = false;
+    char buf[64];
+    for (ssize_t n; (n = read(g_signal_pipe[0], buf, sizeof buf)) > 0;) {
+      term = term || std::memchr(buf, 'T', static_cast<std::size_t>(n)) != nullptr;
+    }
+    while (waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    return term;
+  }
+
+  void Accept() {
+    for (;;) {
+      const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) return;  // EAGAIN, or EMFILE: the backlog waits for the next round
+      conns_.push_back(Conn{fd, {}, {}});
+    }
+  }
+
+  void Service(Conn& c) {
+    if (!c.out.empty()) {
+      const ssize_t n = write(c.fd, c.out.data(), c.out.size());
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+      if (n > 0) c.out.erase(0, static_cast<std::size_t>(n));
+      if (n > 0 && !c.out.empty()) return;
+      if (c.crash_after) {
+        Say(stderr, "testsvc: crashing (GET /crash)");
+        Exit(3);
+      }
+      Close(c);
+      return;
+    }
+    char buf[4096];
+    const ssize_t n = read(c.fd, buf, sizeof buf);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (n <= 0) return Close(c);
+    if (c.hung) return;
+    c.in.append(buf, static_cast<std::size_t>(n));
+    // Requests may come in pieces; act only once the header block is complete.
+    std::size_t end = c.in.find("\r\n\r\n");
+    if (end == std::string::npos) end = c.in.find("\n\n");
+    if (end == std::string::npos) {
+      if (c.in.size() > 16384) c.out = Response(400, "text/plain", "request too large");
+      return;
+    }
+    Respond(c);
+    Service(c);  // the socket is almost always writable: answer without another poll round
+  }
+
+  void Respond(Conn& c) {
+    const std::string line = c.in.substr(0, c.in.find_first_of("\r\n"));
+    const std::size_t sp1 = line.find(' ');
+    const std::size_t sp2 = line.find(' ', sp1 == std::string::npos ? sp1 : sp1 + 1);
+    const std::string method = line.substr(0, sp1);
+    std::string path = sp1 == std::string::npos ? "" : line.substr(sp1 + 1, sp2 - sp1 - 1);
+    path = path.substr(0, path.find('?'));
+    const Ns now = MonotonicNs();
+    if (method == "GET" && path == "/health") {
+      const bool hang = o_.hang_health || (o_.hang_health_after_ms &&
+                                           now >= ready_ns_ + *o_.hang_health_after_ms * kNsPerMs);
+      if (hang) {
+        c.hung = true;
+        return;
+      }
+      c.out = Response(200, "text/plain", "ok");
+    } else if (method == "GET" && path == "/") {
+      c.out = Response(200, "application/json",
+                       "{\"pid\":" + std::to_string(getpid()) +
+                           ",\"uptime_ms\":" + std::to_string((now - start_ns_) / kNsPerMs) + "}");
+    } else if (method == "GET" && path == "/crash") {
+      c.out = Response(200, "text/plain", "crashing");
+      c.crash_after = true;
+    } else {
+      c.out = Response(404, "text/plain", "not found");
+    }
+  }
+
+  void Close(Conn& c) {
+    close(c.fd);
+    c.done = true;
+  }
+
+  const Options& o_;
+  const Ns start_ns_;
+  Ns ready_ns_ = 0;
+  int listen_fd_ = -1;
+  std::vector<Conn> conns_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Ns start_ns = MonotonicNs();  // first, so the benchmark sees our whole start-up
+  const Options o = ParseArgs(argc, argv);
+  if (o.exit_at_start) {
+    Say(stderr, "testsvc: exiting at start with " + std::to_string(*o.exit_at_start));
+    Exit(*o.exit_at_start);
+  }
+  if (!o.pid_file.empty()) WriteFileAtomic(o.pid_file, std::to_string(getpid()) + "\n");
+
+  // Fork before any signal set-up, so the grandchild inherits none of it.
+  if (o.fork_grandchild) {
+    const pid_t pid = fork();
+    if (pid < 0) {
+      Say(stderr, std::string("testsvc: fork: ") + std::strerror(errno));
+      Exit(1);
+    }
+    if (pid == 0) RunGrandchild();
+    if (!o.grandchild_pid_file.empty()) {
+      WriteFileAtomic(o.grandchild_pid_file, std::to_string(pid) + "\n");
+    }
+  }
+
+  signal(SIGPIPE, SIG_IGN);
+  if (pipe2(g_signal_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+    Say(stderr, std::string("testsvc: pipe2: ") + std::strerror(errno));
+    Exit(1);
+  }
+  if (o.ignore_sigterm) {
+    signal(SIGTERM, SIG_IGN);
+  } else {
+    Handle(SIGTERM);
+  }
+  if (o.fork_grandchild) Handle(SIGCHLD);
+
+  Server(o, start_ns).Run();
+}
