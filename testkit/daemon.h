@@ -1,0 +1,74 @@
+// Black-box harness: runs the real `gpuvisor` binary on port 0 in a temp dir, talks to it over
+// real HTTP, and watches its event stream to wait for states (no sleeps, no fixed ports).
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cli/http_client.h"
+
+namespace gpuvisor::itest {
+
+using namespace std::chrono_literals;
+
+// A fresh directory under the test temp dir, unique per call.
+std::string make_temp_dir(const std::string& tag);
+// A TCP port that was free a moment ago (for services whose health URL must name it).
+int free_port();
+bool pid_alive(pid_t pid);
+pid_t read_pid_file(const std::string& path);
+size_t count_lines(const std::string& path);
+
+struct CliResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+class Daemon {
+ public:
+  // config: YAML where $TESTSVC is the test service binary and $DIR this daemon's directory.
+  explicit Daemon(const std::string& config, const std::string& dir = "");
+  ~Daemon();  // SIGKILL if still running; services are the test's to check
+
+  // Starts `gpuvisor serve` and waits for its "listening on" line; false if it exited instead.
+  bool start(const std::vector<std::string>& extra_args = {});
+  // SIGTERM and wait for the exit; returns the exit status.
+  int terminate();
+  void kill9();
+  // Exit status of a daemon that exited on its own (bad config), waiting for it.
+  int wait_exit();
+
+  const std::string& dir() const { return dir_; }
+  const std::string& url() const { return url_; }
+  pid_t pid() const { return pid_; }
+  std::string stderr_text() const;
+
+  Result<HttpReply> call(const std::string& method, const std::string& target,
+                         std::chrono::milliseconds timeout = 30s) const;
+  nlohmann::json service(const std::string& name) const;
+  // Runs the gpuvisor CLI against this daemon.
+  CliResult cli(const std::vector<std::string>& args) const;
+
+  // Reads the event stream from the beginning until pred accepts an event's JSON; false after
+  // limit (a broken test, not a timing check).
+  bool wait_event(const std::function<bool(const nlohmann::json&)>& pred,
+                  std::chrono::milliseconds limit = 20s) const;
+  bool wait_state(const std::string& service, const std::string& state,
+                  std::chrono::milliseconds limit = 20s) const;
+
+ private:
+  std::string dir_;
+  std::string config_path_;
+  std::string url_;
+  pid_t pid_ = -1;
+  int stdout_fd_ = -1;
+};
+
+}  // namespace gpuvisor::itest

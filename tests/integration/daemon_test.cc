@@ -1,0 +1,209 @@
+// The daemon as a whole: restarts and adoption, signals, bad config, the API's errors, events.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "testkit/daemon.h"
+#include "runtime/proc.h"
+
+namespace gpuvisor::itest {
+namespace {
+
+std::string one_service(int port, const std::string& args = "", const std::string& daemon = "") {
+  return daemon + "services:\n  web:\n    command: [$TESTSVC, --port, \"" + std::to_string(port) +
+         "\", --report, $DIR/report" + args + "]\n    health:\n      http: http://127.0.0.1:" +
+         std::to_string(port) + "/health\n";
+}
+
+TEST(Daemon, KilledDaemonIsRestartedAndAdoptsWithoutStartingTwice) {
+  const int port = free_port();
+  const std::string dir = make_temp_dir("adopt");
+  pid_t pid = 0;
+  {
+    Daemon first(one_service(port), dir);
+    ASSERT_TRUE(first.start()) << first.stderr_text();
+    ASSERT_EQ(0, first.cli({"ensure", "web"}).exit_code);
+    pid = first.service("web")["pid"];
+    first.kill9();
+  }
+  ASSERT_TRUE(pid_alive(pid));  // services outlive a crashed daemon
+  for (int round = 0; round < 3; ++round) {
+    Daemon again(one_service(port), dir);
+    ASSERT_TRUE(again.start()) << again.stderr_text();
+    ASSERT_TRUE(again.wait_state("web", "ready")) << again.stderr_text();
+    const auto svc = again.service("web");
+    EXPECT_EQ(pid, svc["pid"].get<pid_t>());
+    EXPECT_TRUE(svc["adopted"].get<bool>());
+    ASSERT_EQ(0, again.cli({"ensure", "web"}).exit_code);
+    EXPECT_EQ(pid, again.service("web")["pid"].get<pid_t>());
+    if (round < 2) {
+      again.kill9();
+    } else {
+      EXPECT_EQ(0, again.terminate());  // SIGTERM: stops what it runs, adopted or not
+    }
+  }
+  EXPECT_FALSE(pid_alive(pid));
+  EXPECT_EQ(1u, count_lines(dir + "/report"));  // started exactly once
+}
+
+TEST(Daemon, ARecordWhosePidWasReusedIsNeverSignalled) {
+  const int port = free_port();
+  Daemon d(one_service(port));
+  // An unrelated process that happens to have the recorded PID: the start time gives it away.
+  const pid_t bystander = fork();
+  if (bystander == 0) {
+    execl(GPUVISOR_TESTSVC, GPUVISOR_TESTSVC, "--port", "0", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const auto st = read_proc_stat(bystander);
+  ASSERT_TRUE(st);
+  std::filesystem::create_directories(d.dir() + "/state/run");
+  std::ofstream(d.dir() + "/state/run/web.json")
+      << nlohmann::json{{"service", "web"},
+                        {"pid", bystander},
+                        {"start_time", st->start_time + 12345},
+                        {"cgroup", ""}}
+             .dump();
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  EXPECT_EQ("stopped", d.service("web")["state"]);
+  EXPECT_FALSE(std::filesystem::exists(d.dir() + "/state/run/web.json"));
+  EXPECT_EQ(0, d.terminate());
+  EXPECT_TRUE(pid_alive(bystander));
+  kill(bystander, SIGKILL);
+  waitpid(bystander, nullptr, 0);
+}
+
+TEST(Daemon, SigtermStopsServicesUnlessToldToLeaveThem) {
+  const int port = free_port();
+  {
+    Daemon d(one_service(port));
+    ASSERT_TRUE(d.start()) << d.stderr_text();
+    ASSERT_EQ(0, d.cli({"ensure", "web"}).exit_code);
+    const pid_t pid = d.service("web")["pid"];
+    EXPECT_EQ(0, d.terminate());
+    EXPECT_FALSE(pid_alive(pid));
+  }
+  {
+    const std::string dir = make_temp_dir("leave");
+    Daemon d(one_service(port, "", "daemon:\n  stop_services_on_exit: false\n"), dir);
+    ASSERT_TRUE(d.start()) << d.stderr_text();
+    ASSERT_EQ(0, d.cli({"ensure", "web"}).exit_code);
+    const pid_t pid = d.service("web")["pid"];
+    EXPECT_EQ(0, d.terminate());
+    EXPECT_TRUE(pid_alive(pid));
+    Daemon next(one_service(port), dir);
+    ASSERT_TRUE(next.start()) << next.stderr_text();
+    EXPECT_TRUE(next.wait_state("web", "ready"));
+    EXPECT_EQ(pid, next.service("web")["pid"].get<pid_t>());
+    EXPECT_EQ(0, next.cli({"stop", "web"}).exit_code);
+    EXPECT_FALSE(pid_alive(pid));
+  }
+}
+
+TEST(Daemon, PidFileAdoptsAnInstanceSomeoneElseStarted) {
+  const int port = free_port();
+  const std::string dir = make_temp_dir("pidfile");
+  const pid_t external = fork();
+  if (external == 0) {
+    const std::string p = std::to_string(port);
+    execl(GPUVISOR_TESTSVC, GPUVISOR_TESTSVC, "--port", p.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  std::ofstream(dir + "/ext.pid") << external << "\n";
+  Daemon d(one_service(port) + "    pid_file: " + dir + "/ext.pid\n", dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  ASSERT_TRUE(d.wait_state("web", "ready"));
+  EXPECT_EQ(external, d.service("web")["pid"].get<pid_t>());
+  EXPECT_EQ(0, d.cli({"ensure", "web"}).exit_code);
+  EXPECT_EQ(0u, count_lines(dir + "/report"));  // nothing of ours was started
+  // Leaving the daemon leaves what it did not start.
+  EXPECT_EQ(0, d.terminate());
+  EXPECT_TRUE(pid_alive(external));
+  kill(external, SIGKILL);
+  waitpid(external, nullptr, 0);
+}
+
+TEST(Daemon, BadConfigNamesFileLineAndColumnAndDoesNotStart) {
+  Daemon d("services:\n  web:\n    command: [x]\n    stop_grace: 10 sec\n    priorty: 1\n");
+  EXPECT_FALSE(d.start());
+  EXPECT_EQ(2, d.wait_exit());
+  const std::string err = d.stderr_text();
+  EXPECT_NE(std::string::npos, err.find("gpuvisor.yaml:4:17: ")) << err;
+  EXPECT_NE(std::string::npos, err.find("bad duration '10 sec'")) << err;
+  EXPECT_NE(std::string::npos, err.find("did you mean 'priority'?")) << err;
+  EXPECT_FALSE(std::filesystem::exists(d.dir() + "/state/run"));
+}
+
+TEST(Daemon, ApiErrorsAreJsonWithFittingStatus) {
+  const int port = free_port();
+  Daemon d(one_service(port));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  auto expect = [&](const std::string& method, const std::string& target, unsigned status,
+                    const std::string& code, const std::string& words) {
+    const auto reply = d.call(method, target);
+    ASSERT_TRUE(reply.ok()) << target;
+    EXPECT_EQ(status, reply->status) << target << ": " << reply->body;
+    const auto json = nlohmann::json::parse(reply->body, nullptr, false);
+    ASSERT_FALSE(json.is_discarded()) << reply->body;
+    EXPECT_EQ(code, json["error"]["code"]) << target;
+    EXPECT_NE(std::string::npos, json["error"]["message"].get<std::string>().find(words))
+        << json.dump();
+  };
+  expect("GET", "/api/v1/services/nope", 404, "not_found", "no service named 'nope'");
+  expect("POST", "/api/v1/services/nope/ensure", 404, "not_found", "configured: web");
+  expect("POST", "/api/v1/services/web/ensure?timeout=soon", 400, "bad_request", "bad duration");
+  expect("POST", "/api/v1/services/web/stop?force=maybe", 400, "bad_request", "true or false");
+  expect("POST", "/api/v1/services/web/ensure?bogus=1", 400, "bad_request", "'bogus'");
+  expect("GET", "/api/v1/services/web/ensure", 405, "bad_request", "takes POST");
+  expect("GET", "/api/v1/nothing", 404, "not_found", "no route");
+  expect("GET", "/api/v1/services/web/logs?n=-1", 400, "bad_request", "'n'");
+  EXPECT_EQ("stopped", d.service("web")["state"]);  // none of it changed anything
+  EXPECT_EQ(0u, count_lines(d.dir() + "/report"));
+  const auto health = d.call("GET", "/healthz");
+  ASSERT_TRUE(health.ok());
+  EXPECT_EQ(200u, health->status);
+}
+
+TEST(Daemon, EventsStreamEveryTransitionWithIncreasingIds) {
+  const int port = free_port();
+  Daemon d(one_service(port));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  ASSERT_EQ(0, d.cli({"ensure", "web"}).exit_code);
+  ASSERT_EQ(0, d.cli({"stop", "web"}).exit_code);
+  std::vector<std::string> states;
+  uint64_t last_id = 0;
+  bool increasing = true;
+  d.wait_event([&](const nlohmann::json& e) {
+    increasing &= e["id"].get<uint64_t>() > last_id;
+    last_id = e["id"];
+    if (e["type"] == "service.state_changed") states.push_back(e["data"]["to"]);
+    return states.size() == 4;
+  });
+  EXPECT_TRUE(increasing);
+  EXPECT_EQ((std::vector<std::string>{"starting", "ready", "stopping", "stopped"}), states);
+}
+
+TEST(Daemon, CliReportsAnUnreachableDaemonInOneLine) {
+  Daemon d("services: {}\n");
+  const auto r = d.cli({"status"});  // never started: nothing listens at the URL
+  EXPECT_EQ(1, r.exit_code);
+  EXPECT_NE(std::string::npos, r.err.find("cannot reach the daemon")) << r.err;
+  EXPECT_EQ(1, std::count(r.err.begin(), r.err.end(), '\n'));
+}
+
+TEST(Daemon, CliRefusesBadArguments) {
+  Daemon d("services: {}\n");
+  ASSERT_TRUE(d.start());
+  const auto r = d.cli({"ensure"});
+  EXPECT_EQ(2, r.exit_code);
+  EXPECT_NE(std::string::npos, r.err.find("name is required")) << r.err;
+  const auto t = d.cli({"ensure", "x", "--timeout", "soon"});
+  EXPECT_EQ(1, t.exit_code);
+  EXPECT_NE(std::string::npos, t.err.find("bad --timeout 'soon'")) << t.err;
+}
+
+}  // namespace
+}  // namespace gpuvisor::itest

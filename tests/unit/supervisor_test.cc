@@ -1,0 +1,362 @@
+// The lifecycle state machine, driven through fakes on a real io_context (no sleeps: the loop
+// runs until the expected state is reached).
+#include "supervisor/supervisor.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <optional>
+
+#include "lib/fakes.h"
+
+namespace gpuvisor {
+namespace {
+
+using testing::FakeProber;
+using testing::FakeRuntime;
+using testing::run_until;
+
+ServiceSpec make_spec(const std::string& name) {
+  ServiceSpec s;
+  s.name = name;
+  s.command = {"/bin/true"};
+  s.health.http = "http://127.0.0.1:1/health";
+  s.health.interval = Millis(5);
+  s.startup_timeout = Millis(5'000);
+  s.stop_grace = Millis(1'000);
+  s.restart_backoff = Millis(5);
+  s.restart_backoff_max = Millis(20);
+  return s;
+}
+
+std::string temp_dir() {
+  static int counter = 0;
+  const auto dir = std::filesystem::path(::testing::TempDir()) /
+                   ("gv-sup-" + std::to_string(getpid()) + "-" + std::to_string(++counter));
+  std::filesystem::remove_all(dir);
+  return dir.string();
+}
+
+class SupervisorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_.services.push_back(make_spec("llm"));
+    config_.services.push_back(make_spec("tts"));
+  }
+
+  ServiceSpec& spec(const std::string& name) {
+    for (auto& s : config_.services) {
+      if (s.name == name) return s;
+    }
+    throw std::runtime_error("no spec " + name);
+  }
+
+  Supervisor& sup() {
+    if (!supervisor_) {
+      auto opened = StateStore::open(state_dir_);
+      EXPECT_TRUE(opened.ok());
+      store_.emplace(std::move(*opened));
+      supervisor_ = std::make_unique<Supervisor>(io_.get_executor(), config_, runtime_, prober_,
+                                                 *store_, events_);
+      supervisor_->start();
+    }
+    return *supervisor_;
+  }
+
+  ServiceState state(const std::string& name) { return sup().get(name)->state; }
+
+  // Issues an ensure and returns a slot the result lands in.
+  std::shared_ptr<std::optional<Result<ServiceView>>> ensure(const std::string& name,
+                                                             Millis timeout = Millis(10'000)) {
+    auto slot = std::make_shared<std::optional<Result<ServiceView>>>();
+    sup().ensure(name, timeout, [slot](Result<ServiceView> r) { *slot = std::move(r); });
+    return slot;
+  }
+  std::shared_ptr<std::optional<Result<ServiceView>>> stop(const std::string& name,
+                                                           bool force = false) {
+    auto slot = std::make_shared<std::optional<Result<ServiceView>>>();
+    sup().stop(name, force, [slot](Result<ServiceView> r) { *slot = std::move(r); });
+    return slot;
+  }
+  bool wait(const std::shared_ptr<std::optional<Result<ServiceView>>>& slot) {
+    return run_until(io_, [&] { return slot->has_value(); });
+  }
+  bool wait_state(const std::string& name, ServiceState s) {
+    return run_until(io_, [&] { return state(name) == s; });
+  }
+  std::vector<std::string> transitions(const std::string& name) {
+    std::vector<std::string> out;
+    for (const auto& e : events_.since(0)) {
+      if (e.type == "service.state_changed" && e.data["service"] == name) {
+        out.push_back(e.data["to"].get<std::string>());
+      }
+    }
+    return out;
+  }
+
+  boost::asio::io_context io_;
+  Config config_;
+  FakeRuntime runtime_{io_};
+  FakeProber prober_{io_};
+  EventBus events_;
+  std::string state_dir_ = temp_dir();
+  std::optional<StateStore> store_;
+  std::unique_ptr<Supervisor> supervisor_;
+};
+
+TEST_F(SupervisorTest, EnsureStartsOnceAndWaitsForHealth) {
+  prober_.script = {{false, "connection refused"}, {false, "connection refused"}};
+  auto result = ensure("llm");
+  ASSERT_TRUE(wait(result));
+  ASSERT_TRUE(result->value().ok()) << result->value().error().message;
+  EXPECT_EQ(ServiceState::kReady, result->value()->state);
+  EXPECT_EQ(std::vector<std::string>{"llm"}, runtime_.started);
+  EXPECT_EQ((std::vector<std::string>{"starting", "ready"}), transitions("llm"));
+  EXPECT_GE(prober_.checks, 3);
+}
+
+TEST_F(SupervisorTest, ConcurrentEnsuresShareOneStart) {
+  auto a = ensure("llm");
+  auto b = ensure("llm");
+  ASSERT_TRUE(wait(a));
+  ASSERT_TRUE(wait(b));
+  EXPECT_TRUE(a->value().ok());
+  EXPECT_TRUE(b->value().ok());
+  EXPECT_EQ(std::vector<std::string>{"llm"}, runtime_.started);
+}
+
+TEST_F(SupervisorTest, EnsureOfUnknownServiceNamesTheConfiguredOnes) {
+  auto result = ensure("nope");
+  ASSERT_TRUE(wait(result));
+  ASSERT_FALSE(result->value().ok());
+  EXPECT_EQ(ErrorCode::kNotFound, result->value().error().code);
+  EXPECT_NE(std::string::npos, result->value().error().message.find("llm, tts"));
+  EXPECT_TRUE(runtime_.started.empty());
+}
+
+TEST_F(SupervisorTest, ExitWhileStartingFailsAtOnceWithTheExitStatus) {
+  prober_.otherwise = {false, "connection refused"};
+  auto result = ensure("llm");
+  ASSERT_TRUE(run_until(io_, [&] { return runtime_.instances.count("llm") > 0; }));
+  runtime_.instances["llm"]->exit(3);
+  ASSERT_TRUE(wait(result));
+  ASSERT_FALSE(result->value().ok());
+  EXPECT_EQ(ErrorCode::kFailed, result->value().error().code);
+  EXPECT_NE(std::string::npos,
+            result->value().error().message.find("exited with status 3 while starting"));
+  EXPECT_EQ(ServiceState::kError, state("llm"));
+}
+
+TEST_F(SupervisorTest, StartupTimeoutFailsAndStopsTheProcess) {
+  spec("llm").startup_timeout = Millis(30);
+  prober_.otherwise = {false, "HTTP 503"};
+  auto result = ensure("llm");
+  ASSERT_TRUE(wait(result));
+  ASSERT_FALSE(result->value().ok());
+  EXPECT_NE(std::string::npos, result->value().error().message.find("startup_timeout 30ms"));
+  EXPECT_NE(std::string::npos, result->value().error().message.find("HTTP 503"));
+  EXPECT_EQ(1u, runtime_.instances["llm"]->stop_graces.size());
+}
+
+TEST_F(SupervisorTest, CrashRestartsWithBackoffThenGivesUpAtTheLimit) {
+  spec("llm").restart = RestartPolicy::kOnFailure;
+  spec("llm").restart_limit = 2;
+  auto result = ensure("llm");
+  ASSERT_TRUE(wait(result));
+  for (int crash = 1; crash <= 3; ++crash) {
+    ASSERT_TRUE(wait_state("llm", ServiceState::kReady));
+    ASSERT_EQ(static_cast<size_t>(crash), runtime_.started.size());
+    runtime_.instances["llm"]->exit(1);
+    ASSERT_TRUE(wait_state("llm", ServiceState::kError));
+  }
+  // Nothing more starts: the limit was reached.
+  ASSERT_TRUE(run_until(io_, [&] { return runtime_.instances["llm"]->exited(); }));
+  EXPECT_EQ(3u, runtime_.started.size());
+  EXPECT_NE(std::string::npos, sup().get("llm")->reason.find("gave up after 2 restarts"));
+}
+
+TEST_F(SupervisorTest, RestartPolicyNoLeavesTheServiceInError) {
+  auto result = ensure("llm");
+  ASSERT_TRUE(wait(result));
+  runtime_.instances["llm"]->exit(1);
+  ASSERT_TRUE(wait_state("llm", ServiceState::kError));
+  EXPECT_EQ(1u, runtime_.started.size());
+  EXPECT_EQ("exited with status 1", sup().get("llm")->last_exit);
+}
+
+TEST_F(SupervisorTest, CleanExitIsNotRestartedOnFailurePolicy) {
+  spec("llm").restart = RestartPolicy::kOnFailure;
+  ASSERT_TRUE(wait(ensure("llm")));
+  runtime_.instances["llm"]->exit(0);
+  ASSERT_TRUE(wait_state("llm", ServiceState::kError));
+  ASSERT_TRUE(run_until(io_, [&] { return runtime_.instances["llm"]->exited(); }));
+  EXPECT_EQ(1u, runtime_.started.size());
+}
+
+TEST_F(SupervisorTest, StopWhileStartingFailsTheEnsureWithConflict) {
+  prober_.otherwise = {false, "connection refused"};
+  auto ensured = ensure("llm");
+  ASSERT_TRUE(run_until(io_, [&] { return state("llm") == ServiceState::kStarting; }));
+  auto stopped = stop("llm");
+  ASSERT_TRUE(wait(ensured));
+  ASSERT_TRUE(wait(stopped));
+  EXPECT_EQ(ErrorCode::kConflict, ensured->value().error().code);
+  EXPECT_EQ(ServiceState::kStopped, stopped->value()->state);
+}
+
+TEST_F(SupervisorTest, ExitDuringStopIsNotMistakenForACrash) {
+  spec("llm").restart = RestartPolicy::kAlways;
+  runtime_.hold_stops = true;
+  ASSERT_TRUE(wait(ensure("llm")));
+  auto stopped = stop("llm");
+  ASSERT_TRUE(wait_state("llm", ServiceState::kStopping));
+  runtime_.instances["llm"]->exit(0);  // the SIGTERM worked
+  io_.restart();
+  io_.poll();
+  EXPECT_EQ(ServiceState::kStopping, state("llm"));
+  runtime_.instances["llm"]->finish_stop();
+  ASSERT_TRUE(wait(stopped));
+  EXPECT_EQ(ServiceState::kStopped, state("llm"));
+  EXPECT_EQ(1u, runtime_.started.size());
+}
+
+TEST_F(SupervisorTest, EnsureDuringStopStartsAgainOnceStopped) {
+  runtime_.hold_stops = true;
+  ASSERT_TRUE(wait(ensure("llm")));
+  auto stopped = stop("llm");
+  auto ensured = ensure("llm");
+  io_.restart();
+  io_.poll();
+  EXPECT_EQ(1u, runtime_.started.size());  // never two instances at once
+  runtime_.instances["llm"]->finish_stop();
+  ASSERT_TRUE(wait(stopped));
+  ASSERT_TRUE(wait(ensured));
+  EXPECT_TRUE(ensured->value().ok());
+  EXPECT_EQ(2u, runtime_.started.size());
+}
+
+TEST_F(SupervisorTest, ForceStopBringsTheKillForward) {
+  runtime_.hold_stops = true;
+  ASSERT_TRUE(wait(ensure("llm")));
+  auto first = stop("llm");
+  auto forced = stop("llm", true);
+  io_.restart();
+  io_.poll();
+  EXPECT_EQ((std::vector<Millis>{Millis(1000), Millis(0)}),
+            runtime_.instances["llm"]->stop_graces);
+  runtime_.instances["llm"]->finish_stop();
+  ASSERT_TRUE(wait(first));
+  ASSERT_TRUE(wait(forced));
+  EXPECT_NE(std::string::npos, forced->value()->reason.find("SIGKILL"));
+}
+
+TEST_F(SupervisorTest, StopDuringRestartBackoffStaysStopped) {
+  spec("llm").restart = RestartPolicy::kOnFailure;
+  spec("llm").restart_backoff = Millis(200);
+  ASSERT_TRUE(wait(ensure("llm")));
+  runtime_.instances["llm"]->exit(1);
+  ASSERT_TRUE(run_until(io_, [&] {
+    return sup().get("llm")->reason.find("restarting in") != std::string::npos &&
+           runtime_.instances["llm"]->exited();
+  }));
+  auto stopped = stop("llm");
+  ASSERT_TRUE(wait(stopped));
+  EXPECT_EQ(ServiceState::kStopped, state("llm"));
+  // Run past the backoff: nothing may start.
+  const auto until = std::chrono::steady_clock::now() + Millis(300);
+  run_until(io_, [&] { return std::chrono::steady_clock::now() > until; });
+  EXPECT_EQ(1u, runtime_.started.size());
+  EXPECT_EQ(ServiceState::kStopped, state("llm"));
+}
+
+TEST_F(SupervisorTest, FailedLivenessChecksRestartTheService) {
+  spec("llm").restart = RestartPolicy::kOnFailure;
+  spec("llm").health.failure_threshold = 2;
+  ASSERT_TRUE(wait(ensure("llm")));
+  prober_.script = {{false, "timed out after 2s"}, {false, "timed out after 2s"}};
+  ASSERT_TRUE(run_until(io_, [&] { return runtime_.started.size() == 2; }));
+  ASSERT_TRUE(wait_state("llm", ServiceState::kReady));
+  bool saw_reason = false;
+  for (const auto& e : events_.since(0)) {
+    const std::string reason = e.data.value("reason", "");
+    saw_reason |= reason.find("liveness check failed 2 times") != std::string::npos;
+  }
+  EXPECT_TRUE(saw_reason);
+}
+
+TEST_F(SupervisorTest, EnsureTimeoutLeavesTheStartRunning) {
+  prober_.otherwise = {false, "connection refused"};
+  auto result = ensure("llm", Millis(20));
+  ASSERT_TRUE(wait(result));
+  EXPECT_EQ(ErrorCode::kTimeout, result->value().error().code);
+  EXPECT_NE(std::string::npos, result->value().error().message.find("connection refused"));
+  EXPECT_EQ(ServiceState::kStarting, state("llm"));
+}
+
+TEST_F(SupervisorTest, StartFailureIsReportedWithTheReason) {
+  runtime_.fail_start = true;
+  auto result = ensure("llm");
+  ASSERT_TRUE(wait(result));
+  ASSERT_FALSE(result->value().ok());
+  EXPECT_NE(std::string::npos, result->value().error().message.find("No such file"));
+  EXPECT_EQ(ServiceState::kError, state("llm"));
+}
+
+TEST_F(SupervisorTest, StartPersistsARecordAndStopRemovesIt) {
+  const auto record = std::filesystem::path(state_dir_) / "run" / "llm.json";
+  ASSERT_TRUE(wait(ensure("llm")));
+  EXPECT_TRUE(std::filesystem::exists(record));
+  ASSERT_TRUE(wait(stop("llm")));
+  EXPECT_FALSE(std::filesystem::exists(record));
+}
+
+TEST_F(SupervisorTest, AdoptsWhatAPreviousDaemonStarted) {
+  {
+    auto store = StateStore::open(state_dir_);
+    ASSERT_TRUE(store.ok());
+    ASSERT_TRUE(store->save(InstanceRecord{"llm", 4242, 77, "", false, 1}).ok());
+  }
+  ASSERT_TRUE(wait_state("llm", ServiceState::kReady));
+  EXPECT_EQ(std::vector<std::string>{"llm"}, runtime_.adopted);
+  EXPECT_TRUE(runtime_.started.empty());
+  EXPECT_EQ(4242, sup().get("llm")->pid);
+  EXPECT_TRUE(sup().get("llm")->adopted);
+  EXPECT_EQ((std::vector<std::string>{"unknown", "ready"}), transitions("llm"));
+}
+
+TEST_F(SupervisorTest, RecordOfAGoneProcessIsDiscardedNotSignalled) {
+  runtime_.adoptable = false;
+  {
+    auto store = StateStore::open(state_dir_);
+    ASSERT_TRUE(store->save(InstanceRecord{"llm", 4242, 77, "", false, 1}).ok());
+  }
+  sup();
+  EXPECT_EQ(std::vector<std::string>{"llm"}, runtime_.discarded);
+  EXPECT_EQ(ServiceState::kStopped, state("llm"));
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(state_dir_) / "run" / "llm.json"));
+}
+
+TEST_F(SupervisorTest, CorruptRecordIsMovedAsideWithAWarning) {
+  std::filesystem::create_directories(std::filesystem::path(state_dir_) / "run");
+  { std::ofstream(std::filesystem::path(state_dir_) / "run" / "llm.json") << "{not json"; }
+  sup();
+  EXPECT_TRUE(runtime_.adopted.empty());
+  EXPECT_TRUE(
+      std::filesystem::exists(std::filesystem::path(state_dir_) / "run" / "llm.json.corrupt"));
+  ASSERT_FALSE(events_.since(0).empty());
+  EXPECT_EQ("daemon.warning", events_.since(0).front().type);
+}
+
+TEST_F(SupervisorTest, ShutdownStopsWhatItStarted) {
+  ASSERT_TRUE(wait(ensure("llm")));
+  bool done = false;
+  sup().shutdown(true, [&] { done = true; });
+  ASSERT_TRUE(run_until(io_, [&] { return done; }));
+  EXPECT_EQ(ServiceState::kStopped, state("llm"));
+  EXPECT_EQ(1u, runtime_.instances["llm"]->stop_graces.size());
+}
+
+}  // namespace
+}  // namespace gpuvisor
