@@ -1,6 +1,7 @@
 #include "runtime/spawn.h"
 
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,6 +41,19 @@ void format_pid(pid_t pid, char* out) {
   for (int i = 0; i < n; ++i) out[i] = digits[n - 1 - i];
   out[n] = '\n';
   out[n + 1] = '\0';
+}
+
+// Sockets and files the daemon opened without O_CLOEXEC (Asio's accepted connections among
+// them) must not reach the service: a child holding a client's connection keeps that client
+// waiting after the daemon is gone. Marked close-on-exec so the failure report pipe still works.
+void close_inherited_fds() {
+  if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
+  // Kernels before 5.11: walk the descriptor table.
+  const long limit = sysconf(_SC_OPEN_MAX);
+  for (long fd = 3; fd < (limit > 0 ? limit : 1024); ++fd) {
+    const int flags = fcntl(static_cast<int>(fd), F_GETFD);
+    if (flags >= 0) fcntl(static_cast<int>(fd), F_SETFD, flags | FD_CLOEXEC);
+  }
 }
 
 }  // namespace
@@ -113,6 +127,7 @@ Result<Spawned> spawn_process(const SpawnRequest& request) {
         dup2(log_fd, STDERR_FILENO) < 0) {
       child_fail(report[1], kStdio, errno);
     }
+    close_inherited_fds();
     if (!request.cwd.empty() && chdir(request.cwd.c_str()) != 0) child_fail(report[1], kChdir, errno);
     execvpe(argv[0], argv.data(), envp.data());
     child_fail(report[1], kExec, errno);

@@ -2,7 +2,9 @@
 // cgroups where the machine has them.
 #include "runtime/process_runtime.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
@@ -160,6 +162,20 @@ TEST(Spawn, BadWorkingDirectoryIsNamed) {
   ASSERT_FALSE(failed.ok());
   EXPECT_EQ("cannot change to directory '/nonexistent-dir': No such file or directory",
             failed.error().message);
+}
+
+TEST(Spawn, TheServiceInheritsNoDescriptorBeyondStdio) {
+  const int leaky = dup2(open("/dev/null", O_RDONLY), 77);  // no O_CLOEXEC, as Asio's accept
+  ASSERT_EQ(77, leaky);
+  const std::string log = temp_dir() + "/fds.log";
+  auto spawned = spawn_process(SpawnRequest{
+      {"/bin/sh", "-c", "test -e /proc/$$/fd/77 && echo leaked || echo clean"}, {}, "", log, ""});
+  ASSERT_TRUE(spawned.ok()) << spawned.error().message;
+  waitpid(spawned->pid, nullptr, 0);
+  close(leaky);
+  std::string verdict;
+  std::ifstream(log) >> verdict;
+  EXPECT_EQ("clean", verdict);
 }
 
 TEST(Spawn, ServiceEnvironmentOverridesTheDaemons) {
