@@ -21,18 +21,20 @@ constexpr Millis kDefaultEnsureTimeout{300'000};
 
 // Turns a Supervisor call that completes through a callback into something a coroutine awaits.
 // The result travels inside a shared_ptr: use_awaitable wants a default-constructible value.
+// Deliberately not a coroutine, and the caller passes a named lambda by reference: g++ 12
+// destroys a by-value coroutine parameter (or a temporary inside a co_await expression) twice
+// when it owns memory, which corrupted the heap on every ensure.
 template <typename Start>
-asio::awaitable<Result<ServiceView>> await_service(Start start) {
-  auto holder = co_await asio::async_initiate<decltype(asio::use_awaitable),
-                                              void(std::shared_ptr<Result<ServiceView>>)>(
-      [start = std::move(start)](auto handler) mutable {
+asio::awaitable<std::shared_ptr<Result<ServiceView>>> await_service(const Start& start) {
+  return asio::async_initiate<decltype(asio::use_awaitable),
+                              void(std::shared_ptr<Result<ServiceView>>)>(
+      [start](auto handler) mutable {
         auto shared = std::make_shared<decltype(handler)>(std::move(handler));
         start([shared](Result<ServiceView> result) {
           (*shared)(std::make_shared<Result<ServiceView>>(std::move(result)));
         });
       },
       asio::use_awaitable);
-  co_return std::move(*holder);
 }
 
 HttpResponse json_response(const HttpRequest& request, http::status status,
@@ -154,25 +156,29 @@ asio::awaitable<bool> Api::service_action(boost::beast::tcp_stream& stream, Http
                              action == "stop" ? kStopParams : kEnsureParams);
   if (!parts) co_return co_await reply(stream, error_response(request, parts.error()));
 
-  Result<ServiceView> result = make_error(ErrorCode::kFailed, "not run");
+  std::shared_ptr<Result<ServiceView>> result;
   if (action == "stop") {
     const auto force = bool_param(*parts, "force", false);
     if (!force) co_return co_await reply(stream, error_response(request, force.error()));
-    result = co_await await_service(
-        [this, name, force = *force](auto done) { supervisor_.stop(name, force, done); });
+    const auto start = [this, &name, force = *force](auto done) {
+      supervisor_.stop(name, force, done);
+    };
+    result = co_await await_service(start);
   } else {
     const auto timeout = duration_param(*parts, "timeout", kDefaultEnsureTimeout);
     if (!timeout) co_return co_await reply(stream, error_response(request, timeout.error()));
-    if (action == "ensure") {
-      result = co_await await_service(
-          [this, name, t = *timeout](auto done) { supervisor_.ensure(name, t, done); });
-    } else {
-      result = co_await await_service(
-          [this, name, t = *timeout](auto done) { supervisor_.restart(name, t, done); });
-    }
+    const bool restart = action == "restart";
+    const auto start = [this, &name, restart, t = *timeout](auto done) {
+      if (restart) {
+        supervisor_.restart(name, t, done);
+      } else {
+        supervisor_.ensure(name, t, done);
+      }
+    };
+    result = co_await await_service(start);
   }
-  if (!result) co_return co_await reply(stream, error_response(request, result.error()));
-  co_return co_await reply(stream, json_response(request, http::status::ok, to_json(*result)));
+  if (!*result) co_return co_await reply(stream, error_response(request, result->error()));
+  co_return co_await reply(stream, json_response(request, http::status::ok, to_json(**result)));
 }
 
 asio::awaitable<bool> Api::events_stream(boost::beast::tcp_stream& stream, HttpRequest& request) {
