@@ -210,10 +210,7 @@ int ClientCommands::events() {
     }
     const auto e = nlohmann::json::parse(m.data, nullptr, false);
     if (e.is_discarded()) return true;
-    const auto& d = e.value("data", nlohmann::json::object());
-    std::cout << "#" << e.value("id", 0) << " " << e.value("type", "") << " "
-              << d.value("service", "") << " " << d.value("from", "") << " -> "
-              << d.value("to", "") << " (" << d.value("reason", "") << ")" << std::endl;
+    std::cout << format_event(e) << std::endl;
     return true;
   });
   if (!done) return fail(done.error().message);

@@ -37,4 +37,20 @@ std::string ago(long long then_ms, long long now_ms) {
   return std::to_string(s / 86400) + "d ago";
 }
 
+std::string format_event(const nlohmann::json& event) {
+  const auto data = event.value("data", nlohmann::json::object());
+  std::string out = "#" + std::to_string(event.value("id", 0ULL)) + " ";
+  if (event.value("type", "") == "service.state_changed") {
+    return out + data.value("service", "?") + " " + data.value("from", "?") + " -> " +
+           data.value("to", "?") + " (" + data.value("reason", "") + ")";
+  }
+  out += event.value("type", "?");
+  if (data.contains("service")) out += " " + data.value("service", "");
+  for (const auto& [key, value] : data.items()) {
+    if (key == "service") continue;
+    out += " " + key + "=" + (value.is_string() ? value.get<std::string>() : value.dump());
+  }
+  return out;
+}
+
 }  // namespace gpuvisor

@@ -1,6 +1,7 @@
 // Plain-text tables for people; --json output bypasses these.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -12,5 +13,9 @@ std::string render_table(const std::vector<std::string>& header,
 
 // "3s ago", "2m ago", "1h ago" from two Unix-millisecond times.
 std::string ago(long long then_ms, long long now_ms);
+
+// One line per event: state changes read "#7 web starting -> ready (reason)"; anything else
+// shows its type and its fields, so new event kinds are readable without a CLI upgrade.
+std::string format_event(const nlohmann::json& event);
 
 }  // namespace gpuvisor
