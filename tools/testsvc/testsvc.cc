@@ -147,8 +147,10 @@ void Handle(int signo) {
 // The deliberate orphan: a new session means it escapes the service's process group, which is
 // exactly what the supervisor must still find and kill. It keeps no fd of ours (in particular not
 // the supervisor's log pipes, so log readers still see EOF when the service itself exits).
-[[noreturn]] void RunGrandchild() {
+// Writes its own PID file once it has left the session, so a reader never sees it half-way.
+[[noreturn]] void RunGrandchild(const std::string& pid_file) {
   setsid();
+  if (!pid_file.empty()) WriteFileAtomic(pid_file, std::to_string(getpid()) + "\n");
   for (int s = 1; s < NSIG; ++s) signal(s, SIG_DFL);  // undo what our own parent ignored
   sigset_t none;
   sigemptyset(&none);
@@ -412,10 +414,7 @@ int main(int argc, char** argv) {
       Say(stderr, std::string("testsvc: fork: ") + std::strerror(errno));
       Exit(1);
     }
-    if (pid == 0) RunGrandchild();
-    if (!o.grandchild_pid_file.empty()) {
-      WriteFileAtomic(o.grandchild_pid_file, std::to_string(pid) + "\n");
-    }
+    if (pid == 0) RunGrandchild(o.grandchild_pid_file);
   }
 
   signal(SIGPIPE, SIG_IGN);
