@@ -65,11 +65,13 @@ int run(int cycles, int ready_after_ms) {
     }
   }
   const std::string tag = "ready_after=" + std::to_string(ready_after_ms) + "ms";
-  std::cout << gpuvisor::bench::format("ensure_total " + tag, gpuvisor::bench::summarize(total), "ms")
+  std::cout << gpuvisor::bench::format("ensure_total " + tag, gpuvisor::bench::summarize(total),
+                                       "ms")
             << "\n"
             << gpuvisor::bench::format("service_own " + tag, gpuvisor::bench::summarize(own), "ms")
             << "\n"
-            << gpuvisor::bench::format("overhead " + tag, gpuvisor::bench::summarize(overhead), "ms")
+            << gpuvisor::bench::format("overhead " + tag, gpuvisor::bench::summarize(overhead),
+                                       "ms")
             << std::endl;
   d.terminate();
   return 0;

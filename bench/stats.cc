@@ -19,8 +19,8 @@ Summary summarize(std::vector<double> samples) {
   s.p90 = at(0.90);
   s.p99 = at(0.99);
   s.max = samples.back();
-  s.mean = std::accumulate(samples.begin(), samples.end(), 0.0) /
-           static_cast<double>(samples.size());
+  s.mean =
+      std::accumulate(samples.begin(), samples.end(), 0.0) / static_cast<double>(samples.size());
   return s;
 }
 

@@ -26,9 +26,9 @@ namespace fs = std::filesystem;
 std::string make_temp_dir(const std::string& tag) {
   static int counter = 0;
   const char* base = std::getenv("TEST_TMPDIR");
-  const fs::path dir = fs::path(base != nullptr ? base : "/tmp") /
-                       ("gvi-" + tag + "-" + std::to_string(getpid()) + "-" +
-                        std::to_string(++counter));
+  const fs::path dir =
+      fs::path(base != nullptr ? base : "/tmp") /
+      ("gvi-" + tag + "-" + std::to_string(getpid()) + "-" + std::to_string(++counter));
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir.string();
@@ -125,9 +125,8 @@ Daemon::~Daemon() {
 }
 
 bool Daemon::start(const std::vector<std::string>& extra_args) {
-  std::vector<std::string> argv = {GPUVISOR_BIN,  "serve",    "--config",
-                                   config_path_,  "--listen", "127.0.0.1:0",
-                                   "--state-dir", dir_ + "/state"};
+  std::vector<std::string> argv = {GPUVISOR_BIN, "serve",       "--config",    config_path_,
+                                   "--listen",   "127.0.0.1:0", "--state-dir", dir_ + "/state"};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   if (stdout_fd_ >= 0) close(stdout_fd_);
   pid_ = spawn(argv, dir_ + "/daemon.err", &stdout_fd_);
@@ -168,7 +167,9 @@ void Daemon::kill9() {
   wait_exit();
 }
 
-std::string Daemon::stderr_text() const { return slurp(dir_ + "/daemon.err"); }
+std::string Daemon::stderr_text() const {
+  return slurp(dir_ + "/daemon.err");
+}
 
 Result<HttpReply> Daemon::call(const std::string& method, const std::string& target,
                                std::chrono::milliseconds timeout) const {
@@ -252,8 +253,7 @@ bool Daemon::wait_state(const std::string& service, const std::string& state,
       [&](const nlohmann::json& e) {
         const auto& d = e["data"];
         return e["type"] == "service.state_changed" && d.value("service", "") == service &&
-               d.value("to", "") == state &&
-               this->service(service).value("state", "") == state;
+               d.value("to", "") == state && this->service(service).value("state", "") == state;
       },
       limit);
 }

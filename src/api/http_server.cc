@@ -25,7 +25,9 @@ constexpr size_t kBodyLimit = 1024 * 1024;
 HttpServer::HttpServer(asio::any_io_executor executor, Handler handler)
     : executor_(std::move(executor)), handler_(std::move(handler)) {}
 
-HttpServer::~HttpServer() { close(); }
+HttpServer::~HttpServer() {
+  close();
+}
 
 Result<tcp::endpoint> HttpServer::listen(const std::string& host, const std::string& port) {
   boost::system::error_code ec;
@@ -63,7 +65,8 @@ asio::awaitable<void> HttpServer::accept_loop() {
   std::weak_ptr<bool> alive = alive_;
   for (;;) {
     boost::system::error_code ec;
-    tcp::socket socket = co_await acceptor_->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    tcp::socket socket =
+        co_await acceptor_->async_accept(asio::redirect_error(asio::use_awaitable, ec));
     if (alive.expired() || !acceptor_->is_open()) co_return;
     if (ec) {
       // EMFILE and friends: log and keep accepting rather than take the API down.
@@ -82,7 +85,8 @@ asio::awaitable<void> HttpServer::session(beast::tcp_stream stream) {
     http::request_parser<http::string_body> parser;
     parser.body_limit(kBodyLimit);
     stream.expires_after(kIdleTimeout);
-    co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    co_await http::async_read(stream, buffer, parser,
+                              asio::redirect_error(asio::use_awaitable, ec));
     if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
         ec == asio::error::connection_reset || ec == asio::error::eof) {
       break;

@@ -26,7 +26,9 @@ std::optional<std::string> percent_decode(std::string_view in) {
   return out;
 }
 
-Error bad(const std::string& message) { return make_error(ErrorCode::kBadRequest, message); }
+Error bad(const std::string& message) {
+  return make_error(ErrorCode::kBadRequest, message);
+}
 
 }  // namespace
 
@@ -94,8 +96,7 @@ Result<bool> bool_param(const RequestParts& parts, const std::string& name, bool
   return bad("'" + name + "' must be true or false, got '" + it->second + "'");
 }
 
-Result<Millis> duration_param(const RequestParts& parts, const std::string& name,
-                              Millis fallback) {
+Result<Millis> duration_param(const RequestParts& parts, const std::string& name, Millis fallback) {
   const auto it = parts.params.find(name);
   if (it == parts.params.end()) return fallback;
   const auto d = parse_duration(it->second);
@@ -103,8 +104,8 @@ Result<Millis> duration_param(const RequestParts& parts, const std::string& name
   return *d;
 }
 
-Result<long long> int_param(const RequestParts& parts, const std::string& name,
-                            long long fallback, long long min, long long max) {
+Result<long long> int_param(const RequestParts& parts, const std::string& name, long long fallback,
+                            long long min, long long max) {
   const auto it = parts.params.find(name);
   if (it == parts.params.end()) return fallback;
   long long value = 0;

@@ -54,7 +54,7 @@ HttpResponse error_response(const HttpRequest& request, const Error& error) {
 asio::awaitable<bool> reply(boost::beast::tcp_stream& stream, HttpResponse response) {
   const bool keep = response.keep_alive();
   const bool written = co_await write_response(stream, response);
-  co_return written && keep;
+  co_return written&& keep;
 }
 
 uint64_t last_event_id(const HttpRequest& request, const RequestParts& parts) {
@@ -77,7 +77,9 @@ const std::vector<std::string> kEnsureParams{"timeout"};
 const std::vector<std::string> kEventParams{"since"};
 const std::vector<std::string> kLogParams{"n", "follow"};
 
-nlohmann::json health_body() { return {{"status", "ok"}}; }
+nlohmann::json health_body() {
+  return {{"status", "ok"}};
+}
 
 nlohmann::json services_body(const std::vector<ServiceView>& views) {
   nlohmann::json list = nlohmann::json::array();
@@ -120,7 +122,8 @@ asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest&
   const bool get = request.method() == http::verb::get;
   const bool post = request.method() == http::verb::post;
 
-  if (seg.size() == 3 && seg[2] == "events" && get) co_return co_await events_stream(stream, request);
+  if (seg.size() == 3 && seg[2] == "events" && get)
+    co_return co_await events_stream(stream, request);
   if (seg.size() == 3 && seg[2] == "services" && get) {
     co_return co_await reply(
         stream, json_response(request, http::status::ok, services_body(supervisor_.list())));
@@ -136,8 +139,8 @@ asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest&
   if (seg.size() == 5 && seg[2] == "services" &&
       (seg[4] == "ensure" || seg[4] == "stop" || seg[4] == "restart")) {
     if (!post) {
-      HttpResponse response = error_response(
-          request, make_error(ErrorCode::kBadRequest, seg[4] + " takes POST"));
+      HttpResponse response =
+          error_response(request, make_error(ErrorCode::kBadRequest, seg[4] + " takes POST"));
       response.result(http::status::method_not_allowed);
       response.set(http::field::allow, "POST");
       co_return co_await reply(stream, std::move(response));
@@ -145,9 +148,10 @@ asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest&
     co_return co_await service_action(stream, request, seg[3], seg[4]);
   }
   co_return co_await reply(
-      stream, error_response(request, make_error(ErrorCode::kNotFound,
-                                                 "no route " + std::string(request.method_string()) +
-                                                     " " + target)));
+      stream,
+      error_response(
+          request, make_error(ErrorCode::kNotFound,
+                              "no route " + std::string(request.method_string()) + " " + target)));
 }
 
 asio::awaitable<bool> Api::service_action(boost::beast::tcp_stream& stream, HttpRequest& request,
@@ -211,8 +215,8 @@ asio::awaitable<bool> Api::logs(boost::beast::tcp_stream& stream, HttpRequest& r
   }
   const auto lines = tail->last(static_cast<size_t>(*n));
   if (!*follow) {
-    co_return co_await reply(
-        stream, json_response(request, http::status::ok, logs_body(name, lines)));
+    co_return co_await reply(stream,
+                             json_response(request, http::status::ok, logs_body(name, lines)));
   }
   auto queue = std::make_shared<SseQueue>(stream.get_executor());
   auto frame = [](const LogLine& line) {

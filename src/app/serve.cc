@@ -115,9 +115,10 @@ int run_serve(const ServeOptions& options) {
     if (parent) {
       cgroup_parent = *parent;
     } else {
-      spdlog::warn("cgroups unavailable ({}); using process groups, so a descendant that "
-                   "leaves its session and outlives its parent may escape a stop",
-                   parent.error().message);
+      spdlog::warn(
+          "cgroups unavailable ({}); using process groups, so a descendant that "
+          "leaves its session and outlives its parent may escape a stop",
+          parent.error().message);
     }
   }
   ProcessRuntime runtime(io.get_executor(), cgroup_parent);
@@ -125,9 +126,8 @@ int run_serve(const ServeOptions& options) {
   EventBus events;
   Supervisor supervisor(io.get_executor(), config, runtime, prober, *store, events);
   Api api(supervisor, events, token);
-  HttpServer server(io.get_executor(), [&api](auto& stream, auto& request) {
-    return api.handle(stream, request);
-  });
+  HttpServer server(io.get_executor(),
+                    [&api](auto& stream, auto& request) { return api.handle(stream, request); });
 
   supervisor.start();
   const auto bound = server.listen(listen->host, listen->port);
@@ -136,8 +136,7 @@ int run_serve(const ServeOptions& options) {
     return 1;
   }
   spdlog::info("config {}: {} services; state in {}; cgroups {}", config.path,
-               config.services.size(), store->dir(),
-               cgroup_parent.empty() ? "off" : cgroup_parent);
+               config.services.size(), store->dir(), cgroup_parent.empty() ? "off" : cgroup_parent);
   // Tests and scripts read this line to learn the port when listening on port 0.
   std::cout << "gpuvisor listening on http://" << bound->address().to_string() << ":"
             << bound->port() << std::endl;

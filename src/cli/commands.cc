@@ -125,9 +125,8 @@ int ClientCommands::status() {
                     text(s, "priority"), text(s, "vram_mb"), text(s, "restarts"),
                     ago(s.value("since_ms", 0LL), now), text(s, "reason")});
   }
-  std::cout << render_table({"NAME", "STATE", "PID", "PRIORITY", "VRAM_MB", "RESTARTS", "SINCE",
-                             "REASON"},
-                            rows);
+  std::cout << render_table(
+      {"NAME", "STATE", "PID", "PRIORITY", "VRAM_MB", "RESTARTS", "SINCE", "REASON"}, rows);
   return 0;
 }
 
@@ -165,8 +164,7 @@ int ClientCommands::action(const std::string& verb) {
 int ClientCommands::logs() {
   auto client = HttpClient::create(url_, env_or("GPUVISOR_TOKEN", ""));
   if (!client) return fail(client.error().message);
-  const std::string target =
-      "/api/v1/services/" + name_ + "/logs?n=" + std::to_string(lines_);
+  const std::string target = "/api/v1/services/" + name_ + "/logs?n=" + std::to_string(lines_);
   if (!follow_) {
     auto reply = client->request("GET", target, kReadTimeout);
     if (!reply) return fail(reply.error().message);

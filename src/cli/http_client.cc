@@ -33,7 +33,8 @@ Status connect(asio::io_context& io, beast::tcp_stream& stream, const std::strin
   const auto endpoints = resolver.resolve(host, port, ec);
   if (ec) return unreachable(url, ec);
   stream.expires_after(kConnectTimeout);
-  stream.async_connect(endpoints, [&ec](const boost::system::error_code& e, const auto&) { ec = e; });
+  stream.async_connect(endpoints,
+                       [&ec](const boost::system::error_code& e, const auto&) { ec = e; });
   io.run();
   io.restart();
   if (ec) return unreachable(url, ec);
@@ -78,8 +79,8 @@ Result<HttpReply> HttpClient::request(const std::string& method, const std::stri
   });
   io.run();
   if (ec == beast::error::timeout) {
-    return make_error(ErrorCode::kTimeout, "no answer from the daemon within " +
-                                               format_duration(timeout));
+    return make_error(ErrorCode::kTimeout,
+                      "no answer from the daemon within " + format_duration(timeout));
   }
   if (ec) return unreachable(base_url_, ec);
   return HttpReply{parser.get().result_int(), parser.get().body()};
@@ -110,7 +111,8 @@ Status HttpClient::stream(const std::string& target,
     std::string body(static_cast<const char*>(buffer.data().data()), buffer.size());
     std::array<char, 4096> chunk{};
     size_t n = 0;
-    while ((n = stream.socket().read_some(asio::buffer(chunk), ec)) > 0 && !ec) body.append(chunk.data(), n);
+    while ((n = stream.socket().read_some(asio::buffer(chunk), ec)) > 0 && !ec)
+      body.append(chunk.data(), n);
     Error error = make_error(status == 404 ? ErrorCode::kNotFound : ErrorCode::kBadRequest,
                              "HTTP " + std::to_string(status));
     error.context.push_back(body);

@@ -30,7 +30,8 @@ class HttpClient {
   Result<HttpReply> request(const std::string& method, const std::string& target,
                             Millis timeout) const;
   // Reads an SSE stream until it ends or on_message returns false.
-  Status stream(const std::string& target, const std::function<bool(const SseMessage&)>& on_message) const;
+  Status stream(const std::string& target,
+                const std::function<bool(const SseMessage&)>& on_message) const;
 
   const std::string& base_url() const { return base_url_; }
 

@@ -25,12 +25,12 @@ const char* to_string(RestartPolicy policy);
 // How readiness and liveness are checked. Exactly one of http / tcp / exec is set, or none:
 // then a service is ready as soon as its process runs.
 struct HealthSpec {
-  std::string http;                // URL; 2xx or 3xx means healthy
-  std::string tcp;                 // "host:port"; an accepted connection means healthy
-  std::vector<std::string> exec;   // argv; exit status 0 means healthy
-  Millis interval{Millis(5000)};   // liveness probe period while ready
-  Millis timeout{Millis(2000)};    // one probe attempt, readiness or liveness
-  int failure_threshold = 3;       // consecutive liveness failures before the service is dead
+  std::string http;                      // URL; 2xx or 3xx means healthy
+  std::string tcp;                       // "host:port"; an accepted connection means healthy
+  std::vector<std::string> exec;         // argv; exit status 0 means healthy
+  Millis interval{Millis(5000)};         // liveness probe period while ready
+  Millis timeout{Millis(2000)};          // one probe attempt, readiness or liveness
+  int failure_threshold = 3;             // consecutive liveness failures before the service is dead
   Millis startup_poll_cap{Millis(100)};  // readiness checks: every tenth of the time spent
                                          // starting so far, at least 1 ms, at most this
 
@@ -57,9 +57,9 @@ struct ServiceSpec {
   Millis stop_grace{Millis(10'000)};
 
   RestartPolicy restart = RestartPolicy::kNo;
-  Millis restart_backoff{Millis(1000)};      // first delay; doubles per attempt
+  Millis restart_backoff{Millis(1000)};  // first delay; doubles per attempt
   Millis restart_backoff_max{Millis(60'000)};
-  int restart_limit = 5;                      // restarts in a row before staying in error
+  int restart_limit = 5;                       // restarts in a row before staying in error
   Millis restart_reset_after{Millis(60'000)};  // ready this long: the restart count starts over
 
   std::string pid_file;  // adopt an instance someone else started, if its PID is alive
@@ -71,7 +71,7 @@ struct ServiceSpec {
 // Daemon-wide settings from the `daemon:` section; command-line flags override them.
 struct DaemonSpec {
   std::string listen = "127.0.0.1:7733";
-  std::string state_dir;             // empty: $XDG_STATE_HOME/gpuvisor or ~/.local/state/gpuvisor
+  std::string state_dir;              // empty: $XDG_STATE_HOME/gpuvisor or ~/.local/state/gpuvisor
   bool stop_services_on_exit = true;  // false: leave them running, the next daemon adopts them
   bool use_cgroups = true;            // false: process groups only (see docs/operations.md)
   size_t log_ring_lines = 1000;       // per service, in memory

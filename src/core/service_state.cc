@@ -31,7 +31,9 @@ std::optional<ServiceState> service_state_from_string(std::string_view text) {
   return std::nullopt;
 }
 
-bool holds_vram(ServiceState state) { return state != ServiceState::kStopped; }
+bool holds_vram(ServiceState state) {
+  return state != ServiceState::kStopped;
+}
 
 bool serves_traffic(ServiceState state) {
   return state == ServiceState::kReady || state == ServiceState::kBusy;

@@ -38,6 +38,8 @@ uint64_t EventBus::subscribe(Subscriber subscriber) {
   return id;
 }
 
-void EventBus::unsubscribe(uint64_t id) { subscribers_.erase(id); }
+void EventBus::unsubscribe(uint64_t id) {
+  subscribers_.erase(id);
+}
 
 }  // namespace gpuvisor

@@ -13,10 +13,10 @@
 namespace gpuvisor {
 
 struct Event {
-  uint64_t id = 0;       // 1, 2, 3, ... for the life of the daemon; SSE's Last-Event-ID
+  uint64_t id = 0;  // 1, 2, 3, ... for the life of the daemon; SSE's Last-Event-ID
   int64_t unix_ms = 0;
-  std::string type;      // "service.state_changed", ...
-  nlohmann::json data;   // type-specific fields
+  std::string type;     // "service.state_changed", ...
+  nlohmann::json data;  // type-specific fields
 
   nlohmann::json to_json() const;
 };

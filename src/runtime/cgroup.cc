@@ -80,7 +80,8 @@ Result<std::string> Cgroup::default_parent() {
 
 Result<Cgroup> Cgroup::create(const std::string& dir) {
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    return make_error(ErrorCode::kUnavailable, "cannot create " + dir + ": " + std::strerror(errno));
+    return make_error(ErrorCode::kUnavailable,
+                      "cannot create " + dir + ": " + std::strerror(errno));
   }
   if (!on_cgroup2(dir)) {
     return make_error(ErrorCode::kUnavailable, dir + " is not on a cgroup2 file system");

@@ -51,19 +51,19 @@ void LogTail::open_file() {
 
 void LogTail::arm_watch() {
   std::weak_ptr<LogTail> weak = weak_from_this();
-  inotify_->async_wait(boost::asio::posix::stream_descriptor::wait_read,
-                       [weak](const boost::system::error_code& ec) {
-                         auto self = weak.lock();
-                         if (!self || ec) return;
-                         // Drain the events; which one came does not matter, only that
-                         // something was appended.
-                         std::array<char, 4096> events{};
-                         while (read(self->inotify_->native_handle(), events.data(),
-                                     events.size()) > 0) {
-                         }
-                         self->poll();
-                         self->arm_watch();
-                       });
+  inotify_->async_wait(
+      boost::asio::posix::stream_descriptor::wait_read,
+      [weak](const boost::system::error_code& ec) {
+        auto self = weak.lock();
+        if (!self || ec) return;
+        // Drain the events; which one came does not matter, only that
+        // something was appended.
+        std::array<char, 4096> events{};
+        while (read(self->inotify_->native_handle(), events.data(), events.size()) > 0) {
+        }
+        self->poll();
+        self->arm_watch();
+      });
 }
 
 void LogTail::rotate_if_larger(size_t max_bytes) {
@@ -135,6 +135,8 @@ uint64_t LogTail::subscribe(Subscriber subscriber) {
   return id;
 }
 
-void LogTail::unsubscribe(uint64_t id) { subscribers_.erase(id); }
+void LogTail::unsubscribe(uint64_t id) {
+  subscribers_.erase(id);
+}
 
 }  // namespace gpuvisor

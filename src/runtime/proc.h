@@ -16,9 +16,9 @@ struct ProcStat {
   pid_t ppid = 0;
   pid_t pgid = 0;
   pid_t sid = 0;
-  char state = '?';            // R, S, D, Z (zombie), ...
-  uint64_t start_time = 0;     // clock ticks after boot (field 22 of /proc/PID/stat)
-  std::string comm;            // short command name, for display only, never for matching
+  char state = '?';         // R, S, D, Z (zombie), ...
+  uint64_t start_time = 0;  // clock ticks after boot (field 22 of /proc/PID/stat)
+  std::string comm;         // short command name, for display only, never for matching
 };
 
 // The process's stat line, or nullopt when it is gone (or /proc cannot be read).

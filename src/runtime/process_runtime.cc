@@ -40,8 +40,7 @@ Result<std::shared_ptr<Instance>> ProcessRuntime::start(const ServiceSpec& spec,
                                                         ExitCallback on_exit) {
   std::vector<std::pair<std::string, std::string>> env(spec.env.begin(), spec.env.end());
   env.insert(env.end(), options.extra_env.begin(), options.extra_env.end());
-  SpawnRequest request{service_argv(spec), merged_environment(env), spec.cwd, options.log_path,
-                       ""};
+  SpawnRequest request{service_argv(spec), merged_environment(env), spec.cwd, options.log_path, ""};
 
   std::optional<Cgroup> cgroup;
   if (!cgroup_parent_.empty()) {
@@ -86,8 +85,8 @@ Result<std::shared_ptr<Instance>> ProcessRuntime::adopt(const InstanceRecord& re
                                                 " now belongs to another process (start time "
                                                 "differs); it will not be touched");
   }
-  auto instance = std::make_shared<ProcessInstance>(
-      executor_, record, std::move(pidfd), Cgroup::open_existing(record.cgroup), false);
+  auto instance = std::make_shared<ProcessInstance>(executor_, record, std::move(pidfd),
+                                                    Cgroup::open_existing(record.cgroup), false);
   instance->refresh();
   instance->watch(std::move(on_exit));
   return std::shared_ptr<Instance>(instance);
@@ -122,8 +121,8 @@ Result<std::shared_ptr<Instance>> ProcessRuntime::adopt_existing(const ServiceSp
   record.start_time = st->start_time;
   record.from_pid_file = true;
   record.started_unix_ms = unix_ms_now();
-  auto instance = std::make_shared<ProcessInstance>(executor_, std::move(record),
-                                                    std::move(pidfd), std::nullopt, false);
+  auto instance = std::make_shared<ProcessInstance>(executor_, std::move(record), std::move(pidfd),
+                                                    std::nullopt, false);
   instance->refresh();
   instance->watch(std::move(on_exit));
   return std::shared_ptr<Instance>(instance);

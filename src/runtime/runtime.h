@@ -33,8 +33,8 @@ struct ExitInfo {
 struct InstanceRecord {
   std::string service;
   pid_t pid = 0;
-  uint64_t start_time = 0;    // /proc start time: proves pid is still this process
-  std::string cgroup;         // cgroup directory holding the tree, or empty
+  uint64_t start_time = 0;     // /proc start time: proves pid is still this process
+  std::string cgroup;          // cgroup directory holding the tree, or empty
   bool from_pid_file = false;  // started by someone else, adopted through pid_file
   int64_t started_unix_ms = 0;
 };

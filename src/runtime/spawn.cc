@@ -96,8 +96,8 @@ Result<Spawned> spawn_process(const SpawnRequest& request) {
     cgroup_fd = open(request.cgroup_procs.c_str(), O_WRONLY | O_CLOEXEC);
     if (cgroup_fd < 0) {
       close(log_fd);
-      return make_error(ErrorCode::kUnavailable, "cannot open " + request.cgroup_procs + ": " +
-                                                     std::strerror(errno));
+      return make_error(ErrorCode::kUnavailable,
+                        "cannot open " + request.cgroup_procs + ": " + std::strerror(errno));
     }
   }
   int report[2];
@@ -128,7 +128,8 @@ Result<Spawned> spawn_process(const SpawnRequest& request) {
       child_fail(report[1], kStdio, errno);
     }
     close_inherited_fds();
-    if (!request.cwd.empty() && chdir(request.cwd.c_str()) != 0) child_fail(report[1], kChdir, errno);
+    if (!request.cwd.empty() && chdir(request.cwd.c_str()) != 0)
+      child_fail(report[1], kChdir, errno);
     execvpe(argv[0], argv.data(), envp.data());
     child_fail(report[1], kExec, errno);
   }
@@ -157,8 +158,8 @@ Result<Spawned> spawn_process(const SpawnRequest& request) {
         return make_error(ErrorCode::kUnavailable,
                           "cannot join cgroup " + request.cgroup_procs + ": " + why);
       case kChdir:
-        return make_error(ErrorCode::kFailed, "cannot change to directory '" + request.cwd +
-                                                  "': " + why);
+        return make_error(ErrorCode::kFailed,
+                          "cannot change to directory '" + request.cwd + "': " + why);
       case kExec:
         return make_error(ErrorCode::kFailed, "cannot execute '" + request.argv[0] + "': " + why);
       default:

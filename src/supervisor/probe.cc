@@ -76,8 +76,7 @@ asio::awaitable<ProbeResult> http_check(std::string url, Millis timeout) {
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   parser.body_limit(64 * 1024);  // health bodies are small; a huge one is not worth reading
-  co_await http::async_read(stream, buffer, parser,
-                            asio::redirect_error(asio::use_awaitable, ec));
+  co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
   if (ec) co_return ProbeResult{false, failure(ec, timeout)};
   const unsigned status = parser.get().result_int();
   if (status >= 200 && status < 400) co_return ProbeResult{true, "HTTP " + std::to_string(status)};
@@ -105,8 +104,8 @@ asio::awaitable<ProbeResult> exec_check(std::vector<std::string> argv, Millis ti
     bool timed_out = false;
     bool reaped = false;
   };
-  auto wait = std::make_shared<Wait>(Wait{
-      asio::posix::stream_descriptor(executor, spawned->pidfd.release()), spawned->pid});
+  auto wait = std::make_shared<Wait>(
+      Wait{asio::posix::stream_descriptor(executor, spawned->pidfd.release()), spawned->pid});
   asio::steady_timer deadline(executor, timeout);
   deadline.async_wait([wait](const boost::system::error_code& ec) {
     if (ec || wait->reaped) return;

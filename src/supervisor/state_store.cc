@@ -17,9 +17,12 @@ namespace fs = std::filesystem;
 namespace {
 
 nlohmann::json to_json(const InstanceRecord& r) {
-  return {{"service", r.service},          {"pid", r.pid},
-          {"start_time", r.start_time},    {"cgroup", r.cgroup},
-          {"from_pid_file", r.from_pid_file}, {"started_unix_ms", r.started_unix_ms}};
+  return {{"service", r.service},
+          {"pid", r.pid},
+          {"start_time", r.start_time},
+          {"cgroup", r.cgroup},
+          {"from_pid_file", r.from_pid_file},
+          {"started_unix_ms", r.started_unix_ms}};
 }
 
 Result<InstanceRecord> from_json(const nlohmann::json& j) {
@@ -98,12 +101,12 @@ StateStore::Loaded StateStore::load_all() const {
     text << in.rdbuf();
     const auto parsed = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
     Result<InstanceRecord> record =
-        parsed.is_discarded() ? Result<InstanceRecord>(make_error(ErrorCode::kBadRequest,
-                                                                  "not valid JSON"))
-                              : from_json(parsed);
+        parsed.is_discarded()
+            ? Result<InstanceRecord>(make_error(ErrorCode::kBadRequest, "not valid JSON"))
+            : from_json(parsed);
     if (!record || record->service != path.stem().string()) {
-      const std::string why = record ? "names service '" + record->service + "'"
-                                     : record.error().message;
+      const std::string why =
+          record ? "names service '" + record->service + "'" : record.error().message;
       // Kept for a person to look at, out of the way of the next load.
       fs::rename(path, path.string() + ".corrupt", ec);
       out.problems.push_back(path.string() + ": " + why + " (moved to .corrupt)");

@@ -232,10 +232,10 @@ void Supervisor::on_stopped(const std::string& name, uint64_t generation, StopOu
   u->instance.reset();
   u->adopted = false;
   store_.remove(name);
-  const std::string reason =
-      outcome.killed ? "killed with SIGKILL (did not exit within stop_grace " +
-                           format_duration(u->spec.stop_grace) + ")"
-                     : "stopped";
+  const std::string reason = outcome.killed
+                                 ? "killed with SIGKILL (did not exit within stop_grace " +
+                                       format_duration(u->spec.stop_grace) + ")"
+                                 : "stopped";
   u->log->note("pid " + std::to_string(pid) + " " + reason);
   events_.publish("service.process_gone", {{"service", name}, {"pid", pid}, {"after", "stop"}});
   u->ready_at.reset();

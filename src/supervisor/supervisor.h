@@ -34,12 +34,12 @@ struct ServiceView {
   std::string reason;
   int64_t since_unix_ms = 0;
   uint64_t generation = 0;
-  pid_t pid = 0;                 // main process, 0 when none
-  int64_t started_unix_ms = 0;   // of the current instance
-  bool adopted = false;          // instance taken over from a previous daemon or a pid_file
-  int restarts = 0;              // automatic restarts in a row
-  std::string last_exit;         // "exited with status 3", or empty
-  std::string last_probe;        // detail of the last failed health check, or empty
+  pid_t pid = 0;                // main process, 0 when none
+  int64_t started_unix_ms = 0;  // of the current instance
+  bool adopted = false;         // instance taken over from a previous daemon or a pid_file
+  int restarts = 0;             // automatic restarts in a row
+  std::string last_exit;        // "exited with status 3", or empty
+  std::string last_probe;       // detail of the last failed health check, or empty
 };
 
 class Supervisor {

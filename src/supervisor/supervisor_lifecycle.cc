@@ -69,8 +69,9 @@ void Supervisor::start() {
     const uint64_t generation = ++u->generation;
     auto instance = runtime_.adopt_existing(u->spec, exit_handler(*u, generation));
     if (instance) {
-      adopt(*u, *instance, "adopted pid " + std::to_string((*instance)->record().pid) + " from " +
-                               u->spec.pid_file);
+      adopt(
+          *u, *instance,
+          "adopted pid " + std::to_string((*instance)->record().pid) + " from " + u->spec.pid_file);
     }
   }
 }
@@ -94,8 +95,9 @@ void Supervisor::begin_start(Unit& u, const std::string& why) {
     // Someone else may have started it since: adopting beats starting a second copy.
     auto existing = runtime_.adopt_existing(u.spec, exit_handler(u, generation));
     if (existing) {
-      adopt(u, *existing, "adopted pid " + std::to_string((*existing)->record().pid) + " from " +
-                              u.spec.pid_file);
+      adopt(
+          u, *existing,
+          "adopted pid " + std::to_string((*existing)->record().pid) + " from " + u.spec.pid_file);
       return;
     }
   }
@@ -127,13 +129,12 @@ void Supervisor::watch_startup(Unit& u, const std::string& why) {
   u.started_at = std::chrono::steady_clock::now();
   u.startup_deadline = std::chrono::steady_clock::now() + u.spec.startup_timeout;
   u.deadline_timer.expires_at(u.startup_deadline);
-  u.deadline_timer.async_wait(
-      guarded([this, name = u.spec.name, generation = u.generation,
-               why](boost::system::error_code ec) {
+  u.deadline_timer.async_wait(guarded(
+      [this, name = u.spec.name, generation = u.generation, why](boost::system::error_code ec) {
         Unit* unit = current(name, generation);
         if (ec || unit == nullptr) return;
-        std::string what = "not healthy within startup_timeout " +
-                           format_duration(unit->spec.startup_timeout);
+        std::string what =
+            "not healthy within startup_timeout " + format_duration(unit->spec.startup_timeout);
         if (!unit->last_probe.empty()) what += " (last health check: " + unit->last_probe + ")";
         on_failure(*unit, what, true);
       }));
@@ -141,8 +142,8 @@ void Supervisor::watch_startup(Unit& u, const std::string& why) {
 }
 
 void Supervisor::readiness_probe(Unit& u) {
-  const auto remaining = std::chrono::duration_cast<Millis>(u.startup_deadline -
-                                                            std::chrono::steady_clock::now());
+  const auto remaining =
+      std::chrono::duration_cast<Millis>(u.startup_deadline - std::chrono::steady_clock::now());
   const Millis timeout = std::clamp(remaining, Millis(1), u.spec.health.timeout);
   prober_.check(u.spec.health, timeout,
                 guarded([this, name = u.spec.name, generation = u.generation](ProbeResult r) {
@@ -179,11 +180,11 @@ void Supervisor::on_ready(Unit& u, const std::string& detail) {
   resolve_waiters(u);
   if (!u.spec.health.empty()) {
     u.probe_timer.expires_after(u.spec.health.interval);
-    u.probe_timer.async_wait(guarded([this, name = u.spec.name,
-                                      generation = u.generation](boost::system::error_code ec) {
-      Unit* unit = current(name, generation);
-      if (!ec && unit != nullptr) liveness_probe(*unit);
-    }));
+    u.probe_timer.async_wait(guarded(
+        [this, name = u.spec.name, generation = u.generation](boost::system::error_code ec) {
+          Unit* unit = current(name, generation);
+          if (!ec && unit != nullptr) liveness_probe(*unit);
+        }));
   }
 }
 
@@ -201,8 +202,8 @@ void Supervisor::liveness_probe(Unit& u) {
                     if (++unit->liveness_failures >= unit->spec.health.failure_threshold) {
                       on_failure(*unit,
                                  "liveness check failed " +
-                                     std::to_string(unit->liveness_failures) +
-                                     " times in a row (" + r.detail + ")",
+                                     std::to_string(unit->liveness_failures) + " times in a row (" +
+                                     r.detail + ")",
                                  true);
                       return;
                     }
@@ -222,8 +223,7 @@ void Supervisor::on_exit(const std::string& name, uint64_t generation, const Exi
   u->last_exit = info.describe();
   u->log->note("pid " + std::to_string(u->instance->record().pid) + " " + u->last_exit);
   const bool was_starting = u->state == ServiceState::kStarting;
-  on_failure(*u, (was_starting ? u->last_exit + " while starting" : u->last_exit),
-             !info.success());
+  on_failure(*u, (was_starting ? u->last_exit + " while starting" : u->last_exit), !info.success());
 }
 
 void Supervisor::on_failure(Unit& u, const std::string& what, bool failed) {
@@ -233,9 +233,8 @@ void Supervisor::on_failure(Unit& u, const std::string& what, bool failed) {
   if (u.ready_at && now - *u.ready_at >= u.spec.restart_reset_after) u.restarts = 0;
   u.ready_at.reset();
 
-  const bool policy_restarts =
-      u.spec.restart == RestartPolicy::kAlways ||
-      (u.spec.restart == RestartPolicy::kOnFailure && failed);
+  const bool policy_restarts = u.spec.restart == RestartPolicy::kAlways ||
+                               (u.spec.restart == RestartPolicy::kOnFailure && failed);
   std::string reason = what;
   u.restart_delay.reset();
   if (u.want_running && policy_restarts && !shutting_down_) {
@@ -277,14 +276,13 @@ void Supervisor::on_cleaned(const std::string& name, uint64_t generation) {
   }
   if (!u->restart_delay) return;
   u->backoff_timer.expires_after(*u->restart_delay);
-  u->backoff_timer.async_wait(
-      guarded([this, name, generation](boost::system::error_code ec) {
-        Unit* unit = current(name, generation);
-        if (ec || unit == nullptr || !unit->want_running) return;
-        unit->restart_delay.reset();
-        begin_start(*unit, "restart " + std::to_string(unit->restarts) + " of " +
-                               std::to_string(unit->spec.restart_limit) + " after failure");
-      }));
+  u->backoff_timer.async_wait(guarded([this, name, generation](boost::system::error_code ec) {
+    Unit* unit = current(name, generation);
+    if (ec || unit == nullptr || !unit->want_running) return;
+    unit->restart_delay.reset();
+    begin_start(*unit, "restart " + std::to_string(unit->restarts) + " of " +
+                           std::to_string(unit->spec.restart_limit) + " after failure");
+  }));
 }
 
 }  // namespace gpuvisor

@@ -1,4 +1,6 @@
 // The daemon as a whole: restarts and adoption, signals, bad config, the API's errors, events.
+#include "testkit/daemon.h"
+
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -6,7 +8,6 @@
 #include <filesystem>
 #include <fstream>
 
-#include "testkit/daemon.h"
 #include "runtime/proc.h"
 
 namespace gpuvisor::itest {
@@ -14,8 +15,8 @@ namespace {
 
 std::string one_service(int port, const std::string& args = "", const std::string& daemon = "") {
   return daemon + "services:\n  web:\n    command: [$TESTSVC, --port, \"" + std::to_string(port) +
-         "\", --report, $DIR/report" + args + "]\n    health:\n      http: http://127.0.0.1:" +
-         std::to_string(port) + "/health\n";
+         "\", --report, $DIR/report" + args +
+         "]\n    health:\n      http: http://127.0.0.1:" + std::to_string(port) + "/health\n";
 }
 
 TEST(Daemon, KilledDaemonIsRestartedAndAdoptsWithoutStartingTwice) {
@@ -61,12 +62,11 @@ TEST(Daemon, ARecordWhosePidWasReusedIsNeverSignalled) {
   const auto st = read_proc_stat(bystander);
   ASSERT_TRUE(st);
   std::filesystem::create_directories(d.dir() + "/state/run");
-  std::ofstream(d.dir() + "/state/run/web.json")
-      << nlohmann::json{{"service", "web"},
-                        {"pid", bystander},
-                        {"start_time", st->start_time + 12345},
-                        {"cgroup", ""}}
-             .dump();
+  std::ofstream(d.dir() + "/state/run/web.json") << nlohmann::json{
+      {"service", "web"},
+      {"pid", bystander},
+      {"start_time", st->start_time + 12345},
+      {"cgroup", ""}}.dump();
   ASSERT_TRUE(d.start()) << d.stderr_text();
   EXPECT_EQ("stopped", d.service("web")["state"]);
   EXPECT_FALSE(std::filesystem::exists(d.dir() + "/state/run/web.json"));

@@ -4,11 +4,11 @@
 
 #include <atomic>
 #include <filesystem>
-#include <thread>
 #include <fstream>
+#include <thread>
 
-#include "testkit/daemon.h"
 #include "runtime/proc.h"
+#include "testkit/daemon.h"
 
 namespace gpuvisor::itest {
 namespace {
@@ -53,8 +53,8 @@ TEST(Lifecycle, StopLeavesNothingRunningEvenAGrandchildThatCalledSetsid) {
     Daemon d("services:\n" +
              service_yaml("svc", port,
                           ", --fork-setsid-grandchild, --grandchild-pid-file, $DIR/grandchild"));
-    ASSERT_TRUE(d.start(cgroups ? std::vector<std::string>{}
-                                : std::vector<std::string>{"--no-cgroups"}))
+    ASSERT_TRUE(
+        d.start(cgroups ? std::vector<std::string>{} : std::vector<std::string>{"--no-cgroups"}))
         << d.stderr_text();
     ASSERT_EQ(0, d.cli({"ensure", "svc"}).exit_code);
     const pid_t grandchild = read_pid_file(d.dir() + "/grandchild");
@@ -69,8 +69,8 @@ TEST(Lifecycle, StopLeavesNothingRunningEvenAGrandchildThatCalledSetsid) {
 
 TEST(Lifecycle, SigkillAfterStopGraceWhenSigtermIsIgnored) {
   const int port = free_port();
-  Daemon d("services:\n" + service_yaml("stubborn", port, ", --ignore-sigterm",
-                                        "    stop_grace: 300ms\n"));
+  Daemon d("services:\n" +
+           service_yaml("stubborn", port, ", --ignore-sigterm", "    stop_grace: 300ms\n"));
   ASSERT_TRUE(d.start()) << d.stderr_text();
   ASSERT_EQ(0, d.cli({"ensure", "stubborn"}).exit_code);
   const pid_t pid = d.service("stubborn")["pid"];
@@ -97,10 +97,12 @@ TEST(Lifecycle, CrashesAreRestartedWithBackoffUntilTheLimit) {
   EXPECT_EQ("error", svc["state"]);
   EXPECT_EQ("exited with status 3", svc["last_exit"]);
   int starts = 0;
-  d.wait_event([&](const nlohmann::json& e) {
-    if (e["data"].value("to", "") == "starting") ++starts;
-    return false;
-  }, 300ms);
+  d.wait_event(
+      [&](const nlohmann::json& e) {
+        if (e["data"].value("to", "") == "starting") ++starts;
+        return false;
+      },
+      300ms);
   EXPECT_EQ(3, starts);
 }
 
@@ -112,16 +114,14 @@ TEST(Lifecycle, ExitAtStartFailsEnsureWithStatusAndLastOutput) {
   EXPECT_EQ(1, ensured.exit_code);
   EXPECT_NE(std::string::npos, ensured.err.find("exited with status 4 while starting"))
       << ensured.err;
-  EXPECT_NE(std::string::npos, ensured.err.find("testsvc: exiting at start with 4"))
-      << ensured.err;
+  EXPECT_NE(std::string::npos, ensured.err.find("testsvc: exiting at start with 4")) << ensured.err;
   EXPECT_EQ("error", d.service("broken")["state"]);
 }
 
 TEST(Lifecycle, StartupTimeoutStopsAServiceThatNeverBecomesHealthy) {
   const int port = free_port();
-  Daemon d("services:\n" +
-           service_yaml("hung", port, ", --hang-health, --pid-file, $DIR/pid",
-                        "    startup_timeout: 400ms\n"));
+  Daemon d("services:\n" + service_yaml("hung", port, ", --hang-health, --pid-file, $DIR/pid",
+                                        "    startup_timeout: 400ms\n"));
   ASSERT_TRUE(d.start()) << d.stderr_text();
   const auto ensured = d.cli({"ensure", "hung"});
   EXPECT_EQ(1, ensured.exit_code);
@@ -175,8 +175,7 @@ TEST(Lifecycle, LivenessFailureRestartsAHungService) {
   ASSERT_EQ(0, d.cli({"ensure", "hangs"}).exit_code);
   const pid_t first = d.service("hangs")["pid"];
   ASSERT_TRUE(d.wait_event([](const nlohmann::json& e) {
-    return e["data"].value("reason", "").find("liveness check failed 2 times") !=
-           std::string::npos;
+    return e["data"].value("reason", "").find("liveness check failed 2 times") != std::string::npos;
   }));
   ASSERT_TRUE(d.wait_event([](const nlohmann::json& e) {
     return e["data"].value("reason", "").find("restart 1 of 5") != std::string::npos;

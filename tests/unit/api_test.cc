@@ -11,11 +11,10 @@ namespace gpuvisor {
 namespace {
 
 TEST(RequestParts, SplitsPathAndDecodesQuery) {
-  auto parts = parse_request("/api/v1/services/llm/ensure?timeout=30s&x=a%20b", "",
-                             {"timeout", "x"});
+  auto parts =
+      parse_request("/api/v1/services/llm/ensure?timeout=30s&x=a%20b", "", {"timeout", "x"});
   ASSERT_TRUE(parts.ok());
-  EXPECT_EQ((std::vector<std::string>{"api", "v1", "services", "llm", "ensure"}),
-            parts->segments);
+  EXPECT_EQ((std::vector<std::string>{"api", "v1", "services", "llm", "ensure"}), parts->segments);
   EXPECT_EQ("30s", parts->params["timeout"]);
   EXPECT_EQ("a b", parts->params["x"]);
 }
@@ -64,8 +63,8 @@ TEST(Sse, ParserReassemblesMessagesAcrossReads) {
     got.push_back(m);
     return true;
   };
-  const std::string stream = sse_frame("1", "log", "hello\nworld") + ": keepalive\n\n" +
-                             sse_frame("2", "x", "{}");
+  const std::string stream =
+      sse_frame("1", "log", "hello\nworld") + ": keepalive\n\n" + sse_frame("2", "x", "{}");
   for (char c : stream) parser.feed(std::string_view(&c, 1), collect);
   ASSERT_EQ(2u, got.size());
   EXPECT_EQ("1", got[0].id);

@@ -31,9 +31,9 @@ TEST(Duration, FormatsTheShortestExactUnit) {
 }
 
 TEST(ServiceState, NamesRoundTrip) {
-  for (auto s : {ServiceState::kStopped, ServiceState::kStarting, ServiceState::kReady,
-                 ServiceState::kBusy, ServiceState::kStopping, ServiceState::kError,
-                 ServiceState::kUnknown}) {
+  for (auto s :
+       {ServiceState::kStopped, ServiceState::kStarting, ServiceState::kReady, ServiceState::kBusy,
+        ServiceState::kStopping, ServiceState::kError, ServiceState::kUnknown}) {
     EXPECT_EQ(s, service_state_from_string(to_string(s)));
   }
   EXPECT_FALSE(service_state_from_string("running").has_value());

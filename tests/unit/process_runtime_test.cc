@@ -58,11 +58,12 @@ class ProcessRuntimeTest : public ::testing::TestWithParam<bool> {
     runtime_ = std::make_unique<ProcessRuntime>(io_.get_executor(), cgroup_parent_);
   }
 
-  std::shared_ptr<Instance> start(const ServiceSpec& spec, std::optional<ExitInfo>* exit = nullptr) {
-    auto started = runtime_->start(spec, LaunchOptions{dir_ + "/svc.log", {}},
-                                   [exit](const ExitInfo& info) {
-                                     if (exit != nullptr) *exit = info;
-                                   });
+  std::shared_ptr<Instance> start(const ServiceSpec& spec,
+                                  std::optional<ExitInfo>* exit = nullptr) {
+    auto started =
+        runtime_->start(spec, LaunchOptions{dir_ + "/svc.log", {}}, [exit](const ExitInfo& info) {
+          if (exit != nullptr) *exit = info;
+        });
     EXPECT_TRUE(started.ok()) << started.error().message;
     return started.ok() ? *started : nullptr;
   }
@@ -110,8 +111,8 @@ TEST_P(ProcessRuntimeTest, SigkillAfterGraceWhenSigtermIsIgnored) {
 
 TEST_P(ProcessRuntimeTest, StopFindsAGrandchildThatLeftTheSession) {
   const std::string grandchild_file = dir_ + "/grandchild";
-  auto instance = start(testsvc({"--fork-setsid-grandchild", "--grandchild-pid-file",
-                                 grandchild_file}));
+  auto instance =
+      start(testsvc({"--fork-setsid-grandchild", "--grandchild-pid-file", grandchild_file}));
   ASSERT_TRUE(run_until(io_, [&] { return read_pid(grandchild_file) > 0; }));
   const pid_t grandchild = read_pid(grandchild_file);
   const auto st = read_proc_stat(grandchild);

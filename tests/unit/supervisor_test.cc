@@ -244,8 +244,7 @@ TEST_F(SupervisorTest, ForceStopBringsTheKillForward) {
   auto forced = stop("llm", true);
   io_.restart();
   io_.poll();
-  EXPECT_EQ((std::vector<Millis>{Millis(1000), Millis(0)}),
-            runtime_.instances["llm"]->stop_graces);
+  EXPECT_EQ((std::vector<Millis>{Millis(1000), Millis(0)}), runtime_.instances["llm"]->stop_graces);
   runtime_.instances["llm"]->finish_stop();
   ASSERT_TRUE(wait(first));
   ASSERT_TRUE(wait(forced));
