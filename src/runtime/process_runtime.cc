@@ -50,7 +50,7 @@ Result<std::shared_ptr<Instance>> ProcessRuntime::start(const ServiceSpec& spec,
     auto created = Cgroup::create(dir);
     if (!created) return created.error();
     cgroup = std::move(*created);
-    request.cgroup_procs = cgroup->procs_file();
+    request.cgroup_dir = cgroup->dir();
   }
 
   auto spawned = spawn_process(request);

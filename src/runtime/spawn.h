@@ -1,5 +1,5 @@
 // fork/exec of one service process, done so that the daemon can always find and stop all of it:
-// a new session and process group, a cgroup joined before exec (so every descendant is in it),
+// a new session and process group, a cgroup it is born into (so every descendant is in it),
 // output straight into a log file (so it survives a daemon restart), and an exec failure
 // reported back as an error instead of a mysterious exit 127.
 #pragma once
@@ -19,7 +19,7 @@ struct SpawnRequest {
   std::vector<std::string> env;   // complete environment, "KEY=value"
   std::string cwd;                // empty: inherit
   std::string log_path;           // stdout and stderr are appended here; empty: /dev/null
-  std::string cgroup_procs;       // cgroup.procs file to join before exec; empty: none
+  std::string cgroup_dir;         // cgroup v2 directory the process starts in; empty: none
 };
 
 struct Spawned {

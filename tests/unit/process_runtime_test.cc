@@ -94,6 +94,17 @@ TEST_P(ProcessRuntimeTest, StopEndsTheProcessWithSigterm) {
   const std::string pid_file = dir_ + "/pid";
   auto instance = start(testsvc({"--pid-file", pid_file}));
   ASSERT_TRUE(run_until(io_, [&] { return read_pid(pid_file) > 0; }));
+  if (GetParam()) {
+    // Born into its own cgroup: /proc/PID/cgroup's "0::" line is the instance's directory.
+    std::ifstream in("/proc/" + std::to_string(instance->record().pid) + "/cgroup");
+    std::string line, v2;
+    while (std::getline(in, line)) {
+      if (line.rfind("0::", 0) == 0) v2 = line.substr(3);
+    }
+    ASSERT_FALSE(v2.empty());
+    EXPECT_TRUE(instance->record().cgroup.ends_with(v2))
+        << instance->record().cgroup << " vs " << v2;
+  }
   const auto outcome = stop(*instance, Millis(5'000));
   EXPECT_FALSE(outcome->killed);
   EXPECT_FALSE(same_process_alive(instance->record().pid, instance->record().start_time));
