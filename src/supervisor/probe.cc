@@ -36,6 +36,10 @@ std::string failure(const boost::system::error_code& ec, Millis timeout) {
   return ec.message();
 }
 
+ProbeResult connect_failure(const boost::system::error_code& ec, Millis timeout) {
+  return ProbeResult{false, failure(ec, timeout), ec == asio::error::connection_refused};
+}
+
 // Connects with the stream's deadline already set; shared by the HTTP and TCP checks.
 asio::awaitable<boost::system::error_code> connect(beast::tcp_stream& stream,
                                                    const std::string& host,
@@ -64,7 +68,7 @@ asio::awaitable<ProbeResult> http_check(std::string url, Millis timeout) {
   beast::tcp_stream stream(co_await asio::this_coro::executor);
   stream.expires_after(timeout);
   auto ec = co_await connect(stream, parsed->host, parsed->port);
-  if (ec) co_return ProbeResult{false, failure(ec, timeout)};
+  if (ec) co_return connect_failure(ec, timeout);
 
   http::request<http::empty_body> request{http::verb::get, parsed->target, 11};
   request.set(http::field::host, parsed->host + ":" + parsed->port);
@@ -89,7 +93,7 @@ asio::awaitable<ProbeResult> tcp_check(std::string endpoint, Millis timeout) {
   beast::tcp_stream stream(co_await asio::this_coro::executor);
   stream.expires_after(timeout);
   const auto ec = co_await connect(stream, hp->host, hp->port);
-  if (ec) co_return ProbeResult{false, failure(ec, timeout)};
+  if (ec) co_return connect_failure(ec, timeout);
   co_return ProbeResult{true, "connected"};
 }
 

@@ -13,6 +13,9 @@ namespace gpuvisor {
 struct ProbeResult {
   bool ok = false;
   std::string detail;  // why it failed ("connection refused", "HTTP 503", "timed out after 2s")
+  // Nothing listens yet: such a check is a few microseconds of kernel work and costs the
+  // service nothing, so readiness may repeat it much more often than a real request.
+  bool refused = false;
 };
 
 class Prober {

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <boost/asio/post.hpp>
 
+#include "supervisor/readiness.h"
 #include "supervisor/supervisor.h"
 #include "supervisor/unit.h"
 
@@ -154,14 +155,10 @@ void Supervisor::readiness_probe(Unit& u) {
                     return;
                   }
                   unit->last_probe = r.detail;
-                  // Wait a tenth of the time it has spent starting so far: the delay between
-                  // becoming healthy and being seen so stays within 10% of the service's own
-                  // start-up time (plus one probe), at a few dozen probes per second at first
-                  // and at most one per startup_poll_cap later.
                   const auto elapsed = std::chrono::duration_cast<Millis>(
                       std::chrono::steady_clock::now() - unit->started_at);
                   unit->probe_timer.expires_after(
-                      std::clamp(elapsed / 10, Millis(1), unit->spec.health.startup_poll_cap));
+                      readiness_poll_delay(elapsed, unit->spec.health.startup_poll_cap, r.refused));
                   unit->probe_timer.async_wait(
                       guarded([this, name, generation](boost::system::error_code ec) {
                         Unit* again = current(name, generation);
