@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -120,7 +121,9 @@ Daemon::Daemon(const std::string& config, const std::string& dir)
 }
 
 Daemon::~Daemon() {
-  if (pid_ > 0) kill9();
+  // SIGTERM, so the daemon stops what it started and a test leaves nothing running; SIGKILL
+  // only if it does not exit in time.
+  if (pid_ > 0) terminate(30s);
   if (stdout_fd_ >= 0) close(stdout_fd_);
 }
 
@@ -157,8 +160,12 @@ int Daemon::wait_exit() {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-int Daemon::terminate() {
+int Daemon::terminate(std::chrono::milliseconds limit) {
   kill(pid_, SIGTERM);
+  const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid_, 0));
+  pollfd p{pidfd, POLLIN, 0};
+  if (pidfd >= 0 && poll(&p, 1, static_cast<int>(limit.count())) == 0) kill(pid_, SIGKILL);
+  if (pidfd >= 0) close(pidfd);
   return wait_exit();
 }
 

@@ -39,8 +39,8 @@ class Daemon {
 
   // Starts `gpuvisor serve` and waits for its "listening on" line; false if it exited instead.
   bool start(const std::vector<std::string>& extra_args = {});
-  // SIGTERM and wait for the exit; returns the exit status.
-  int terminate();
+  // SIGTERM and wait for the exit (SIGKILL after limit); returns the exit status.
+  int terminate(std::chrono::milliseconds limit = std::chrono::seconds(30));
   void kill9();
   // Exit status of a daemon that exited on its own (bad config), waiting for it.
   int wait_exit();
