@@ -1,6 +1,8 @@
 #include "runtime/proc.h"
 
 #include <dirent.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <charconv>
 #include <fstream>
@@ -79,6 +81,17 @@ std::vector<ProcStat> list_descendants(pid_t root) {
     }
   }
   return out;
+}
+
+double start_time_unix_seconds(uint64_t start_time) {
+  timespec real{}, boot{};
+  clock_gettime(CLOCK_REALTIME, &real);
+  clock_gettime(CLOCK_BOOTTIME, &boot);
+  const auto seconds = [](const timespec& t) {
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) / 1e9;
+  };
+  const double boot_unix = seconds(real) - seconds(boot);
+  return boot_unix + static_cast<double>(start_time) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 }  // namespace gpuvisor

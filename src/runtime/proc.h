@@ -27,6 +27,9 @@ std::optional<ProcStat> read_proc_stat(pid_t pid);
 // True when pid runs (not a zombie) and started at start_time.
 bool same_process_alive(pid_t pid, uint64_t start_time);
 
+// When a process with this start_time started, in Unix seconds (10 ms resolution).
+double start_time_unix_seconds(uint64_t start_time);
+
 // Every live process whose parent chain reaches root (root excluded), in one /proc scan.
 std::vector<ProcStat> list_descendants(pid_t root);
 

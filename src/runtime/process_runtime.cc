@@ -1,5 +1,7 @@
 #include "runtime/process_runtime.h"
 
+#include <sys/stat.h>
+
 #include <chrono>
 #include <fstream>
 
@@ -10,6 +12,9 @@
 namespace gpuvisor {
 
 namespace {
+
+// Start times have 10 ms resolution and the file's mtime is set when it is closed.
+constexpr double kPidFileSlackSeconds = 1.0;
 
 int64_t unix_ms_now() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -114,6 +119,19 @@ Result<std::shared_ptr<Instance>> ProcessRuntime::adopt_existing(const ServiceSp
   if (!pidfd.valid() || !st || st->state == 'Z') {
     return make_error(ErrorCode::kNotFound,
                       "pid " + std::to_string(pid) + " from " + spec.pid_file + " is not running");
+  }
+  // The file was written by the process it names, so that process is older than the file. A
+  // process that started after it merely reused the PID and must never be signalled.
+  struct stat file {};
+  if (stat(spec.pid_file.c_str(), &file) != 0) {
+    return make_error(ErrorCode::kNotFound, "cannot stat " + spec.pid_file);
+  }
+  const double written =
+      static_cast<double>(file.st_mtim.tv_sec) + static_cast<double>(file.st_mtim.tv_nsec) / 1e9;
+  if (start_time_unix_seconds(st->start_time) > written + kPidFileSlackSeconds) {
+    return make_error(ErrorCode::kNotFound,
+                      "pid " + std::to_string(pid) + " started after " + spec.pid_file +
+                          " was written: the PID was reused, the file is stale");
   }
   InstanceRecord record;
   record.service = spec.name;

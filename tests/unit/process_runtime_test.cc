@@ -153,6 +153,25 @@ TEST_P(ProcessRuntimeTest, AdoptionProvesThePidByStartTime) {
   EXPECT_FALSE(same_process_alive(instance->record().pid, instance->record().start_time));
 }
 
+TEST_P(ProcessRuntimeTest, PidFileAdoptionRefusesAProcessYoungerThanTheFile) {
+  const std::string pid_file = dir_ + "/ext.pid";
+  auto external = start(testsvc({"--pid-file", pid_file}));
+  ASSERT_TRUE(run_until(io_, [&] { return read_pid(pid_file) > 0; }));
+  ServiceSpec spec = testsvc({});
+  spec.pid_file = pid_file;
+  auto adopted = runtime_->adopt_existing(spec, [](const ExitInfo&) {});
+  ASSERT_TRUE(adopted.ok()) << adopted.error().message;
+  EXPECT_EQ(external->record().pid, (*adopted)->record().pid);
+  // Backdate the file by an hour: the PID in it now belongs to a process that started later.
+  std::filesystem::last_write_time(
+      pid_file, std::filesystem::last_write_time(pid_file) - std::chrono::hours(1));
+  auto stale = runtime_->adopt_existing(spec, [](const ExitInfo&) {});
+  ASSERT_FALSE(stale.ok());
+  EXPECT_NE(std::string::npos, stale.error().message.find("the PID was reused"))
+      << stale.error().message;
+  stop(*external, Millis(5'000));
+}
+
 TEST_P(ProcessRuntimeTest, ExecFailureIsAnErrorNotAnExit) {
   auto started = runtime_->start(testsvc({}), LaunchOptions{dir_ + "/svc.log", {}}, nullptr);
   ASSERT_TRUE(started.ok());
