@@ -7,6 +7,7 @@
 #include <charconv>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 namespace gpuvisor {
@@ -64,21 +65,29 @@ std::vector<ProcStat> list_processes() {
   return out;
 }
 
-std::vector<ProcStat> list_descendants(pid_t root) {
+std::vector<ProcStat> list_service_tree(pid_t root) {
   const auto all = list_processes();
   std::multimap<pid_t, const ProcStat*> children;
-  for (const auto& st : all) children.emplace(st.ppid, &st);
+  std::vector<const ProcStat*> frontier;
+  std::set<pid_t> taken{root};
+  const auto take = [&](const ProcStat& st) {
+    if (st.state == 'Z' || !taken.insert(st.pid).second) return;
+    frontier.push_back(&st);
+  };
+  for (const auto& st : all) {
+    children.emplace(st.ppid, &st);
+    if (st.sid == root) take(st);
+  }
+  for (const auto& st : all) {
+    if (st.ppid == root) take(st);
+  }
   std::vector<ProcStat> out;
-  std::vector<pid_t> frontier{root};
   while (!frontier.empty()) {
-    const pid_t parent = frontier.back();
+    const ProcStat* st = frontier.back();
     frontier.pop_back();
-    auto [lo, hi] = children.equal_range(parent);
-    for (auto it = lo; it != hi; ++it) {
-      if (it->second->state == 'Z') continue;
-      out.push_back(*it->second);
-      frontier.push_back(it->second->pid);
-    }
+    out.push_back(*st);
+    auto [lo, hi] = children.equal_range(st->pid);
+    for (auto it = lo; it != hi; ++it) take(*it->second);
   }
   return out;
 }

@@ -30,8 +30,11 @@ bool same_process_alive(pid_t pid, uint64_t start_time);
 // When a process with this start_time started, in Unix seconds (10 ms resolution).
 double start_time_unix_seconds(uint64_t start_time);
 
-// Every live process whose parent chain reaches root (root excluded), in one /proc scan.
-std::vector<ProcStat> list_descendants(pid_t root);
+// The live processes that belong to the service whose main process is root (root excluded), in
+// one /proc scan: those whose parent chain reaches root, and those still in root's session
+// (root called setsid, so its PID is the session id), whose parent may have exited already.
+// Only meaningful while root's PID cannot be reused, i.e. before it is reaped.
+std::vector<ProcStat> list_service_tree(pid_t root);
 
 // All processes, for callers that need more than one query per scan.
 std::vector<ProcStat> list_processes();

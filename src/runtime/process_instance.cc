@@ -45,6 +45,9 @@ void ProcessInstance::watch(ExitCallback on_exit) {
 }
 
 void ProcessInstance::on_pidfd_readable() {
+  // Last look at the tree while the exited main process still pins its PID (and session id):
+  // after the reap, its orphans could be told apart from a stranger's only by luck.
+  refresh();
   ExitInfo info;
   if (is_child_) {
     siginfo_t si{};
@@ -76,7 +79,7 @@ std::vector<pid_t> ProcessInstance::pids() const {
 
 void ProcessInstance::refresh() {
   if (cgroup_ || exited_) return;
-  for (const auto& st : list_descendants(record_.pid)) seen_descendants_[st.pid] = st.start_time;
+  for (const auto& st : list_service_tree(record_.pid)) seen_descendants_[st.pid] = st.start_time;
 }
 
 void ProcessInstance::signal_tree(int sig) {

@@ -153,6 +153,24 @@ TEST_P(ProcessRuntimeTest, AdoptionProvesThePidByStartTime) {
   EXPECT_FALSE(same_process_alive(instance->record().pid, instance->record().start_time));
 }
 
+TEST_P(ProcessRuntimeTest, StopFindsAnOrphanThatStayedInTheSession) {
+  // A double fork: the subshell exits at once, so sleep's parent is init, not the service.
+  const std::string orphan_file = dir_ + "/orphan";
+  ServiceSpec spec;
+  spec.name = "svc";
+  spec.command = {"/bin/sh", "-c",
+                  "(sleep 1000 & echo $! > " + orphan_file + ".tmp; mv " + orphan_file + ".tmp " +
+                      orphan_file + "); exec sleep 1001"};
+  auto instance = start(spec);
+  ASSERT_TRUE(run_until(io_, [&] { return read_pid(orphan_file) > 0; }));
+  const pid_t orphan = read_pid(orphan_file);
+  const auto st = read_proc_stat(orphan);
+  ASSERT_TRUE(st);
+  EXPECT_NE(instance->record().pid, st->ppid);
+  stop(*instance, Millis(5'000));
+  EXPECT_FALSE(same_process_alive(orphan, st->start_time));
+}
+
 TEST_P(ProcessRuntimeTest, PidFileAdoptionRefusesAProcessYoungerThanTheFile) {
   const std::string pid_file = dir_ + "/ext.pid";
   auto external = start(testsvc({"--pid-file", pid_file}));
