@@ -52,6 +52,10 @@ http::status http_status(ErrorCode code) {
       return http::status::service_unavailable;
     case ErrorCode::kFailed:
       return http::status::internal_server_error;
+    case ErrorCode::kUnauthorized:
+      return http::status::unauthorized;
+    case ErrorCode::kMethodNotAllowed:
+      return http::status::method_not_allowed;
   }
   return http::status::internal_server_error;
 }

@@ -37,6 +37,16 @@ asio::awaitable<std::shared_ptr<Result<ServiceView>>> await_service(const Start&
       asio::use_awaitable);
 }
 
+// Compares every byte whatever the first difference, so the reply time does not reveal how
+// much of a guessed token was right.
+bool same_secret(std::string_view given, const std::string& expected) {
+  unsigned char diff = given.size() == expected.size() ? 0 : 1;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    diff |= static_cast<unsigned char>(expected[i] ^ (i < given.size() ? given[i] : 0));
+  }
+  return diff == 0;
+}
+
 HttpResponse json_response(const HttpRequest& request, http::status status,
                            const nlohmann::json& body) {
   HttpResponse response{status, request.version()};
@@ -109,16 +119,20 @@ asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest&
   }
   if (!token_.empty()) {
     const auto auth = request.find(http::field::authorization);
-    if (auth == request.end() || auth->value() != "Bearer " + token_) {
-      co_return co_await reply(
-          stream, json_response(request, http::status::unauthorized,
-                                error_json(make_error(ErrorCode::kBadRequest,
-                                                      "missing or wrong bearer token"))));
+    if (auth == request.end() || !same_secret(auth->value(), "Bearer " + token_)) {
+      HttpResponse response = error_response(
+          request, make_error(ErrorCode::kUnauthorized, "missing or wrong bearer token"));
+      response.set(http::field::www_authenticate, "Bearer");
+      co_return co_await reply(stream, std::move(response));
     }
   }
   auto peek = parse_request(target, "", kAllParams);
   if (!peek) co_return co_await reply(stream, error_response(request, peek.error()));
   const auto& seg = peek->segments;
+  if (seg.size() < 3 || seg[1] != "v1") {
+    co_return co_await reply(
+        stream, error_response(request, make_error(ErrorCode::kNotFound, "no route " + target)));
+  }
   const bool get = request.method() == http::verb::get;
   const bool post = request.method() == http::verb::post;
 
@@ -140,8 +154,7 @@ asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest&
       (seg[4] == "ensure" || seg[4] == "stop" || seg[4] == "restart")) {
     if (!post) {
       HttpResponse response =
-          error_response(request, make_error(ErrorCode::kBadRequest, seg[4] + " takes POST"));
-      response.result(http::status::method_not_allowed);
+          error_response(request, make_error(ErrorCode::kMethodNotAllowed, seg[4] + " takes POST"));
       response.set(http::field::allow, "POST");
       co_return co_await reply(stream, std::move(response));
     }

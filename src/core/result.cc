@@ -16,6 +16,10 @@ const char* to_string(ErrorCode code) {
       return "failed";
     case ErrorCode::kUnavailable:
       return "unavailable";
+    case ErrorCode::kUnauthorized:
+      return "unauthorized";
+    case ErrorCode::kMethodNotAllowed:
+      return "method_not_allowed";
   }
   return "failed";
 }

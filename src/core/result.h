@@ -12,12 +12,14 @@ namespace gpuvisor {
 
 // What kind of failure, chosen so the HTTP layer can map each to one status code.
 enum class ErrorCode {
-  kBadRequest,   // 400: the caller sent something malformed
-  kNotFound,     // 404: no such service (or other named thing)
-  kConflict,     // 409: the operation clashes with a newer or running one
-  kTimeout,      // 504: waited and gave up
-  kFailed,       // 500: the operation ran and failed (service crashed, exec failed, ...)
-  kUnavailable,  // 503: a dependency (cgroup, NVML, the daemon) cannot be reached
+  kBadRequest,        // 400: the caller sent something malformed
+  kNotFound,          // 404: no such service (or other named thing)
+  kConflict,          // 409: the operation clashes with a newer or running one
+  kTimeout,           // 504: waited and gave up
+  kFailed,            // 500: the operation ran and failed (service crashed, exec failed, ...)
+  kUnavailable,       // 503: a dependency (cgroup, NVML, the daemon) cannot be reached
+  kUnauthorized,      // 401: missing or wrong bearer token
+  kMethodNotAllowed,  // 405: the route exists, with another method
 };
 
 const char* to_string(ErrorCode code);

@@ -157,14 +157,35 @@ TEST(Daemon, ApiErrorsAreJsonWithFittingStatus) {
   expect("POST", "/api/v1/services/web/ensure?timeout=soon", 400, "bad_request", "bad duration");
   expect("POST", "/api/v1/services/web/stop?force=maybe", 400, "bad_request", "true or false");
   expect("POST", "/api/v1/services/web/ensure?bogus=1", 400, "bad_request", "'bogus'");
-  expect("GET", "/api/v1/services/web/ensure", 405, "bad_request", "takes POST");
+  expect("GET", "/api/v1/services/web/ensure", 405, "method_not_allowed", "takes POST");
   expect("GET", "/api/v1/nothing", 404, "not_found", "no route");
+  expect("GET", "/api/v2/services", 404, "not_found", "no route");
   expect("GET", "/api/v1/services/web/logs?n=-1", 400, "bad_request", "'n'");
   EXPECT_EQ("stopped", d.service("web")["state"]);  // none of it changed anything
   EXPECT_EQ(0u, count_lines(d.dir() + "/report"));
   const auto health = d.call("GET", "/healthz");
   ASSERT_TRUE(health.ok());
   EXPECT_EQ(200u, health->status);
+}
+
+TEST(Daemon, ATokenGuardsTheApiButNotHealthz) {
+  setenv("GPUVISOR_TOKEN", "s3cret", 1);  // the daemon and the CLI both read it
+  Daemon d(one_service(free_port()));
+  const bool started = d.start();
+  unsetenv("GPUVISOR_TOKEN");
+  ASSERT_TRUE(started) << d.stderr_text();
+  const auto denied = d.call("GET", "/api/v1/services");
+  ASSERT_TRUE(denied.ok());
+  EXPECT_EQ(401u, denied->status);
+  EXPECT_EQ("unauthorized", nlohmann::json::parse(denied->body)["error"]["code"]);
+  EXPECT_EQ(200u, d.call("GET", "/healthz")->status);
+  const auto refused = d.cli({"status"});
+  EXPECT_EQ(1, refused.exit_code);
+  EXPECT_NE(std::string::npos, refused.err.find("bearer token")) << refused.err;
+  setenv("GPUVISOR_TOKEN", "s3cret", 1);
+  const auto allowed = d.cli({"status"});
+  unsetenv("GPUVISOR_TOKEN");
+  EXPECT_EQ(0, allowed.exit_code) << allowed.err;
 }
 
 TEST(Daemon, EventsStreamEveryTransitionWithIncreasingIds) {
