@@ -196,6 +196,7 @@ void Supervisor::stop(const std::string& name, bool force, Done done) {
     return;
   }
   u->stop_waiters.push_back(std::move(done));
+  u->stop_forced = u->stop_forced || force;
   if (u->state == ServiceState::kStopping) {
     // Already on its way down; force only brings the SIGKILL forward.
     if (force) u->instance->stop(Millis(0), [](StopOutcome) {});
@@ -232,10 +233,12 @@ void Supervisor::on_stopped(const std::string& name, uint64_t generation, StopOu
   u->instance.reset();
   u->adopted = false;
   store_.remove(name);
-  const std::string reason = outcome.killed
-                                 ? "killed with SIGKILL (did not exit within stop_grace " +
-                                       format_duration(u->spec.stop_grace) + ")"
-                                 : "stopped";
+  const std::string reason = !outcome.killed ? "stopped"
+                             : u->stop_forced
+                                 ? "killed with SIGKILL (stop --force)"
+                                 : "killed with SIGKILL (did not exit within stop_grace " +
+                                       format_duration(u->spec.stop_grace) + ")";
+  u->stop_forced = false;
   u->log->note("pid " + std::to_string(pid) + " " + reason);
   events_.publish("service.process_gone", {{"service", name}, {"pid", pid}, {"after", "stop"}});
   u->ready_at.reset();

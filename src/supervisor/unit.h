@@ -32,6 +32,7 @@ struct Supervisor::Unit {
   bool adopted = false;
   // Desired state: set by ensure, cleared by stop. Automatic restarts happen only while set.
   bool want_running = false;
+  bool stop_forced = false;  // the stop in progress was forced: SIGKILL says so, not "grace"
 
   int restarts = 0;
   std::optional<Millis> restart_delay;  // decided at a failure, applied once it is cleaned up

@@ -248,7 +248,7 @@ TEST_F(SupervisorTest, ForceStopBringsTheKillForward) {
   runtime_.instances["llm"]->finish_stop();
   ASSERT_TRUE(wait(first));
   ASSERT_TRUE(wait(forced));
-  EXPECT_NE(std::string::npos, forced->value()->reason.find("SIGKILL"));
+  EXPECT_EQ("killed with SIGKILL (stop --force)", forced->value()->reason);
 }
 
 TEST_F(SupervisorTest, StopDuringRestartBackoffStaysStopped) {
