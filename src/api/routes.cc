@@ -67,7 +67,8 @@ asio::awaitable<bool> reply(boost::beast::tcp_stream& stream, HttpResponse respo
   co_return written&& keep;
 }
 
-uint64_t last_event_id(const HttpRequest& request, const RequestParts& parts) {
+// The id a reconnecting client saw last (Last-Event-ID, or ?since=); 0 when none.
+Result<uint64_t> last_event_id(const HttpRequest& request, const RequestParts& parts) {
   std::string text;
   if (const auto it = request.find("Last-Event-ID"); it != request.end()) {
     text = std::string(it->value());
@@ -75,7 +76,12 @@ uint64_t last_event_id(const HttpRequest& request, const RequestParts& parts) {
     text = p->second;
   }
   uint64_t id = 0;
-  std::from_chars(text.data(), text.data() + text.size(), id);
+  if (text.empty()) return id;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
+  if (ec != std::errc() || end != text.data() + text.size()) {
+    return make_error(ErrorCode::kBadRequest,
+                      "bad event id '" + text + "': expected a non-negative integer");
+  }
   return id;
 }
 
@@ -201,12 +207,14 @@ asio::awaitable<bool> Api::service_action(boost::beast::tcp_stream& stream, Http
 asio::awaitable<bool> Api::events_stream(boost::beast::tcp_stream& stream, HttpRequest& request) {
   auto parts = parse_request(request.target(), "", kEventParams);
   if (!parts) co_return co_await reply(stream, error_response(request, parts.error()));
+  const auto after = last_event_id(request, *parts);
+  if (!after) co_return co_await reply(stream, error_response(request, after.error()));
   auto queue = std::make_shared<SseQueue>(stream.get_executor());
   auto frame = [](const Event& e) {
     return sse_frame(std::to_string(e.id), e.type, e.to_json().dump());
   };
   // A reconnecting client names the last event it saw; it gets what it missed first.
-  for (const auto& e : events_.since(last_event_id(request, *parts))) queue->push(frame(e));
+  for (const auto& e : events_.since(*after)) queue->push(frame(e));
   const uint64_t id = events_.subscribe([queue, frame](const Event& e) { queue->push(frame(e)); });
   co_await queue->run(stream);
   events_.unsubscribe(id);

@@ -25,6 +25,7 @@ const Event& EventBus::publish(std::string type, nlohmann::json data) {
 }
 
 std::vector<Event> EventBus::since(uint64_t after) const {
+  if (after > last_id()) after = 0;
   std::vector<Event> out;
   for (const auto& e : history_) {
     if (e.id > after) out.push_back(e);

@@ -31,6 +31,8 @@ class EventBus {
   const Event& publish(std::string type, nlohmann::json data);
 
   // Events with id > after that are still in the history (a reconnecting client's catch-up).
+  // An id this bus never handed out came from an earlier daemon run (ids restart at 1): the
+  // client missed an unknown amount, so it gets the whole history.
   std::vector<Event> since(uint64_t after) const;
   uint64_t last_id() const { return next_id_ - 1; }
 

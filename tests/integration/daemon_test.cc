@@ -160,6 +160,7 @@ TEST(Daemon, ApiErrorsAreJsonWithFittingStatus) {
   expect("GET", "/api/v1/services/web/ensure", 405, "method_not_allowed", "takes POST");
   expect("GET", "/api/v1/nothing", 404, "not_found", "no route");
   expect("GET", "/api/v2/services", 404, "not_found", "no route");
+  expect("GET", "/api/v1/events?since=last", 400, "bad_request", "bad event id 'last'");
   expect("GET", "/api/v1/services/web/logs?n=-1", 400, "bad_request", "'n'");
   EXPECT_EQ("stopped", d.service("web")["state"]);  // none of it changed anything
   EXPECT_EQ(0u, count_lines(d.dir() + "/report"));

@@ -85,6 +85,8 @@ TEST(EventBus, NumbersDeliversAndReplaysFromHistory) {
   ASSERT_EQ(2u, replay.size());  // 5 and 6; the history holds only the last 3
   EXPECT_EQ(5u, replay[0].id);
   EXPECT_EQ(3u, bus.since(0).size());
+  EXPECT_EQ(3u, bus.since(99).size());  // an id from a previous daemon run: everything retained
+  EXPECT_TRUE(bus.since(6).empty());
 }
 
 TEST(JsonViews, ErrorsCarryCodeMessageAndLogTail) {
