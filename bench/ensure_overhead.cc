@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
   }
   if (ready_after.empty()) ready_after = {0, 50, 500};
   for (const int r : ready_after) {
-    if (const int rc = run(r >= 500 ? std::min(cycles, 50) : cycles, r); rc != 0) return rc;
+    if (const int rc = run(cycles, r); rc != 0) return rc;
   }
   return 0;
 }

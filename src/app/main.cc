@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
   serve->add_option("--log-level", serve_options.log_level, "trace|debug|info|warn|error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   serve->add_flag("--no-cgroups", serve_options.no_cgroups,
-                  "Track process trees by process group only");
+                  "Track process trees without cgroups (descendants and session members)");
 
   gpuvisor::ClientCommands client(app);
   try {

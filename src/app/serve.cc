@@ -116,8 +116,9 @@ int run_serve(const ServeOptions& options) {
       cgroup_parent = *parent;
     } else {
       spdlog::warn(
-          "cgroups unavailable ({}); using process groups, so a descendant that "
-          "leaves its session and outlives its parent may escape a stop",
+          "cgroups unavailable ({}); tracking descendants and session members through "
+          "/proc instead, so a descendant that calls setsid after its parent exited may "
+          "escape a stop",
           parent.error().message);
     }
   }

@@ -25,14 +25,15 @@ const char* to_string(RestartPolicy policy);
 // How readiness and liveness are checked. Exactly one of http / tcp / exec is set, or none:
 // then a service is ready as soon as its process runs.
 struct HealthSpec {
-  std::string http;                      // URL; 2xx or 3xx means healthy
-  std::string tcp;                       // "host:port"; an accepted connection means healthy
-  std::vector<std::string> exec;         // argv; exit status 0 means healthy
-  Millis interval{Millis(5000)};         // liveness probe period while ready
-  Millis timeout{Millis(2000)};          // one probe attempt, readiness or liveness
-  int failure_threshold = 3;             // consecutive liveness failures before the service is dead
-  Millis startup_poll_cap{Millis(100)};  // readiness checks: every tenth of the time spent
-                                         // starting so far, at least 1 ms, at most this
+  std::string http;               // URL; 2xx or 3xx means healthy
+  std::string tcp;                // "host:port"; an accepted connection means healthy
+  std::vector<std::string> exec;  // argv; exit status 0 means healthy
+  Millis interval{Millis(5000)};  // liveness probe period while ready
+  Millis timeout{Millis(2000)};   // one probe attempt, readiness or liveness
+  int failure_threshold = 3;      // consecutive liveness failures before the service is dead
+  // Readiness checks: every tenth of the time spent starting so far, at least 1 ms, at most
+  // this (at most 2 ms while the connection is refused: supervisor/readiness.h).
+  Millis startup_poll_cap{Millis(100)};
 
   bool empty() const { return http.empty() && tcp.empty() && exec.empty(); }
 };
@@ -73,7 +74,7 @@ struct DaemonSpec {
   std::string listen = "127.0.0.1:7733";
   std::string state_dir;              // empty: $XDG_STATE_HOME/gpuvisor or ~/.local/state/gpuvisor
   bool stop_services_on_exit = true;  // false: leave them running, the next daemon adopts them
-  bool use_cgroups = true;            // false: process groups only (see docs/operations.md)
+  bool use_cgroups = true;            // false: /proc tracking only (docs/operations.md)
   size_t log_ring_lines = 1000;       // per service, in memory
 };
 

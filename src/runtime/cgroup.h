@@ -17,7 +17,8 @@ class Cgroup {
  public:
   // The directory under which this daemon creates service cgroups: "<cgroup2 mount><own
   // cgroup>/gpuvisor", created if needed. Nullopt with a reason when the machine does not
-  // allow it (no cgroup2 mount, read-only, not delegated); callers fall back to process groups.
+  // allow it (no cgroup2 mount, read-only, not delegated); callers fall back to
+  // tracking descendants and session members through /proc.
   static Result<std::string> default_parent();
 
   // Creates (or reuses) dir. Refuses a dir that does not live on a cgroup2 mount.

@@ -100,6 +100,8 @@ class Supervisor {
   void on_cleaned(const std::string& name, uint64_t generation);
   void on_stopped(const std::string& name, uint64_t generation, StopOutcome outcome);
   void adopt(Unit& u, std::shared_ptr<Instance> instance, const std::string& why);
+  // A pid_file that exists but names nothing adoptable (stale, reused PID) is worth a line.
+  void note_not_adopted(Unit& u, const Error& why);
   ExitCallback exit_handler(const Unit& u, uint64_t generation);
 
   // Wraps a callback so it does nothing once the supervisor is gone.

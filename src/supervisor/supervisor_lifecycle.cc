@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <boost/asio/post.hpp>
+#include <filesystem>
 
 #include "supervisor/readiness.h"
 #include "supervisor/supervisor.h"
@@ -73,6 +74,8 @@ void Supervisor::start() {
       adopt(
           *u, *instance,
           "adopted pid " + std::to_string((*instance)->record().pid) + " from " + u->spec.pid_file);
+    } else {
+      note_not_adopted(*u, instance.error());
     }
   }
 }
@@ -89,6 +92,13 @@ void Supervisor::adopt(Unit& u, std::shared_ptr<Instance> instance, const std::s
   watch_startup(u, why);
 }
 
+void Supervisor::note_not_adopted(Unit& u, const Error& why) {
+  std::error_code ec;
+  if (!std::filesystem::exists(u.spec.pid_file, ec)) return;  // nothing runs yet: the usual case
+  spdlog::info("{}: not adopting: {}", u.spec.name, why.message);
+  u.log->note("not adopting: " + why.message);
+}
+
 void Supervisor::begin_start(Unit& u, const std::string& why) {
   u.backoff_timer.cancel();
   const uint64_t generation = ++u.generation;
@@ -101,6 +111,7 @@ void Supervisor::begin_start(Unit& u, const std::string& why) {
           "adopted pid " + std::to_string((*existing)->record().pid) + " from " + u.spec.pid_file);
       return;
     }
+    note_not_adopted(u, existing.error());
   }
   u.log->rotate_if_larger(kMaxLogBytes);
   u.last_probe.clear();

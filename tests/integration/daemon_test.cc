@@ -126,6 +126,32 @@ TEST(Daemon, PidFileAdoptsAnInstanceSomeoneElseStarted) {
   waitpid(external, nullptr, 0);
 }
 
+TEST(Daemon, AStalePidFileIsNotAdoptedAndSaysWhy) {
+  const int port = free_port();
+  const std::string dir = make_temp_dir("stale");
+  // A live process that is younger than the pid file naming it: its PID was reused.
+  const pid_t stranger = fork();
+  if (stranger == 0) {
+    execl(GPUVISOR_TESTSVC, GPUVISOR_TESTSVC, "--port", "0", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  std::ofstream(dir + "/ext.pid") << stranger << "\n";
+  std::filesystem::last_write_time(
+      dir + "/ext.pid", std::filesystem::last_write_time(dir + "/ext.pid") - std::chrono::hours(1));
+  Daemon d(one_service(port) + "    pid_file: " + dir + "/ext.pid\n", dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  EXPECT_EQ("stopped", d.service("web")["state"]);
+  ASSERT_EQ(0, d.cli({"ensure", "web"}).exit_code);
+  EXPECT_NE(stranger, d.service("web")["pid"].get<pid_t>());
+  EXPECT_EQ(1u, count_lines(dir + "/report"));  // started its own
+  const auto logs = d.cli({"logs", "web"});
+  EXPECT_NE(std::string::npos, logs.out.find("the PID was reused")) << logs.out;
+  EXPECT_EQ(0, d.terminate());
+  EXPECT_TRUE(pid_alive(stranger));
+  kill(stranger, SIGKILL);
+  waitpid(stranger, nullptr, 0);
+}
+
 TEST(Daemon, BadConfigNamesFileLineAndColumnAndDoesNotStart) {
   Daemon d("services:\n  web:\n    command: [x]\n    stop_grace: 10 sec\n    priorty: 1\n");
   EXPECT_FALSE(d.start());
