@@ -102,8 +102,12 @@ int ClientCommands::run() {
   return fail("no command given (try --help)");
 }
 
+Result<HttpClient> ClientCommands::connect() const {
+  return HttpClient::create(url_, env_or("GPUVISOR_TOKEN", ""));
+}
+
 int ClientCommands::status() {
-  auto client = HttpClient::create(url_, env_or("GPUVISOR_TOKEN", ""));
+  auto client = connect();
   if (!client) return fail(client.error().message);
   const std::string target = name_.empty() ? "/api/v1/services" : "/api/v1/services/" + name_;
   auto reply = client->request("GET", target, kReadTimeout);
@@ -133,7 +137,7 @@ int ClientCommands::status() {
 int ClientCommands::action(const std::string& verb) {
   const auto timeout = parse_duration(timeout_);
   if (!timeout) return fail("bad --timeout '" + timeout_ + "' (use e.g. 90s, 5m)");
-  auto client = HttpClient::create(url_, env_or("GPUVISOR_TOKEN", ""));
+  auto client = connect();
   if (!client) return fail(client.error().message);
   std::string target = "/api/v1/services/" + name_ + "/" + verb;
   Millis wait = kReadTimeout;
@@ -162,7 +166,7 @@ int ClientCommands::action(const std::string& verb) {
 }
 
 int ClientCommands::logs() {
-  auto client = HttpClient::create(url_, env_or("GPUVISOR_TOKEN", ""));
+  auto client = connect();
   if (!client) return fail(client.error().message);
   const std::string target = "/api/v1/services/" + name_ + "/logs?n=" + std::to_string(lines_);
   if (!follow_) {
@@ -199,7 +203,7 @@ int ClientCommands::logs() {
 }
 
 int ClientCommands::events() {
-  auto client = HttpClient::create(url_, env_or("GPUVISOR_TOKEN", ""));
+  auto client = connect();
   if (!client) return fail(client.error().message);
   auto done = client->stream("/api/v1/events", [this](const SseMessage& m) {
     if (json_) {

@@ -5,6 +5,8 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
+#include "cli/http_client.h"
+
 namespace gpuvisor {
 
 class ClientCommands {
@@ -16,6 +18,8 @@ class ClientCommands {
   int run();
 
  private:
+  // A client for --url (or GPUVISOR_URL) that sends GPUVISOR_TOKEN when it is set.
+  Result<HttpClient> connect() const;
   int status();
   int action(const std::string& verb);
   int logs();
