@@ -89,6 +89,9 @@ std::vector<std::string> merged_environment(
     const auto eq = entry.find('=');
     if (eq != std::string::npos) env[entry.substr(0, eq)] = entry.substr(eq + 1);
   }
+  // The daemon's API secret is its own: a service (or anything that reads its environment)
+  // must not get it by inheritance. A service that needs it names it in its env.
+  env.erase("GPUVISOR_TOKEN");
   for (const auto& [key, value] : overrides) env[key] = value;
   std::vector<std::string> out;
   out.reserve(env.size());

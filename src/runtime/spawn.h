@@ -29,7 +29,8 @@ struct Spawned {
 
 Result<Spawned> spawn_process(const SpawnRequest& request);
 
-// The daemon's environment merged with overrides (overrides win), as "KEY=value" strings.
+// The daemon's environment without GPUVISOR_TOKEN, merged with overrides (overrides win), as
+// "KEY=value" strings.
 std::vector<std::string> merged_environment(
     const std::vector<std::pair<std::string, std::string>>& overrides);
 

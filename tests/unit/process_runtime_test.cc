@@ -227,6 +227,16 @@ TEST(Spawn, TheServiceInheritsNoDescriptorBeyondStdio) {
   EXPECT_EQ("clean", verdict);
 }
 
+TEST(Spawn, TheDaemonsTokenIsNotInherited) {
+  setenv("GPUVISOR_TOKEN", "secret", 1);
+  const auto env = merged_environment({});
+  const auto named = merged_environment({{"GPUVISOR_TOKEN", "given"}});
+  unsetenv("GPUVISOR_TOKEN");
+  EXPECT_TRUE(std::none_of(env.begin(), env.end(),
+                           [](const std::string& e) { return e.starts_with("GPUVISOR_TOKEN="); }));
+  EXPECT_NE(named.end(), std::find(named.begin(), named.end(), "GPUVISOR_TOKEN=given"));
+}
+
 TEST(Spawn, ServiceEnvironmentOverridesTheDaemons) {
   const auto env = merged_environment({{"PATH", "/custom"}, {"GV_X", "1"}});
   EXPECT_NE(env.end(), std::find(env.begin(), env.end(), "PATH=/custom"));
