@@ -17,7 +17,7 @@ std::string sse_frame(const std::string& id, const std::string& event, const std
 // pushes; the connection's coroutine drains. Single-threaded: the strand orders both.
 class SseQueue {
  public:
-  explicit SseQueue(boost::asio::any_io_executor executor) : wake_(executor) {}
+  explicit SseQueue(boost::asio::any_io_executor executor) : wake_(std::move(executor)) {}
   void push(std::string frame);
   // Writes the response head, then frames as they come, a comment every keepalive to notice a
   // client that went away. Returns when the client disconnects.

@@ -53,8 +53,8 @@ std::string text(const nlohmann::json& j, const char* key) {
 
 }  // namespace
 
-ClientCommands::ClientCommands(CLI::App& app) {
-  url_ = env_or("GPUVISOR_URL", "http://127.0.0.1:7733");
+ClientCommands::ClientCommands(CLI::App& app)
+    : url_(env_or("GPUVISOR_URL", "http://127.0.0.1:7733")) {
   auto add = [&](const char* name, const char* help) {
     CLI::App* sub = app.add_subcommand(name, help);
     sub->add_option("--url", url_, "Daemon URL (env GPUVISOR_URL)")->capture_default_str();

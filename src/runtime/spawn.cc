@@ -95,7 +95,7 @@ std::vector<std::string> merged_environment(
   for (const auto& [key, value] : overrides) env[key] = value;
   std::vector<std::string> out;
   out.reserve(env.size());
-  for (const auto& [key, value] : env) out.push_back(key + "=" + value);
+  for (const auto& [key, value] : env) out.push_back(std::string(key).append("=").append(value));
   return out;
 }
 
