@@ -230,12 +230,17 @@ class Loader {
   }
 
   template <typename Int>
-  bool read_int(const Field& f, Int& out, long long min) {
+  bool read_int(const Field& f, Int& out, long long min,
+                long long max = std::numeric_limits<long long>::max()) {
     const auto value = f.value.IsScalar() ? parse_integer(f.value.Scalar()) : std::nullopt;
     if (!value) return bad_value(f, " must be an integer, got " + describe(f.value));
     if (*value < min) {
       return bad_value(
           f, " must be at least " + std::to_string(min) + ", got " + std::to_string(*value));
+    }
+    if (*value > max) {
+      return bad_value(
+          f, " must be at most " + std::to_string(max) + ", got " + std::to_string(*value));
     }
     if (!std::in_range<Int>(*value)) return bad_value(f, " is too large: " + f.value.Scalar());
     out = static_cast<Int>(*value);
@@ -288,8 +293,8 @@ class Loader {
     return [this, &out](const Field& g) { read_bool(g, out); };
   }
   template <typename Int>
-  Handler number(Int& out, long long min) {
-    return [this, &out, min](const Field& g) { read_int(g, out, min); };
+  Handler number(Int& out, long long min, long long max = std::numeric_limits<long long>::max()) {
+    return [this, &out, min, max](const Field& g) { read_int(g, out, min, max); };
   }
   Handler duration(Millis& out, bool positive) {
     return [this, &out, positive](const Field& g) { read_duration(g, out, positive); };
@@ -333,6 +338,8 @@ class Loader {
         {"stop_services_on_exit", flag(daemon.stop_services_on_exit)},
         {"use_cgroups", flag(daemon.use_cgroups)},
         {"log_ring_lines", number(daemon.log_ring_lines, 10)},
+        {"nvml_library", text(daemon.nvml_library)},
+        {"external_busy_percent", number(daemon.external_busy_percent, 1, 100)},
     };
     visit_map(f.value, "in 'daemon'", handlers);
   }

@@ -76,6 +76,9 @@ struct DaemonSpec {
   bool stop_services_on_exit = true;  // false: leave them running, the next daemon adopts them
   bool use_cgroups = true;            // false: /proc tracking only (docs/operations.md)
   size_t log_ring_lines = 1000;       // per service, in memory
+  std::string nvml_library;           // empty: $GPUVISOR_NVML_LIBRARY, else libnvidia-ml.so.1
+  // A GPU is external_busy when processes that are not ours hold at least this share of it.
+  unsigned external_busy_percent = 45;
 };
 
 struct Config {

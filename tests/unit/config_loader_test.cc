@@ -43,6 +43,8 @@ TEST(ConfigLoader, FullExampleSetsEveryField) {
   stop_services_on_exit: false
   use_cgroups: no
   log_ring_lines: 50
+  nvml_library: /opt/nvidia/libnvidia-ml.so.1
+  external_busy_percent: 30
 services:
   comfyui:
     runtime: process
@@ -86,11 +88,13 @@ services:
   EXPECT_FALSE(c.daemon.stop_services_on_exit);
   EXPECT_FALSE(c.daemon.use_cgroups);
   EXPECT_EQ(c.daemon.log_ring_lines, 50u);
+  EXPECT_EQ(c.daemon.nvml_library, "/opt/nvidia/libnvidia-ml.so.1");
+  EXPECT_EQ(c.daemon.external_busy_percent, 30u);
   ASSERT_EQ(c.services.size(), 3u);
 
   const ServiceSpec& s = c.services[0];
   EXPECT_EQ(s.name, "comfyui");
-  EXPECT_EQ(s.origin, "test.yaml:8:3");
+  EXPECT_EQ(s.origin, "test.yaml:10:3");
   EXPECT_EQ(s.runtime, RuntimeKind::kProcess);
   EXPECT_EQ(s.description, "Image generator");
   EXPECT_EQ(s.command, (std::vector<std::string>{"/opt/comfy/run.sh", "--port", "8188"}));
@@ -158,6 +162,13 @@ TEST(ConfigLoader, DefaultsAreTheStructDefaults) {
   EXPECT_EQ(s.restart_limit, expected.restart_limit);
   EXPECT_EQ(s.restart_reset_after, expected.restart_reset_after);
   EXPECT_EQ(s.pid_file, expected.pid_file);
+}
+
+TEST(ConfigLoader, ExternalBusyPercentIsAPercentage) {
+  EXPECT_TRUE(contains(errors_of("daemon:\n  external_busy_percent: 0\nservices: {}\n"),
+                       "test.yaml:2:26: 'external_busy_percent' must be at least 1, got 0"));
+  EXPECT_TRUE(contains(errors_of("daemon:\n  external_busy_percent: 101\nservices: {}\n"),
+                       "'external_busy_percent' must be at most 100, got 101"));
 }
 
 TEST(ConfigLoader, EmptyServicesAndEmptySectionsAreAllowed) {

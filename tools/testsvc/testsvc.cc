@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,7 +43,12 @@ void Say(std::FILE* f, const std::string& line) {
   std::fflush(f);
 }
 
+// The fake NVML hold this process wrote, removed on a clean exit (a killed process's hold is
+// ignored by the fake anyway, since its PID is gone).
+std::string g_hold_path;
+
 [[noreturn]] void Exit(int code) {
+  if (!g_hold_path.empty()) unlink(g_hold_path.c_str());
   std::fflush(nullptr);
   std::_Exit(code);
 }
@@ -66,6 +72,8 @@ struct Options {
   bool hang_health = false;
   std::optional<Ns> hang_health_after_ms;
   std::optional<Ns> log_every_ms;
+  Ns vram_mb = 0;
+  std::optional<Ns> gpu;
 };
 
 Ns ParseNumber(std::string_view flag, std::string_view text, Ns min, Ns max) {
@@ -106,10 +114,36 @@ Options ParseArgs(int argc, char** argv) {
     else if (flag == "--report") o.report = value();
     else if (flag == "--pid-file") o.pid_file = value();
     else if (flag == "--log-every") o.log_every_ms = ParseNumber(flag, value(), 1, kMaxMs);
+    else if (flag == "--vram-mb") o.vram_mb = ParseNumber(flag, value(), 0, Ns{1} << 30);
+    else if (flag == "--gpu") o.gpu = ParseNumber(flag, value(), 0, 63);
     else UsageError("unknown flag " + std::string(flag));
     // clang-format on
   }
   return o;
+}
+
+void WriteFileAtomic(const std::string& path, const std::string& content);
+
+// A CUDA process's memory, simulated: the fake NVML library counts this file for as long as
+// this PID lives. The GPU is --gpu, else the first of CUDA_VISIBLE_DEVICES, else 0.
+void HoldVram(const Options& o) {
+  const char* dir = std::getenv("FAKE_NVML_DIR");
+  if (dir == nullptr || *dir == '\0') {
+    Say(stderr, "testsvc: --vram-mb without FAKE_NVML_DIR: no simulated GPU to hold memory on");
+    return;
+  }
+  Ns gpu = o.gpu.value_or(0);
+  if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES"); !o.gpu && visible != nullptr) {
+    std::from_chars(visible, visible + std::strlen(visible), gpu);
+  }
+  const std::string holds = std::string(dir) + "/holds";
+  mkdir(holds.c_str(), 0755);
+  g_hold_path = holds + "/" + std::to_string(getpid()) + ".json";
+  WriteFileAtomic(g_hold_path, "{\"pid\":" + std::to_string(getpid()) +
+                                   ",\"gpu\":" + std::to_string(gpu) +
+                                   ",\"mb\":" + std::to_string(o.vram_mb) + "}\n");
+  Say(stdout,
+      "testsvc: holding " + std::to_string(o.vram_mb) + " MiB on GPU " + std::to_string(gpu));
 }
 
 // Readers poll for these files; rename() makes sure they never see a half-written one.
@@ -406,6 +440,7 @@ int main(int argc, char** argv) {
     Exit(*o.exit_at_start);
   }
   if (!o.pid_file.empty()) WriteFileAtomic(o.pid_file, std::to_string(getpid()) + "\n");
+  if (o.vram_mb > 0) HoldVram(o);
 
   // Fork before any signal set-up, so the grandchild inherits none of it.
   if (o.fork_grandchild) {
