@@ -6,9 +6,11 @@
 #include <charconv>
 #include <memory>
 
+#include "api/gpu_views.h"
 #include "api/json_views.h"
 #include "api/request_parts.h"
 #include "api/sse.h"
+#include "resources/gpu_status.h"
 
 namespace gpuvisor {
 
@@ -111,8 +113,23 @@ nlohmann::json logs_body(const std::string& name, const std::vector<LogLine>& li
 
 }  // namespace
 
-Api::Api(Supervisor& supervisor, EventBus& events, std::string token)
-    : supervisor_(supervisor), events_(events), token_(std::move(token)) {}
+Api::Api(Supervisor& supervisor, EventBus& events, GpuInventory& gpus, std::string token,
+         unsigned external_busy_percent)
+    : supervisor_(supervisor),
+      events_(events),
+      gpus_(gpus),
+      token_(std::move(token)),
+      external_busy_percent_(external_busy_percent) {}
+
+Result<nlohmann::json> Api::gpu_view(const std::string& what) const {
+  auto snapshot = gpus_.snapshot();
+  if (!snapshot) return snapshot.error();
+  if (what == "gpus") return gpus_json(*snapshot);
+  const auto gpus =
+      classify_gpus(*snapshot, supervisor_.owned_pids(), external_busy_percent_, process_name);
+  if (what == "processes") return processes_json(gpus);
+  return resources_json(gpus, read_system_memory(), external_busy_percent_);
+}
 
 asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest& request) {
   const std::string target(request.target());
@@ -144,6 +161,12 @@ asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest&
 
   if (seg.size() == 3 && seg[2] == "events" && get)
     co_return co_await events_stream(stream, request);
+  if (seg.size() == 3 && get &&
+      (seg[2] == "gpus" || seg[2] == "processes" || seg[2] == "resources")) {
+    auto body = gpu_view(seg[2]);
+    if (!body) co_return co_await reply(stream, error_response(request, body.error()));
+    co_return co_await reply(stream, json_response(request, http::status::ok, *body));
+  }
   if (seg.size() == 3 && seg[2] == "services" && get) {
     co_return co_await reply(
         stream, json_response(request, http::status::ok, services_body(supervisor_.list())));

@@ -7,6 +7,7 @@
 
 #include "api/http_server.h"
 #include "events/event_bus.h"
+#include "gpu/inventory.h"
 #include "supervisor/supervisor.h"
 
 namespace gpuvisor {
@@ -14,7 +15,8 @@ namespace gpuvisor {
 class Api {
  public:
   // token: when non-empty, every /api/ request needs "Authorization: Bearer <token>".
-  Api(Supervisor& supervisor, EventBus& events, std::string token);
+  Api(Supervisor& supervisor, EventBus& events, GpuInventory& gpus, std::string token,
+      unsigned external_busy_percent);
 
   boost::asio::awaitable<bool> handle(boost::beast::tcp_stream& stream, HttpRequest& request);
 
@@ -27,9 +29,14 @@ class Api {
   boost::asio::awaitable<bool> logs(boost::beast::tcp_stream& stream, HttpRequest& request,
                                     const std::string& name);
 
+  // /gpus, /processes, /resources: one NVML snapshot each, classified against our PIDs.
+  Result<nlohmann::json> gpu_view(const std::string& what) const;
+
   Supervisor& supervisor_;
   EventBus& events_;
+  GpuInventory& gpus_;
   std::string token_;
+  unsigned external_busy_percent_;
 };
 
 }  // namespace gpuvisor

@@ -18,6 +18,7 @@
 #include "config/config_loader.h"
 #include "core/url.h"
 #include "events/event_bus.h"
+#include "gpu/inventory.h"
 #include "runtime/cgroup.h"
 #include "runtime/process_runtime.h"
 #include "supervisor/probe.h"
@@ -126,7 +127,9 @@ int run_serve(const ServeOptions& options) {
   AsioProber prober(io.get_executor());
   EventBus events;
   Supervisor supervisor(io.get_executor(), config, runtime, prober, *store, events);
-  Api api(supervisor, events, token);
+  const auto gpus = open_nvml_inventory(
+      config.daemon.nvml_library.empty() ? default_nvml_library() : config.daemon.nvml_library);
+  Api api(supervisor, events, *gpus, token, config.daemon.external_busy_percent);
   HttpServer server(io.get_executor(),
                     [&api](auto& stream, auto& request) { return api.handle(stream, request); });
 
@@ -138,6 +141,8 @@ int run_serve(const ServeOptions& options) {
   }
   spdlog::info("config {}: {} services; state in {}; cgroups {}", config.path,
                config.services.size(), store->dir(), cgroup_parent.empty() ? "off" : cgroup_parent);
+  // Said once: without NVML the daemon still runs services, with VRAM unknown.
+  spdlog::info("GPU inventory: {}", gpus->describe());
   // Tests and scripts read this line to learn the port when listening on port 0.
   std::cout << "gpuvisor listening on http://" << bound->address().to_string() << ":"
             << bound->port() << std::endl;

@@ -90,6 +90,11 @@ ClientCommands::ClientCommands(CLI::App& app)
 
   events_ = add("events", "Follow the daemon's event stream");
   events_->add_flag("--json", json_, "Print each event as one JSON line");
+
+  gpus_ = add("gpus", "Show every GPU: memory, utilisation, and who holds it");
+  gpus_->add_flag("--json", json_, "Print the API's JSON (/api/v1/resources)");
+  ps_ = add("ps", "Show every process on a GPU, its VRAM and its owner");
+  ps_->add_flag("--json", json_, "Print the API's JSON");
 }
 
 int ClientCommands::run() {
@@ -99,7 +104,26 @@ int ClientCommands::run() {
   if (restart_->parsed()) return action("restart");
   if (logs_->parsed()) return logs();
   if (events_->parsed()) return events();
+  if (gpus_->parsed()) return show("/api/v1/resources", render_gpus);
+  if (ps_->parsed()) return show("/api/v1/processes", render_processes);
   return fail("no command given (try --help)");
+}
+
+int ClientCommands::show(const std::string& target,
+                         const std::function<std::string(const nlohmann::json&)>& render) {
+  auto client = connect();
+  if (!client) return fail(client.error().message);
+  auto reply = client->request("GET", target, kReadTimeout);
+  if (!reply) return fail(reply.error().message);
+  if (reply->status != 200) return fail_reply(*reply);
+  if (json_) {
+    std::cout << reply->body;
+    return 0;
+  }
+  const auto body = nlohmann::json::parse(reply->body, nullptr, false);
+  if (body.is_discarded()) return fail("the daemon sent a reply that is not JSON");
+  std::cout << render(body);
+  return 0;
 }
 
 Result<HttpClient> ClientCommands::connect() const {

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "cli/http_client.h"
@@ -24,6 +26,9 @@ class ClientCommands {
   int action(const std::string& verb);
   int logs();
   int events();
+  // GET target: --json prints the body as is, otherwise render(body).
+  int show(const std::string& target,
+           const std::function<std::string(const nlohmann::json&)>& render);
 
   CLI::App* status_ = nullptr;
   CLI::App* ensure_ = nullptr;
@@ -31,6 +36,8 @@ class ClientCommands {
   CLI::App* restart_ = nullptr;
   CLI::App* logs_ = nullptr;
   CLI::App* events_ = nullptr;
+  CLI::App* gpus_ = nullptr;
+  CLI::App* ps_ = nullptr;
 
   std::string url_;
   bool json_ = false;

@@ -1,6 +1,7 @@
 #include "cli/tables.h"
 
 #include <algorithm>
+#include <cstdio>
 
 namespace gpuvisor {
 
@@ -51,6 +52,56 @@ std::string format_event(const nlohmann::json& event) {
     out += " " + key + "=" + (value.is_string() ? value.get<std::string>() : value.dump());
   }
   return out;
+}
+
+std::string format_bytes(uint64_t bytes) {
+  constexpr uint64_t kMiB = 1ULL << 20;
+  if (bytes < 1024 * kMiB) return std::to_string(bytes / kMiB) + " MiB";
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f GiB", static_cast<double>(bytes) / (1024.0 * kMiB));
+  return text;
+}
+
+namespace {
+
+std::string bytes_or_dash(const nlohmann::json& value) {
+  return value.is_number_unsigned() ? format_bytes(value.get<uint64_t>()) : "-";
+}
+
+}  // namespace
+
+std::string render_gpus(const nlohmann::json& resources) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& g : resources.value("gpus", nlohmann::json::array())) {
+    const auto util = g.value("util_gpu_percent", nlohmann::json());
+    rows.push_back({std::to_string(g.value("index", 0U)), g.value("name", ""),
+                    format_bytes(g.value("used_bytes", 0ULL)) + " / " +
+                        format_bytes(g.value("total_bytes", 0ULL)),
+                    format_bytes(g.value("free_bytes", 0ULL)),
+                    util.is_number() ? std::to_string(util.get<unsigned>()) + "%" : "-",
+                    format_bytes(g.value("app_bytes", 0ULL)),
+                    format_bytes(g.value("external_bytes", 0ULL)), g.value("state", "")});
+  }
+  std::string out = render_table(
+      {"GPU", "NAME", "USED / TOTAL", "FREE", "UTIL", "OURS", "EXTERNAL", "STATE"}, rows);
+  const auto mem = resources.value("memory", nlohmann::json());
+  if (mem.is_object()) {
+    out += "system memory: " + format_bytes(mem.value("available_bytes", 0ULL)) + " available of " +
+           format_bytes(mem.value("total_bytes", 0ULL)) + "\n";
+  }
+  return out;
+}
+
+std::string render_processes(const nlohmann::json& processes) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& p : processes.value("processes", nlohmann::json::array())) {
+    const auto owner = p.value("owner", nlohmann::json());
+    rows.push_back({std::to_string(p.value("gpu", 0U)), std::to_string(p.value("pid", 0)),
+                    p.value("name", ""), bytes_or_dash(p.value("used_bytes", nlohmann::json())),
+                    p.value("kind", ""),
+                    owner.is_string() ? owner.get<std::string>() : "(external)"});
+  }
+  return render_table({"GPU", "PID", "NAME", "VRAM", "KIND", "OWNER"}, rows);
 }
 
 }  // namespace gpuvisor

@@ -82,6 +82,16 @@ Result<ServiceView> Supervisor::get(const std::string& name) const {
   return view(*u);
 }
 
+std::map<pid_t, std::string> Supervisor::owned_pids() const {
+  std::map<pid_t, std::string> out;
+  for (const auto& [name, u] : units_) {
+    if (!u->instance) continue;
+    u->instance->refresh();  // descendants started since the last look count too
+    for (const pid_t pid : u->instance->pids()) out.emplace(pid, name);
+  }
+  return out;
+}
+
 std::shared_ptr<LogTail> Supervisor::logs(const std::string& name) const {
   const Unit* u = find(name);
   return u == nullptr ? nullptr : u->log;

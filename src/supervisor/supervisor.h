@@ -72,6 +72,9 @@ class Supervisor {
   std::vector<ServiceView> list() const;
   Result<ServiceView> get(const std::string& name) const;
   std::shared_ptr<LogTail> logs(const std::string& name) const;
+  // Every live process of every running service (main process and its tree), by PID: how
+  // the resources layer tells our GPU processes from external ones.
+  std::map<pid_t, std::string> owned_pids() const;
 
  private:
   struct Unit;

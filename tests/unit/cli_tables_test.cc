@@ -32,5 +32,36 @@ TEST(Tables, OtherEventsShowTypeServiceAndFields) {
                 R"({"id": 1, "type": "daemon.warning", "data": {"message": "x"}})")));
 }
 
+TEST(Tables, BytesForPeople) {
+  EXPECT_EQ("0 MiB", format_bytes(0));
+  EXPECT_EQ("512 MiB", format_bytes(512ULL << 20));
+  EXPECT_EQ("23.5 GiB", format_bytes(23ULL * (1ULL << 30) + (512ULL << 20)));
+}
+
+TEST(Tables, GpusShowMemoryOwnersAndState) {
+  const auto r = nlohmann::json::parse(R"({"gpus": [{"index": 0, "name": "Card",
+      "total_bytes": 25769803776, "used_bytes": 12884901888, "free_bytes": 12884901888,
+      "util_gpu_percent": 40, "app_bytes": 10737418240, "external_bytes": 2147483648,
+      "state": "app_busy"}], "memory": {"total_bytes": 1073741824, "available_bytes": 536870912}})");
+  EXPECT_EQ(
+      "GPU  NAME  USED / TOTAL         FREE      UTIL  OURS      EXTERNAL  STATE\n"
+      "0    Card  12.0 GiB / 24.0 GiB  12.0 GiB  40%   10.0 GiB  2.0 GiB   app_busy\n"
+      "system memory: 512 MiB available of 1.0 GiB\n",
+      render_gpus(r));
+}
+
+TEST(Tables, ProcessesMarkExternalOnesAndUnknownVram) {
+  const auto p = nlohmann::json::parse(R"({"processes": [
+      {"gpu": 0, "pid": 10, "name": "llama", "used_bytes": 1073741824, "kind": "compute",
+       "owner": "llm"},
+      {"gpu": 1, "pid": 20, "name": "Xorg", "used_bytes": null, "kind": "graphics",
+       "owner": null}]})");
+  EXPECT_EQ(
+      "GPU  PID  NAME   VRAM     KIND      OWNER\n"
+      "0    10   llama  1.0 GiB  compute   llm\n"
+      "1    20   Xorg   -        graphics  (external)\n",
+      render_processes(p));
+}
+
 }  // namespace
 }  // namespace gpuvisor

@@ -1,0 +1,75 @@
+#include "api/gpu_views.h"
+
+namespace gpuvisor {
+
+namespace {
+
+nlohmann::json device_json(const GpuDevice& d) {
+  nlohmann::json j{{"index", d.index},
+                   {"uuid", d.uuid},
+                   {"name", d.name},
+                   {"total_bytes", d.total_bytes},
+                   {"used_bytes", d.used_bytes},
+                   {"free_bytes", d.free_bytes},
+                   {"util_gpu_percent", nullptr},
+                   {"util_memory_percent", nullptr}};
+  if (d.util_gpu_percent) j["util_gpu_percent"] = *d.util_gpu_percent;
+  if (d.util_memory_percent) j["util_memory_percent"] = *d.util_memory_percent;
+  return j;
+}
+
+nlohmann::json held_json(unsigned gpu, const HeldMemory& h) {
+  nlohmann::json j{{"gpu", gpu},
+                   {"pid", h.pid},
+                   {"name", h.name},
+                   {"used_bytes", nullptr},
+                   {"kind", to_string(h.kind)},
+                   {"owner", nullptr},
+                   {"external", h.owner.empty()}};
+  if (h.used_bytes) j["used_bytes"] = *h.used_bytes;
+  if (!h.owner.empty()) j["owner"] = h.owner;
+  return j;
+}
+
+}  // namespace
+
+nlohmann::json gpus_json(const GpuSnapshot& snapshot) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& d : snapshot.devices) list.push_back(device_json(d));
+  return {{"gpus", list}, {"time_ms", snapshot.taken_unix_ms}};
+}
+
+nlohmann::json processes_json(const std::vector<GpuStatus>& gpus) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& g : gpus) {
+    for (const auto& h : g.app) list.push_back(held_json(g.device.index, h));
+    for (const auto& h : g.external) list.push_back(held_json(g.device.index, h));
+  }
+  return {{"processes", list}};
+}
+
+nlohmann::json resources_json(const std::vector<GpuStatus>& gpus,
+                              const std::optional<SystemMemory>& memory,
+                              unsigned external_busy_percent) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& g : gpus) {
+    nlohmann::json app = nlohmann::json::array();
+    nlohmann::json external = nlohmann::json::array();
+    for (const auto& h : g.app) app.push_back(held_json(g.device.index, h));
+    for (const auto& h : g.external) external.push_back(held_json(g.device.index, h));
+    nlohmann::json j = device_json(g.device);
+    j["state"] = to_string(g.state);
+    j["app_bytes"] = g.app_bytes;
+    j["external_bytes"] = g.external_bytes;
+    j["app"] = app;
+    j["external"] = external;
+    list.push_back(j);
+  }
+  nlohmann::json mem = nullptr;
+  if (memory) {
+    mem = {{"total_bytes", memory->total_bytes}, {"available_bytes", memory->available_bytes}};
+  }
+  return {{"gpus", list}, {"memory", mem}, {"external_busy_percent", external_busy_percent}};
+}
+
+}  // namespace gpuvisor

@@ -1,0 +1,121 @@
+// The daemon's GPU views over the fake NVML library, loaded through the real dlopen path: a
+// service of ours and a process it did not start both hold simulated VRAM.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "testkit/daemon.h"
+
+namespace gpuvisor::itest {
+namespace {
+
+// Points the daemon (and everything it starts) at a simulated GPU for one test.
+class FakeGpu {
+ public:
+  explicit FakeGpu(const std::string& dir) : dir_(dir + "/gpu") {
+    std::filesystem::create_directories(dir_ + "/holds");
+    std::ofstream(dir_ + "/devices.json") << R"({"devices": [{"name": "Sim 24G", "total_mb": 24576},
+                           {"name": "Sim 80G", "total_mb": 81920}]})";
+    setenv("FAKE_NVML_DIR", dir_.c_str(), 1);
+    setenv("GPUVISOR_NVML_LIBRARY", GPUVISOR_FAKE_NVML, 1);
+  }
+  ~FakeGpu() {
+    unsetenv("FAKE_NVML_DIR");
+    unsetenv("GPUVISOR_NVML_LIBRARY");
+  }
+
+ private:
+  std::string dir_;
+};
+
+// A process gpuvisor did not start, holding VRAM on a GPU. Returns once it says it holds it
+// (a blocking read of its output, not a wait by the clock).
+pid_t start_external(unsigned gpu, unsigned mb) {
+  int out[2];
+  if (pipe(out) != 0) return -1;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out[1], STDOUT_FILENO);
+    close(out[0]);
+    const std::string g = std::to_string(gpu), m = std::to_string(mb);
+    execl(GPUVISOR_TESTSVC, GPUVISOR_TESTSVC, "--port", "0", "--gpu", g.c_str(), "--vram-mb",
+          m.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out[1]);
+  std::string said;
+  char buf[256];
+  ssize_t n = 0;
+  while (said.find("holding") == std::string::npos && (n = read(out[0], buf, sizeof buf)) > 0) {
+    said.append(buf, static_cast<size_t>(n));
+  }
+  close(out[0]);
+  return pid;
+}
+
+TEST(Gpu, ProcessesAreOursOrExternalAndEachGpuHasAState) {
+  const int port = free_port();
+  const std::string dir = make_temp_dir("gpu");
+  FakeGpu gpu(dir);
+  Daemon d("services:\n  llm:\n    command: [$TESTSVC, --port, \"" + std::to_string(port) +
+               "\", --vram-mb, \"10000\", --gpu, \"1\"]\n    health:\n      tcp: 127.0.0.1:" +
+               std::to_string(port) + "\n",
+           dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const pid_t external = start_external(0, 12000);  // half of the 24 GB card
+  ASSERT_EQ(0, d.cli({"ensure", "llm"}).exit_code);
+  const pid_t ours = d.service("llm")["pid"];
+
+  const auto procs = nlohmann::json::parse(d.call("GET", "/api/v1/processes")->body);
+  ASSERT_EQ(2u, procs["processes"].size()) << procs.dump();
+  for (const auto& p : procs["processes"]) {
+    if (p["pid"] == ours) {
+      EXPECT_EQ("llm", p["owner"]);
+      EXPECT_EQ(1, p["gpu"]);
+      EXPECT_EQ(10000ULL << 20, p["used_bytes"].get<uint64_t>());
+    } else {
+      EXPECT_EQ(external, p["pid"].get<pid_t>());
+      EXPECT_TRUE(p["external"].get<bool>());
+      EXPECT_EQ(0, p["gpu"]);
+    }
+  }
+  const auto res = nlohmann::json::parse(d.call("GET", "/api/v1/resources")->body);
+  EXPECT_EQ("external_busy", res["gpus"][0]["state"]);  // 12 of 24 GB is over 45%
+  EXPECT_EQ("app_busy", res["gpus"][1]["state"]);
+  EXPECT_TRUE(res["memory"]["total_bytes"].is_number());
+
+  const auto ps = d.cli({"ps"});
+  EXPECT_EQ(0, ps.exit_code) << ps.err;
+  EXPECT_NE(std::string::npos, ps.out.find("(external)")) << ps.out;
+  const auto gpus = d.cli({"gpus"});
+  EXPECT_EQ(0, gpus.exit_code) << gpus.err;
+  EXPECT_NE(std::string::npos, gpus.out.find("Sim 80G")) << gpus.out;
+  EXPECT_NE(std::string::npos, gpus.out.find("9.8 GiB / 80.0 GiB")) << gpus.out;
+
+  kill(external, SIGTERM);
+  waitpid(external, nullptr, 0);
+}
+
+TEST(Gpu, WithoutNvmlServicesStillRunAndGpuViewsSayWhy) {
+  setenv("GPUVISOR_NVML_LIBRARY", "/nonexistent/libnvidia-ml.so.1", 1);
+  const int port = free_port();
+  Daemon d("services:\n  web:\n    command: [$TESTSVC, --port, \"" + std::to_string(port) +
+           "\"]\n    health:\n      tcp: 127.0.0.1:" + std::to_string(port) + "\n");
+  const bool started = d.start();
+  unsetenv("GPUVISOR_NVML_LIBRARY");
+  ASSERT_TRUE(started) << d.stderr_text();
+  EXPECT_NE(std::string::npos, d.stderr_text().find("GPU inventory: unavailable: cannot load"));
+  EXPECT_EQ(0, d.cli({"ensure", "web"}).exit_code);
+  const auto reply = d.call("GET", "/api/v1/gpus");
+  EXPECT_EQ(503u, reply->status);
+  const auto gpus = d.cli({"gpus"});
+  EXPECT_EQ(1, gpus.exit_code);
+  EXPECT_NE(std::string::npos, gpus.err.find("no GPU inventory: cannot load")) << gpus.err;
+}
+
+}  // namespace
+}  // namespace gpuvisor::itest
