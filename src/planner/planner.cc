@@ -1,0 +1,172 @@
+#include "planner/planner.h"
+
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+#include <tuple>
+
+namespace gpuvisor {
+
+namespace {
+
+struct Option {
+  unsigned gpu = 0;
+  std::vector<const PlanService*> victims;
+  int64_t free_after = 0;
+  // Lower is better: the most important victim, then how many, then how much is thrown away.
+  std::tuple<int, size_t, uint64_t, unsigned> cost() const {
+    int top = INT_MIN;
+    uint64_t bytes = 0;
+    for (const auto* v : victims) {
+      top = std::max(top, v->priority);
+      bytes += std::max(v->need_bytes, v->held_bytes);
+    }
+    return {top, victims.size(), bytes, gpu};
+  }
+};
+
+// What evicting s gives back: what it holds now and what it was still going to take.
+uint64_t freed_by(const PlanService& s) {
+  return std::max(s.need_bytes, s.held_bytes);
+}
+
+bool may_evict(const PlanService& victim, const PlanService& requester, bool preempt_busy) {
+  if (victim.priority > requester.priority) return false;
+  if (victim.busy) return preempt_busy && victim.priority < requester.priority;
+  return true;
+}
+
+// Why the memory on one GPU cannot be had: services that may not go, external holders.
+std::string blockers(const PlanInput& in, const PlanService& target, unsigned gpu) {
+  std::vector<std::string> parts;
+  for (const auto& s : in.services) {
+    if (!s.running || s.gpu != gpu || s.name == target.name) continue;
+    if (s.priority > target.priority) {
+      parts.push_back(s.name + " (priority " + std::to_string(s.priority) + " > " +
+                      std::to_string(target.priority) + ", " + format_size(freed_by(s)) + ")");
+    } else if (!may_evict(s, target, in.preempt_busy_lower)) {
+      parts.push_back(s.name + " (busy, " + format_size(freed_by(s)) + ")");
+    }
+  }
+  for (const auto& e : in.external) {
+    if (e.gpu != gpu) continue;
+    parts.push_back("external pid " + std::to_string(e.pid) + (e.name.empty() ? "" : " " + e.name) +
+                    " (" + format_size(e.bytes) + ")");
+  }
+  if (parts.empty()) return "";
+  std::string out = "; in the way: ";
+  for (size_t i = 0; i < parts.size(); ++i) out += (i == 0 ? "" : ", ") + parts[i];
+  return out;
+}
+
+std::string names(const std::vector<const PlanService*>& victims) {
+  std::string out;
+  for (const auto* v : victims) out += (out.empty() ? "" : ", ") + v->name;
+  return out;
+}
+
+}  // namespace
+
+std::string format_size(uint64_t bytes) {
+  constexpr uint64_t kMiB = 1ULL << 20;
+  if (bytes < 1024 * kMiB) return std::to_string(bytes / kMiB) + " MiB";
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f GiB", static_cast<double>(bytes) / (1024.0 * kMiB));
+  return text;
+}
+
+Plan plan_ensure(const PlanInput& in, const std::string& service) {
+  Plan plan;
+  const auto target_it = std::find_if(in.services.begin(), in.services.end(),
+                                      [&](const PlanService& s) { return s.name == service; });
+  if (target_it == in.services.end()) {
+    plan.reason = "no service named '" + service + "'";
+    return plan;
+  }
+  const PlanService& target = *target_it;
+  if (target.running && target.gpu) {
+    plan.ok = true;
+    plan.already_running = true;
+    plan.gpu = *target.gpu;
+    plan.reason = service + " already runs on GPU " + std::to_string(*target.gpu);
+    return plan;
+  }
+  if (in.devices.empty()) {
+    plan.reason = "no GPU to place " + service + " on";
+    return plan;
+  }
+  uint64_t largest = 0;
+  for (const auto& d : in.devices) {
+    if (!target.pinned_gpu || *target.pinned_gpu == d.index)
+      largest = std::max(largest, d.total_bytes);
+  }
+  const std::string where = target.pinned_gpu ? "GPU " + std::to_string(*target.pinned_gpu) : "";
+  if (target.pinned_gpu && largest == 0) {
+    plan.reason = service + " is pinned to GPU " + std::to_string(*target.pinned_gpu) +
+                  ", which does not exist";
+    return plan;
+  }
+  const std::string need = service + " needs " + format_size(target.need_bytes);
+  if (target.need_bytes > largest) {
+    plan.reason = need + " but " + (where.empty() ? "the largest GPU" : where) + " has " +
+                  format_size(largest);
+    return plan;
+  }
+
+  std::optional<Option> best;
+  std::string refusals;
+  for (const auto& d : in.devices) {
+    if (target.pinned_gpu && *target.pinned_gpu != d.index) continue;
+    if (target.need_bytes > d.total_bytes) continue;
+    // Services still loading will take what they do not hold yet: that memory is spoken for.
+    int64_t free = static_cast<int64_t>(d.free_bytes);
+    std::vector<const PlanService*> candidates;
+    for (const auto& s : in.services) {
+      if (!s.running || s.gpu != d.index || s.name == service) continue;
+      free -= static_cast<int64_t>(s.need_bytes > s.held_bytes ? s.need_bytes - s.held_bytes : 0);
+      if (may_evict(s, target, in.preempt_busy_lower)) candidates.push_back(&s);
+    }
+    std::stable_sort(candidates.begin(), candidates.end(), [](const auto* a, const auto* b) {
+      return std::tie(a->priority, a->last_used_ms) < std::tie(b->priority, b->last_used_ms);
+    });
+    const auto need_bytes = static_cast<int64_t>(target.need_bytes);
+    Option option{d.index, {}, free};
+    for (const auto* c : candidates) {
+      if (option.free_after >= need_bytes) break;
+      option.victims.push_back(c);
+      option.free_after += static_cast<int64_t>(freed_by(*c));
+    }
+    if (option.free_after < need_bytes) {
+      int64_t could = free;
+      for (const auto* c : candidates) could += static_cast<int64_t>(freed_by(*c));
+      refusals += std::string(refusals.empty() ? "" : "; ") + "GPU " + std::to_string(d.index) +
+                  ": " + format_size(static_cast<uint64_t>(std::max<int64_t>(free, 0))) +
+                  " free, at most " +
+                  format_size(static_cast<uint64_t>(std::max<int64_t>(could, 0))) +
+                  " after evicting what may go" + blockers(in, target, d.index);
+      continue;
+    }
+    // Keep what turned out not to be needed, the most valuable first.
+    for (size_t i = option.victims.size(); i-- > 0;) {
+      const auto back = static_cast<int64_t>(freed_by(*option.victims[i]));
+      if (option.free_after - back >= need_bytes) {
+        option.free_after -= back;
+        option.victims.erase(option.victims.begin() + static_cast<std::ptrdiff_t>(i));
+      }
+    }
+    if (!best || option.cost() < best->cost()) best = option;
+  }
+  if (!best) {
+    plan.reason =
+        "cannot place " + service + " (needs " + format_size(target.need_bytes) + "): " + refusals;
+    return plan;
+  }
+  plan.ok = true;
+  plan.gpu = best->gpu;
+  for (const auto* v : best->victims) plan.evict.push_back(v->name);
+  plan.reason = "start " + service + " on GPU " + std::to_string(best->gpu) +
+                (best->victims.empty() ? "" : " after stopping " + names(best->victims));
+  return plan;
+}
+
+}  // namespace gpuvisor

@@ -1,0 +1,65 @@
+// Placement and eviction, as a pure function: a snapshot of the GPUs and the services in, a
+// plan out (the GPU to start on and the services to stop first), or a refusal that names what
+// is in the way. No I/O and no clock, so every policy is tested in microseconds and can be
+// simulated over long traces (bench/policy_sim.cc).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace gpuvisor {
+
+struct PlanDevice {
+  unsigned index = 0;
+  uint64_t total_bytes = 0;
+  uint64_t free_bytes = 0;  // as NVML reports it now
+};
+
+struct PlanService {
+  std::string name;
+  int priority = 0;
+  uint64_t need_bytes = 0;      // max(configured vram_mb, measured while it last ran)
+  bool running = false;         // holds, or is about to hold, memory: starting, ready or busy
+  bool busy = false;            // doing work that an eviction would lose
+  std::optional<unsigned> gpu;  // where it runs, when running
+  uint64_t held_bytes = 0;      // what NVML shows it holding now (less while loading)
+  int64_t last_used_ms = 0;     // higher is more recent
+  std::optional<unsigned> pinned_gpu;  // the config's placement rule, if any
+};
+
+struct PlanExternal {
+  unsigned gpu = 0;
+  pid_t pid = 0;
+  std::string name;
+  uint64_t bytes = 0;
+};
+
+struct PlanInput {
+  std::vector<PlanDevice> devices;
+  std::vector<PlanService> services;
+  std::vector<PlanExternal> external;
+  bool preempt_busy_lower = false;  // may evict busy services of strictly lower priority
+};
+
+struct Plan {
+  bool ok = false;
+  unsigned gpu = 0;
+  std::vector<std::string> evict;  // stop these first, in this order
+  bool already_running = false;
+  std::string reason;  // why it cannot be placed (when !ok), or what the plan does
+};
+
+// Where to start `service` and what to stop first. Never evicts a service of higher priority
+// than the requester, nor a busy one unless preempt_busy_lower allows it for strictly lower
+// priority. Among what may go: lowest priority first, then least recently used, and no more
+// than needed; on the GPU that needs the least eviction.
+Plan plan_ensure(const PlanInput& input, const std::string& service);
+
+// "24.0 GiB", "512 MiB": sizes in plans and refusals.
+std::string format_size(uint64_t bytes);
+
+}  // namespace gpuvisor

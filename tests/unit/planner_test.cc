@@ -1,0 +1,159 @@
+// The planner is a pure function: each policy rule is one small table of GPUs and services.
+#include "planner/planner.h"
+
+#include <gtest/gtest.h>
+
+namespace gpuvisor {
+namespace {
+
+constexpr uint64_t kGiB = 1ULL << 30;
+
+PlanService svc(const std::string& name, int priority, uint64_t gib, int64_t last_used = 0) {
+  PlanService s;
+  s.name = name;
+  s.priority = priority;
+  s.need_bytes = gib * kGiB;
+  s.last_used_ms = last_used;
+  return s;
+}
+
+PlanService running(PlanService s, unsigned gpu) {
+  s.running = true;
+  s.gpu = gpu;
+  s.held_bytes = s.need_bytes;
+  return s;
+}
+
+// One 24 GiB GPU whose free memory is what the running services leave.
+PlanInput one_gpu(std::vector<PlanService> services, uint64_t external_gib = 0) {
+  PlanInput in;
+  uint64_t used = external_gib * kGiB;
+  for (const auto& s : services) {
+    if (s.running) used += s.held_bytes;
+  }
+  in.devices = {{0, 24 * kGiB, 24 * kGiB - used}};
+  in.services = std::move(services);
+  return in;
+}
+
+TEST(Planner, FitsWithoutEvictingWhenThereIsRoom) {
+  const auto plan = plan_ensure(one_gpu({running(svc("a", 1, 8), 0), svc("b", 1, 10)}), "b");
+  ASSERT_TRUE(plan.ok) << plan.reason;
+  EXPECT_TRUE(plan.evict.empty());
+  EXPECT_EQ("start b on GPU 0", plan.reason);
+}
+
+TEST(Planner, AlreadyRunningIsANoOp) {
+  const auto plan = plan_ensure(one_gpu({running(svc("a", 1, 8), 0)}), "a");
+  EXPECT_TRUE(plan.ok);
+  EXPECT_TRUE(plan.already_running);
+}
+
+TEST(Planner, EvictsLowestPriorityFirstThenLeastRecentlyUsed) {
+  const auto in = one_gpu({running(svc("old", 5, 8, 100), 0), running(svc("new", 5, 8, 900), 0),
+                           running(svc("low", 1, 8, 999), 0), svc("want", 10, 12)});
+  const auto plan = plan_ensure(in, "want");
+  ASSERT_TRUE(plan.ok) << plan.reason;
+  EXPECT_EQ((std::vector<std::string>{"low", "old"}), plan.evict);
+}
+
+TEST(Planner, EvictsNoMoreThanNeeded) {
+  // Taking "small" first (lowest priority) is not enough; once "big" goes, "small" can stay.
+  const auto in =
+      one_gpu({running(svc("small", 1, 2), 0), running(svc("big", 2, 20), 0), svc("want", 5, 20)});
+  const auto plan = plan_ensure(in, "want");
+  ASSERT_TRUE(plan.ok) << plan.reason;
+  EXPECT_EQ(std::vector<std::string>{"big"}, plan.evict);
+}
+
+TEST(Planner, NeverEvictsHigherPriorityAndNamesIt) {
+  const auto in = one_gpu({running(svc("comfyui", 100, 20), 0), svc("llm", 10, 18)});
+  const auto plan = plan_ensure(in, "llm");
+  EXPECT_FALSE(plan.ok);
+  EXPECT_EQ(
+      "cannot place llm (needs 18.0 GiB): GPU 0: 4.0 GiB free, at most 4.0 GiB after evicting "
+      "what may go; in the way: comfyui (priority 100 > 10, 20.0 GiB)",
+      plan.reason);
+}
+
+TEST(Planner, BusyServicesStayUnlessPreemptingStrictlyLowerIsAllowed) {
+  auto busy = running(svc("batch", 1, 20), 0);
+  busy.busy = true;
+  auto in = one_gpu({busy, svc("llm", 10, 18)});
+  auto plan = plan_ensure(in, "llm");
+  EXPECT_FALSE(plan.ok);
+  EXPECT_NE(std::string::npos, plan.reason.find("batch (busy, 20.0 GiB)")) << plan.reason;
+  in.preempt_busy_lower = true;
+  plan = plan_ensure(in, "llm");
+  ASSERT_TRUE(plan.ok) << plan.reason;
+  EXPECT_EQ(std::vector<std::string>{"batch"}, plan.evict);
+  // Equal priority is never preempted while busy.
+  in.services[0].priority = 10;
+  EXPECT_FALSE(plan_ensure(in, "llm").ok);
+}
+
+TEST(Planner, ExternalProcessesAreNamedWithTheirPid) {
+  auto in = one_gpu({svc("llm", 10, 18)}, 12);
+  in.external = {{0, 4242, "python3", 12 * kGiB}};
+  const auto plan = plan_ensure(in, "llm");
+  EXPECT_FALSE(plan.ok);
+  EXPECT_NE(std::string::npos, plan.reason.find("external pid 4242 python3 (12.0 GiB)"))
+      << plan.reason;
+}
+
+TEST(Planner, LargerThanAnyGpuIsRefusedAtOnce) {
+  const auto plan = plan_ensure(one_gpu({svc("huge", 10, 30)}), "huge");
+  EXPECT_FALSE(plan.ok);
+  EXPECT_EQ("huge needs 30.0 GiB but the largest GPU has 24.0 GiB", plan.reason);
+}
+
+TEST(Planner, PrefersTheGpuThatNeedsTheLeastEviction) {
+  PlanInput in;
+  in.devices = {{0, 24 * kGiB, 4 * kGiB}, {1, 24 * kGiB, 12 * kGiB}};
+  in.services = {running(svc("a", 1, 20), 0), running(svc("b", 1, 12), 1), svc("want", 5, 10)};
+  auto plan = plan_ensure(in, "want");
+  ASSERT_TRUE(plan.ok) << plan.reason;
+  EXPECT_EQ(1u, plan.gpu);
+  EXPECT_TRUE(plan.evict.empty());
+  // When both need an eviction, the one evicting less important work wins.
+  in.devices[1].free_bytes = 0;
+  in.services[1] = running(svc("b", 3, 24), 1);
+  plan = plan_ensure(in, "want");
+  ASSERT_TRUE(plan.ok) << plan.reason;
+  EXPECT_EQ(0u, plan.gpu);
+  EXPECT_EQ(std::vector<std::string>{"a"}, plan.evict);
+}
+
+TEST(Planner, APinnedServiceOnlyGoesToItsGpu) {
+  PlanInput in;
+  in.devices = {{0, 24 * kGiB, 24 * kGiB}, {1, 80 * kGiB, 0}};
+  in.services = {running(svc("big", 1, 80), 1), svc("want", 5, 10)};
+  in.services[1].pinned_gpu = 1;
+  const auto plan = plan_ensure(in, "want");
+  ASSERT_TRUE(plan.ok) << plan.reason;
+  EXPECT_EQ(1u, plan.gpu);
+  EXPECT_EQ(std::vector<std::string>{"big"}, plan.evict);
+  in.services[1].pinned_gpu = 7;
+  EXPECT_EQ("want is pinned to GPU 7, which does not exist", plan_ensure(in, "want").reason);
+}
+
+TEST(Planner, MemoryAStartingServiceWillTakeIsSpokenFor) {
+  // "loading" holds 2 of its 16 GiB so far: NVML shows 22 GiB free, but only 8 are really free.
+  auto loading = running(svc("loading", 50, 16), 0);
+  loading.held_bytes = 2 * kGiB;
+  auto in = one_gpu({loading, svc("want", 10, 10)});
+  const auto plan = plan_ensure(in, "want");
+  EXPECT_FALSE(plan.ok);
+  EXPECT_NE(std::string::npos, plan.reason.find("8.0 GiB free")) << plan.reason;
+}
+
+TEST(Planner, EqualPriorityServicesSwapSoTwoThatDoNotFitTakeTurns) {
+  const auto in = one_gpu({running(svc("a", 5, 16), 0), svc("b", 5, 16)});
+  const auto plan = plan_ensure(in, "b");
+  ASSERT_TRUE(plan.ok) << plan.reason;
+  EXPECT_EQ(std::vector<std::string>{"a"}, plan.evict);
+  EXPECT_EQ("start b on GPU 0 after stopping a", plan.reason);
+}
+
+}  // namespace
+}  // namespace gpuvisor
