@@ -39,6 +39,14 @@ nlohmann::json gpus_json(const GpuSnapshot& snapshot) {
   return {{"gpus", list}, {"time_ms", snapshot.taken_unix_ms}};
 }
 
+nlohmann::json plan_json(const Plan& plan) {
+  return {{"ok", plan.ok},
+          {"gpu", plan.ok ? nlohmann::json(plan.gpu) : nlohmann::json(nullptr)},
+          {"evict", plan.evict},
+          {"already_running", plan.already_running},
+          {"reason", plan.reason}};
+}
+
 nlohmann::json processes_json(const std::vector<GpuStatus>& gpus) {
   nlohmann::json list = nlohmann::json::array();
   for (const auto& g : gpus) {

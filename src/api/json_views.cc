@@ -26,6 +26,8 @@ nlohmann::json to_json(const ServiceView& v) {
       {"last_health_check", v.last_probe},
       {"priority", s.priority},
       {"vram_mb", s.vram_mb},
+      {"gpu", v.gpu ? nlohmann::json(*v.gpu) : nlohmann::json(nullptr)},
+      {"measured_vram_bytes", v.measured_vram_bytes},
       {"phases", s.phases},
       {"restart_policy", to_string(s.restart)},
       {"health", health},

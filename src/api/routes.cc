@@ -124,6 +124,7 @@ Api::Api(Supervisor& supervisor, EventBus& events, GpuInventory& gpus, std::stri
 Result<nlohmann::json> Api::gpu_view(const std::string& what) const {
   auto snapshot = gpus_.snapshot();
   if (!snapshot) return snapshot.error();
+  supervisor_.observe(*snapshot);
   if (what == "gpus") return gpus_json(*snapshot);
   const auto gpus =
       classify_gpus(*snapshot, supervisor_.owned_pids(), external_busy_percent_, process_name);
@@ -166,6 +167,11 @@ asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest&
     auto body = gpu_view(seg[2]);
     if (!body) co_return co_await reply(stream, error_response(request, body.error()));
     co_return co_await reply(stream, json_response(request, http::status::ok, *body));
+  }
+  if (seg.size() == 4 && seg[2] == "plan" && get) {
+    auto plan = supervisor_.plan(seg[3]);
+    if (!plan) co_return co_await reply(stream, error_response(request, plan.error()));
+    co_return co_await reply(stream, json_response(request, http::status::ok, plan_json(*plan)));
   }
   if (seg.size() == 3 && seg[2] == "services" && get) {
     co_return co_await reply(

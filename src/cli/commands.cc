@@ -95,6 +95,9 @@ ClientCommands::ClientCommands(CLI::App& app)
   gpus_->add_flag("--json", json_, "Print the API's JSON (/api/v1/resources)");
   ps_ = add("ps", "Show every process on a GPU, its VRAM and its owner");
   ps_->add_flag("--json", json_, "Print the API's JSON");
+  plan_ = add("plan", "What ensure would do now: where it goes, what it stops, or why not");
+  plan_->add_option("name", name_, "Service name")->required();
+  plan_->add_flag("--json", json_, "Print the API's JSON");
 }
 
 int ClientCommands::run() {
@@ -106,7 +109,19 @@ int ClientCommands::run() {
   if (events_->parsed()) return events();
   if (gpus_->parsed()) return show("/api/v1/resources", render_gpus);
   if (ps_->parsed()) return show("/api/v1/processes", render_processes);
+  if (plan_->parsed()) return plan();
   return fail("no command given (try --help)");
+}
+
+int ClientCommands::plan() {
+  bool placeable = false;
+  const int rc = show("/api/v1/plan/" + name_, [&placeable](const nlohmann::json& p) {
+    placeable = p.value("ok", false);
+    return p.value("reason", "") + "\n";
+  });
+  // A service that cannot be placed exits 1, so a script can test for it (--json: the body).
+  if (rc != 0 || json_) return rc;
+  return placeable ? 0 : 1;
 }
 
 int ClientCommands::show(const std::string& target,

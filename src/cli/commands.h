@@ -27,6 +27,7 @@ class ClientCommands {
   int logs();
   int events();
   // GET target: --json prints the body as is, otherwise render(body).
+  int plan();
   int show(const std::string& target,
            const std::function<std::string(const nlohmann::json&)>& render);
 
@@ -38,6 +39,7 @@ class ClientCommands {
   CLI::App* events_ = nullptr;
   CLI::App* gpus_ = nullptr;
   CLI::App* ps_ = nullptr;
+  CLI::App* plan_ = nullptr;
 
   std::string url_;
   bool json_ = false;

@@ -340,6 +340,7 @@ class Loader {
         {"log_ring_lines", number(daemon.log_ring_lines, 10)},
         {"nvml_library", text(daemon.nvml_library)},
         {"external_busy_percent", number(daemon.external_busy_percent, 1, 100)},
+        {"preempt_busy_lower", flag(daemon.preempt_busy_lower)},
     };
     visit_map(f.value, "in 'daemon'", handlers);
   }
@@ -376,6 +377,11 @@ class Loader {
         {"env", [&](const Field& g) { read_env(g, spec.env); }},
         {"cwd", checked(spec.cwd, is_absolute, kAbsolutePath)},
         {"vram_mb", number(spec.vram_mb, 0)},
+        {"gpu",
+         [this, &spec](const Field& g) {
+           unsigned index = 0;
+           if (read_int(g, index, 0, 63)) spec.gpu = index;
+         }},
         {"priority", number(spec.priority, std::numeric_limits<int>::min())},
         {"phases", [&](const Field& g) { read_phases(g, spec.phases); }},
         {"health", [&](const Field& g) { read_health(g, service, spec.health); }},

@@ -50,7 +50,8 @@ struct ServiceSpec {
   std::string cwd;
 
   long long vram_mb = 0;
-  int priority = 0;  // higher = more important
+  std::optional<unsigned> gpu;  // placement rule: only this GPU index; unset: any
+  int priority = 0;             // higher = more important
   std::vector<int> phases;
 
   HealthSpec health;
@@ -79,6 +80,8 @@ struct DaemonSpec {
   std::string nvml_library;           // empty: $GPUVISOR_NVML_LIBRARY, else libnvidia-ml.so.1
   // A GPU is external_busy when processes that are not ours hold at least this share of it.
   unsigned external_busy_percent = 45;
+  // A plan may stop a busy service of strictly lower priority (its work is lost).
+  bool preempt_busy_lower = false;
 };
 
 struct Config {

@@ -17,6 +17,8 @@ class GpuInventory {
   virtual Result<GpuSnapshot> snapshot() = 0;
   // "NVML 12.535.104 from libnvidia-ml.so.1", or why there is no inventory.
   virtual std::string describe() const = 0;
+  // False when NVML could not be loaded at all: there is nothing to plan with.
+  virtual bool available() const = 0;
 };
 
 // "libnvidia-ml.so.1" unless GPUVISOR_NVML_LIBRARY (or configured) says otherwise.

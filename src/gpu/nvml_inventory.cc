@@ -22,6 +22,7 @@ class UnavailableInventory : public GpuInventory {
     return make_error(ErrorCode::kUnavailable, "no GPU inventory: " + why_);
   }
   std::string describe() const override { return "unavailable: " + why_; }
+  bool available() const override { return false; }
 
  private:
   std::string why_;
@@ -37,6 +38,7 @@ class NvmlInventory : public GpuInventory {
   static Result<std::unique_ptr<GpuInventory>> open(const std::string& path);
   Result<GpuSnapshot> snapshot() override;
   std::string describe() const override { return "NVML from " + path_; }
+  bool available() const override { return true; }
 
  private:
   // The first of names the library exports (newer versions first).

@@ -85,6 +85,21 @@ void StateStore::remove(const std::string& service) {
   fs::remove(dir_ + "/run/" + service + ".json", ec);
 }
 
+Status StateStore::save_measured_vram(const std::map<std::string, uint64_t>& bytes) {
+  return write_atomically(dir_ + "/vram.json", nlohmann::json(bytes).dump() + "\n");
+}
+
+std::map<std::string, uint64_t> StateStore::load_measured_vram() const {
+  std::ifstream in(dir_ + "/vram.json");
+  const auto parsed = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  std::map<std::string, uint64_t> out;
+  if (!parsed.is_object()) return out;
+  for (const auto& [name, value] : parsed.items()) {
+    if (value.is_number_unsigned()) out[name] = value.get<uint64_t>();
+  }
+  return out;
+}
+
 StateStore::Loaded StateStore::load_all() const {
   Loaded out;
   std::error_code ec;

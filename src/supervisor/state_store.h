@@ -32,6 +32,11 @@ class StateStore {
   };
   Loaded load_all() const;
 
+  // The most VRAM each service was seen holding (vram.json), so a plan can trust a
+  // measurement over a config estimate across daemon restarts. Unreadable: empty.
+  Status save_measured_vram(const std::map<std::string, uint64_t>& bytes);
+  std::map<std::string, uint64_t> load_measured_vram() const;
+
  private:
   explicit StateStore(std::string dir) : dir_(std::move(dir)) {}
   std::string dir_;

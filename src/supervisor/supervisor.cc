@@ -25,7 +25,8 @@ Supervisor::Supervisor(boost::asio::any_io_executor executor, const Config& conf
       runtime_(runtime),
       prober_(prober),
       store_(store),
-      events_(events) {
+      events_(events),
+      placement_timer_(executor_) {
   for (const auto& spec : config_.services) {
     auto unit = std::make_unique<Unit>(executor_, spec);
     unit->since_unix_ms = unix_ms_now();
@@ -67,6 +68,8 @@ ServiceView Supervisor::view(const Unit& u) const {
   v.restarts = u.restarts;
   v.last_exit = u.last_exit;
   v.last_probe = u.last_probe;
+  if (u.instance) v.gpu = u.gpu;
+  v.measured_vram_bytes = u.measured_bytes;
   return v;
 }
 

@@ -9,6 +9,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -20,6 +21,8 @@
 #include "core/service_spec.h"
 #include "core/service_state.h"
 #include "events/event_bus.h"
+#include "gpu/inventory.h"
+#include "planner/planner.h"
 #include "runtime/log_tail.h"
 #include "runtime/runtime.h"
 #include "supervisor/probe.h"
@@ -34,12 +37,14 @@ struct ServiceView {
   std::string reason;
   int64_t since_unix_ms = 0;
   uint64_t generation = 0;
-  pid_t pid = 0;                // main process, 0 when none
-  int64_t started_unix_ms = 0;  // of the current instance
-  bool adopted = false;         // instance taken over from a previous daemon or a pid_file
-  int restarts = 0;             // automatic restarts in a row
-  std::string last_exit;        // "exited with status 3", or empty
-  std::string last_probe;       // detail of the last failed health check, or empty
+  pid_t pid = 0;                     // main process, 0 when none
+  int64_t started_unix_ms = 0;       // of the current instance
+  bool adopted = false;              // instance taken over from a previous daemon or a pid_file
+  int restarts = 0;                  // automatic restarts in a row
+  std::string last_exit;             // "exited with status 3", or empty
+  std::string last_probe;            // detail of the last failed health check, or empty
+  std::optional<unsigned> gpu;       // the GPU it was placed on, if the planner placed it
+  uint64_t measured_vram_bytes = 0;  // the most it was seen holding
 };
 
 class Supervisor {
@@ -76,6 +81,14 @@ class Supervisor {
   // the resources layer tells our GPU processes from external ones.
   std::map<pid_t, std::string> owned_pids() const;
 
+  // Plans go through this inventory (none: services start without placement).
+  void set_gpu_inventory(GpuInventory* inventory, bool preempt_busy_lower);
+  // Records what each running service holds now (the planner trusts the larger of this and
+  // vram_mb) and persists a new maximum.
+  void observe(const GpuSnapshot& snapshot);
+  // What ensure would do now (dry run), or why it cannot; never changes anything.
+  Result<Plan> plan(const std::string& name);
+
  private:
   struct Unit;
   struct Waiter;
@@ -92,7 +105,17 @@ class Supervisor {
   void fail_waiters(Unit& u, const Error& error);
   void cancel_timers(Unit& u);
 
+  // Starts u: through the planner (evicting what must go, waiting for the VRAM) when there is
+  // a GPU inventory and u declares vram_mb; directly otherwise.
   void begin_start(Unit& u, const std::string& why);
+  void launch(Unit& u, const std::string& why, std::optional<unsigned> gpu);
+  // Placement, one service at a time so two plans never evict each other's services.
+  void place_next();
+  void await_memory(const std::string& name, unsigned gpu, std::vector<pid_t> gone,
+                    std::chrono::steady_clock::time_point deadline, Millis interval,
+                    std::string why);
+  PlanInput plan_input(const GpuSnapshot& snapshot) const;
+
   void begin_stop(Unit& u, Millis grace, const std::string& why);
   void watch_startup(Unit& u, const std::string& why);
   void readiness_probe(Unit& u);
@@ -120,6 +143,11 @@ class Supervisor {
   std::map<std::string, std::unique_ptr<Unit>> units_;
   uint64_t next_waiter_ = 1;
   bool shutting_down_ = false;
+  GpuInventory* gpus_ = nullptr;
+  bool preempt_busy_lower_ = false;
+  bool placing_ = false;
+  std::deque<std::string> placement_queue_;
+  boost::asio::steady_timer placement_timer_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -99,7 +99,7 @@ void Supervisor::note_not_adopted(Unit& u, const Error& why) {
   u.log->note("not adopting: " + why.message);
 }
 
-void Supervisor::begin_start(Unit& u, const std::string& why) {
+void Supervisor::launch(Unit& u, const std::string& why, std::optional<unsigned> gpu) {
   u.backoff_timer.cancel();
   const uint64_t generation = ++u.generation;
   if (!u.spec.pid_file.empty()) {
@@ -115,8 +115,11 @@ void Supervisor::begin_start(Unit& u, const std::string& why) {
   }
   u.log->rotate_if_larger(kMaxLogBytes);
   u.last_probe.clear();
-  auto started = runtime_.start(u.spec, LaunchOptions{store_.log_path(u.spec.name), {}},
-                                exit_handler(u, generation));
+  LaunchOptions launch{store_.log_path(u.spec.name), {}};
+  // The planner's choice, in the form CUDA programs honour.
+  if (gpu) launch.extra_env.emplace_back("CUDA_VISIBLE_DEVICES", std::to_string(*gpu));
+  u.gpu = gpu;
+  auto started = runtime_.start(u.spec, launch, exit_handler(u, generation));
   if (!started) {
     u.log->note("cannot start: " + started.error().message);
     set_state(u, ServiceState::kError, "cannot start: " + started.error().message);

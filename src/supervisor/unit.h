@@ -32,7 +32,11 @@ struct Supervisor::Unit {
   bool adopted = false;
   // Desired state: set by ensure, cleared by stop. Automatic restarts happen only while set.
   bool want_running = false;
-  bool stop_forced = false;  // the stop in progress was forced: SIGKILL says so, not "grace"
+  bool stop_forced = false;
+  std::optional<unsigned> gpu;  // where the planner put it (CUDA_VISIBLE_DEVICES), if it did
+  uint64_t measured_bytes = 0;  // the most VRAM it was seen holding (persisted)
+  int64_t last_used_ms = 0;     // the last ensure: least recently used goes first  // the stop in
+                                // progress was forced: SIGKILL says so, not "grace"
 
   int restarts = 0;
   std::optional<Millis> restart_delay;  // decided at a failure, applied once it is cleaned up

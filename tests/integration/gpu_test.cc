@@ -32,6 +32,11 @@ class FakeGpu {
   std::string dir_;
 };
 
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
 // A process gpuvisor did not start, holding VRAM on a GPU. Returns once it says it holds it
 // (a blocking read of its output, not a wait by the clock).
 pid_t start_external(unsigned gpu, unsigned mb) {
@@ -96,6 +101,94 @@ TEST(Gpu, ProcessesAreOursOrExternalAndEachGpuHasAState) {
   EXPECT_NE(std::string::npos, gpus.out.find("Sim 80G")) << gpus.out;
   EXPECT_NE(std::string::npos, gpus.out.find("9.8 GiB / 80.0 GiB")) << gpus.out;
 
+  kill(external, SIGTERM);
+  waitpid(external, nullptr, 0);
+}
+
+// Three services of 16 GB on one simulated 24 GB GPU: only one fits at a time.
+std::string three_big(const std::vector<int>& ports) {
+  std::string yaml = "services:\n";
+  const char* names[] = {"a", "b", "vip"};
+  const int priority[] = {5, 5, 50};
+  for (int i = 0; i < 3; ++i) {
+    const std::string p = std::to_string(ports[static_cast<size_t>(i)]);
+    yaml += std::string("  ") + names[i] + ":\n    command: [$TESTSVC, --port, \"" + p +
+            "\", --vram-mb, \"16000\"]\n    vram_mb: 16000\n    priority: " +
+            std::to_string(priority[i]) + "\n    health:\n      tcp: 127.0.0.1:" + p + "\n";
+  }
+  return yaml;
+}
+
+TEST(Gpu, EnsureEvictsWhatMayGoAndWaitsForTheMemory) {
+  const std::string dir = make_temp_dir("evict");
+  FakeGpu gpu(dir);
+  std::ofstream(dir + "/gpu/devices.json") << R"({"devices": [{"total_mb": 24576}]})";
+  Daemon d(three_big({free_port(), free_port(), free_port()}), dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  ASSERT_EQ(0, d.cli({"ensure", "a"}).exit_code);
+  const pid_t a = d.service("a")["pid"];
+  const auto dry = d.cli({"plan", "b"});
+  EXPECT_EQ(0, dry.exit_code);
+  EXPECT_EQ("start b on GPU 0 after stopping a\n", dry.out);
+  EXPECT_EQ("ready", d.service("a")["state"]);  // a dry run changes nothing
+
+  const auto b = d.cli({"ensure", "b"});
+  ASSERT_EQ(0, b.exit_code) << b.err;
+  EXPECT_FALSE(pid_alive(a));
+  EXPECT_EQ("stopped", d.service("a")["state"]);
+  EXPECT_EQ(0, d.service("b")["gpu"]);
+  // Every look at the GPUs measures what our services hold, and the state dir keeps it.
+  ASSERT_EQ(200u, d.call("GET", "/api/v1/resources")->status);
+  EXPECT_EQ(16000ULL << 20, d.service("b")["measured_vram_bytes"].get<uint64_t>());
+  EXPECT_NE(std::string::npos, read_text(dir + "/state/vram.json").find("\"b\":16777216000"));
+
+  // vip outranks both: it evicts b. Then a cannot evict vip, and says so.
+  ASSERT_EQ(0, d.cli({"ensure", "vip"}).exit_code);
+  EXPECT_EQ("stopped", d.service("b")["state"]);
+  const auto refused = d.cli({"ensure", "a"});
+  EXPECT_EQ(1, refused.exit_code);
+  EXPECT_NE(std::string::npos, refused.err.find("vip (priority 50 > 5")) << refused.err;
+  EXPECT_EQ("ready", d.service("vip")["state"]);
+  EXPECT_EQ(1, d.cli({"plan", "a"}).exit_code);
+}
+
+TEST(Gpu, AnExternalProcessInTheWayIsNamedWithItsPid) {
+  const std::string dir = make_temp_dir("extern");
+  FakeGpu gpu(dir);
+  std::ofstream(dir + "/gpu/devices.json") << R"({"devices": [{"total_mb": 24576}]})";
+  Daemon d(three_big({free_port(), free_port(), free_port()}), dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const pid_t external = start_external(0, 12000);
+  const auto refused = d.cli({"ensure", "a"});
+  EXPECT_EQ(1, refused.exit_code);
+  EXPECT_NE(std::string::npos,
+            refused.err.find("external pid " + std::to_string(external) + " gpuvisor-testsv"))
+      << refused.err;
+  EXPECT_EQ("error", d.service("a")["state"]);
+  kill(external, SIGTERM);
+  waitpid(external, nullptr, 0);
+  EXPECT_EQ(0, d.cli({"ensure", "a"}).exit_code);  // the memory is back: it fits now
+}
+
+TEST(Gpu, TheServiceStartsOnTheGpuThePlanChoseThroughCudaVisibleDevices) {
+  const std::string dir = make_temp_dir("place");
+  FakeGpu gpu(dir);
+  std::ofstream(dir + "/gpu/devices.json")
+      << R"({"devices": [{"total_mb": 24576}, {"total_mb": 24576}]})";
+  Daemon d(three_big({free_port(), free_port(), free_port()}), dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const pid_t external = start_external(0, 20000);  // GPU 0 is taken
+  ASSERT_EQ(0, d.cli({"ensure", "a"}).exit_code);
+  EXPECT_EQ(1, d.service("a")["gpu"]);
+  const auto procs = nlohmann::json::parse(d.call("GET", "/api/v1/processes")->body);
+  bool seen = false;
+  for (const auto& p : procs["processes"]) {
+    if (p["owner"] == "a") {
+      EXPECT_EQ(1, p["gpu"]);  // the process itself was told GPU 1
+      seen = true;
+    }
+  }
+  EXPECT_TRUE(seen) << procs.dump();
   kill(external, SIGTERM);
   waitpid(external, nullptr, 0);
 }

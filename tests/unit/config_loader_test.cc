@@ -164,6 +164,14 @@ TEST(ConfigLoader, DefaultsAreTheStructDefaults) {
   EXPECT_EQ(s.pid_file, expected.pid_file);
 }
 
+TEST(ConfigLoader, GpuPinsAServiceToOneIndex) {
+  auto loaded = load_config_string("services:\n  a:\n    command: [x]\n    gpu: 1\n", "t.yaml");
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message;
+  EXPECT_EQ(1u, loaded->services[0].gpu.value_or(99));
+  EXPECT_TRUE(contains(errors_of("services:\n  a:\n    command: [x]\n    gpu: 64\n"),
+                       "'gpu' must be at most 63, got 64"));
+}
+
 TEST(ConfigLoader, ExternalBusyPercentIsAPercentage) {
   EXPECT_TRUE(contains(errors_of("daemon:\n  external_busy_percent: 0\nservices: {}\n"),
                        "test.yaml:2:26: 'external_busy_percent' must be at least 1, got 0"));

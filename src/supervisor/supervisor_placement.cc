@@ -1,0 +1,233 @@
+// Starting a service where it fits: snapshot, plan, evict, wait for the VRAM, start. One
+// placement at a time, so two plans never evict each other's services.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "runtime/proc.h"
+#include "supervisor/supervisor.h"
+#include "supervisor/unit.h"
+
+namespace gpuvisor {
+
+namespace {
+
+constexpr Millis kFirstMemoryPoll{1};
+// NVML reports freed memory a moment after the process is gone; 4 ms bounds that lag.
+constexpr Millis kMaxMemoryPoll{4};
+// On top of the victims' stop_grace: how long the driver may take to hand memory back.
+constexpr Millis kMemoryReleaseLimit{30'000};
+
+constexpr uint64_t kMiB = 1ULL << 20;
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool holds_memory(ServiceState s) {
+  return s == ServiceState::kStarting || s == ServiceState::kReady || s == ServiceState::kBusy ||
+         s == ServiceState::kUnknown || s == ServiceState::kStopping;
+}
+
+}  // namespace
+
+void Supervisor::set_gpu_inventory(GpuInventory* inventory, bool preempt_busy_lower) {
+  gpus_ = inventory;
+  preempt_busy_lower_ = preempt_busy_lower;
+  for (const auto& [name, bytes] : store_.load_measured_vram()) {
+    if (Unit* u = find(name)) u->measured_bytes = bytes;
+  }
+}
+
+void Supervisor::begin_start(Unit& u, const std::string& why) {
+  u.last_used_ms = now_ms();
+  if (gpus_ == nullptr || !gpus_->available() || u.spec.vram_mb <= 0) {
+    launch(u, why, u.spec.gpu);
+    return;
+  }
+  if (std::find(placement_queue_.begin(), placement_queue_.end(), u.spec.name) ==
+      placement_queue_.end()) {
+    placement_queue_.push_back(u.spec.name);
+  }
+  set_state(u, ServiceState::kStarting, why + "; waiting for its turn to be placed on a GPU");
+  if (!placing_) place_next();
+}
+
+void Supervisor::observe(const GpuSnapshot& snapshot) {
+  const auto owners = owned_pids();
+  std::map<std::string, uint64_t> held;
+  for (const auto& p : snapshot.processes) {
+    const auto owner = owners.find(p.pid);
+    if (owner != owners.end()) held[owner->second] += p.used_bytes.value_or(0);
+  }
+  bool grew = false;
+  for (const auto& [name, bytes] : held) {
+    Unit* u = find(name);
+    if (u != nullptr && bytes > u->measured_bytes) {
+      u->measured_bytes = bytes;
+      grew = true;
+    }
+  }
+  if (!grew) return;
+  std::map<std::string, uint64_t> all;
+  for (const auto& [name, u] : units_) {
+    if (u->measured_bytes > 0) all[name] = u->measured_bytes;
+  }
+  if (auto saved = store_.save_measured_vram(all); !saved) {
+    spdlog::warn("cannot save VRAM measurements: {}", saved.error().message);
+  }
+}
+
+PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot) const {
+  PlanInput in;
+  in.preempt_busy_lower = preempt_busy_lower_;
+  for (const auto& d : snapshot.devices)
+    in.devices.push_back({d.index, d.total_bytes, d.free_bytes});
+  const auto owners = owned_pids();
+  std::map<std::string, std::map<unsigned, uint64_t>> held;  // service -> gpu -> bytes
+  for (const auto& p : snapshot.processes) {
+    const auto owner = owners.find(p.pid);
+    if (owner != owners.end()) {
+      held[owner->second][p.gpu] += p.used_bytes.value_or(0);
+    } else {
+      const auto st = read_proc_stat(p.pid);
+      in.external.push_back({p.gpu, p.pid, st ? st->comm : "", p.used_bytes.value_or(0)});
+    }
+  }
+  for (const auto& [name, u] : units_) {
+    PlanService s;
+    s.name = name;
+    s.priority = u->spec.priority;
+    s.need_bytes =
+        std::max(static_cast<uint64_t>(std::max(0LL, u->spec.vram_mb)) * kMiB, u->measured_bytes);
+    s.running = u->instance != nullptr && holds_memory(u->state);
+    s.busy = u->state == ServiceState::kBusy;
+    s.last_used_ms = u->last_used_ms;
+    s.pinned_gpu = u->spec.gpu;
+    s.gpu = u->gpu;
+    if (const auto h = held.find(name); h != held.end()) {
+      // Where it really holds memory wins over where it was put (adopted ones were not).
+      const auto most =
+          std::max_element(h->second.begin(), h->second.end(),
+                           [](const auto& a, const auto& b) { return a.second < b.second; });
+      s.gpu = most->first;
+      s.held_bytes = most->second;
+    }
+    if (s.running && !s.gpu && s.need_bytes > 0 && in.devices.size() == 1) {
+      s.gpu = in.devices.front().index;  // not holding memory yet, and there is only one GPU
+    }
+    in.services.push_back(std::move(s));
+  }
+  return in;
+}
+
+Result<Plan> Supervisor::plan(const std::string& name) {
+  if (find(name) == nullptr) return not_found(name);
+  if (gpus_ == nullptr) return make_error(ErrorCode::kUnavailable, "no GPU inventory");
+  auto snapshot = gpus_->snapshot();
+  if (!snapshot) return snapshot.error();
+  observe(*snapshot);
+  return plan_ensure(plan_input(*snapshot), name);
+}
+
+void Supervisor::place_next() {
+  placing_ = false;
+  while (!placement_queue_.empty() && !placing_) {
+    const std::string name = placement_queue_.front();
+    placement_queue_.pop_front();
+    Unit* u = find(name);
+    // Stopped, or already started by someone else, since it queued: nothing to place.
+    if (u == nullptr || !u->want_running || u->instance || shutting_down_) continue;
+    auto snapshot = gpus_->snapshot();
+    if (!snapshot) {
+      // VRAM unknown right now: start it as if there were no inventory, and say so.
+      spdlog::warn("{}: starting without placement: {}", name, snapshot.error().message);
+      launch(*u, "ensure requested (GPU inventory failed: " + snapshot.error().message + ")",
+             u->spec.gpu);
+      continue;
+    }
+    observe(*snapshot);
+    const Plan plan = plan_ensure(plan_input(*snapshot), name);
+    if (!plan.ok) {
+      u->want_running = false;
+      set_state(*u, ServiceState::kError, plan.reason);
+      fail_waiters(*u, make_error(ErrorCode::kConflict, plan.reason));
+      continue;
+    }
+    if (plan.evict.empty()) {
+      launch(*u, "ensure requested; " + plan.reason, plan.gpu);
+      continue;
+    }
+    // Evict, then wait until NVML shows the victims gone and the memory back.
+    const auto owners = owned_pids();
+    std::vector<pid_t> gone;
+    Millis longest_grace{0};
+    for (const auto& victim : plan.evict) {
+      Unit* v = find(victim);
+      if (v == nullptr || !v->instance) continue;
+      for (const auto& [pid, owner] : owners) {
+        if (owner == victim) gone.push_back(pid);
+      }
+      longest_grace = std::max(longest_grace, v->spec.stop_grace);
+      v->want_running = false;
+      fail_waiters(*v, make_error(ErrorCode::kConflict, "evicted to make room for " + name));
+      if (v->state != ServiceState::kStopping) {
+        begin_stop(*v, v->spec.stop_grace, "evicted to make room for " + name);
+      }
+    }
+    placing_ = true;
+    set_state(*u, ServiceState::kStarting, "waiting for GPU memory: " + plan.reason);
+    await_memory(name, plan.gpu, std::move(gone),
+                 std::chrono::steady_clock::now() + longest_grace + kMemoryReleaseLimit,
+                 kFirstMemoryPoll, plan.reason);
+  }
+}
+
+void Supervisor::await_memory(const std::string& name, unsigned gpu, std::vector<pid_t> gone,
+                              std::chrono::steady_clock::time_point deadline, Millis interval,
+                              std::string why) {
+  Unit* u = find(name);
+  if (u == nullptr || !u->want_running || shutting_down_) {
+    place_next();
+    return;
+  }
+  auto snapshot = gpus_->snapshot();
+  if (snapshot) {
+    const bool victims_gone = std::none_of(
+        snapshot->processes.begin(), snapshot->processes.end(), [&](const GpuProcess& p) {
+          return std::find(gone.begin(), gone.end(), p.pid) != gone.end();
+        });
+    // Fits once a plan on that GPU needs no more eviction.
+    PlanInput in = plan_input(*snapshot);
+    for (auto& s : in.services) {
+      if (s.name == name) s.pinned_gpu = gpu;
+    }
+    const Plan again = plan_ensure(in, name);
+    if (victims_gone && again.ok && again.evict.empty()) {
+      launch(*u, "ensure requested; " + why, gpu);
+      place_next();
+      return;
+    }
+  }
+  if (std::chrono::steady_clock::now() >= deadline) {
+    const std::string what = "GPU " + std::to_string(gpu) +
+                             " memory was not freed in time after evicting for " + name +
+                             (snapshot ? "" : " (" + snapshot.error().message + ")");
+    u->want_running = false;
+    set_state(*u, ServiceState::kError, what);
+    fail_waiters(*u, make_error(ErrorCode::kTimeout, what));
+    place_next();
+    return;
+  }
+  placement_timer_.expires_after(interval);
+  placement_timer_.async_wait(guarded([this, name, gpu, gone = std::move(gone), deadline, interval,
+                                       why = std::move(why)](boost::system::error_code ec) mutable {
+    if (ec) return;
+    await_memory(name, gpu, std::move(gone), deadline, std::min(interval * 2, kMaxMemoryPoll),
+                 std::move(why));
+  }));
+}
+
+}  // namespace gpuvisor
