@@ -256,6 +256,7 @@ void Supervisor::on_stopped(const std::string& name, uint64_t generation, StopOu
   events_.publish("service.process_gone", {{"service", name}, {"pid", pid}, {"after", "stop"}});
   u->ready_at.reset();
   set_state(*u, ServiceState::kStopped, reason);
+  victim_stopped();
   const ServiceView v = view(*u);
   for (auto& done : u->stop_waiters) {
     boost::asio::post(executor_, [done = std::move(done), v] { done(v); });

@@ -111,9 +111,10 @@ class Supervisor {
   void launch(Unit& u, const std::string& why, std::optional<unsigned> gpu);
   // Placement, one service at a time so two plans never evict each other's services.
   void place_next();
-  void await_memory(const std::string& name, unsigned gpu, std::vector<pid_t> gone,
-                    std::chrono::steady_clock::time_point deadline, Millis interval,
-                    std::string why);
+  // Starts the placed service once NVML shows the victims gone and the memory free: checked
+  // when a victim stops, and polled from 1 ms (at most every 4 ms) for the driver's lag.
+  void await_memory();
+  void victim_stopped();
   PlanInput plan_input(const GpuSnapshot& snapshot) const;
 
   void begin_stop(Unit& u, Millis grace, const std::string& why);
@@ -148,6 +149,15 @@ class Supervisor {
   bool placing_ = false;
   std::deque<std::string> placement_queue_;
   boost::asio::steady_timer placement_timer_;
+  struct Placement {
+    std::string name;
+    unsigned gpu = 0;
+    std::vector<pid_t> gone;  // the victims' processes, which NVML must stop listing
+    std::chrono::steady_clock::time_point deadline;
+    Millis interval{1};
+    std::string why;
+  };
+  std::optional<Placement> placement_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -179,55 +179,68 @@ void Supervisor::place_next() {
     }
     placing_ = true;
     set_state(*u, ServiceState::kStarting, "waiting for GPU memory: " + plan.reason);
-    await_memory(name, plan.gpu, std::move(gone),
-                 std::chrono::steady_clock::now() + longest_grace + kMemoryReleaseLimit,
-                 kFirstMemoryPoll, plan.reason);
+    placement_ = Placement{name,
+                           plan.gpu,
+                           std::move(gone),
+                           std::chrono::steady_clock::now() + longest_grace + kMemoryReleaseLimit,
+                           kFirstMemoryPoll,
+                           plan.reason};
+    await_memory();
   }
 }
 
-void Supervisor::await_memory(const std::string& name, unsigned gpu, std::vector<pid_t> gone,
-                              std::chrono::steady_clock::time_point deadline, Millis interval,
-                              std::string why) {
-  Unit* u = find(name);
+void Supervisor::await_memory() {
+  Placement& p = *placement_;
+  Unit* u = find(p.name);
   if (u == nullptr || !u->want_running || shutting_down_) {
+    placement_.reset();
     place_next();
     return;
   }
   auto snapshot = gpus_->snapshot();
   if (snapshot) {
     const bool victims_gone = std::none_of(
-        snapshot->processes.begin(), snapshot->processes.end(), [&](const GpuProcess& p) {
-          return std::find(gone.begin(), gone.end(), p.pid) != gone.end();
+        snapshot->processes.begin(), snapshot->processes.end(), [&](const GpuProcess& g) {
+          return std::find(p.gone.begin(), p.gone.end(), g.pid) != p.gone.end();
         });
     // Fits once a plan on that GPU needs no more eviction.
     PlanInput in = plan_input(*snapshot);
     for (auto& s : in.services) {
-      if (s.name == name) s.pinned_gpu = gpu;
+      if (s.name == p.name) s.pinned_gpu = p.gpu;
     }
-    const Plan again = plan_ensure(in, name);
+    const Plan again = plan_ensure(in, p.name);
     if (victims_gone && again.ok && again.evict.empty()) {
-      launch(*u, "ensure requested; " + why, gpu);
+      const Placement done = std::move(p);
+      placement_.reset();
+      launch(*u, "ensure requested; " + done.why, done.gpu);
       place_next();
       return;
     }
   }
-  if (std::chrono::steady_clock::now() >= deadline) {
-    const std::string what = "GPU " + std::to_string(gpu) +
-                             " memory was not freed in time after evicting for " + name +
+  if (std::chrono::steady_clock::now() >= p.deadline) {
+    const std::string what = "GPU " + std::to_string(p.gpu) +
+                             " memory was not freed in time after evicting for " + p.name +
                              (snapshot ? "" : " (" + snapshot.error().message + ")");
+    placement_.reset();
     u->want_running = false;
     set_state(*u, ServiceState::kError, what);
     fail_waiters(*u, make_error(ErrorCode::kTimeout, what));
     place_next();
     return;
   }
-  placement_timer_.expires_after(interval);
-  placement_timer_.async_wait(guarded([this, name, gpu, gone = std::move(gone), deadline, interval,
-                                       why = std::move(why)](boost::system::error_code ec) mutable {
-    if (ec) return;
-    await_memory(name, gpu, std::move(gone), deadline, std::min(interval * 2, kMaxMemoryPoll),
-                 std::move(why));
+  placement_timer_.expires_after(p.interval);
+  p.interval = std::min(p.interval * 2, kMaxMemoryPoll);
+  placement_timer_.async_wait(guarded([this](boost::system::error_code ec) {
+    if (!ec && placement_) await_memory();
   }));
+}
+
+void Supervisor::victim_stopped() {
+  // The moment a victim is gone is the moment to look again, not the next poll.
+  if (!placement_) return;
+  placement_->interval = kFirstMemoryPoll;
+  placement_timer_.cancel();
+  await_memory();
 }
 
 }  // namespace gpuvisor

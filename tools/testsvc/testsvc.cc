@@ -46,9 +46,21 @@ void Say(std::FILE* f, const std::string& line) {
 // The fake NVML hold this process wrote, removed on a clean exit (a killed process's hold is
 // ignored by the fake anyway, since its PID is gone).
 std::string g_hold_path;
+// --exit-report: where to note the moment this process let go of its memory and exits.
+std::string g_exit_report;
 
 [[noreturn]] void Exit(int code) {
   if (!g_hold_path.empty()) unlink(g_hold_path.c_str());
+  if (!g_exit_report.empty()) {
+    const std::string line = "{\"pid\":" + std::to_string(getpid()) +
+                             ",\"exit_ns\":" + std::to_string(MonotonicNs()) + "}\n";
+    const int fd = open(g_exit_report.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      const ssize_t ignored = write(fd, line.data(), line.size());
+      (void)ignored;  // a benchmark aid: a lost line shows there as a missing sample
+      close(fd);
+    }
+  }
   std::fflush(nullptr);
   std::_Exit(code);
 }
@@ -112,6 +124,7 @@ Options ParseArgs(int argc, char** argv) {
     else if (flag == "--hang-health") o.hang_health = true;
     else if (flag == "--hang-health-after") o.hang_health_after_ms = ms();
     else if (flag == "--report") o.report = value();
+    else if (flag == "--exit-report") g_exit_report = value();
     else if (flag == "--pid-file") o.pid_file = value();
     else if (flag == "--log-every") o.log_every_ms = ParseNumber(flag, value(), 1, kMaxMs);
     else if (flag == "--vram-mb") o.vram_mb = ParseNumber(flag, value(), 0, Ns{1} << 30);
