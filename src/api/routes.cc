@@ -26,17 +26,21 @@ constexpr Millis kDefaultEnsureTimeout{300'000};
 // Deliberately not a coroutine, and the caller passes a named lambda by reference: g++ 12
 // destroys a by-value coroutine parameter (or a temporary inside a co_await expression) twice
 // when it owns memory, which corrupted the heap on every ensure.
-template <typename Start>
-asio::awaitable<std::shared_ptr<Result<ServiceView>>> await_service(const Start& start) {
-  return asio::async_initiate<decltype(asio::use_awaitable),
-                              void(std::shared_ptr<Result<ServiceView>>)>(
+template <typename T, typename Start>
+asio::awaitable<std::shared_ptr<Result<T>>> await_result(const Start& start) {
+  return asio::async_initiate<decltype(asio::use_awaitable), void(std::shared_ptr<Result<T>>)>(
       [start](auto handler) mutable {
         auto shared = std::make_shared<decltype(handler)>(std::move(handler));
-        start([shared](Result<ServiceView> result) {
-          (*shared)(std::make_shared<Result<ServiceView>>(std::move(result)));
+        start([shared](Result<T> result) {
+          (*shared)(std::make_shared<Result<T>>(std::move(result)));
         });
       },
       asio::use_awaitable);
+}
+
+template <typename Start>
+asio::awaitable<std::shared_ptr<Result<ServiceView>>> await_service(const Start& start) {
+  return await_result<ServiceView>(start);
 }
 
 // Compares every byte whatever the first difference, so the reply time does not reveal how
@@ -92,6 +96,12 @@ Result<uint64_t> last_event_id(const HttpRequest& request, const RequestParts& p
 const std::vector<std::string> kAllParams{"timeout", "force", "n", "follow", "since"};
 const std::vector<std::string> kStopParams{"force"};
 const std::vector<std::string> kEnsureParams{"timeout"};
+
+nlohmann::json phase_body(int phase, const std::vector<ServiceView>& views) {
+  nlohmann::json services = nlohmann::json::array();
+  for (const auto& v : views) services.push_back(to_json(v));
+  return {{"phase", phase}, {"services", services}};
+}
 const std::vector<std::string> kEventParams{"since"};
 const std::vector<std::string> kLogParams{"n", "follow"};
 
@@ -168,6 +178,15 @@ asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest&
     if (!body) co_return co_await reply(stream, error_response(request, body.error()));
     co_return co_await reply(stream, json_response(request, http::status::ok, *body));
   }
+  if (seg.size() == 5 && seg[2] == "phases" && seg[4] == "ensure") {
+    if (!post) {
+      HttpResponse response =
+          error_response(request, make_error(ErrorCode::kMethodNotAllowed, "ensure takes POST"));
+      response.set(http::field::allow, "POST");
+      co_return co_await reply(stream, std::move(response));
+    }
+    co_return co_await phase_ensure(stream, request, seg[3]);
+  }
   if (seg.size() == 4 && seg[2] == "plan" && get) {
     auto plan = supervisor_.plan(seg[3]);
     if (!plan) co_return co_await reply(stream, error_response(request, plan.error()));
@@ -231,6 +250,30 @@ asio::awaitable<bool> Api::service_action(boost::beast::tcp_stream& stream, Http
   }
   if (!*result) co_return co_await reply(stream, error_response(request, result->error()));
   co_return co_await reply(stream, json_response(request, http::status::ok, to_json(**result)));
+}
+
+asio::awaitable<bool> Api::phase_ensure(boost::beast::tcp_stream& stream, HttpRequest& request,
+                                        const std::string& phase_text) {
+  auto parts = parse_request(request.target(), request.body(), kEnsureParams);
+  if (!parts) co_return co_await reply(stream, error_response(request, parts.error()));
+  int phase = 0;
+  const auto [end, ec] =
+      std::from_chars(phase_text.data(), phase_text.data() + phase_text.size(), phase);
+  if (ec != std::errc() || end != phase_text.data() + phase_text.size() || phase < 0) {
+    co_return co_await reply(
+        stream, error_response(request, make_error(ErrorCode::kBadRequest,
+                                                   "bad phase '" + phase_text +
+                                                       "': expected a non-negative integer")));
+  }
+  const auto timeout = duration_param(*parts, "timeout", kDefaultEnsureTimeout);
+  if (!timeout) co_return co_await reply(stream, error_response(request, timeout.error()));
+  const auto start = [this, phase, t = *timeout](auto done) {
+    supervisor_.ensure_phase(phase, t, done);
+  };
+  const auto result = co_await await_result<std::vector<ServiceView>>(start);
+  if (!*result) co_return co_await reply(stream, error_response(request, result->error()));
+  co_return co_await reply(stream,
+                           json_response(request, http::status::ok, phase_body(phase, **result)));
 }
 
 asio::awaitable<bool> Api::events_stream(boost::beast::tcp_stream& stream, HttpRequest& request) {

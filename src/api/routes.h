@@ -24,6 +24,8 @@ class Api {
   boost::asio::awaitable<bool> service_action(boost::beast::tcp_stream& stream,
                                               HttpRequest& request, const std::string& name,
                                               const std::string& action);
+  boost::asio::awaitable<bool> phase_ensure(boost::beast::tcp_stream& stream, HttpRequest& request,
+                                            const std::string& phase);
   boost::asio::awaitable<bool> events_stream(boost::beast::tcp_stream& stream,
                                              HttpRequest& request);
   boost::asio::awaitable<bool> logs(boost::beast::tcp_stream& stream, HttpRequest& request,

@@ -98,6 +98,14 @@ ClientCommands::ClientCommands(CLI::App& app)
   plan_ = add("plan", "What ensure would do now: where it goes, what it stops, or why not");
   plan_->add_option("name", name_, "Service name")->required();
   plan_->add_flag("--json", json_, "Print the API's JSON");
+
+  phase_ = add("phase", "Ensure every service of a pipeline phase; none evicts another");
+  phase_->add_option("number", phase_number_, "Phase number")
+      ->required()
+      ->check(CLI::NonNegativeNumber);
+  phase_->add_option("--timeout", timeout_, "How long to wait, e.g. 90s, 5m")
+      ->capture_default_str();
+  phase_->add_flag("--json", json_, "Print the API's JSON");
 }
 
 int ClientCommands::run() {
@@ -110,7 +118,34 @@ int ClientCommands::run() {
   if (gpus_->parsed()) return show("/api/v1/resources", render_gpus);
   if (ps_->parsed()) return show("/api/v1/processes", render_processes);
   if (plan_->parsed()) return plan();
+  if (phase_->parsed()) return phase();
   return fail("no command given (try --help)");
+}
+
+int ClientCommands::phase() {
+  const auto timeout = parse_duration(timeout_);
+  if (!timeout) return fail("bad --timeout '" + timeout_ + "' (use e.g. 90s, 5m)");
+  auto client = connect();
+  if (!client) return fail(client.error().message);
+  auto reply = client->request("POST",
+                               "/api/v1/phases/" + std::to_string(phase_number_) +
+                                   "/ensure?timeout=" + format_duration(*timeout),
+                               *timeout + kReadTimeout);
+  if (!reply) return fail(reply.error().message);
+  if (reply->status != 200) return fail_reply(*reply);
+  if (json_) {
+    std::cout << reply->body;
+    return 0;
+  }
+  const auto body = nlohmann::json::parse(reply->body, nullptr, false);
+  if (body.is_discarded()) return fail("the daemon sent a reply that is not JSON");
+  for (const auto& s : body.value("services", nlohmann::json::array())) {
+    std::cout << text(s, "name") << " is " << text(s, "state");
+    if (s.value("pid", 0LL) > 0) std::cout << " (pid " << s.value("pid", 0LL) << ")";
+    if (s.contains("gpu") && s["gpu"].is_number()) std::cout << " on GPU " << s["gpu"];
+    std::cout << "\n";
+  }
+  return 0;
 }
 
 int ClientCommands::plan() {

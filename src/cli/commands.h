@@ -28,6 +28,7 @@ class ClientCommands {
   int events();
   // GET target: --json prints the body as is, otherwise render(body).
   int plan();
+  int phase();
   int show(const std::string& target,
            const std::function<std::string(const nlohmann::json&)>& render);
 
@@ -40,6 +41,8 @@ class ClientCommands {
   CLI::App* gpus_ = nullptr;
   CLI::App* ps_ = nullptr;
   CLI::App* plan_ = nullptr;
+  CLI::App* phase_ = nullptr;
+  int phase_number_ = 0;
 
   std::string url_;
   bool json_ = false;

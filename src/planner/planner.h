@@ -29,6 +29,7 @@ struct PlanService {
   uint64_t held_bytes = 0;      // what NVML shows it holding now (less while loading)
   int64_t last_used_ms = 0;     // higher is more recent
   std::optional<unsigned> pinned_gpu;  // the config's placement rule, if any
+  bool keep = false;                   // never evicted (a member of a phase being ensured)
 };
 
 struct PlanExternal {

@@ -69,6 +69,10 @@ class Supervisor {
   // when nothing of it is left.
   void stop(const std::string& name, bool force, Done done);
   void restart(const std::string& name, Millis timeout, Done done);
+  // Ensures every service whose phases include phase, none evicting another of them. done
+  // gets their views once all are ready, or the first failure (NotFound: no such phase).
+  void ensure_phase(int phase, Millis timeout,
+                    std::function<void(Result<std::vector<ServiceView>>)> done);
 
   // Fails every waiter; with stop_services, stops the services this daemon started (not those
   // adopted through a pid_file) and calls done when all are gone.

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <boost/asio/post.hpp>
 
 #include "runtime/proc.h"
 #include "supervisor/supervisor.h"
@@ -106,6 +107,7 @@ PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot) const {
     s.busy = u->state == ServiceState::kBusy;
     s.last_used_ms = u->last_used_ms;
     s.pinned_gpu = u->spec.gpu;
+    s.keep = u->keep_for_phase > 0;
     s.gpu = u->gpu;
     if (const auto h = held.find(name); h != held.end()) {
       // Where it really holds memory wins over where it was put (adopted ones were not).
@@ -241,6 +243,49 @@ void Supervisor::victim_stopped() {
   placement_->interval = kFirstMemoryPoll;
   placement_timer_.cancel();
   await_memory();
+}
+
+void Supervisor::ensure_phase(int phase, Millis timeout,
+                              std::function<void(Result<std::vector<ServiceView>>)> done) {
+  std::vector<std::string> members;
+  for (const auto& spec : config_.services) {
+    if (std::find(spec.phases.begin(), spec.phases.end(), phase) != spec.phases.end()) {
+      members.push_back(spec.name);
+    }
+  }
+  if (members.empty()) {
+    boost::asio::post(executor_, [done = std::move(done), phase] {
+      done(
+          make_error(ErrorCode::kNotFound, "no service belongs to phase " + std::to_string(phase)));
+    });
+    return;
+  }
+  struct Progress {
+    size_t left = 0;
+    std::optional<Error> error;
+    std::vector<std::string> members;
+    std::function<void(Result<std::vector<ServiceView>>)> done;
+  };
+  auto progress =
+      std::make_shared<Progress>(Progress{members.size(), {}, members, std::move(done)});
+  for (const auto& name : members) ++find(name)->keep_for_phase;
+  for (const auto& name : members) {
+    ensure(name, timeout, guarded([this, progress](Result<ServiceView> result) {
+             if (!result && !progress->error) progress->error = result.error();
+             if (--progress->left > 0) return;
+             std::vector<ServiceView> views;
+             for (const auto& m : progress->members) {
+               Unit* u = find(m);
+               --u->keep_for_phase;
+               views.push_back(view(*u));
+             }
+             if (progress->error) {
+               progress->done(*progress->error);
+             } else {
+               progress->done(views);
+             }
+           }));
+  }
 }
 
 }  // namespace gpuvisor

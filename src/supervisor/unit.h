@@ -35,7 +35,8 @@ struct Supervisor::Unit {
   bool stop_forced = false;
   std::optional<unsigned> gpu;  // where the planner put it (CUDA_VISIBLE_DEVICES), if it did
   uint64_t measured_bytes = 0;  // the most VRAM it was seen holding (persisted)
-  int64_t last_used_ms = 0;     // the last ensure: least recently used goes first  // the stop in
+  int64_t last_used_ms = 0;     // the last ensure: least recently used goes first
+  int keep_for_phase = 0;       // > 0 while a phase it belongs to is being ensured  // the stop in
                                 // progress was forced: SIGKILL says so, not "grace"
 
   int restarts = 0;

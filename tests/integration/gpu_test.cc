@@ -193,6 +193,40 @@ TEST(Gpu, TheServiceStartsOnTheGpuThePlanChoseThroughCudaVisibleDevices) {
   waitpid(external, nullptr, 0);
 }
 
+TEST(Gpu, APhaseStartsAllItsMembersAndTheyNeverEvictEachOther) {
+  const std::string dir = make_temp_dir("phase");
+  FakeGpu gpu(dir);
+  std::ofstream(dir + "/gpu/devices.json") << R"({"devices": [{"total_mb": 24576}]})";
+  std::string yaml = "services:\n";
+  const auto add = [&](const std::string& name, int mb, const std::string& phases) {
+    const std::string p = std::to_string(free_port());
+    yaml += "  " + name + ":\n    command: [$TESTSVC, --port, \"" + p + "\", --vram-mb, \"" +
+            std::to_string(mb) + "\"]\n    vram_mb: " + std::to_string(mb) +
+            "\n    phases: " + phases + "\n    health:\n      tcp: 127.0.0.1:" + p + "\n";
+  };
+  add("other", 16000, "[]");
+  add("p", 8000, "[3, 4]");
+  add("q", 8000, "[3]");
+  add("big", 16000, "[4]");
+  Daemon d(yaml, dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  ASSERT_EQ(0, d.cli({"ensure", "other"}).exit_code);
+  const auto three = d.cli({"phase", "3"});
+  ASSERT_EQ(0, three.exit_code) << three.err;
+  EXPECT_NE(std::string::npos, three.out.find("p is ready")) << three.out;
+  EXPECT_NE(std::string::npos, three.out.find("q is ready")) << three.out;
+  EXPECT_EQ("stopped", d.service("other")["state"]);
+  // Phase 4 is p and big: 24 GB together, so q goes, and neither member evicts the other.
+  const auto four = d.cli({"phase", "4"});
+  ASSERT_EQ(0, four.exit_code) << four.err;
+  EXPECT_EQ("stopped", d.service("q")["state"]);
+  EXPECT_EQ("ready", d.service("p")["state"]);
+  EXPECT_EQ("ready", d.service("big")["state"]);
+  const auto none = d.call("POST", "/api/v1/phases/9/ensure");
+  EXPECT_EQ(404u, none->status);
+  EXPECT_EQ(400u, d.call("POST", "/api/v1/phases/x/ensure")->status);
+}
+
 TEST(Gpu, WithoutNvmlServicesStillRunAndGpuViewsSayWhy) {
   setenv("GPUVISOR_NVML_LIBRARY", "/nonexistent/libnvidia-ml.so.1", 1);
   const int port = free_port();

@@ -92,6 +92,14 @@ TEST(Planner, BusyServicesStayUnlessPreemptingStrictlyLowerIsAllowed) {
   EXPECT_FALSE(plan_ensure(in, "llm").ok);
 }
 
+TEST(Planner, MembersOfThePhaseBeingEnsuredAreKept) {
+  auto member = running(svc("tts", 1, 20), 0);
+  member.keep = true;
+  const auto plan = plan_ensure(one_gpu({member, svc("llm", 10, 18)}), "llm");
+  EXPECT_FALSE(plan.ok);
+  EXPECT_NE(std::string::npos, plan.reason.find("tts (same phase, 20.0 GiB)")) << plan.reason;
+}
+
 TEST(Planner, ExternalProcessesAreNamedWithTheirPid) {
   auto in = one_gpu({svc("llm", 10, 18)}, 12);
   in.external = {{0, 4242, "python3", 12 * kGiB}};
