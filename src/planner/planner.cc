@@ -30,6 +30,13 @@ uint64_t freed_by(const PlanService& s) {
   return std::max(s.need_bytes, s.held_bytes);
 }
 
+// Reload time that keeping s saves, per GiB it holds: the greedy-dual-size-frequency idea, so
+// a rarely used, quick-to-load service goes before a popular one that takes minutes to load.
+double keep_value(const PlanService& s) {
+  const double gib = static_cast<double>(std::max<uint64_t>(freed_by(s), 1)) / (1ULL << 30);
+  return s.recent_uses * s.reload_seconds / gib;
+}
+
 bool may_evict(const PlanService& victim, const PlanService& requester, bool preempt_busy) {
   if (victim.keep || victim.priority > requester.priority) return false;
   if (victim.busy) return preempt_busy && victim.priority < requester.priority;
@@ -129,7 +136,9 @@ Plan plan_ensure(const PlanInput& in, const std::string& service) {
       if (may_evict(s, target, in.preempt_busy_lower)) candidates.push_back(&s);
     }
     std::stable_sort(candidates.begin(), candidates.end(), [](const auto* a, const auto* b) {
-      return std::tie(a->priority, a->last_used_ms) < std::tie(b->priority, b->last_used_ms);
+      const double va = keep_value(*a), vb = keep_value(*b);
+      return std::tie(a->priority, va, a->last_used_ms) <
+             std::tie(b->priority, vb, b->last_used_ms);
     });
     const auto need_bytes = static_cast<int64_t>(target.need_bytes);
     Option option{d.index, {}, free};

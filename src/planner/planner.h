@@ -28,6 +28,11 @@ struct PlanService {
   std::optional<unsigned> gpu;  // where it runs, when running
   uint64_t held_bytes = 0;      // what NVML shows it holding now (less while loading)
   int64_t last_used_ms = 0;     // higher is more recent
+  // How much keeping it saves: recent use (a decayed count of ensures) times what a reload
+  // costs (its last start-up time). Unknown (0) for either: it counts as nothing, and least
+  // recently used decides.
+  double recent_uses = 0;
+  double reload_seconds = 0;
   std::optional<unsigned> pinned_gpu;  // the config's placement rule, if any
   bool keep = false;                   // never evicted (a member of a phase being ensured)
 };
@@ -56,8 +61,9 @@ struct Plan {
 
 // Where to start `service` and what to stop first. Never evicts a service of higher priority
 // than the requester, nor a busy one unless preempt_busy_lower allows it for strictly lower
-// priority. Among what may go: lowest priority first, then least recently used, and no more
-// than needed; on the GPU that needs the least eviction.
+// priority. Among what may go: lowest priority first; within a priority, the least reload
+// time saved per byte held (recent_uses x reload_seconds / bytes), then least recently used;
+// and no more than needed; on the GPU that needs the least eviction.
 Plan plan_ensure(const PlanInput& input, const std::string& service);
 
 // "24.0 GiB", "512 MiB": sizes in plans and refusals.

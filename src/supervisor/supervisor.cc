@@ -170,6 +170,9 @@ void Supervisor::ensure(const std::string& name, Millis timeout, Done done) {
     return;
   }
   u->want_running = true;
+  const auto now = std::chrono::steady_clock::now();
+  u->uses = u->recent_uses(now) + 1;
+  u->uses_at = now;
   switch (u->state) {
     case ServiceState::kReady:
     case ServiceState::kBusy:

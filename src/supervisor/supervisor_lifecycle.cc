@@ -185,6 +185,9 @@ void Supervisor::on_ready(Unit& u, const std::string& detail) {
   u.deadline_timer.cancel();
   u.last_probe.clear();
   u.ready_at = std::chrono::steady_clock::now();
+  if (!u.adopted) {  // an adopted instance's start-up was not watched from its beginning
+    u.reload_seconds = std::chrono::duration<double>(*u.ready_at - u.started_at).count();
+  }
   set_state(u, ServiceState::kReady,
             u.spec.health.empty() ? "running (no health check configured)"
                                   : "health check passed (" + detail + ")");

@@ -108,6 +108,8 @@ PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot) const {
     s.last_used_ms = u->last_used_ms;
     s.pinned_gpu = u->spec.gpu;
     s.keep = u->keep_for_phase > 0;
+    s.recent_uses = u->recent_uses(std::chrono::steady_clock::now());
+    s.reload_seconds = u->reload_seconds;
     s.gpu = u->gpu;
     if (const auto h = held.find(name); h != held.end()) {
       // Where it really holds memory wins over where it was put (adopted ones were not).

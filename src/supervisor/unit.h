@@ -3,6 +3,7 @@
 
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <cmath>
 #include <list>
 #include <memory>
 #include <optional>
@@ -36,8 +37,18 @@ struct Supervisor::Unit {
   std::optional<unsigned> gpu;  // where the planner put it (CUDA_VISIBLE_DEVICES), if it did
   uint64_t measured_bytes = 0;  // the most VRAM it was seen holding (persisted)
   int64_t last_used_ms = 0;     // the last ensure: least recently used goes first
-  int keep_for_phase = 0;       // > 0 while a phase it belongs to is being ensured  // the stop in
-                                // progress was forced: SIGKILL says so, not "grace"
+  int keep_for_phase = 0;       // > 0 while a phase it belongs to is being ensured
+  // Use, for the planner: ensures counted with a half-life, and its last start-up time.
+  double uses = 0;
+  std::chrono::steady_clock::time_point uses_at;
+  double reload_seconds = 0;
+  double recent_uses(std::chrono::steady_clock::time_point now) const {
+    return uses *
+           std::exp2(-std::chrono::duration<double>(now - uses_at).count() / kUseHalfLifeSeconds);
+  }
+  static constexpr double kUseHalfLifeSeconds =
+      1800;  // the stop in
+             // progress was forced: SIGKILL says so, not "grace"
 
   int restarts = 0;
   std::optional<Millis> restart_delay;  // decided at a failure, applied once it is cleaned up

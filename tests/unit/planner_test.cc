@@ -57,6 +57,18 @@ TEST(Planner, EvictsLowestPriorityFirstThenLeastRecentlyUsed) {
   EXPECT_EQ((std::vector<std::string>{"low", "old"}), plan.evict);
 }
 
+TEST(Planner, WithinAPriorityKeepsWhatSavesTheMostReloadTimePerByte) {
+  auto popular_slow = running(svc("vllm", 5, 8, 100), 0);  // least recently used...
+  popular_slow.recent_uses = 10;
+  popular_slow.reload_seconds = 120;
+  auto rare_quick = running(svc("whisper", 5, 8, 900), 0);  // ...but this one is cheap to reload
+  rare_quick.recent_uses = 1;
+  rare_quick.reload_seconds = 5;
+  const auto plan = plan_ensure(one_gpu({popular_slow, rare_quick, svc("want", 5, 12)}), "want");
+  ASSERT_TRUE(plan.ok) << plan.reason;
+  EXPECT_EQ(std::vector<std::string>{"whisper"}, plan.evict);
+}
+
 TEST(Planner, EvictsNoMoreThanNeeded) {
   // Taking "small" first (lowest priority) is not enough; once "big" goes, "small" can stay.
   const auto in =
