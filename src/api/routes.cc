@@ -123,11 +123,12 @@ nlohmann::json logs_body(const std::string& name, const std::vector<LogLine>& li
 
 }  // namespace
 
-Api::Api(Supervisor& supervisor, EventBus& events, GpuInventory& gpus, std::string token,
-         unsigned external_busy_percent)
+Api::Api(Supervisor& supervisor, EventBus& events, GpuInventory& gpus,
+         const WorkerRegistry& workers, std::string token, unsigned external_busy_percent)
     : supervisor_(supervisor),
       events_(events),
       gpus_(gpus),
+      workers_(workers),
       token_(std::move(token)),
       external_busy_percent_(external_busy_percent) {}
 
@@ -136,8 +137,9 @@ Result<nlohmann::json> Api::gpu_view(const std::string& what) const {
   if (!snapshot) return snapshot.error();
   supervisor_.observe(*snapshot);
   if (what == "gpus") return gpus_json(*snapshot);
-  const auto gpus =
-      classify_gpus(*snapshot, supervisor_.owned_pids(), external_busy_percent_, process_name);
+  auto owners = supervisor_.owned_pids();
+  owners.merge(workers_.owned_pids());
+  const auto gpus = classify_gpus(*snapshot, owners, external_busy_percent_, process_name);
   if (what == "processes") return processes_json(gpus);
   return resources_json(gpus, read_system_memory(), external_busy_percent_);
 }

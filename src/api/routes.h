@@ -8,6 +8,7 @@
 #include "api/http_server.h"
 #include "events/event_bus.h"
 #include "gpu/inventory.h"
+#include "resources/worker_registry.h"
 #include "supervisor/supervisor.h"
 
 namespace gpuvisor {
@@ -15,8 +16,9 @@ namespace gpuvisor {
 class Api {
  public:
   // token: when non-empty, every /api/ request needs "Authorization: Bearer <token>".
-  Api(Supervisor& supervisor, EventBus& events, GpuInventory& gpus, std::string token,
-      unsigned external_busy_percent);
+  // workers: their processes count as ours in the GPU views (the jobs layer registers them).
+  Api(Supervisor& supervisor, EventBus& events, GpuInventory& gpus, const WorkerRegistry& workers,
+      std::string token, unsigned external_busy_percent);
 
   boost::asio::awaitable<bool> handle(boost::beast::tcp_stream& stream, HttpRequest& request);
 
@@ -37,6 +39,7 @@ class Api {
   Supervisor& supervisor_;
   EventBus& events_;
   GpuInventory& gpus_;
+  const WorkerRegistry& workers_;
   std::string token_;
   unsigned external_busy_percent_;
 };

@@ -130,7 +130,8 @@ int run_serve(const ServeOptions& options) {
   const auto gpus = open_nvml_inventory(
       config.daemon.nvml_library.empty() ? default_nvml_library() : config.daemon.nvml_library);
   supervisor.set_gpu_inventory(gpus.get(), config.daemon.preempt_busy_lower);
-  Api api(supervisor, events, *gpus, token, config.daemon.external_busy_percent);
+  WorkerRegistry workers(ProcessTable::system());
+  Api api(supervisor, events, *gpus, workers, token, config.daemon.external_busy_percent);
   HttpServer server(io.get_executor(),
                     [&api](auto& stream, auto& request) { return api.handle(stream, request); });
 
