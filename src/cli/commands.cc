@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "cli/http_client.h"
 #include "cli/tables.h"
@@ -115,8 +116,8 @@ int ClientCommands::run() {
   if (restart_->parsed()) return action("restart");
   if (logs_->parsed()) return logs();
   if (events_->parsed()) return events();
-  if (gpus_->parsed()) return show("/api/v1/resources", render_gpus);
-  if (ps_->parsed()) return show("/api/v1/processes", render_processes);
+  if (gpus_->parsed()) return call("GET", "/api/v1/resources", kReadTimeout, render_gpus);
+  if (ps_->parsed()) return call("GET", "/api/v1/processes", kReadTimeout, render_processes);
   if (plan_->parsed()) return plan();
   if (phase_->parsed()) return phase();
   return fail("no command given (try --help)");
@@ -125,45 +126,37 @@ int ClientCommands::run() {
 int ClientCommands::phase() {
   const auto timeout = parse_duration(timeout_);
   if (!timeout) return fail("bad --timeout '" + timeout_ + "' (use e.g. 90s, 5m)");
-  auto client = connect();
-  if (!client) return fail(client.error().message);
-  auto reply = client->request("POST",
-                               "/api/v1/phases/" + std::to_string(phase_number_) +
-                                   "/ensure?timeout=" + format_duration(*timeout),
-                               *timeout + kReadTimeout);
-  if (!reply) return fail(reply.error().message);
-  if (reply->status != 200) return fail_reply(*reply);
-  if (json_) {
-    std::cout << reply->body;
-    return 0;
-  }
-  const auto body = nlohmann::json::parse(reply->body, nullptr, false);
-  if (body.is_discarded()) return fail("the daemon sent a reply that is not JSON");
-  for (const auto& s : body.value("services", nlohmann::json::array())) {
-    std::cout << text(s, "name") << " is " << text(s, "state");
-    if (s.value("pid", 0LL) > 0) std::cout << " (pid " << s.value("pid", 0LL) << ")";
-    if (s.contains("gpu") && s["gpu"].is_number()) std::cout << " on GPU " << s["gpu"];
-    std::cout << "\n";
-  }
-  return 0;
+  const std::string target = "/api/v1/phases/" + std::to_string(phase_number_) +
+                             "/ensure?timeout=" + format_duration(*timeout);
+  return call("POST", target, *timeout + kReadTimeout, [](const nlohmann::json& body) {
+    std::ostringstream out;
+    for (const auto& s : body.value("services", nlohmann::json::array())) {
+      out << text(s, "name") << " is " << text(s, "state");
+      if (s.value("pid", 0LL) > 0) out << " (pid " << s.value("pid", 0LL) << ")";
+      if (s.contains("gpu") && s["gpu"].is_number()) out << " on GPU " << s["gpu"];
+      out << "\n";
+    }
+    return out.str();
+  });
 }
 
 int ClientCommands::plan() {
   bool placeable = false;
-  const int rc = show("/api/v1/plan/" + name_, [&placeable](const nlohmann::json& p) {
-    placeable = p.value("ok", false);
-    return p.value("reason", "") + "\n";
-  });
+  const int rc =
+      call("GET", "/api/v1/plan/" + name_, kReadTimeout, [&placeable](const nlohmann::json& p) {
+        placeable = p.value("ok", false);
+        return p.value("reason", "") + "\n";
+      });
   // A service that cannot be placed exits 1, so a script can test for it (--json: the body).
   if (rc != 0 || json_) return rc;
   return placeable ? 0 : 1;
 }
 
-int ClientCommands::show(const std::string& target,
+int ClientCommands::call(const std::string& method, const std::string& target, Millis wait,
                          const std::function<std::string(const nlohmann::json&)>& render) {
   auto client = connect();
   if (!client) return fail(client.error().message);
-  auto reply = client->request("GET", target, kReadTimeout);
+  auto reply = client->request(method, target, wait);
   if (!reply) return fail(reply.error().message);
   if (reply->status != 200) return fail_reply(*reply);
   if (json_) {
@@ -181,38 +174,26 @@ Result<HttpClient> ClientCommands::connect() const {
 }
 
 int ClientCommands::status() {
-  auto client = connect();
-  if (!client) return fail(client.error().message);
   const std::string target = name_.empty() ? "/api/v1/services" : "/api/v1/services/" + name_;
-  auto reply = client->request("GET", target, kReadTimeout);
-  if (!reply) return fail(reply.error().message);
-  if (reply->status != 200) return fail_reply(*reply);
-  if (json_) {
-    std::cout << reply->body;
-    return 0;
-  }
-  const auto body = nlohmann::json::parse(reply->body, nullptr, false);
-  if (body.is_discarded()) return fail("the daemon sent a reply that is not JSON");
-  const auto services = name_.empty() ? body.value("services", nlohmann::json::array())
-                                      : nlohmann::json::array({body});
-  std::vector<std::vector<std::string>> rows;
-  const long long now = now_ms();
-  for (const auto& s : services) {
-    const long long pid = s.value("pid", 0LL);
-    rows.push_back({text(s, "name"), text(s, "state"), pid > 0 ? std::to_string(pid) : "-",
-                    text(s, "priority"), text(s, "vram_mb"), text(s, "restarts"),
-                    ago(s.value("since_ms", 0LL), now), text(s, "reason")});
-  }
-  std::cout << render_table(
-      {"NAME", "STATE", "PID", "PRIORITY", "VRAM_MB", "RESTARTS", "SINCE", "REASON"}, rows);
-  return 0;
+  return call("GET", target, kReadTimeout, [this](const nlohmann::json& body) {
+    const auto services = name_.empty() ? body.value("services", nlohmann::json::array())
+                                        : nlohmann::json::array({body});
+    std::vector<std::vector<std::string>> rows;
+    const long long now = now_ms();
+    for (const auto& s : services) {
+      const long long pid = s.value("pid", 0LL);
+      rows.push_back({text(s, "name"), text(s, "state"), pid > 0 ? std::to_string(pid) : "-",
+                      text(s, "priority"), text(s, "vram_mb"), text(s, "restarts"),
+                      ago(s.value("since_ms", 0LL), now), text(s, "reason")});
+    }
+    return render_table(
+        {"NAME", "STATE", "PID", "PRIORITY", "VRAM_MB", "RESTARTS", "SINCE", "REASON"}, rows);
+  });
 }
 
 int ClientCommands::action(const std::string& verb) {
   const auto timeout = parse_duration(timeout_);
   if (!timeout) return fail("bad --timeout '" + timeout_ + "' (use e.g. 90s, 5m)");
-  auto client = connect();
-  if (!client) return fail(client.error().message);
   std::string target = "/api/v1/services/" + name_ + "/" + verb;
   Millis wait = kReadTimeout;
   if (verb == "stop") {
@@ -223,20 +204,14 @@ int ClientCommands::action(const std::string& verb) {
     wait = *timeout + kReadTimeout;
   }
   const long long started = now_ms();
-  auto reply = client->request("POST", target, wait);
-  if (!reply) return fail(reply.error().message);
-  if (reply->status != 200) return fail_reply(*reply);
-  if (json_) {
-    std::cout << reply->body;
-    return 0;
-  }
-  const auto s = nlohmann::json::parse(reply->body, nullptr, false);
-  if (s.is_discarded()) return fail("the daemon sent a reply that is not JSON");
-  const double seconds = static_cast<double>(now_ms() - started) / 1000.0;
-  std::cout << text(s, "name") << " is " << text(s, "state");
-  if (s.value("pid", 0LL) > 0) std::cout << " (pid " << s.value("pid", 0LL) << ")";
-  std::cout << " after " << std::fixed << std::setprecision(2) << seconds << "s\n";
-  return 0;
+  return call("POST", target, wait, [started](const nlohmann::json& s) {
+    const double seconds = static_cast<double>(now_ms() - started) / 1000.0;
+    std::ostringstream out;
+    out << text(s, "name") << " is " << text(s, "state");
+    if (s.value("pid", 0LL) > 0) out << " (pid " << s.value("pid", 0LL) << ")";
+    out << " after " << std::fixed << std::setprecision(2) << seconds << "s\n";
+    return out.str();
+  });
 }
 
 int ClientCommands::logs() {
@@ -244,19 +219,13 @@ int ClientCommands::logs() {
   if (!client) return fail(client.error().message);
   const std::string target = "/api/v1/services/" + name_ + "/logs?n=" + std::to_string(lines_);
   if (!follow_) {
-    auto reply = client->request("GET", target, kReadTimeout);
-    if (!reply) return fail(reply.error().message);
-    if (reply->status != 200) return fail_reply(*reply);
-    if (json_) {
-      std::cout << reply->body;
-      return 0;
-    }
-    const auto body = nlohmann::json::parse(reply->body, nullptr, false);
-    if (body.is_discarded()) return fail("the daemon sent a reply that is not JSON");
-    for (const auto& line : body.value("lines", nlohmann::json::array())) {
-      std::cout << line.value("text", "") << "\n";
-    }
-    return 0;
+    return call("GET", target, kReadTimeout, [](const nlohmann::json& body) {
+      std::string out;
+      for (const auto& line : body.value("lines", nlohmann::json::array())) {
+        out += line.value("text", "") + "\n";
+      }
+      return out;
+    });
   }
   auto done = client->stream(target + "&follow=true", [this](const SseMessage& m) {
     if (json_) {

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cli/http_client.h"
+#include "core/duration.h"
 
 namespace gpuvisor {
 
@@ -26,10 +27,11 @@ class ClientCommands {
   int action(const std::string& verb);
   int logs();
   int events();
-  // GET target: --json prints the body as is, otherwise render(body).
   int plan();
   int phase();
-  int show(const std::string& target,
+  // One request: errors become one line (exit 1); --json prints the body as is, otherwise
+  // render(body).
+  int call(const std::string& method, const std::string& target, Millis wait,
            const std::function<std::string(const nlohmann::json&)>& render);
 
   CLI::App* status_ = nullptr;
