@@ -15,7 +15,7 @@ class GpuInventory {
   virtual ~GpuInventory() = default;
   // One full reading of every device and process. An error says what failed, and where.
   virtual Result<GpuSnapshot> snapshot() = 0;
-  // "NVML 12.535.104 from libnvidia-ml.so.1", or why there is no inventory.
+  // "NVML from libnvidia-ml.so.1", or "unavailable: <why>".
   virtual std::string describe() const = 0;
   // False when NVML could not be loaded at all: there is nothing to plan with.
   virtual bool available() const = 0;

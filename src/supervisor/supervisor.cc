@@ -173,6 +173,9 @@ void Supervisor::ensure(const std::string& name, Millis timeout, Done done) {
   const auto now = std::chrono::steady_clock::now();
   u->uses = u->recent_uses(now) + 1;
   u->uses_at = now;
+  u->last_used_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::system_clock::now().time_since_epoch())
+                        .count();
   switch (u->state) {
     case ServiceState::kReady:
     case ServiceState::kBusy:
@@ -249,12 +252,16 @@ void Supervisor::on_stopped(const std::string& name, uint64_t generation, StopOu
   u->instance.reset();
   u->adopted = false;
   store_.remove(name);
-  const std::string reason = !outcome.killed ? "stopped"
-                             : u->stop_forced
-                                 ? "killed with SIGKILL (stop --force)"
-                                 : "killed with SIGKILL (did not exit within stop_grace " +
-                                       format_duration(u->spec.stop_grace) + ")";
+  std::string reason = !outcome.killed  ? "stopped"
+                       : u->stop_forced ? "killed with SIGKILL (stop --force)"
+                                        : "killed with SIGKILL (did not exit within stop_grace " +
+                                              format_duration(u->spec.stop_grace) + ")";
   u->stop_forced = false;
+  if (!u->evicted_for.empty()) {
+    reason =
+        "evicted to make room for " + u->evicted_for + (outcome.killed ? " (" + reason + ")" : "");
+    u->evicted_for.clear();
+  }
   u->log->note("pid " + std::to_string(pid) + " " + reason);
   events_.publish("service.process_gone", {{"service", name}, {"pid", pid}, {"after", "stop"}});
   u->ready_at.reset();

@@ -150,8 +150,7 @@ class Supervisor {
   bool shutting_down_ = false;
   GpuInventory* gpus_ = nullptr;
   bool preempt_busy_lower_ = false;
-  bool placing_ = false;
-  std::deque<std::string> placement_queue_;
+  std::deque<std::pair<std::string, std::string>> placement_queue_;  // name, why
   boost::asio::steady_timer placement_timer_;
   struct Placement {
     std::string name;

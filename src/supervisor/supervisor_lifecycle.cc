@@ -101,6 +101,7 @@ void Supervisor::note_not_adopted(Unit& u, const Error& why) {
 
 void Supervisor::launch(Unit& u, const std::string& why, std::optional<unsigned> gpu) {
   u.backoff_timer.cancel();
+  u.gpu.reset();  // an instance adopted below was not placed by us
   const uint64_t generation = ++u.generation;
   if (!u.spec.pid_file.empty()) {
     // Someone else may have started it since: adopting beats starting a second copy.
@@ -117,7 +118,11 @@ void Supervisor::launch(Unit& u, const std::string& why, std::optional<unsigned>
   u.last_probe.clear();
   LaunchOptions launch{store_.log_path(u.spec.name), {}};
   // The planner's choice, in the form CUDA programs honour.
-  if (gpu) launch.extra_env.emplace_back("CUDA_VISIBLE_DEVICES", std::to_string(*gpu));
+  // NVML numbers GPUs in PCI bus order; CUDA does too once told to.
+  if (gpu) {
+    launch.extra_env.emplace_back("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
+    launch.extra_env.emplace_back("CUDA_VISIBLE_DEVICES", std::to_string(*gpu));
+  }
   u.gpu = gpu;
   auto started = runtime_.start(u.spec, launch, exit_handler(u, generation));
   if (!started) {

@@ -21,12 +21,6 @@ constexpr Millis kMemoryReleaseLimit{30'000};
 
 constexpr uint64_t kMiB = 1ULL << 20;
 
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 bool holds_memory(ServiceState s) {
   return s == ServiceState::kStarting || s == ServiceState::kReady || s == ServiceState::kBusy ||
          s == ServiceState::kUnknown || s == ServiceState::kStopping;
@@ -43,17 +37,15 @@ void Supervisor::set_gpu_inventory(GpuInventory* inventory, bool preempt_busy_lo
 }
 
 void Supervisor::begin_start(Unit& u, const std::string& why) {
-  u.last_used_ms = now_ms();
   if (gpus_ == nullptr || !gpus_->available() || u.spec.vram_mb <= 0) {
     launch(u, why, u.spec.gpu);
     return;
   }
-  if (std::find(placement_queue_.begin(), placement_queue_.end(), u.spec.name) ==
-      placement_queue_.end()) {
-    placement_queue_.push_back(u.spec.name);
-  }
+  const auto queued = std::find_if(placement_queue_.begin(), placement_queue_.end(),
+                                   [&](const auto& q) { return q.first == u.spec.name; });
+  if (queued == placement_queue_.end()) placement_queue_.emplace_back(u.spec.name, why);
   set_state(u, ServiceState::kStarting, why + "; waiting for its turn to be placed on a GPU");
-  if (!placing_) place_next();
+  if (!placement_) place_next();
 }
 
 void Supervisor::observe(const GpuSnapshot& snapshot) {
@@ -128,8 +120,16 @@ PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot) const {
 }
 
 Result<Plan> Supervisor::plan(const std::string& name) {
-  if (find(name) == nullptr) return not_found(name);
+  const Unit* u = find(name);
+  if (u == nullptr) return not_found(name);
   if (gpus_ == nullptr) return make_error(ErrorCode::kUnavailable, "no GPU inventory");
+  if (u->spec.vram_mb <= 0) {
+    Plan direct;
+    direct.ok = true;
+    direct.gpu = u->spec.gpu.value_or(0);
+    direct.reason = name + " declares no vram_mb: ensure starts it without placement";
+    return direct;
+  }
   auto snapshot = gpus_->snapshot();
   if (!snapshot) return snapshot.error();
   observe(*snapshot);
@@ -137,9 +137,8 @@ Result<Plan> Supervisor::plan(const std::string& name) {
 }
 
 void Supervisor::place_next() {
-  placing_ = false;
-  while (!placement_queue_.empty() && !placing_) {
-    const std::string name = placement_queue_.front();
+  while (!placement_queue_.empty() && !placement_) {
+    const auto [name, why] = placement_queue_.front();
     placement_queue_.pop_front();
     Unit* u = find(name);
     // Stopped, or already started by someone else, since it queued: nothing to place.
@@ -148,8 +147,7 @@ void Supervisor::place_next() {
     if (!snapshot) {
       // VRAM unknown right now: start it as if there were no inventory, and say so.
       spdlog::warn("{}: starting without placement: {}", name, snapshot.error().message);
-      launch(*u, "ensure requested (GPU inventory failed: " + snapshot.error().message + ")",
-             u->spec.gpu);
+      launch(*u, why + " (GPU inventory failed: " + snapshot.error().message + ")", u->spec.gpu);
       continue;
     }
     observe(*snapshot);
@@ -161,7 +159,7 @@ void Supervisor::place_next() {
       continue;
     }
     if (plan.evict.empty()) {
-      launch(*u, "ensure requested; " + plan.reason, plan.gpu);
+      launch(*u, why + "; " + plan.reason, plan.gpu);
       continue;
     }
     // Evict, then wait until NVML shows the victims gone and the memory back.
@@ -176,19 +174,19 @@ void Supervisor::place_next() {
       }
       longest_grace = std::max(longest_grace, v->spec.stop_grace);
       v->want_running = false;
+      v->evicted_for = name;
       fail_waiters(*v, make_error(ErrorCode::kConflict, "evicted to make room for " + name));
       if (v->state != ServiceState::kStopping) {
         begin_stop(*v, v->spec.stop_grace, "evicted to make room for " + name);
       }
     }
-    placing_ = true;
     set_state(*u, ServiceState::kStarting, "waiting for GPU memory: " + plan.reason);
     placement_ = Placement{name,
                            plan.gpu,
                            std::move(gone),
                            std::chrono::steady_clock::now() + longest_grace + kMemoryReleaseLimit,
                            kFirstMemoryPoll,
-                           plan.reason};
+                           why + "; " + plan.reason};
     await_memory();
   }
 }
@@ -216,7 +214,7 @@ void Supervisor::await_memory() {
     if (victims_gone && again.ok && again.evict.empty()) {
       const Placement done = std::move(p);
       placement_.reset();
-      launch(*u, "ensure requested; " + done.why, done.gpu);
+      launch(*u, done.why, done.gpu);
       place_next();
       return;
     }

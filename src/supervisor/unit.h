@@ -33,7 +33,8 @@ struct Supervisor::Unit {
   bool adopted = false;
   // Desired state: set by ensure, cleared by stop. Automatic restarts happen only while set.
   bool want_running = false;
-  bool stop_forced = false;
+  bool stop_forced = false;     // the stop in progress was forced: SIGKILL says so, not "grace"
+  std::string evicted_for;      // the stop in progress makes room for this service
   std::optional<unsigned> gpu;  // where the planner put it (CUDA_VISIBLE_DEVICES), if it did
   uint64_t measured_bytes = 0;  // the most VRAM it was seen holding (persisted)
   int64_t last_used_ms = 0;     // the last ensure: least recently used goes first
@@ -46,9 +47,7 @@ struct Supervisor::Unit {
     return uses *
            std::exp2(-std::chrono::duration<double>(now - uses_at).count() / kUseHalfLifeSeconds);
   }
-  static constexpr double kUseHalfLifeSeconds =
-      1800;  // the stop in
-             // progress was forced: SIGKILL says so, not "grace"
+  static constexpr double kUseHalfLifeSeconds = 1800;
 
   int restarts = 0;
   std::optional<Millis> restart_delay;  // decided at a failure, applied once it is cleaned up

@@ -136,6 +136,7 @@ TEST(Gpu, EnsureEvictsWhatMayGoAndWaitsForTheMemory) {
   ASSERT_EQ(0, b.exit_code) << b.err;
   EXPECT_FALSE(pid_alive(a));
   EXPECT_EQ("stopped", d.service("a")["state"]);
+  EXPECT_EQ("evicted to make room for b", d.service("a")["reason"]);
   EXPECT_EQ(0, d.service("b")["gpu"]);
   // Every look at the GPUs measures what our services hold, and the state dir keeps it.
   ASSERT_EQ(200u, d.call("GET", "/api/v1/resources")->status);
