@@ -341,6 +341,7 @@ class Loader {
         {"nvml_library", text(daemon.nvml_library)},
         {"external_busy_percent", number(daemon.external_busy_percent, 1, 100)},
         {"preempt_busy_lower", flag(daemon.preempt_busy_lower)},
+        {"vram_release_timeout", duration(daemon.vram_release_timeout, true)},
     };
     visit_map(f.value, "in 'daemon'", handlers);
   }

@@ -82,6 +82,9 @@ struct DaemonSpec {
   unsigned external_busy_percent = 45;
   // A plan may stop a busy service of strictly lower priority (its work is lost).
   bool preempt_busy_lower = false;
+  // After evicting, how long (beyond the victims' stop_grace) NVML may take to show the memory
+  // free before the ensure gives up.
+  Millis vram_release_timeout{Millis(30'000)};
 };
 
 struct Config {

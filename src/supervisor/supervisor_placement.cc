@@ -16,8 +16,6 @@ namespace {
 constexpr Millis kFirstMemoryPoll{1};
 // NVML reports freed memory a moment after the process is gone; 4 ms bounds that lag.
 constexpr Millis kMaxMemoryPoll{4};
-// On top of the victims' stop_grace: how long the driver may take to hand memory back.
-constexpr Millis kMemoryReleaseLimit{30'000};
 
 constexpr uint64_t kMiB = 1ULL << 20;
 
@@ -184,7 +182,8 @@ void Supervisor::place_next() {
     placement_ = Placement{name,
                            plan.gpu,
                            std::move(gone),
-                           std::chrono::steady_clock::now() + longest_grace + kMemoryReleaseLimit,
+                           std::chrono::steady_clock::now() + longest_grace +
+                               config_.daemon.vram_release_timeout,
                            kFirstMemoryPoll,
                            why + "; " + plan.reason};
     await_memory();

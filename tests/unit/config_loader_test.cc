@@ -45,6 +45,7 @@ TEST(ConfigLoader, FullExampleSetsEveryField) {
   log_ring_lines: 50
   nvml_library: /opt/nvidia/libnvidia-ml.so.1
   external_busy_percent: 30
+  vram_release_timeout: 45s
 services:
   comfyui:
     runtime: process
@@ -90,11 +91,12 @@ services:
   EXPECT_EQ(c.daemon.log_ring_lines, 50u);
   EXPECT_EQ(c.daemon.nvml_library, "/opt/nvidia/libnvidia-ml.so.1");
   EXPECT_EQ(c.daemon.external_busy_percent, 30u);
+  EXPECT_EQ(c.daemon.vram_release_timeout, Millis(45'000));
   ASSERT_EQ(c.services.size(), 3u);
 
   const ServiceSpec& s = c.services[0];
   EXPECT_EQ(s.name, "comfyui");
-  EXPECT_EQ(s.origin, "test.yaml:10:3");
+  EXPECT_EQ(s.origin, "test.yaml:11:3");
   EXPECT_EQ(s.runtime, RuntimeKind::kProcess);
   EXPECT_EQ(s.description, "Image generator");
   EXPECT_EQ(s.command, (std::vector<std::string>{"/opt/comfy/run.sh", "--port", "8188"}));

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "gpu/inventory.h"
 #include "runtime/runtime.h"
 #include "supervisor/probe.h"
 
@@ -121,6 +122,20 @@ class FakeProber : public Prober {
 
  private:
   boost::asio::io_context& io_;
+};
+
+// An NVML stand-in for the supervisor's unit tests: answers whatever the test put in `next`.
+class FakeInventory : public GpuInventory {
+ public:
+  Result<GpuSnapshot> snapshot() override {
+    ++snapshots;
+    return next;
+  }
+  std::string describe() const override { return "fake"; }
+  bool available() const override { return true; }
+
+  Result<GpuSnapshot> next = GpuSnapshot{};
+  int snapshots = 0;
 };
 
 // Runs the loop until pred holds; false if it still does not after limit (a test failure,

@@ -1,0 +1,100 @@
+// Placement under faults, with a fake GPU inventory: memory that never comes back, an
+// inventory that fails, a refusal. The happy paths run end to end in integration/gpu_test.cc.
+#include <gtest/gtest.h>
+
+#include "lib/supervisor_fixture.h"
+
+namespace gpuvisor {
+namespace {
+
+using testing::FakeInventory;
+
+constexpr uint64_t kMiB = 1ULL << 20;
+
+class PlacementTest : public SupervisorTest {
+ protected:
+  void SetUp() override {
+    SupervisorTest::SetUp();
+    for (auto& s : config_.services) {
+      s.vram_mb = 16'000;
+      s.stop_grace = Millis(10);
+    }
+    config_.daemon.vram_release_timeout = Millis(50);
+    inventory_.next = gpu_with({});
+    sup().set_gpu_inventory(&inventory_, false);
+  }
+
+  // One 24 GB GPU on which each given PID holds 16 GB.
+  static GpuSnapshot gpu_with(const std::vector<pid_t>& holders) {
+    GpuSnapshot s;
+    const uint64_t total = 24'576 * kMiB;
+    uint64_t used = 0;
+    for (const pid_t pid : holders) {
+      s.processes.push_back({0, pid, 16'000 * kMiB, GpuProcessKind::kCompute});
+      used += 16'000 * kMiB;
+    }
+    s.devices.push_back({0, "GPU-0", "fake", total, used, total - used, {}, {}});
+    return s;
+  }
+
+  pid_t pid_of(const std::string& name) { return runtime_.instances[name]->record().pid; }
+
+  FakeInventory inventory_;
+};
+
+TEST_F(PlacementTest, MemoryThatNeverComesBackFailsTheEnsureInTime) {
+  ASSERT_TRUE(wait(ensure("llm")));
+  inventory_.next = gpu_with({pid_of("llm")});  // NVML keeps listing llm, even once it is gone
+  auto tts = ensure("tts");
+  ASSERT_TRUE(wait(tts));
+  ASSERT_FALSE(tts->value().ok());
+  EXPECT_EQ(ErrorCode::kTimeout, tts->value().error().code);
+  EXPECT_EQ("GPU 0 memory was not freed in time after evicting for tts",
+            tts->value().error().message);
+  EXPECT_EQ(ServiceState::kStopped, state("llm"));
+  EXPECT_EQ(ServiceState::kError, state("tts"));
+  EXPECT_EQ(std::vector<std::string>{"llm"}, runtime_.started);  // tts was never started
+}
+
+TEST_F(PlacementTest, TheStartWaitsUntilNvmlShowsTheMemoryFree) {
+  ASSERT_TRUE(wait(ensure("llm")));
+  inventory_.next = gpu_with({pid_of("llm")});
+  auto tts = ensure("tts");
+  ASSERT_TRUE(run_until(io_, [&] { return state("llm") == ServiceState::kStopped; }));
+  EXPECT_EQ(1u, runtime_.started.size());  // llm is gone, but NVML still shows its memory
+  inventory_.next = gpu_with({});          // the driver lets go
+  ASSERT_TRUE(wait(tts));
+  ASSERT_TRUE(tts->value().ok()) << tts->value().error().message;
+  EXPECT_EQ(0u, tts->value()->gpu.value_or(9));
+}
+
+TEST_F(PlacementTest, AFailingInventoryStartsWithoutPlacementAndSaysSo) {
+  inventory_.next =
+      make_error(ErrorCode::kUnavailable, "GPU 0: nvmlDeviceGetMemoryInfo: GPU is lost (15)");
+  auto llm = ensure("llm");
+  ASSERT_TRUE(wait(llm));
+  ASSERT_TRUE(llm->value().ok());
+  EXPECT_FALSE(llm->value()->gpu.has_value());
+  bool said = false;
+  for (const auto& e : events_.since(0)) {
+    said = said || e.data.value("reason", "").find("GPU is lost") != std::string::npos;
+  }
+  EXPECT_TRUE(said);
+}
+
+TEST_F(PlacementTest, ARefusalFailsTheEnsureWith409AndStartsNothing) {
+  spec("llm").priority = 100;
+  ASSERT_TRUE(wait(ensure("llm")));
+  inventory_.next = gpu_with({pid_of("llm")});
+  auto tts = ensure("tts");
+  ASSERT_TRUE(wait(tts));
+  ASSERT_FALSE(tts->value().ok());
+  EXPECT_EQ(ErrorCode::kConflict, tts->value().error().code);
+  EXPECT_NE(std::string::npos, tts->value().error().message.find("llm (priority 100 > 0"))
+      << tts->value().error().message;
+  EXPECT_EQ(ServiceState::kReady, state("llm"));
+  EXPECT_EQ(1u, runtime_.started.size());
+}
+
+}  // namespace
+}  // namespace gpuvisor
