@@ -1,5 +1,6 @@
 #include "runtime/process_instance.h"
 
+#include <poll.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,6 +36,10 @@ ProcessInstance::~ProcessInstance() {
 
 void ProcessInstance::watch(ExitCallback on_exit) {
   on_exit_ = std::move(on_exit);
+  arm_watch();
+}
+
+void ProcessInstance::arm_watch() {
   std::weak_ptr<ProcessInstance> weak = weak_from_this();
   pidfd_.async_wait(boost::asio::posix::stream_descriptor::wait_read,
                     [weak](const boost::system::error_code& ec) {
@@ -45,6 +50,13 @@ void ProcessInstance::watch(ExitCallback on_exit) {
 }
 
 void ProcessInstance::on_pidfd_readable() {
+  // Confirm before believing: Asio can hand a wake-up meant for a closed descriptor to a new
+  // one that reused its number (seen when one service starts the moment another's stop ends).
+  pollfd readable{pidfd_.native_handle(), POLLIN, 0};
+  if (poll(&readable, 1, 0) == 0) {
+    arm_watch();
+    return;
+  }
   // Last look at the tree while the exited main process still pins its PID (and session id):
   // after the reap, its orphans could be told apart from a stranger's only by luck.
   refresh();
@@ -64,6 +76,13 @@ void ProcessInstance::on_pidfd_readable() {
   exited_ = true;
   if (on_exit_) {
     boost::asio::post(executor_, [cb = std::move(on_exit_), info] { cb(info); });
+  }
+  // The usual end of a stop: the main process is gone, and with it (most often) the whole
+  // tree. Look now rather than at the next poll.
+  if (stopping_) {
+    poll_timer_.cancel();
+    poll_interval_ = Millis(1);
+    poll_gone();
   }
 }
 

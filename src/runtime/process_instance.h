@@ -31,6 +31,7 @@ class ProcessInstance : public Instance, public std::enable_shared_from_this<Pro
   void stop(Millis grace, std::function<void(StopOutcome)> done) override;
 
  private:
+  void arm_watch();
   void on_pidfd_readable();
   void signal_tree(int sig);
   bool tree_gone() const;
