@@ -1,7 +1,8 @@
 #include "cli/tables.h"
 
 #include <algorithm>
-#include <cstdio>
+
+#include "core/bytes.h"
 
 namespace gpuvisor {
 
@@ -52,14 +53,6 @@ std::string format_event(const nlohmann::json& event) {
     out += " " + key + "=" + (value.is_string() ? value.get<std::string>() : value.dump());
   }
   return out;
-}
-
-std::string format_bytes(uint64_t bytes) {
-  constexpr uint64_t kMiB = 1ULL << 20;
-  if (bytes < 1024 * kMiB) return std::to_string(bytes / kMiB) + " MiB";
-  char text[32];
-  std::snprintf(text, sizeof text, "%.1f GiB", static_cast<double>(bytes) / (1024.0 * kMiB));
-  return text;
 }
 
 namespace {

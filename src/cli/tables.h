@@ -18,9 +18,6 @@ std::string ago(long long then_ms, long long now_ms);
 // shows its type and its fields, so new event kinds are readable without a CLI upgrade.
 std::string format_event(const nlohmann::json& event);
 
-// "512 MiB", "23.5 GiB": bytes for people.
-std::string format_bytes(uint64_t bytes);
-
 // `gpuvisor gpus` from /api/v1/resources, `gpuvisor ps` from /api/v1/processes.
 std::string render_gpus(const nlohmann::json& resources);
 std::string render_processes(const nlohmann::json& processes);

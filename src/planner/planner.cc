@@ -2,8 +2,9 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstdio>
 #include <tuple>
+
+#include "core/bytes.h"
 
 namespace gpuvisor {
 
@@ -50,17 +51,17 @@ std::string blockers(const PlanInput& in, const PlanService& target, unsigned gp
     if (!s.running || s.gpu != gpu || s.name == target.name) continue;
     if (s.priority > target.priority) {
       parts.push_back(s.name + " (priority " + std::to_string(s.priority) + " > " +
-                      std::to_string(target.priority) + ", " + format_size(freed_by(s)) + ")");
+                      std::to_string(target.priority) + ", " + format_bytes(freed_by(s)) + ")");
     } else if (s.keep) {
-      parts.push_back(s.name + " (same phase, " + format_size(freed_by(s)) + ")");
+      parts.push_back(s.name + " (same phase, " + format_bytes(freed_by(s)) + ")");
     } else if (!may_evict(s, target, in.preempt_busy_lower)) {
-      parts.push_back(s.name + " (busy, " + format_size(freed_by(s)) + ")");
+      parts.push_back(s.name + " (busy, " + format_bytes(freed_by(s)) + ")");
     }
   }
   for (const auto& e : in.external) {
     if (e.gpu != gpu) continue;
     parts.push_back("external pid " + std::to_string(e.pid) + (e.name.empty() ? "" : " " + e.name) +
-                    " (" + format_size(e.bytes) + ")");
+                    " (" + format_bytes(e.bytes) + ")");
   }
   if (parts.empty()) return "";
   std::string out = "; in the way: ";
@@ -75,14 +76,6 @@ std::string names(const std::vector<const PlanService*>& victims) {
 }
 
 }  // namespace
-
-std::string format_size(uint64_t bytes) {
-  constexpr uint64_t kMiB = 1ULL << 20;
-  if (bytes < 1024 * kMiB) return std::to_string(bytes / kMiB) + " MiB";
-  char text[32];
-  std::snprintf(text, sizeof text, "%.1f GiB", static_cast<double>(bytes) / (1024.0 * kMiB));
-  return text;
-}
 
 Plan plan_ensure(const PlanInput& in, const std::string& service) {
   Plan plan;
@@ -115,10 +108,10 @@ Plan plan_ensure(const PlanInput& in, const std::string& service) {
                   ", which does not exist";
     return plan;
   }
-  const std::string need = service + " needs " + format_size(target.need_bytes);
+  const std::string need = service + " needs " + format_bytes(target.need_bytes);
   if (target.need_bytes > largest) {
     plan.reason = need + " but " + (where.empty() ? "the largest GPU" : where) + " has " +
-                  format_size(largest);
+                  format_bytes(largest);
     return plan;
   }
 
@@ -151,9 +144,9 @@ Plan plan_ensure(const PlanInput& in, const std::string& service) {
       int64_t could = free;
       for (const auto* c : candidates) could += static_cast<int64_t>(freed_by(*c));
       refusals += std::string(refusals.empty() ? "" : "; ") + "GPU " + std::to_string(d.index) +
-                  ": " + format_size(static_cast<uint64_t>(std::max<int64_t>(free, 0))) +
+                  ": " + format_bytes(static_cast<uint64_t>(std::max<int64_t>(free, 0))) +
                   " free, at most " +
-                  format_size(static_cast<uint64_t>(std::max<int64_t>(could, 0))) +
+                  format_bytes(static_cast<uint64_t>(std::max<int64_t>(could, 0))) +
                   " after evicting what may go" + blockers(in, target, d.index);
       continue;
     }
@@ -169,7 +162,7 @@ Plan plan_ensure(const PlanInput& in, const std::string& service) {
   }
   if (!best) {
     plan.reason =
-        "cannot place " + service + " (needs " + format_size(target.need_bytes) + "): " + refusals;
+        "cannot place " + service + " (needs " + format_bytes(target.need_bytes) + "): " + refusals;
     return plan;
   }
   plan.ok = true;

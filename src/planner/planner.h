@@ -66,7 +66,4 @@ struct Plan {
 // and no more than needed; on the GPU that needs the least eviction.
 Plan plan_ensure(const PlanInput& input, const std::string& service);
 
-// "24.0 GiB", "512 MiB": sizes in plans and refusals.
-std::string format_size(uint64_t bytes);
-
 }  // namespace gpuvisor

@@ -32,12 +32,6 @@ TEST(Tables, OtherEventsShowTypeServiceAndFields) {
                 R"({"id": 1, "type": "daemon.warning", "data": {"message": "x"}})")));
 }
 
-TEST(Tables, BytesForPeople) {
-  EXPECT_EQ("0 MiB", format_bytes(0));
-  EXPECT_EQ("512 MiB", format_bytes(512ULL << 20));
-  EXPECT_EQ("23.5 GiB", format_bytes(23ULL * (1ULL << 30) + (512ULL << 20)));
-}
-
 TEST(Tables, GpusShowMemoryOwnersAndState) {
   const auto r = nlohmann::json::parse(R"({"gpus": [{"index": 0, "name": "Card",
       "total_bytes": 25769803776, "used_bytes": 12884901888, "free_bytes": 12884901888,

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "core/bytes.h"
 #include "core/duration.h"
 #include "core/service_state.h"
 #include "core/url.h"
@@ -77,6 +78,12 @@ TEST(Url, ParsesHostPort) {
   for (const char* bad : {"7733", ":7733", "host:", "host:65536", "::1:80", "[::1]80"}) {
     EXPECT_FALSE(parse_host_port(bad).has_value()) << bad;
   }
+}
+
+TEST(Bytes, SizesForPeople) {
+  EXPECT_EQ("0 MiB", format_bytes(0));
+  EXPECT_EQ("512 MiB", format_bytes(512ULL << 20));
+  EXPECT_EQ("23.5 GiB", format_bytes(23ULL * (1ULL << 30) + (512ULL << 20)));
 }
 
 }  // namespace
