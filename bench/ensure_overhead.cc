@@ -4,7 +4,6 @@
 // checks' lag, the API round trip.
 //
 //   bench_ensure_overhead [--cycles N] [--ready-after MS]...
-#include <time.h>
 
 #include <cstring>
 #include <fstream>
@@ -19,12 +18,6 @@ using gpuvisor::itest::Daemon;
 using gpuvisor::itest::free_port;
 
 namespace {
-
-double now_ms() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
-}
 
 nlohmann::json last_report(const std::string& path) {
   std::ifstream in(path);
@@ -45,9 +38,9 @@ int run(int cycles, int ready_after_ms) {
   }
   std::vector<double> overhead, total, own;
   for (int i = 0; i < cycles; ++i) {
-    const double t0 = now_ms();
+    const double t0 = gpuvisor::bench::monotonic_ms();
     auto reply = d.call("POST", "/api/v1/services/svc/ensure");
-    const double t1 = now_ms();
+    const double t1 = gpuvisor::bench::monotonic_ms();
     if (!reply || reply->status != 200) {
       std::cerr << "ensure failed: " << (reply ? reply->body : reply.error().message) << "\n";
       return 1;

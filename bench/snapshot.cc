@@ -4,7 +4,6 @@
 //   bench_snapshot [--library PATH] [--count N]
 // With no --library, GPUVISOR_NVML_LIBRARY or libnvidia-ml.so.1 is used; to measure on a
 // machine without a GPU, point it at libgpuvisor-fake-nvml.so with FAKE_NVML_DIR set.
-#include <time.h>
 
 #include <cstdio>
 #include <cstring>
@@ -13,15 +12,7 @@
 #include "gpu/inventory.h"
 #include "stats.h"
 
-namespace {
-
-double now_us() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<double>(ts.tv_sec) * 1e6 + static_cast<double>(ts.tv_nsec) / 1e3;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 int main(int argc, char** argv) {
   std::string library = gpuvisor::default_nvml_library();
@@ -41,9 +32,9 @@ int main(int argc, char** argv) {
   std::vector<double> samples;
   size_t devices = 0, processes = 0;
   for (int i = 0; i < count; ++i) {
-    const double t0 = now_us();
+    const double t0 = (gpuvisor::bench::monotonic_ms() * 1e3);
     auto snap = inventory->snapshot();
-    samples.push_back(now_us() - t0);
+    samples.push_back((gpuvisor::bench::monotonic_ms() * 1e3) - t0);
     if (!snap) {
       std::cerr << snap.error().message << "\n";
       return 1;
@@ -61,12 +52,12 @@ int main(int argc, char** argv) {
   }
   std::vector<double> smi;
   for (int i = 0; i < 20; ++i) {
-    const double t0 = now_us();
+    const double t0 = (gpuvisor::bench::monotonic_ms() * 1e3);
     if (std::system("nvidia-smi --query-compute-apps=pid,used_memory --format=csv >/dev/null") !=
         0) {
       break;
     }
-    smi.push_back(now_us() - t0);
+    smi.push_back((gpuvisor::bench::monotonic_ms() * 1e3) - t0);
   }
   std::cout << gpuvisor::bench::format("nvidia-smi --query-compute-apps",
                                        gpuvisor::bench::summarize(smi), "us")

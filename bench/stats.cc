@@ -1,5 +1,7 @@
 #include "stats.h"
 
+#include <time.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <numeric>
@@ -29,6 +31,12 @@ std::string format(const std::string& name, const Summary& s, const std::string&
   std::snprintf(line, sizeof line, "%s: n=%zu p50=%.2f p90=%.2f p99=%.2f max=%.2f mean=%.2f %s",
                 name.c_str(), s.count, s.p50, s.p90, s.p99, s.max, s.mean, unit.c_str());
   return line;
+}
+
+double monotonic_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
 }
 
 }  // namespace gpuvisor::bench

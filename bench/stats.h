@@ -12,6 +12,8 @@ struct Summary {
 };
 
 Summary summarize(std::vector<double> samples);
+// CLOCK_MONOTONIC in milliseconds: the clock gpuvisor-testsvc reports on too.
+double monotonic_ms();
 // "name: n=200 p50=1.23 p90=... p99=... max=... mean=... unit"
 std::string format(const std::string& name, const Summary& s, const std::string& unit);
 

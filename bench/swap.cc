@@ -7,7 +7,6 @@
 //              free and start the next one (includes fork/exec up to the service's main)
 //
 //   bench_swap [--cycles N]
-#include <time.h>
 
 #include <cstring>
 #include <filesystem>
@@ -23,12 +22,6 @@ using gpuvisor::itest::Daemon;
 using gpuvisor::itest::free_port;
 
 namespace {
-
-double now_ms() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
-}
 
 // pid -> the fields of its lines in a report file.
 std::map<long, nlohmann::json> read_reports(const std::string& path) {
@@ -76,9 +69,9 @@ int main(int argc, char** argv) {
   pid_t previous = 0;
   for (int i = 0; i <= cycles; ++i) {
     const std::string name = i % 2 == 0 ? "a" : "b";
-    const double t0 = now_ms();
+    const double t0 = gpuvisor::bench::monotonic_ms();
     const auto reply = d.call("POST", "/api/v1/services/" + name + "/ensure");
-    const double t1 = now_ms();
+    const double t1 = gpuvisor::bench::monotonic_ms();
     if (!reply || reply->status != 200) {
       std::cerr << "ensure " << name << " failed: " << (reply ? reply->body : "") << "\n";
       return 1;
