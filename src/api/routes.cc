@@ -135,9 +135,9 @@ Api::Api(Supervisor& supervisor, EventBus& events, GpuInventory& gpus,
 Result<nlohmann::json> Api::gpu_view(const std::string& what) const {
   auto snapshot = gpus_.snapshot();
   if (!snapshot) return snapshot.error();
-  supervisor_.observe(*snapshot);
-  if (what == "gpus") return gpus_json(*snapshot);
   auto owners = supervisor_.owned_pids();
+  supervisor_.observe(*snapshot, owners);
+  if (what == "gpus") return gpus_json(*snapshot);
   owners.merge(workers_.owned_pids());
   const auto gpus = classify_gpus(*snapshot, owners, external_busy_percent_, process_name);
   if (what == "processes") return processes_json(gpus);

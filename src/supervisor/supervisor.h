@@ -89,7 +89,8 @@ class Supervisor {
   void set_gpu_inventory(GpuInventory* inventory, bool preempt_busy_lower);
   // Records what each running service holds now (the planner trusts the larger of this and
   // vram_mb) and persists a new maximum.
-  void observe(const GpuSnapshot& snapshot);
+  // owners: owned_pids(), read once by the caller for all it does with this snapshot.
+  void observe(const GpuSnapshot& snapshot, const std::map<pid_t, std::string>& owners);
   // What ensure would do now (dry run), or why it cannot; never changes anything.
   Result<Plan> plan(const std::string& name);
 
@@ -119,7 +120,8 @@ class Supervisor {
   // when a victim stops, and polled from 1 ms (at most every 4 ms) for the driver's lag.
   void await_memory();
   void victim_stopped();
-  PlanInput plan_input(const GpuSnapshot& snapshot) const;
+  PlanInput plan_input(const GpuSnapshot& snapshot,
+                       const std::map<pid_t, std::string>& owners) const;
 
   void begin_stop(Unit& u, Millis grace, const std::string& why);
   void watch_startup(Unit& u, const std::string& why);

@@ -46,8 +46,7 @@ void Supervisor::begin_start(Unit& u, const std::string& why) {
   if (!placement_) place_next();
 }
 
-void Supervisor::observe(const GpuSnapshot& snapshot) {
-  const auto owners = owned_pids();
+void Supervisor::observe(const GpuSnapshot& snapshot, const std::map<pid_t, std::string>& owners) {
   std::map<std::string, uint64_t> held;
   for (const auto& p : snapshot.processes) {
     const auto owner = owners.find(p.pid);
@@ -71,12 +70,12 @@ void Supervisor::observe(const GpuSnapshot& snapshot) {
   }
 }
 
-PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot) const {
+PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot,
+                                 const std::map<pid_t, std::string>& owners) const {
   PlanInput in;
   in.preempt_busy_lower = preempt_busy_lower_;
   for (const auto& d : snapshot.devices)
     in.devices.push_back({d.index, d.total_bytes, d.free_bytes});
-  const auto owners = owned_pids();
   std::map<std::string, std::map<unsigned, uint64_t>> held;  // service -> gpu -> bytes
   for (const auto& p : snapshot.processes) {
     const auto owner = owners.find(p.pid);
@@ -130,8 +129,9 @@ Result<Plan> Supervisor::plan(const std::string& name) {
   }
   auto snapshot = gpus_->snapshot();
   if (!snapshot) return snapshot.error();
-  observe(*snapshot);
-  return plan_ensure(plan_input(*snapshot), name);
+  const auto owners = owned_pids();
+  observe(*snapshot, owners);
+  return plan_ensure(plan_input(*snapshot, owners), name);
 }
 
 void Supervisor::place_next() {
@@ -148,8 +148,9 @@ void Supervisor::place_next() {
       launch(*u, why + " (GPU inventory failed: " + snapshot.error().message + ")", u->spec.gpu);
       continue;
     }
-    observe(*snapshot);
-    const Plan plan = plan_ensure(plan_input(*snapshot), name);
+    const auto owners = owned_pids();
+    observe(*snapshot, owners);
+    const Plan plan = plan_ensure(plan_input(*snapshot, owners), name);
     if (!plan.ok) {
       u->want_running = false;
       set_state(*u, ServiceState::kError, plan.reason);
@@ -161,7 +162,6 @@ void Supervisor::place_next() {
       continue;
     }
     // Evict, then wait until NVML shows the victims gone and the memory back.
-    const auto owners = owned_pids();
     std::vector<pid_t> gone;
     Millis longest_grace{0};
     for (const auto& victim : plan.evict) {
@@ -179,13 +179,13 @@ void Supervisor::place_next() {
       }
     }
     set_state(*u, ServiceState::kStarting, "waiting for GPU memory: " + plan.reason);
-    placement_ = Placement{name,
-                           plan.gpu,
-                           std::move(gone),
-                           std::chrono::steady_clock::now() + longest_grace +
-                               config_.daemon.vram_release_timeout,
-                           kFirstMemoryPoll,
-                           why + "; " + plan.reason};
+    placement_ = Placement{
+        name,
+        plan.gpu,
+        std::move(gone),
+        std::chrono::steady_clock::now() + longest_grace + config_.daemon.vram_release_timeout,
+        kFirstMemoryPoll,
+        why + "; " + plan.reason};
     await_memory();
   }
 }
@@ -205,7 +205,7 @@ void Supervisor::await_memory() {
           return std::find(p.gone.begin(), p.gone.end(), g.pid) != p.gone.end();
         });
     // Fits once a plan on that GPU needs no more eviction.
-    PlanInput in = plan_input(*snapshot);
+    PlanInput in = plan_input(*snapshot, owned_pids());
     for (auto& s : in.services) {
       if (s.name == p.name) s.pinned_gpu = p.gpu;
     }
