@@ -34,7 +34,9 @@ struct PlanService {
   double recent_uses = 0;
   double reload_seconds = 0;
   std::optional<unsigned> pinned_gpu;  // the config's placement rule, if any
-  bool keep = false;                   // never evicted (a member of a phase being ensured)
+  // Why it may not be evicted at all, or empty: "same phase" (a member of a phase being
+  // ensured), "starting for a waiting ensure" (placed for another request moments ago).
+  std::string keep;
 };
 
 struct PlanExternal {

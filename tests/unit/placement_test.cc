@@ -96,5 +96,20 @@ TEST_F(PlacementTest, ARefusalFailsTheEnsureWith409AndStartsNothing) {
   EXPECT_EQ(1u, runtime_.started.size());
 }
 
+TEST_F(PlacementTest, TwoRequestsThatDoNotFitTogetherNeverEvictEachOther) {
+  auto llm = ensure("llm");
+  auto tts = ensure("tts");  // same priority, both 16 of 24 GB, asked at the same moment
+  ASSERT_TRUE(wait(llm));
+  ASSERT_TRUE(wait(tts));
+  ASSERT_TRUE(llm->value().ok()) << llm->value().error().message;
+  ASSERT_FALSE(tts->value().ok());
+  EXPECT_EQ(ErrorCode::kConflict, tts->value().error().code);
+  EXPECT_NE(std::string::npos,
+            tts->value().error().message.find("llm (starting for a waiting ensure"))
+      << tts->value().error().message;
+  EXPECT_EQ(std::vector<std::string>{"llm"}, runtime_.started);
+  EXPECT_EQ(ServiceState::kReady, state("llm"));
+}
+
 }  // namespace
 }  // namespace gpuvisor

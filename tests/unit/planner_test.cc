@@ -106,7 +106,7 @@ TEST(Planner, BusyServicesStayUnlessPreemptingStrictlyLowerIsAllowed) {
 
 TEST(Planner, MembersOfThePhaseBeingEnsuredAreKept) {
   auto member = running(svc("tts", 1, 20), 0);
-  member.keep = true;
+  member.keep = "same phase";
   const auto plan = plan_ensure(one_gpu({member, svc("llm", 10, 18)}), "llm");
   EXPECT_FALSE(plan.ok);
   EXPECT_NE(std::string::npos, plan.reason.find("tts (same phase, 20.0 GiB)")) << plan.reason;
