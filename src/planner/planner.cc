@@ -39,7 +39,8 @@ double keep_value(const PlanService& s) {
 }
 
 bool may_evict(const PlanService& victim, const PlanService& requester, bool preempt_busy) {
-  if (!victim.keep.empty() || victim.priority > requester.priority) return false;
+  if (victim.keep || victim.priority > requester.priority) return false;
+  if (victim.starting_for_request && victim.priority >= requester.priority) return false;
   if (victim.busy) return preempt_busy && victim.priority < requester.priority;
   return true;
 }
@@ -52,8 +53,11 @@ std::string blockers(const PlanInput& in, const PlanService& target, unsigned gp
     if (s.priority > target.priority) {
       parts.push_back(s.name + " (priority " + std::to_string(s.priority) + " > " +
                       std::to_string(target.priority) + ", " + format_bytes(freed_by(s)) + ")");
-    } else if (!s.keep.empty()) {
-      parts.push_back(s.name + " (" + s.keep + ", " + format_bytes(freed_by(s)) + ")");
+    } else if (s.keep) {
+      parts.push_back(s.name + " (same phase, " + format_bytes(freed_by(s)) + ")");
+    } else if (s.starting_for_request && s.priority >= target.priority) {
+      parts.push_back(s.name + " (starting for a waiting ensure, " + format_bytes(freed_by(s)) +
+                      ")");
     } else if (!may_evict(s, target, in.preempt_busy_lower)) {
       parts.push_back(s.name + " (busy, " + format_bytes(freed_by(s)) + ")");
     }

@@ -34,9 +34,10 @@ struct PlanService {
   double recent_uses = 0;
   double reload_seconds = 0;
   std::optional<unsigned> pinned_gpu;  // the config's placement rule, if any
-  // Why it may not be evicted at all, or empty: "same phase" (a member of a phase being
-  // ensured), "starting for a waiting ensure" (placed for another request moments ago).
-  std::string keep;
+  bool keep = false;                   // never evicted: a member of a phase being ensured
+  // Placed moments ago for another request: only strictly higher priority may evict it, so two
+  // requests that do not fit together never evict each other.
+  bool starting_for_request = false;
 };
 
 struct PlanExternal {

@@ -96,13 +96,8 @@ PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot,
     s.busy = u->state == ServiceState::kBusy;
     s.last_used_ms = u->last_used_ms;
     s.pinned_gpu = u->spec.gpu;
-    // Two requests must not evict each other's services: one placed for a waiting ensure stays
-    // until it is ready, and the other is refused once, clearly.
-    if (u->keep_for_phase > 0) {
-      s.keep = "same phase";
-    } else if (u->state == ServiceState::kStarting && !u->ensure_waiters.empty()) {
-      s.keep = "starting for a waiting ensure";
-    }
+    s.keep = u->keep_for_phase > 0;
+    s.starting_for_request = u->state == ServiceState::kStarting && !u->ensure_waiters.empty();
     s.recent_uses = u->recent_uses(std::chrono::steady_clock::now());
     s.reload_seconds = u->reload_seconds;
     s.gpu = u->gpu;

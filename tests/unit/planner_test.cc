@@ -106,10 +106,23 @@ TEST(Planner, BusyServicesStayUnlessPreemptingStrictlyLowerIsAllowed) {
 
 TEST(Planner, MembersOfThePhaseBeingEnsuredAreKept) {
   auto member = running(svc("tts", 1, 20), 0);
-  member.keep = "same phase";
+  member.keep = true;
   const auto plan = plan_ensure(one_gpu({member, svc("llm", 10, 18)}), "llm");
   EXPECT_FALSE(plan.ok);
   EXPECT_NE(std::string::npos, plan.reason.find("tts (same phase, 20.0 GiB)")) << plan.reason;
+}
+
+TEST(Planner, AServiceStartingForAnotherRequestYieldsOnlyToHigherPriority) {
+  auto starting = running(svc("tts", 5, 20), 0);
+  starting.held_bytes = 0;  // still loading
+  starting.starting_for_request = true;
+  auto plan = plan_ensure(one_gpu({starting, svc("llm", 5, 18)}), "llm");
+  EXPECT_FALSE(plan.ok);
+  EXPECT_NE(std::string::npos, plan.reason.find("tts (starting for a waiting ensure, 20.0 GiB)"))
+      << plan.reason;
+  plan = plan_ensure(one_gpu({starting, svc("vip", 50, 18)}), "vip");
+  ASSERT_TRUE(plan.ok) << plan.reason;
+  EXPECT_EQ(std::vector<std::string>{"tts"}, plan.evict);
 }
 
 TEST(Planner, ExternalProcessesAreNamedWithTheirPid) {
