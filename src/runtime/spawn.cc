@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstring>
 #include <map>
+#include <utility>
 
 extern char** environ;
 
@@ -24,6 +25,27 @@ enum Stage : int { kJoinCgroup, kSetsid, kStdio, kChdir, kExec };
 struct ChildFailure {
   int stage;
   int err;
+};
+
+// Owns one descriptor the parent opened for the child: every return path closes it.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  Fd& operator=(Fd&& other) noexcept {
+    std::swap(fd_, other.fd_);
+    return *this;
+  }
+  explicit operator bool() const { return fd_ >= 0; }
+  int get() const { return fd_; }
+
+ private:
+  int fd_ = -1;
 };
 
 [[noreturn]] void child_fail(int report_fd, Stage stage, int err) {
@@ -112,47 +134,42 @@ Result<Spawned> spawn_process(const SpawnRequest& request) {
   envp.push_back(nullptr);
 
   const char* log_path = request.log_path.empty() ? "/dev/null" : request.log_path.c_str();
-  const int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (log_fd < 0) {
+  const Fd log_fd(open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+  if (!log_fd) {
     return make_error(ErrorCode::kFailed,
                       std::string("cannot open log ") + log_path + ": " + std::strerror(errno));
   }
   // The cgroup directory for clone3, and its cgroup.procs for kernels that cannot clone into it.
-  int cgroup_dir_fd = -1;
-  int cgroup_procs_fd = -1;
+  Fd cgroup_dir;
+  Fd cgroup_procs;
   if (!request.cgroup_dir.empty()) {
-    cgroup_dir_fd = open(request.cgroup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    cgroup_dir = Fd(open(request.cgroup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     const std::string procs = request.cgroup_dir + "/cgroup.procs";
-    cgroup_procs_fd = open(procs.c_str(), O_WRONLY | O_CLOEXEC);
-    if (cgroup_dir_fd < 0 || cgroup_procs_fd < 0) {
-      const int err = errno;
-      close(log_fd);
-      if (cgroup_dir_fd >= 0) close(cgroup_dir_fd);
-      if (cgroup_procs_fd >= 0) close(cgroup_procs_fd);
+    cgroup_procs = Fd(open(procs.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!cgroup_dir || !cgroup_procs) {
       return make_error(ErrorCode::kUnavailable,
-                        "cannot open cgroup " + request.cgroup_dir + ": " + std::strerror(err));
+                        "cannot open cgroup " + request.cgroup_dir + ": " + std::strerror(errno));
     }
   }
-  int report[2];
-  if (pipe2(report, O_CLOEXEC) != 0) {
-    const int err = errno;
-    close(log_fd);
-    if (cgroup_dir_fd >= 0) close(cgroup_dir_fd);
-    if (cgroup_procs_fd >= 0) close(cgroup_procs_fd);
-    return make_error(ErrorCode::kFailed, std::string("pipe: ") + std::strerror(err));
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
+    return make_error(ErrorCode::kFailed, std::string("pipe: ") + std::strerror(errno));
   }
+  const Fd report_read(pipe_fds[0]);
+  Fd report_write(pipe_fds[1]);
 
-  int pidfd = -1;
+  int raw_pidfd = -1;
   bool in_cgroup = false;
-  const pid_t pid = fork_child(cgroup_dir_fd, pidfd, in_cgroup);
+  const pid_t pid = fork_child(cgroup_dir.get(), raw_pidfd, in_cgroup);
   if (pid == 0) {
-    close(report[0]);
-    if (cgroup_procs_fd >= 0 && !in_cgroup) {
+    // The child leaves by exec or _exit: no destructor runs here, and none may.
+    const int report = report_write.get();
+    if (cgroup_procs && !in_cgroup) {
       char text[18];
       format_pid(getpid(), text);
-      if (write(cgroup_procs_fd, text, strlen(text)) < 0) child_fail(report[1], kJoinCgroup, errno);
+      if (write(cgroup_procs.get(), text, strlen(text)) < 0) child_fail(report, kJoinCgroup, errno);
     }
-    if (setsid() < 0) child_fail(report[1], kSetsid, errno);
+    if (setsid() < 0) child_fail(report, kSetsid, errno);
     // Dispositions the daemon set (SIGPIPE ignored) and its signal mask survive exec; reset
     // them so the service starts as it would from a shell.
     for (int sig = 1; sig < NSIG; ++sig) signal(sig, SIG_DFL);
@@ -160,38 +177,33 @@ Result<Spawned> spawn_process(const SpawnRequest& request) {
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
     const int null_fd = open("/dev/null", O_RDONLY);
-    if (null_fd < 0 || dup2(null_fd, STDIN_FILENO) < 0 || dup2(log_fd, STDOUT_FILENO) < 0 ||
-        dup2(log_fd, STDERR_FILENO) < 0) {
-      child_fail(report[1], kStdio, errno);
+    if (null_fd < 0 || dup2(null_fd, STDIN_FILENO) < 0 || dup2(log_fd.get(), STDOUT_FILENO) < 0 ||
+        dup2(log_fd.get(), STDERR_FILENO) < 0) {
+      child_fail(report, kStdio, errno);
     }
     close_inherited_fds();
     if (!request.cwd.empty() && chdir(request.cwd.c_str()) != 0) {
-      child_fail(report[1], kChdir, errno);
+      child_fail(report, kChdir, errno);
     }
     execvpe(argv[0], argv.data(), envp.data());
-    child_fail(report[1], kExec, errno);
+    child_fail(report, kExec, errno);
   }
 
   const int fork_errno = errno;
-  close(report[1]);
-  close(log_fd);
-  if (cgroup_dir_fd >= 0) close(cgroup_dir_fd);
-  if (cgroup_procs_fd >= 0) close(cgroup_procs_fd);
+  Pidfd pidfd(raw_pidfd);
+  report_write = Fd();  // our copy of the write end must go, or the read below never ends
   if (pid < 0) {
-    close(report[0]);
     return make_error(ErrorCode::kFailed, std::string("fork: ") + std::strerror(fork_errno));
   }
   // Blocks only until exec succeeds (EOF through O_CLOEXEC) or the child reports why it failed.
   ChildFailure failure{};
   ssize_t n = 0;
   do {
-    n = read(report[0], &failure, sizeof failure);
+    n = read(report_read.get(), &failure, sizeof failure);
   } while (n < 0 && errno == EINTR);
-  close(report[0]);
   if (n == static_cast<ssize_t>(sizeof failure)) {
     int status = 0;
     waitpid(pid, &status, 0);
-    if (pidfd >= 0) close(pidfd);
     const std::string why = std::strerror(failure.err);
     switch (failure.stage) {
       case kJoinCgroup:
@@ -209,7 +221,7 @@ Result<Spawned> spawn_process(const SpawnRequest& request) {
   Spawned out;
   out.pid = pid;
   // The child is ours and not reaped, so its PID cannot have been reused yet.
-  out.pidfd = pidfd >= 0 ? Pidfd(pidfd) : Pidfd::open(pid);
+  out.pidfd = pidfd.valid() ? std::move(pidfd) : Pidfd::open(pid);
   return out;
 }
 
