@@ -67,6 +67,14 @@ HttpResponse error_response(const HttpRequest& request, const Error& error) {
   return json_response(request, http_status(error.code), error_json(error));
 }
 
+// 405 for an action route reached with another method.
+HttpResponse post_only(const HttpRequest& request, const std::string& action) {
+  HttpResponse response =
+      error_response(request, make_error(ErrorCode::kMethodNotAllowed, action + " takes POST"));
+  response.set(http::field::allow, "POST");
+  return response;
+}
+
 asio::awaitable<bool> reply(boost::beast::tcp_stream& stream, HttpResponse response) {
   const bool keep = response.keep_alive();
   const bool written = co_await write_response(stream, response);
@@ -181,12 +189,7 @@ asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest&
     co_return co_await reply(stream, json_response(request, http::status::ok, *body));
   }
   if (seg.size() == 5 && seg[2] == "phases" && seg[4] == "ensure") {
-    if (!post) {
-      HttpResponse response =
-          error_response(request, make_error(ErrorCode::kMethodNotAllowed, "ensure takes POST"));
-      response.set(http::field::allow, "POST");
-      co_return co_await reply(stream, std::move(response));
-    }
+    if (!post) co_return co_await reply(stream, post_only(request, "ensure"));
     co_return co_await phase_ensure(stream, request, seg[3]);
   }
   if (seg.size() == 4 && seg[2] == "plan" && get) {
@@ -208,12 +211,7 @@ asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest&
   }
   if (seg.size() == 5 && seg[2] == "services" &&
       (seg[4] == "ensure" || seg[4] == "stop" || seg[4] == "restart")) {
-    if (!post) {
-      HttpResponse response =
-          error_response(request, make_error(ErrorCode::kMethodNotAllowed, seg[4] + " takes POST"));
-      response.set(http::field::allow, "POST");
-      co_return co_await reply(stream, std::move(response));
-    }
+    if (!post) co_return co_await reply(stream, post_only(request, seg[4]));
     co_return co_await service_action(stream, request, seg[3], seg[4]);
   }
   co_return co_await reply(
