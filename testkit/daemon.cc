@@ -7,7 +7,6 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +15,7 @@
 #include <sstream>
 
 #include "core/url.h"
+#include "runtime/pidfd.h"
 #include "runtime/proc.h"
 
 extern char** environ;
@@ -162,10 +162,9 @@ int Daemon::wait_exit() {
 
 int Daemon::terminate(std::chrono::milliseconds limit) {
   kill(pid_, SIGTERM);
-  const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid_, 0));
-  pollfd p{pidfd, POLLIN, 0};
-  if (pidfd >= 0 && poll(&p, 1, static_cast<int>(limit.count())) == 0) kill(pid_, SIGKILL);
-  if (pidfd >= 0) close(pidfd);
+  const Pidfd pidfd = Pidfd::open(pid_);
+  pollfd p{pidfd.fd(), POLLIN, 0};
+  if (pidfd.valid() && poll(&p, 1, static_cast<int>(limit.count())) == 0) kill(pid_, SIGKILL);
   return wait_exit();
 }
 
