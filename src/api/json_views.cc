@@ -14,6 +14,8 @@ nlohmann::json to_json(const ServiceView& v) {
       {"name", s.name},
       {"description", s.description},
       {"runtime", to_string(s.runtime)},
+      {"mode", execution_mode(s)},
+      {"container", v.container.empty() ? nlohmann::json(nullptr) : nlohmann::json(v.container)},
       {"state", to_string(v.state)},
       {"reason", v.reason},
       {"since_ms", v.since_unix_ms},

@@ -20,7 +20,10 @@
 #include "events/event_bus.h"
 #include "gpu/inventory.h"
 #include "runtime/cgroup.h"
+#include "runtime/docker_client.h"
+#include "runtime/docker_runtime.h"
 #include "runtime/process_runtime.h"
+#include "runtime/runtime_router.h"
 #include "supervisor/probe.h"
 #include "supervisor/state_store.h"
 #include "supervisor/supervisor.h"
@@ -60,6 +63,24 @@ int lock_state_dir(const std::string& dir) {
     (void)ignored;  // the PID in the lock file is a courtesy for people; the lock is the flock
   }
   return fd;
+}
+
+// The engine's socket: the config, else DOCKER_HOST, else the usual path. A bad value matters
+// only where a service runs in Docker.
+Result<std::string> docker_socket_for(const Config& config) {
+  std::string host = config.daemon.docker_host;
+  const char* where = "daemon.docker_host";
+  if (host.empty()) {
+    const char* env = std::getenv("DOCKER_HOST");
+    host = env != nullptr && *env != '\0' ? env : "unix:///var/run/docker.sock";
+    where = "DOCKER_HOST";
+  }
+  auto socket = DockerClient::socket_from(host);
+  if (socket) return socket;
+  const bool needed = std::any_of(config.services.begin(), config.services.end(),
+                                  [](const auto& s) { return s.runtime == RuntimeKind::kDocker; });
+  if (!needed) return std::string("/var/run/docker.sock");
+  return make_error(ErrorCode::kBadRequest, std::string(where) + ": " + socket.error().message);
 }
 
 }  // namespace
@@ -123,7 +144,16 @@ int run_serve(const ServeOptions& options) {
           parent.error().message);
     }
   }
-  ProcessRuntime runtime(io.get_executor(), cgroup_parent);
+  ProcessRuntime processes(io.get_executor(), cgroup_parent, config.daemon.conda);
+  const auto docker_socket = docker_socket_for(config);
+  if (!docker_socket) {
+    std::cerr << docker_socket.error().message << "\n";
+    return 2;
+  }
+  DockerRuntime containers(io.get_executor(), *docker_socket);
+  RuntimeRouter runtime;
+  runtime.add(RuntimeKind::kProcess, processes);
+  runtime.add(RuntimeKind::kDocker, containers);
   AsioProber prober(io.get_executor());
   EventBus events;
   Supervisor supervisor(io.get_executor(), config, runtime, prober, *store, events);

@@ -21,6 +21,12 @@ namespace gpuvisor {
 
 namespace {
 
+constexpr std::string_view kDockerHost = "a unix socket: unix:///path/docker.sock or /path";
+constexpr std::string_view kContainerName = "a container name (letters, digits, '_', '.', '-')";
+constexpr std::string_view kCondaEnv = "a conda environment name";
+constexpr std::string_view kMount = "\"/host/path:/container/path\" with optional \":ro\"";
+constexpr std::string_view kPort =
+    "\"HOST:CONTAINER\" or \"IP:HOST:CONTAINER\", optional /tcp or /udp";
 constexpr std::string_view kHostPort = "HOST:PORT with a port 0-65535";
 constexpr std::string_view kAbsolutePath = "an absolute path";
 
@@ -77,6 +83,10 @@ bool is_absolute(std::string_view path) {
   return !path.empty() && path.front() == '/';
 }
 
+bool is_docker_host(std::string_view host) {
+  return host.rfind("unix:///", 0) == 0 || (!host.empty() && host.front() == '/');
+}
+
 bool is_host_port(std::string_view text) {
   return parse_host_port(text).has_value();
 }
@@ -89,6 +99,55 @@ bool valid_service_name(std::string_view name) {
   if (name.empty() || name.size() > 63 || !is_alnum(name.front())) return false;
   return std::all_of(name.begin(), name.end(),
                      [](char c) { return is_alnum(c) || c == '_' || c == '.' || c == '-'; });
+}
+
+// Docker's own rule for container and network names.
+bool valid_container_name(std::string_view name) {
+  if (name.empty() || name.size() > 128 || !is_alnum(name.front())) return false;
+  return std::all_of(name.begin(), name.end(),
+                     [](char c) { return is_alnum(c) || c == '_' || c == '.' || c == '-'; });
+}
+
+bool valid_conda_env(std::string_view name) {
+  return !name.empty() && name.find_first_of("/ \t\n") == std::string_view::npos;
+}
+
+bool valid_image(std::string_view ref) {
+  return !ref.empty() && ref.find_first_of(" \t\n") == std::string_view::npos && ref.front() != '-';
+}
+
+// "/host:/in/container" with an optional ":ro" or ":rw".
+bool valid_mount(std::string_view m) {
+  const auto first = m.find(':');
+  if (first == std::string_view::npos || first == 0 || m.front() != '/') return false;
+  const auto rest = m.substr(first + 1);
+  const auto second = rest.find(':');
+  const auto inside = rest.substr(0, second);
+  if (inside.empty() || inside.front() != '/') return false;
+  if (second == std::string_view::npos) return true;
+  const auto mode = rest.substr(second + 1);
+  return mode == "ro" || mode == "rw";
+}
+
+bool is_port_number(std::string_view p) {
+  const auto n = parse_integer(p);
+  return n && *n >= 1 && *n <= 65535;
+}
+
+// "8188:8188", "127.0.0.1:8188:8188", each with an optional "/tcp" or "/udp".
+bool valid_port(std::string_view p) {
+  if (const auto slash = p.find('/'); slash != std::string_view::npos) {
+    const auto proto = p.substr(slash + 1);
+    if (proto != "tcp" && proto != "udp") return false;
+    p = p.substr(0, slash);
+  }
+  const auto last = p.rfind(':');
+  if (last == std::string_view::npos) return false;
+  const auto head = p.substr(0, last);
+  const auto colon = head.rfind(':');
+  const auto host_port = colon == std::string_view::npos ? head : head.substr(colon + 1);
+  return is_port_number(p.substr(last + 1)) && is_port_number(host_port) &&
+         (colon == std::string_view::npos || colon > 0);
 }
 
 bool valid_env_name(std::string_view name) {
@@ -339,6 +398,8 @@ class Loader {
         {"use_cgroups", flag(daemon.use_cgroups)},
         {"log_ring_lines", number(daemon.log_ring_lines, 10)},
         {"nvml_library", text(daemon.nvml_library)},
+        {"docker_host", checked(daemon.docker_host, is_docker_host, kDockerHost)},
+        {"conda", text(daemon.conda)},
         {"external_busy_percent", number(daemon.external_busy_percent, 1, 100)},
         {"preempt_busy_lower", flag(daemon.preempt_busy_lower)},
         {"vram_release_timeout", duration(daemon.vram_release_timeout, true)},
@@ -394,14 +455,92 @@ class Loader {
         {"restart_limit", number(spec.restart_limit, 0)},
         {"restart_reset_after", duration(spec.restart_reset_after, false)},
         {"pid_file", checked(spec.pid_file, is_absolute, kAbsolutePath)},
+        {"conda_env", checked(spec.conda_env, valid_conda_env, kCondaEnv)},
+        {"docker", [&](const Field& g) { read_docker(g, service, spec.docker); }},
     };
     if (entry.value.IsMap()) visit_map(entry.value, "in " + service, handlers);
     if (command) {
       read_command(*command, spec);
-    } else {
+    } else if (spec.runtime == RuntimeKind::kProcess) {
       report(entry.key_node.Mark(), service + ": 'command' is required");
     }
+    check_runtime_fields(entry, service, spec);
     return problems_.size() == problems_before;
+  }
+
+  // Settings that only make sense for one runtime, and what each runtime cannot do without.
+  void check_runtime_fields(const Field& entry, const std::string& service,
+                            const ServiceSpec& spec) {
+    const auto key_mark = [&](const char* key) {
+      return entry.value.IsMap() && entry.value[key] ? entry.value[key].Mark()
+                                                     : entry.key_node.Mark();
+    };
+    if (spec.runtime == RuntimeKind::kDocker) {
+      if (spec.docker.container.empty() && spec.docker.image.empty()) {
+        report(key_mark("docker"), service +
+                                       ": a docker service needs docker.container (an existing "
+                                       "container) or docker.image (gpuvisor creates one)");
+      }
+      if (spec.docker.image.empty() && !spec.command.empty()) {
+        report(key_mark("command"), service +
+                                        ": 'command' needs docker.image: an existing container "
+                                        "keeps the command it was created with");
+      }
+      if (!spec.pid_file.empty()) {
+        report(key_mark("pid_file"), service + ": 'pid_file' is for process services");
+      }
+      if (!spec.conda_env.empty()) {
+        report(key_mark("conda_env"), service + ": 'conda_env' is for process services");
+      }
+    } else if (entry.value.IsMap() && entry.value["docker"]) {
+      report(key_mark("docker"), service + ": 'docker' needs 'runtime: docker'");
+    }
+  }
+
+  void read_docker(const Field& f, const std::string& service, DockerSpec& docker) {
+    if (!expect_map(f, "a map")) return;
+    const Handlers handlers = {
+        {"container", checked(docker.container, valid_container_name, kContainerName)},
+        {"image", checked(docker.image, valid_image, "an image reference such as repo/name:tag")},
+        {"mounts", [&](const Field& g) { read_list(g, docker.mounts, valid_mount, kMount); }},
+        {"ports", [&](const Field& g) { read_list(g, docker.ports, valid_port, kPort); }},
+        {"network",
+         checked(docker.network, valid_container_name, "a network name (host, none, bridge, ...)")},
+        {"init", flag(docker.init)},
+        {"gpus",
+         [&](const Field& g) {
+           std::string text;
+           if (!read_string(g, text)) return;
+           if (text == "placed") {
+             docker.gpus = DockerSpec::Gpus::kPlaced;
+           } else if (text == "all") {
+             docker.gpus = DockerSpec::Gpus::kAll;
+           } else if (text == "none") {
+             docker.gpus = DockerSpec::Gpus::kNone;
+           } else {
+             report(value_mark(g),
+                    "unknown docker.gpus " + quote(text) + " (valid: placed, all, none)");
+           }
+         }},
+    };
+    visit_map(f.value, "in 'docker' of " + service, handlers);
+  }
+
+  // A list of strings, each of which must pass `valid`.
+  void read_list(const Field& f, std::vector<std::string>& out, bool (*valid)(std::string_view),
+                 std::string_view expected) {
+    if (!f.value.IsSequence()) {
+      bad_value(f, " must be a list of strings, got " + describe(f.value));
+      return;
+    }
+    for (const auto& item : f.value) {
+      if (!item.IsScalar() || !valid(item.Scalar())) {
+        report(item.Mark(), "each of " + quote(f.key) + " must be " + std::string(expected) +
+                                ", got " + describe(item));
+        continue;
+      }
+      out.push_back(item.Scalar());
+    }
   }
 
   // Runs once the service's map has been read: `shell` may come after `command`.
@@ -426,12 +565,14 @@ class Loader {
     if (!read_string(f, text)) return;
     if (text == "process") {
       out = RuntimeKind::kProcess;
-    } else if (text == "docker" || text == "external" || text == "remote") {
+    } else if (text == "docker") {
+      out = RuntimeKind::kDocker;
+    } else if (text == "external" || text == "remote") {
       report(value_mark(f),
-             "runtime " + quote(text) + " is not supported yet (supported: process)");
+             "runtime " + quote(text) + " is not supported yet (supported: process, docker)");
     } else {
       report(value_mark(f), "unknown runtime " + quote(text) +
-                                " (valid: process; planned: docker, external, remote)");
+                                " (valid: process, docker; planned: external, remote)");
     }
   }
 

@@ -6,8 +6,15 @@ const char* to_string(RuntimeKind kind) {
   switch (kind) {
     case RuntimeKind::kProcess:
       return "process";
+    case RuntimeKind::kDocker:
+      return "docker";
   }
   return "process";
+}
+
+const char* execution_mode(const ServiceSpec& spec) {
+  if (spec.runtime == RuntimeKind::kProcess && !spec.conda_env.empty()) return "conda_env";
+  return to_string(spec.runtime);
 }
 
 const char* to_string(RestartPolicy policy) {

@@ -11,7 +11,7 @@
 
 namespace gpuvisor {
 
-enum class RuntimeKind { kProcess };
+enum class RuntimeKind { kProcess, kDocker };
 
 enum class RestartPolicy {
   kNo,         // an exit or a failed liveness probe leaves the service in error
@@ -20,6 +20,9 @@ enum class RestartPolicy {
 };
 
 const char* to_string(RuntimeKind kind);
+struct ServiceSpec;
+// How the service runs, as reported: process, conda_env or docker.
+const char* execution_mode(const ServiceSpec& spec);
 const char* to_string(RestartPolicy policy);
 
 // How readiness and liveness are checked. Exactly one of http / tcp / exec is set, or none:
@@ -38,13 +41,32 @@ struct HealthSpec {
   bool empty() const { return http.empty() && tcp.empty() && exec.empty(); }
 };
 
+// A container service. With `image`, gpuvisor creates the container (named `container`, or
+// gpuvisor-<service>) from this spec and owns it; without, `container` must already exist and is
+// only started and stopped.
+struct DockerSpec {
+  std::string container;
+  std::string image;
+  std::vector<std::string> mounts;  // "/host:/in/container[:ro]"
+  std::vector<std::string> ports;   // "8188:8188" or "127.0.0.1:8188:8188/tcp"
+  std::string network = "host";     // host, none, bridge or a network's name
+  bool init = true;                 // tini as PID 1, so SIGTERM reaches the server
+  // GPUs given to a container gpuvisor creates: the planner's GPU (all of them while VRAM is
+  // unknown), every GPU, or none (a CPU-only container, or an engine with no NVIDIA runtime).
+  enum class Gpus { kPlaced, kAll, kNone } gpus = Gpus::kPlaced;
+};
+
 struct ServiceSpec {
   std::string name;
   std::string description;
   RuntimeKind runtime = RuntimeKind::kProcess;
 
-  // argv; with shell == true, command has one element that /bin/sh -c runs.
+  // argv; with shell == true, command has one element that /bin/sh -c runs. For docker: the
+  // container's command (empty: the image's).
   std::vector<std::string> command;
+  // Runs command inside this conda environment (`conda run -n NAME`); still a process service.
+  std::string conda_env;
+  DockerSpec docker;
   bool shell = false;
   std::map<std::string, std::string> env;
   std::string cwd;
@@ -85,6 +107,8 @@ struct DaemonSpec {
   // After evicting, how long (beyond the victims' stop_grace) NVML may take to show the memory
   // free before the ensure gives up.
   Millis vram_release_timeout{Millis(30'000)};
+  std::string docker_host;  // empty: $DOCKER_HOST, else unix:///var/run/docker.sock
+  std::string conda;        // the conda (or mamba) executable; empty: conda from PATH
 };
 
 struct Config {

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -88,6 +89,33 @@ std::vector<ProcStat> list_service_tree(pid_t root) {
     out.push_back(*st);
     auto [lo, hi] = children.equal_range(st->pid);
     for (auto it = lo; it != hi; ++it) take(*it->second);
+  }
+  return out;
+}
+
+namespace {
+
+std::string pid_namespace(const std::string& proc_dir) {
+  std::error_code ec;
+  const auto target = std::filesystem::read_symlink(proc_dir + "/ns/pid", ec);
+  return ec ? "" : target.string();
+}
+
+}  // namespace
+
+std::vector<pid_t> list_namespace_members(pid_t root) {
+  const std::string ns = pid_namespace("/proc/" + std::to_string(root));
+  if (ns.empty()) return {};
+  std::vector<pid_t> out;
+  if (ns == pid_namespace("/proc/self")) {
+    out.push_back(root);
+    for (const auto& p : list_service_tree(root)) out.push_back(p.pid);
+    return out;
+  }
+  for (const auto& p : list_processes()) {
+    if (p.state != 'Z' && pid_namespace("/proc/" + std::to_string(p.pid)) == ns) {
+      out.push_back(p.pid);
+    }
   }
   return out;
 }

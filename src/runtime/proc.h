@@ -36,6 +36,10 @@ double start_time_unix_seconds(uint64_t start_time);
 // Only meaningful while root's PID cannot be reused, i.e. before it is reaped.
 std::vector<ProcStat> list_service_tree(pid_t root);
 
+// The live processes in root's PID namespace (a container's), root included. Where that is the
+// daemon's own namespace (a container run with --pid=host), root and its service tree instead.
+std::vector<pid_t> list_namespace_members(pid_t root);
+
 // All processes, for callers that need more than one query per scan.
 std::vector<ProcStat> list_processes();
 

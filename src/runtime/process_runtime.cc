@@ -22,14 +22,21 @@ int64_t unix_ms_now() {
       .count();
 }
 
-std::vector<std::string> service_argv(const ServiceSpec& spec) {
-  if (spec.shell) return {"/bin/sh", "-c", spec.command.empty() ? "" : spec.command.front()};
-  return spec.command;
+std::vector<std::string> service_argv(const ServiceSpec& spec, const std::string& conda) {
+  std::vector<std::string> argv = spec.command;
+  if (spec.shell) argv = {"/bin/sh", "-c", spec.command.empty() ? "" : spec.command.front()};
+  if (spec.conda_env.empty()) return argv;
+  // --no-capture-output: the service's output reaches its log as it is written, not at exit.
+  std::vector<std::string> wrapped = {conda.empty() ? "conda" : conda, "run", "--no-capture-output",
+                                      "-n", spec.conda_env};
+  wrapped.insert(wrapped.end(), argv.begin(), argv.end());
+  return wrapped;
 }
 
 }  // namespace
 
 std::string ExitInfo::describe() const {
+  if (!detail.empty()) return detail;
   if (!known) return "exited (status unknown: not a child of this daemon)";
   if (signal != 0) {
     return "killed by signal " + std::to_string(signal) + " (" + strsignal(signal) + ")";
@@ -37,15 +44,30 @@ std::string ExitInfo::describe() const {
   return "exited with status " + std::to_string(code);
 }
 
-ProcessRuntime::ProcessRuntime(boost::asio::any_io_executor executor, std::string cgroup_parent)
-    : executor_(std::move(executor)), cgroup_parent_(std::move(cgroup_parent)) {}
+std::string describe(const InstanceRecord& record) {
+  if (!record.container.empty() && record.pid <= 0) {
+    return "container " + record.container.substr(0, 12);
+  }
+  if (!record.container.empty()) {
+    return "container " + record.container.substr(0, 12) + " (pid " + std::to_string(record.pid) +
+           ")";
+  }
+  return "pid " + std::to_string(record.pid);
+}
+
+ProcessRuntime::ProcessRuntime(boost::asio::any_io_executor executor, std::string cgroup_parent,
+                               std::string conda)
+    : executor_(std::move(executor)),
+      cgroup_parent_(std::move(cgroup_parent)),
+      conda_(std::move(conda)) {}
 
 Result<std::shared_ptr<Instance>> ProcessRuntime::start(const ServiceSpec& spec,
                                                         const LaunchOptions& options,
                                                         ExitCallback on_exit) {
   std::vector<std::pair<std::string, std::string>> env(spec.env.begin(), spec.env.end());
   env.insert(env.end(), options.extra_env.begin(), options.extra_env.end());
-  SpawnRequest request{service_argv(spec), merged_environment(env), spec.cwd, options.log_path, ""};
+  SpawnRequest request{service_argv(spec, conda_), merged_environment(env), spec.cwd,
+                       options.log_path, ""};
 
   std::optional<Cgroup> cgroup;
   if (!cgroup_parent_.empty()) {

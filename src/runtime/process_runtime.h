@@ -13,8 +13,10 @@ namespace gpuvisor {
 class ProcessRuntime : public Runtime {
  public:
   // cgroup_parent: directory under which each service gets its own cgroup; empty disables
-  // cgroups (see Cgroup::default_parent()).
-  ProcessRuntime(boost::asio::any_io_executor executor, std::string cgroup_parent);
+  // cgroups (see Cgroup::default_parent()). conda: the executable that runs services with a
+  // conda_env (empty: conda from PATH).
+  ProcessRuntime(boost::asio::any_io_executor executor, std::string cgroup_parent,
+                 std::string conda = "");
 
   Result<std::shared_ptr<Instance>> start(const ServiceSpec& spec, const LaunchOptions& options,
                                           ExitCallback on_exit) override;
@@ -31,6 +33,7 @@ class ProcessRuntime : public Runtime {
  private:
   boost::asio::any_io_executor executor_;
   std::string cgroup_parent_;
+  std::string conda_;
   uint64_t next_instance_ = 0;
 };
 

@@ -1,6 +1,6 @@
 // The seam between the supervisor and the ways a service can run. A Runtime starts or adopts an
-// Instance; an Instance reports its exit and stops its whole tree. Process is the first backend;
-// docker, external and remote follow behind the same two classes.
+// Instance; an Instance reports its exit and stops its whole tree. Processes and Docker containers
+// are the backends; external and remote follow behind the same two classes.
 #pragma once
 
 #include <sys/types.h>
@@ -20,11 +20,12 @@
 namespace gpuvisor {
 
 struct ExitInfo {
-  bool known = false;  // false for adopted processes: only their parent can read the status
-  int code = 0;        // exit status, when exited normally
-  int signal = 0;      // terminating signal, or 0
+  bool known = false;    // false for adopted processes: only their parent can read the status
+  int code = 0;          // exit status, when exited normally
+  int signal = 0;        // terminating signal, or 0
+  std::string detail{};  // when set, says it all: "container x does not exist: ...", "OOM-killed"
 
-  bool success() const { return known && signal == 0 && code == 0; }
+  bool success() const { return known && signal == 0 && code == 0 && detail.empty(); }
   // "exited with status 3", "killed by signal 9 (Killed)", "exited (status unknown)"
   std::string describe() const;
 };
@@ -32,12 +33,17 @@ struct ExitInfo {
 // What the daemon persists about a running instance so that a restarted daemon can adopt it.
 struct InstanceRecord {
   std::string service;
-  pid_t pid = 0;
+  pid_t pid = 0;               // docker: the container's first process, 0 until it runs
   uint64_t start_time = 0;     // /proc start time: proves pid is still this process
   std::string cgroup;          // cgroup directory holding the tree, or empty
   bool from_pid_file = false;  // started by someone else, adopted through pid_file
   int64_t started_unix_ms = 0;
+  RuntimeKind runtime = RuntimeKind::kProcess;
+  std::string container{};  // docker: the container's name; the record is adopted through it
 };
+
+// "pid 123" or "container 3f2a…" for messages.
+std::string describe(const InstanceRecord& record);
 
 struct StopOutcome {
   bool killed = false;  // SIGKILL was needed (grace ran out, or grace was zero)
@@ -50,6 +56,9 @@ class Instance {
   virtual const InstanceRecord& record() const = 0;
   // True once the main process has exited (its tree may still have members).
   virtual bool exited() const = 0;
+  // False while the backend is still bringing it up (a container being created and started):
+  // readiness is not checked before, so a health check never answers for something else.
+  virtual bool launched() const { return true; }
   // Every live process of the instance: main process and descendants.
   virtual std::vector<pid_t> pids() const = 0;
   // Looks for new descendants (only needed where no cgroup holds the tree).
@@ -63,6 +72,7 @@ class Instance {
 struct LaunchOptions {
   std::string log_path;
   std::vector<std::pair<std::string, std::string>> extra_env;
+  std::optional<unsigned> gpu = std::nullopt;  // the planner's choice (extra_env says it too)
 };
 
 // Called once, on the executor, when the main process exits.

@@ -18,6 +18,8 @@ namespace {
 
 nlohmann::json to_json(const InstanceRecord& r) {
   return {{"service", r.service},
+          {"runtime", to_string(r.runtime)},
+          {"container", r.container},
           {"pid", r.pid},
           {"start_time", r.start_time},
           {"cgroup", r.cgroup},
@@ -29,6 +31,13 @@ Result<InstanceRecord> from_json(const nlohmann::json& j) {
   InstanceRecord r;
   try {
     r.service = j.at("service").get<std::string>();
+    const std::string runtime = j.value("runtime", "process");
+    if (runtime == "docker") {
+      r.runtime = RuntimeKind::kDocker;
+    } else if (runtime != "process") {
+      return make_error(ErrorCode::kBadRequest, "unknown runtime '" + runtime + "'");
+    }
+    r.container = j.value("container", "");
     r.pid = j.at("pid").get<pid_t>();
     r.start_time = j.at("start_time").get<uint64_t>();
     r.cgroup = j.value("cgroup", "");
@@ -37,7 +46,11 @@ Result<InstanceRecord> from_json(const nlohmann::json& j) {
   } catch (const nlohmann::json::exception& e) {
     return make_error(ErrorCode::kBadRequest, e.what());
   }
-  if (r.pid <= 0) return make_error(ErrorCode::kBadRequest, "pid must be positive");
+  if (r.runtime == RuntimeKind::kDocker) {
+    if (r.container.empty()) return make_error(ErrorCode::kBadRequest, "container is empty");
+  } else if (r.pid <= 0) {
+    return make_error(ErrorCode::kBadRequest, "pid must be positive");
+  }
   return r;
 }
 

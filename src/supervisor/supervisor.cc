@@ -64,6 +64,7 @@ ServiceView Supervisor::view(const Unit& u) const {
   v.generation = u.generation;
   if (u.instance && !u.instance->exited()) v.pid = u.instance->record().pid;
   if (u.instance) v.started_unix_ms = u.instance->record().started_unix_ms;
+  if (u.instance && !u.instance->exited()) v.container = u.instance->record().container;
   v.adopted = u.adopted;
   v.restarts = u.restarts;
   v.last_exit = u.last_exit;

@@ -39,6 +39,7 @@ struct ServiceView {
   uint64_t generation = 0;
   pid_t pid = 0;                     // main process, 0 when none
   int64_t started_unix_ms = 0;       // of the current instance
+  std::string container;             // docker: the container's name, when one runs
   bool adopted = false;              // instance taken over from a previous daemon or a pid_file
   int restarts = 0;                  // automatic restarts in a row
   std::string last_exit;             // "exited with status 3", or empty

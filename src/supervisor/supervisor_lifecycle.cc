@@ -64,7 +64,7 @@ void Supervisor::start() {
       u->last_exit = instance.error().message;
       continue;
     }
-    adopt(*u, *instance, "adopted pid " + std::to_string(record.pid) + " after daemon restart");
+    adopt(*u, *instance, "adopted " + describe(record) + " after daemon restart");
   }
   for (auto& [name, u] : units_) {
     if (u->instance || u->spec.pid_file.empty()) continue;
@@ -116,7 +116,7 @@ void Supervisor::launch(Unit& u, const std::string& why, std::optional<unsigned>
   }
   u.log->rotate_if_larger(kMaxLogBytes);
   u.last_probe.clear();
-  LaunchOptions launch{store_.log_path(u.spec.name), {}};
+  LaunchOptions launch{store_.log_path(u.spec.name), {}, gpu};
   // The planner's choice, in the form CUDA programs honour.
   // NVML numbers GPUs in PCI bus order; CUDA does too once told to.
   if (gpu) {
@@ -133,7 +133,7 @@ void Supervisor::launch(Unit& u, const std::string& why, std::optional<unsigned>
   }
   u.instance = std::move(*started);
   u.adopted = false;
-  u.log->note("started pid " + std::to_string(u.instance->record().pid) + " (" + why + ")");
+  u.log->note("started " + describe(u.instance->record()) + " (" + why + ")");
   // Persisted before anyone hears it started: a daemon that dies now still finds it.
   if (const auto saved = store_.save(u.instance->record()); !saved) {
     set_state(u, ServiceState::kStarting, why);
@@ -165,6 +165,19 @@ void Supervisor::readiness_probe(Unit& u) {
   const auto remaining =
       std::chrono::duration_cast<Millis>(u.startup_deadline - std::chrono::steady_clock::now());
   const Millis timeout = std::clamp(remaining, Millis(1), u.spec.health.timeout);
+  if (!u.instance->launched()) {
+    u.last_probe = "not started yet";
+    const auto elapsed =
+        std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - u.started_at);
+    u.probe_timer.expires_after(
+        readiness_poll_delay(elapsed, u.spec.health.startup_poll_cap, false));
+    u.probe_timer.async_wait(guarded(
+        [this, name = u.spec.name, generation = u.generation](boost::system::error_code ec) {
+          Unit* again = current(name, generation);
+          if (!ec && again != nullptr) readiness_probe(*again);
+        }));
+    return;
+  }
   prober_.check(u.spec.health, timeout,
                 guarded([this, name = u.spec.name, generation = u.generation](ProbeResult r) {
                   Unit* unit = current(name, generation);
@@ -240,7 +253,7 @@ void Supervisor::on_exit(const std::string& name, uint64_t generation, const Exi
   Unit* u = current(name, generation);
   if (u == nullptr) return;  // an exit we asked for (stop bumped the generation) or stale
   u->last_exit = info.describe();
-  u->log->note("pid " + std::to_string(u->instance->record().pid) + " " + u->last_exit);
+  u->log->note(describe(u->instance->record()) + " " + u->last_exit);
   const bool was_starting = u->state == ServiceState::kStarting;
   on_failure(*u, (was_starting ? u->last_exit + " while starting" : u->last_exit), !info.success());
 }

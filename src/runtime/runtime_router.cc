@@ -1,0 +1,40 @@
+#include "runtime/runtime_router.h"
+
+namespace gpuvisor {
+
+Result<Runtime*> RuntimeRouter::backend(RuntimeKind kind) const {
+  const auto it = backends_.find(kind);
+  if (it == backends_.end()) {
+    return make_error(ErrorCode::kUnavailable,
+                      std::string("no ") + to_string(kind) + " runtime in this daemon");
+  }
+  return it->second;
+}
+
+Result<std::shared_ptr<Instance>> RuntimeRouter::start(const ServiceSpec& spec,
+                                                       const LaunchOptions& options,
+                                                       ExitCallback on_exit) {
+  auto b = backend(spec.runtime);
+  if (!b) return b.error();
+  return (*b)->start(spec, options, std::move(on_exit));
+}
+
+Result<std::shared_ptr<Instance>> RuntimeRouter::adopt(const InstanceRecord& record,
+                                                       ExitCallback on_exit) {
+  auto b = backend(record.runtime);
+  if (!b) return b.error();
+  return (*b)->adopt(record, std::move(on_exit));
+}
+
+void RuntimeRouter::discard(const InstanceRecord& record) {
+  if (auto b = backend(record.runtime)) (*b)->discard(record);
+}
+
+Result<std::shared_ptr<Instance>> RuntimeRouter::adopt_existing(const ServiceSpec& spec,
+                                                                ExitCallback on_exit) {
+  auto b = backend(spec.runtime);
+  if (!b) return b.error();
+  return (*b)->adopt_existing(spec, std::move(on_exit));
+}
+
+}  // namespace gpuvisor
