@@ -7,6 +7,7 @@ packages=(
   libboost-dev nlohmann-json3-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
   libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev
   curl procps
+  docker.io busybox-static
 )
 missing=()
 for p in "${packages[@]}"; do

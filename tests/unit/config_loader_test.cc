@@ -333,13 +333,94 @@ TEST(ConfigLoader, UnknownRestartPolicyListsTheValidOnes) {
 
 TEST(ConfigLoader, Runtimes) {
   const auto message = errors_of(
-      "services:\n  a:\n    command: [x]\n    runtime: docker\n  b:\n    command: [x]\n"
+      "services:\n  a:\n    command: [x]\n    runtime: external\n  b:\n    command: [x]\n"
       "    runtime: vm\n");
   EXPECT_EQ(line_count(message), 2u) << message;
   EXPECT_TRUE(starts_with(message,
-                          "test.yaml:4:14: runtime 'docker' is not supported yet "
-                          "(supported: process)\n"));
-  EXPECT_TRUE(contains(message, "\ntest.yaml:7:14: unknown runtime 'vm' (valid: process"));
+                          "test.yaml:4:14: runtime 'external' is not supported yet "
+                          "(supported: process, docker)\n"));
+  EXPECT_TRUE(contains(message, "\ntest.yaml:7:14: unknown runtime 'vm' (valid: process, docker"));
+}
+
+TEST(ConfigLoader, DockerServices) {
+  const auto loaded = load_config_string(R"(daemon: {docker_host: "unix:///run/d.sock"}
+services:
+  tts:
+    runtime: docker
+    docker: {container: mcn_cosyvoice}
+  comfy:
+    runtime: docker
+    command: [python, main.py]
+    env: {A: "1"}
+    docker:
+      image: ghcr.io/x/comfy:1.2
+      mounts: ["/models:/models:ro"]
+      ports: ["8188:8188", "127.0.0.1:9000:9000/udp"]
+      network: none
+      init: false
+      gpus: all
+)",
+                                         "t.yaml");
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message;
+  EXPECT_EQ(loaded->daemon.docker_host, "unix:///run/d.sock");
+  const auto& tts = loaded->services[0];
+  EXPECT_EQ(tts.runtime, RuntimeKind::kDocker);
+  EXPECT_EQ(tts.docker.container, "mcn_cosyvoice");
+  EXPECT_STREQ(execution_mode(tts), "docker");
+  const auto& comfy = loaded->services[1];
+  EXPECT_EQ(comfy.docker.image, "ghcr.io/x/comfy:1.2");
+  EXPECT_EQ(comfy.docker.mounts, std::vector<std::string>{"/models:/models:ro"});
+  EXPECT_EQ(comfy.docker.ports.size(), 2u);
+  EXPECT_EQ(comfy.docker.network, "none");
+  EXPECT_FALSE(comfy.docker.init);
+  EXPECT_EQ(comfy.docker.gpus, DockerSpec::Gpus::kAll);
+  EXPECT_EQ(comfy.command, (std::vector<std::string>{"python", "main.py"}));
+}
+
+TEST(ConfigLoader, BadDockerServicesSayWhatAndWhere) {
+  const auto message = errors_of(R"(daemon: {docker_host: "tcp://1.2.3.4:2375"}
+services:
+  a:
+    runtime: docker
+  b:
+    runtime: docker
+    command: [x]
+    docker: {container: "bad name", mounts: ["models:/m", "/m:/m:rx"], ports: ["99999:1"], gpus: some}
+  c:
+    command: [x]
+    docker: {container: x}
+  d:
+    runtime: docker
+    pid_file: /run/x.pid
+    docker: {container: x}
+)");
+  EXPECT_TRUE(starts_with(message, "test.yaml:1:23: 'docker_host' must be a unix socket"))
+      << message;
+  EXPECT_TRUE(contains(message,
+                       "test.yaml:3:3: service 'a': a docker service needs "
+                       "docker.container (an existing container) or docker.image"))
+      << message;
+  EXPECT_TRUE(contains(message, "test.yaml:8:25: 'container' must be a container name")) << message;
+  EXPECT_TRUE(contains(message, "test.yaml:8:46: each of 'mounts' must be")) << message;
+  EXPECT_TRUE(contains(message, "test.yaml:8:59: each of 'mounts' must be")) << message;
+  EXPECT_TRUE(contains(message, "test.yaml:8:80: each of 'ports' must be")) << message;
+  EXPECT_TRUE(contains(message, "test.yaml:8:98: unknown docker.gpus 'some'")) << message;
+  EXPECT_TRUE(contains(message, "test.yaml:7:14: service 'b': 'command' needs docker.image"))
+      << message;
+  EXPECT_TRUE(contains(message, "test.yaml:11:13: service 'c': 'docker' needs 'runtime: docker'"))
+      << message;
+  EXPECT_TRUE(contains(message, "test.yaml:14:15: service 'd': 'pid_file' is for process services"))
+      << message;
+}
+
+TEST(ConfigLoader, CondaEnvironment) {
+  const auto loaded = load_config_string(
+      "services:\n  a:\n    command: [python, x.py]\n    conda_env: vision\n", "t.yaml");
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message;
+  EXPECT_EQ(loaded->services[0].conda_env, "vision");
+  EXPECT_STREQ(execution_mode(loaded->services[0]), "conda_env");
+  EXPECT_TRUE(contains(errors_of("services:\n  a:\n    command: [x]\n    conda_env: a/b\n"),
+                       "test.yaml:4:16: 'conda_env' must be a conda environment name"));
 }
 
 TEST(ConfigLoader, HealthWithBothHttpAndTcp) {

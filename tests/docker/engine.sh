@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# A private Docker engine for the integration tests: its own socket, data root and exec root
+# under DIR, no bridge or iptables (containers use the host network), and a test image made
+# from busybox-static without a registry.
+#
+#   tests/docker/engine.sh start DIR   prints nothing; DIR/docker.sock answers when it returns
+#   tests/docker/engine.sh stop DIR    stops the engine by the PID it recorded
+#
+# When no engine can start here (no dockerd, no overlay2, no privileges), start exits 0 and
+# writes the reason to DIR/unavailable: the Docker tests then report skipped, naming it.
+set -euo pipefail
+
+cmd=${1:?start or stop}
+dir=$(realpath -m "${2:?directory}")
+sock=$dir/docker.sock
+image=gpuvisor-test:1
+
+api() { curl -sf --max-time 5 --unix-socket "$sock" "$@"; }
+
+unavailable() {
+  echo "$1" >"$dir/unavailable"
+  echo "docker engine for tests: $1" >&2
+  exit 0
+}
+
+stop_engine() {
+  [[ -f $dir/docker.pid ]] || return 0
+  local pid
+  pid=$(cat "$dir/docker.pid")
+  # Containers first, so the engine does not leave shims behind.
+  for id in $(api "http://localhost/containers/json?all=1" | grep -o '"Id":"[0-9a-f]*"' | cut -d'"' -f4); do
+    api -X DELETE "http://localhost/containers/$id?force=1" >/dev/null || true
+  done
+  kill "$pid" 2>/dev/null || true
+  # dockerd has no pidfd to hand out to a shell; its pid file goes away when it has exited.
+  timeout 20 tail --pid="$pid" -f /dev/null || kill -9 "$pid" 2>/dev/null || true
+  rm -f "$dir/docker.pid"
+}
+
+case $cmd in
+  stop)
+    stop_engine
+    exit 0
+    ;;
+  start) ;;
+  *)
+    echo "usage: $0 start|stop DIR" >&2
+    exit 2
+    ;;
+esac
+
+mkdir -p "$dir"
+rm -f "$dir/unavailable"
+stop_engine
+command -v dockerd >/dev/null || unavailable "dockerd is not installed (scripts/setup.sh installs docker.io)"
+[[ $(id -u) == 0 ]] || unavailable "dockerd needs root"
+[[ -x /bin/busybox ]] || unavailable "busybox-static is not installed (scripts/setup.sh installs it)"
+
+mkdir -p "$dir/data" "$dir/exec"
+dockerd --host "unix://$sock" --data-root "$dir/data" --exec-root "$dir/exec" \
+  --pidfile "$dir/docker.pid" --iptables=false --ip6tables=false --bridge=none \
+  --storage-driver overlay2 --exec-opt native.cgroupdriver=cgroupfs \
+  >"$dir/dockerd.log" 2>&1 &
+engine=$!
+
+# The engine logs "API listen on" once its socket serves; tail -F follows the log as it grows
+# (inotify), so this waits on the engine itself, and gives up if it dies first.
+if ! timeout 60 grep -m1 -q "API listen on" < <(tail -F --pid="$engine" "$dir/dockerd.log" 2>/dev/null); then
+  unavailable "dockerd did not start: $(tail -n 3 "$dir/dockerd.log" | tr '\n' ' ')"
+fi
+api http://localhost/_ping >/dev/null || unavailable "dockerd does not answer /_ping"
+
+# The image: busybox alone, imported from a tarball, so no registry is needed.
+rootfs=$dir/rootfs
+rm -rf "$rootfs"
+mkdir -p "$rootfs/bin" "$rootfs/www" "$rootfs/etc" "$rootfs/tmp"
+cp /bin/busybox "$rootfs/bin/busybox"
+for applet in sh sleep httpd cat echo trap kill; do ln -sf busybox "$rootfs/bin/$applet"; done
+echo ok >"$rootfs/www/health"
+echo 'root:x:0:0:root:/:/bin/sh' >"$rootfs/etc/passwd"
+tar -C "$rootfs" -cf "$dir/rootfs.tar" .
+api -X POST -H 'Content-Type: application/x-tar' --data-binary "@$dir/rootfs.tar" \
+  "http://localhost/images/create?fromSrc=-&repo=gpuvisor-test&tag=1" >/dev/null ||
+  unavailable "cannot import the test image"
+api "http://localhost/images/$image/json" >/dev/null || unavailable "test image missing after import"

@@ -1,0 +1,234 @@
+// The real daemon against a real Docker engine (tests/docker/engine.sh, started by ctest as a
+// fixture on a private socket, with a busybox image made without a registry). Where no engine
+// can start, every test here reports skipped and says why.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "testkit/daemon.h"
+
+namespace gpuvisor::itest {
+namespace {
+
+// Where tests/CMakeLists.txt has ctest start the engine.
+std::string engine_dir() {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  return tmp == nullptr ? "" : std::string(tmp) + "/docker-engine";
+}
+
+// The engine's socket, or why there is none (then the test skips, loudly).
+std::string engine_socket(std::string& why) {
+  const std::string dir = engine_dir();
+  if (dir.empty()) {
+    why = "TEST_TMPDIR is not set (run through ctest, which starts the engine)";
+    return "";
+  }
+  if (std::ifstream reason(dir + "/unavailable"); reason) {
+    std::getline(reason, why);
+    return "";
+  }
+  if (!std::filesystem::exists(dir + "/docker.sock")) {
+    why = "no engine socket in " + dir;
+    return "";
+  }
+  return dir + "/docker.sock";
+}
+
+#define REQUIRE_ENGINE(sock)                                                   \
+  std::string why_;                                                            \
+  const std::string sock = engine_socket(why_);                                \
+  if (sock.empty()) {                                                          \
+    std::fprintf(stderr, "\n*** DOCKER TEST SKIPPED: %s ***\n", why_.c_str()); \
+    GTEST_SKIP() << "no Docker engine: " << why_;                              \
+  }
+
+// One Engine API call through curl, the way a person would check what the daemon did.
+struct ApiReply {
+  int status = 0;
+  std::string body;
+};
+ApiReply engine_api(const std::string& sock, const std::string& method, const std::string& path,
+                    const std::string& body = "") {
+  const std::string out = make_temp_dir("curl") + "/body";
+  std::string cmd = "curl -s -o " + out + " -w '%{http_code}' --unix-socket " + sock + " -X " +
+                    method + " 'http://localhost/v1.41" + path + "'";
+  if (!body.empty()) cmd += " -H 'Content-Type: application/json' -d '" + body + "'";
+  ApiReply reply;
+  if (FILE* p = popen(cmd.c_str(), "r")) {
+    char code[8] = {};
+    if (fgets(code, sizeof code, p) != nullptr) reply.status = std::atoi(code);
+    pclose(p);
+  }
+  std::ifstream in(out);
+  reply.body.assign(std::istreambuf_iterator<char>(in), {});
+  return reply;
+}
+
+nlohmann::json inspect(const std::string& sock, const std::string& name) {
+  const auto r = engine_api(sock, "GET", "/containers/" + name + "/json");
+  if (r.status != 200) return nullptr;
+  return nlohmann::json::parse(r.body, nullptr, false);
+}
+
+// Names unique to one test run, so a rerun never meets a leftover.
+std::string unique(const std::string& base) {
+  return base + "-" + std::to_string(getpid());
+}
+
+// A busybox httpd container service that gpuvisor creates from the test image.
+std::string owned_service(const std::string& name, int port, const std::string& extra = "") {
+  const std::string p = std::to_string(port);
+  return "  " + name +
+         ":\n    runtime: docker\n    command: [/bin/busybox, httpd, -f, -p, \"127.0.0.1:" + p +
+         "\", -h, /www]\n    docker: {image: \"gpuvisor-test:1\", gpus: none}\n"
+         "    stop_grace: 5s\n    health: {http: \"http://127.0.0.1:" +
+         p + "/health\"}\n" + extra;
+}
+
+std::string config(const std::string& sock, const std::string& services) {
+  return "daemon: {docker_host: \"unix://" + sock + "\"}\nservices:\n" + services;
+}
+
+TEST(Docker, CreatesStartsAndStopsAContainerFromAnImage) {
+  REQUIRE_ENGINE(sock);
+  const std::string name = unique("web");
+  Daemon d(config(sock, owned_service(name, free_port())));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+
+  const auto ensured = d.cli({"ensure", name});
+  ASSERT_EQ(0, ensured.exit_code) << ensured.out << ensured.err;
+  const auto svc = d.service(name);
+  EXPECT_EQ("ready", svc["state"]);
+  EXPECT_EQ("docker", svc["mode"]);
+  EXPECT_EQ("gpuvisor-" + name, svc["container"]);
+  const auto c = inspect(sock, "gpuvisor-" + name);
+  ASSERT_TRUE(c.is_object());
+  EXPECT_TRUE(c["State"]["Running"].get<bool>());
+  EXPECT_EQ(name, c["Config"]["Labels"]["io.gpuvisor.service"]);
+  // The container's first process, seen from the host: what VRAM attribution starts from.
+  const pid_t pid = svc["pid"];
+  EXPECT_EQ(c["State"]["Pid"].get<pid_t>(), pid);
+  EXPECT_TRUE(pid_alive(pid));
+
+  const auto stopped = d.cli({"stop", name});
+  EXPECT_EQ(0, stopped.exit_code) << stopped.err;
+  EXPECT_EQ("stopped", d.service(name)["state"]);
+  EXPECT_FALSE(pid_alive(pid));
+  // Made from the config, so removed: the next start makes it afresh.
+  EXPECT_TRUE(inspect(sock, "gpuvisor-" + name).is_null());
+}
+
+TEST(Docker, AnExistingContainerIsStartedAndStoppedButKept) {
+  REQUIRE_ENGINE(sock);
+  const std::string name = unique("existing");
+  const int port = free_port();
+  const auto created = engine_api(
+      sock, "POST", "/containers/create?name=" + name,
+      R"({"Image":"gpuvisor-test:1","Cmd":["/bin/busybox","httpd","-f","-p","127.0.0.1:)" +
+          std::to_string(port) +
+          R"(","-h","/www"],"HostConfig":{"Init":true,"NetworkMode":"host"}})");
+  ASSERT_EQ(201, created.status) << created.body;
+  Daemon d(config(sock, "  tts:\n    runtime: docker\n    docker: {container: " + name +
+                            "}\n    health: {http: \"http://127.0.0.1:" + std::to_string(port) +
+                            "/health\"}\n"));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const auto ensured = d.cli({"ensure", "tts"});
+  ASSERT_EQ(0, ensured.exit_code) << ensured.out << ensured.err;
+  EXPECT_TRUE(inspect(sock, name)["State"]["Running"].get<bool>());
+  ASSERT_EQ(0, d.cli({"stop", "tts"}).exit_code);
+  const auto after = inspect(sock, name);
+  ASSERT_TRUE(after.is_object()) << "a container gpuvisor did not create must be kept";
+  EXPECT_FALSE(after["State"]["Running"].get<bool>());
+  engine_api(sock, "DELETE", "/containers/" + name + "?force=1");
+}
+
+TEST(Docker, MissingContainerOrImageIsAClearErrorThatChangesNothing) {
+  REQUIRE_ENGINE(sock);
+  Daemon d(config(sock,
+                  "  gone:\n    runtime: docker\n    docker: {container: no-such-container}\n"
+                  "  noimage:\n    runtime: docker\n    docker: {image: \"no-such-image:1\", "
+                  "gpus: none}\n"));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const auto gone = d.cli({"ensure", "gone"});
+  EXPECT_NE(0, gone.exit_code);
+  EXPECT_NE(std::string::npos,
+            gone.err.find("container 'no-such-container' does not exist (service gone): create "
+                          "it first (docker create --name no-such-container"))
+      << gone.err;
+  const auto noimage = d.cli({"ensure", "noimage"});
+  EXPECT_NE(0, noimage.exit_code);
+  EXPECT_NE(std::string::npos, noimage.err.find("image 'no-such-image:1' is not in the Docker "
+                                                "engine (service noimage): docker pull"))
+      << noimage.err;
+  EXPECT_TRUE(inspect(sock, "gpuvisor-noimage").is_null());
+}
+
+TEST(Docker, EngineDownIsAClearErrorNotAHang) {
+  const std::string dir = make_temp_dir("nodocker");
+  Daemon d(config(dir + "/docker.sock", "  x:\n    runtime: docker\n    docker: {container: x}\n"));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const auto r = d.cli({"ensure", "x"});
+  EXPECT_NE(0, r.exit_code);
+  EXPECT_NE(std::string::npos,
+            r.err.find("cannot reach the Docker engine at " + dir + "/docker.sock"))
+      << r.err;
+  EXPECT_NE(std::string::npos, r.err.find("is dockerd running?")) << r.err;
+}
+
+TEST(Docker, ACrashArrivesOnTheEventStreamAndTheRestartPolicyApplies) {
+  REQUIRE_ENGINE(sock);
+  const std::string name = unique("crashy");
+  Daemon d(config(sock, owned_service(name, free_port(),
+                                      "    restart: on-failure\n    restart_backoff: 10ms\n")));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  ASSERT_EQ(0, d.cli({"ensure", name}).exit_code);
+  const pid_t first = d.service(name)["pid"];
+  // Killed behind gpuvisor's back, as the OOM killer or a `docker kill` would.
+  ASSERT_EQ(204, engine_api(sock, "POST", "/containers/gpuvisor-" + name + "/kill").status);
+  EXPECT_TRUE(d.wait_event([&](const nlohmann::json& e) {
+    return e["type"] == "service.state_changed" && e["data"]["service"] == name &&
+           e["data"]["to"] == "error" &&
+           e["data"]["reason"].get<std::string>().find("exited with status 137") !=
+               std::string::npos;
+  })) << d.stderr_text();
+  int readies = 0;  // the events are read from the start: the second ready is the restart
+  EXPECT_TRUE(d.wait_event([&](const nlohmann::json& e) {
+    return e["type"] == "service.state_changed" && e["data"]["service"] == name &&
+           e["data"]["to"] == "ready" && ++readies == 2;
+  })) << d.stderr_text();
+  EXPECT_EQ(1, d.service(name)["restarts"]);
+  const pid_t second = d.service(name)["pid"];
+  EXPECT_NE(first, second);
+  EXPECT_TRUE(pid_alive(second));
+  ASSERT_EQ(0, d.cli({"stop", name}).exit_code);
+}
+
+TEST(Docker, ARestartedDaemonAdoptsItsRunningContainer) {
+  REQUIRE_ENGINE(sock);
+  const std::string name = unique("kept");
+  const std::string dir = make_temp_dir("docker-adopt");
+  const std::string yaml = config(sock, owned_service(name, free_port()));
+  pid_t pid = 0;
+  {
+    Daemon first(yaml, dir);
+    ASSERT_TRUE(first.start()) << first.stderr_text();
+    ASSERT_EQ(0, first.cli({"ensure", name}).exit_code);
+    pid = first.service(name)["pid"];
+    first.kill9();
+  }
+  ASSERT_TRUE(pid_alive(pid));
+  Daemon second(yaml, dir);
+  ASSERT_TRUE(second.start()) << second.stderr_text();
+  ASSERT_TRUE(second.wait_state(name, "ready")) << second.stderr_text();
+  const auto svc = second.service(name);
+  EXPECT_TRUE(svc["adopted"].get<bool>());
+  EXPECT_EQ(pid, svc["pid"]);
+  ASSERT_EQ(0, second.cli({"stop", name}).exit_code);
+  EXPECT_FALSE(pid_alive(pid));
+}
+
+}  // namespace
+}  // namespace gpuvisor::itest
