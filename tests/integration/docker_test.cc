@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "testkit/daemon.h"
+#include "testkit/fake_gpu.h"
 
 namespace gpuvisor::itest {
 namespace {
@@ -228,6 +229,31 @@ TEST(Docker, ARestartedDaemonAdoptsItsRunningContainer) {
   EXPECT_EQ(pid, svc["pid"]);
   ASSERT_EQ(0, second.cli({"stop", name}).exit_code);
   EXPECT_FALSE(pid_alive(pid));
+}
+
+TEST(Docker, AContainerIsEvictedToMakeRoomAndRemoved) {
+  REQUIRE_ENGINE(sock);
+  const std::string dir = make_temp_dir("docker-evict");
+  FakeGpu gpu(dir, R"({"devices": [{"name": "Sim 24G", "total_mb": 24576}]})");
+  const std::string a = unique("img"), b = unique("llm");
+  Daemon d(config(sock, owned_service(a, free_port(), "    vram_mb: 16000\n    priority: 1\n") +
+                            owned_service(b, free_port(), "    vram_mb: 16000\n    priority: 5\n")),
+           dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  ASSERT_EQ(0, d.cli({"ensure", a}).exit_code);
+  const pid_t first = d.service(a)["pid"];
+  EXPECT_EQ(0, d.service(a)["gpu"]);
+  // The two do not fit on the 24 GB card together: the lower priority one goes.
+  const auto ensured = d.cli({"ensure", b});
+  ASSERT_EQ(0, ensured.exit_code) << ensured.err;
+  EXPECT_EQ("stopped", d.service(a)["state"]);
+  EXPECT_NE(std::string::npos,
+            d.service(a)["reason"].get<std::string>().find("evicted to make room for " + b))
+      << d.service(a).dump();
+  EXPECT_FALSE(pid_alive(first));
+  EXPECT_TRUE(inspect(sock, "gpuvisor-" + a).is_null());
+  EXPECT_TRUE(inspect(sock, "gpuvisor-" + b)["State"]["Running"].get<bool>());
+  ASSERT_EQ(0, d.cli({"stop", b}).exit_code);
 }
 
 }  // namespace

@@ -9,28 +9,10 @@
 #include <fstream>
 
 #include "testkit/daemon.h"
+#include "testkit/fake_gpu.h"
 
 namespace gpuvisor::itest {
 namespace {
-
-// Points the daemon (and everything it starts) at a simulated GPU for one test.
-class FakeGpu {
- public:
-  explicit FakeGpu(const std::string& dir) : dir_(dir + "/gpu") {
-    std::filesystem::create_directories(dir_ + "/holds");
-    std::ofstream(dir_ + "/devices.json") << R"({"devices": [{"name": "Sim 24G", "total_mb": 24576},
-                           {"name": "Sim 80G", "total_mb": 81920}]})";
-    setenv("FAKE_NVML_DIR", dir_.c_str(), 1);
-    setenv("GPUVISOR_NVML_LIBRARY", GPUVISOR_FAKE_NVML, 1);
-  }
-  ~FakeGpu() {
-    unsetenv("FAKE_NVML_DIR");
-    unsetenv("GPUVISOR_NVML_LIBRARY");
-  }
-
- private:
-  std::string dir_;
-};
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
