@@ -1,0 +1,189 @@
+#include "runtime/oneshot.h"
+
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+#include <charconv>
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+
+#include "core/url.h"
+#include "runtime/spawn.h"
+
+namespace gpuvisor {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::ip::tcp;
+
+namespace {
+
+constexpr size_t kMaxBody = 64 * 1024;
+constexpr size_t kMaxOutput = 1024 * 1024;
+
+std::string failure(const boost::system::error_code& ec, Millis timeout) {
+  if (ec == beast::error::timeout || ec == asio::error::operation_aborted) {
+    return "timed out after " + format_duration(timeout);
+  }
+  return ec.message();
+}
+
+asio::awaitable<boost::system::error_code> connect(beast::tcp_stream& stream,
+                                                   const std::string& host,
+                                                   const std::string& port) {
+  boost::system::error_code ec;
+  // A literal address needs no resolver (whose async form runs on a thread of its own).
+  if (const auto address = asio::ip::make_address(host, ec); !ec) {
+    unsigned short number = 0;
+    std::from_chars(port.data(), port.data() + port.size(), number);
+    co_await stream.async_connect(tcp::endpoint(address, number),
+                                  asio::redirect_error(asio::use_awaitable, ec));
+    co_return ec;
+  }
+  ec.clear();
+  tcp::resolver resolver(co_await asio::this_coro::executor);
+  auto endpoints =
+      co_await resolver.async_resolve(host, port, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return ec;
+  co_await stream.async_connect(endpoints, asio::redirect_error(asio::use_awaitable, ec));
+  co_return ec;
+}
+
+}  // namespace
+
+asio::awaitable<HttpOutcome> http_request(std::string method, std::string url, std::string body,
+                                          Millis timeout) {
+  HttpOutcome out;
+  const auto parsed = parse_http_url(url);
+  if (!parsed) {
+    out.error = "bad URL " + url;
+    co_return out;
+  }
+  beast::tcp_stream stream(co_await asio::this_coro::executor);
+  stream.expires_after(timeout);
+  auto ec = co_await connect(stream, parsed->host, parsed->port);
+  if (ec) {
+    out.error = failure(ec, timeout);
+    out.refused = ec == asio::error::connection_refused;
+    co_return out;
+  }
+  http::request<http::string_body> request{http::string_to_verb(method), parsed->target, 11};
+  request.set(http::field::host, parsed->host + ":" + parsed->port);
+  request.set(http::field::user_agent, "gpuvisor");
+  if (!body.empty()) request.set(http::field::content_type, "application/json");
+  request.body() = std::move(body);
+  request.prepare_payload();
+  request.keep_alive(false);
+  co_await http::async_write(stream, request, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    out.error = failure(ec, timeout);
+    co_return out;
+  }
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(kMaxBody);  // replies to checks and hooks are small; a huge one is not read
+  co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec && ec != http::error::body_limit) {
+    out.error = failure(ec, timeout);
+    co_return out;
+  }
+  out.status = parser.get().result_int();
+  out.body = std::move(parser.get().body());
+  co_return out;
+}
+
+asio::awaitable<HttpOutcome> tcp_connect(std::string host, std::string port, Millis timeout) {
+  HttpOutcome out;
+  beast::tcp_stream stream(co_await asio::this_coro::executor);
+  stream.expires_after(timeout);
+  if (const auto ec = co_await connect(stream, host, port); ec) {
+    out.error = failure(ec, timeout);
+    out.refused = ec == asio::error::connection_refused;
+  }
+  co_return out;
+}
+
+std::string CommandOutcome::describe() const {
+  if (!error.empty()) return error;
+  if (signal != 0) return "killed by signal " + std::to_string(signal);
+  return code == 0 ? "exit 0" : "exited with status " + std::to_string(code);
+}
+
+asio::awaitable<CommandOutcome> run_command(std::vector<std::string> argv, Millis timeout,
+                                            bool capture) {
+  CommandOutcome out;
+  auto executor = co_await asio::this_coro::executor;
+  std::string output_path;
+  if (capture) {
+    // A file, not a pipe: the command's output never blocks it, whatever its size.
+    char name[] = "/tmp/gpuvisor-out-XXXXXX";
+    const int fd = mkstemp(name);
+    if (fd < 0) {
+      out.error = "cannot create a file for the command's output";
+      co_return out;
+    }
+    close(fd);
+    output_path = name;
+  }
+  auto spawned = spawn_process(SpawnRequest{argv, merged_environment({}), "", output_path, ""});
+  if (!spawned) {
+    if (!output_path.empty()) unlink(output_path.c_str());
+    out.error = spawned.error().message;
+    co_return out;
+  }
+  // Shared with the deadline's handler, which may still be queued after this frame is gone.
+  struct Wait {
+    asio::posix::stream_descriptor pidfd;
+    pid_t pid;
+    bool timed_out = false;
+    bool reaped = false;
+  };
+  auto wait = std::make_shared<Wait>(
+      Wait{asio::posix::stream_descriptor(executor, spawned->pidfd.release()), spawned->pid});
+  asio::steady_timer deadline(executor, timeout);
+  deadline.async_wait([wait](const boost::system::error_code& ec) {
+    if (ec || wait->reaped) return;
+    wait->timed_out = true;
+    // Our unreaped child, so neither its PID nor its group can be reused yet.
+    syscall(SYS_pidfd_send_signal, wait->pidfd.native_handle(), SIGKILL, nullptr, 0);
+    kill(-wait->pid, SIGKILL);
+  });
+  boost::system::error_code ec;
+  co_await wait->pidfd.async_wait(asio::posix::stream_descriptor::wait_read,
+                                  asio::redirect_error(asio::use_awaitable, ec));
+  deadline.cancel();
+  int status = 0;
+  waitpid(wait->pid, &status, 0);
+  wait->reaped = true;
+  if (!output_path.empty()) {
+    std::ifstream in(output_path);
+    out.output.resize(kMaxOutput);
+    in.read(out.output.data(), static_cast<std::streamsize>(kMaxOutput));
+    out.output.resize(static_cast<size_t>(in.gcount()));
+    unlink(output_path.c_str());
+  }
+  if (wait->timed_out) {
+    out.error = "timed out after " + format_duration(timeout);
+  } else if (WIFEXITED(status)) {
+    out.exited = true;
+    out.code = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    out.signal = WTERMSIG(status);
+  }
+  co_return out;
+}
+
+}  // namespace gpuvisor

@@ -1,0 +1,42 @@
+// One bounded action, run without blocking the executor: an HTTP request or a command. Health
+// checks, external services' sleep and wake hooks, and remote providers' commands all use these.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <string>
+#include <vector>
+
+#include "core/duration.h"
+
+namespace gpuvisor {
+
+struct HttpOutcome {
+  std::string error;     // why no reply came ("connection refused", "timed out after 2s"), or empty
+  bool refused = false;  // nothing listens: cheap to retry soon
+  unsigned status = 0;
+  std::string body;  // up to 64 KiB
+};
+
+// method and body as given (body sent as JSON when not empty); url: http://host:port/path.
+boost::asio::awaitable<HttpOutcome> http_request(std::string method, std::string url,
+                                                 std::string body, Millis timeout);
+
+// Connects and hangs up: error empty when something accepted the connection.
+boost::asio::awaitable<HttpOutcome> tcp_connect(std::string host, std::string port, Millis timeout);
+
+struct CommandOutcome {
+  std::string error;  // could not run, or timed out ("timed out after 5s"), or empty
+  bool exited = false;
+  int code = 0;        // exit status, when exited
+  int signal = 0;      // terminating signal, when killed
+  std::string output;  // stdout and stderr together, up to 1 MiB, when asked for
+  bool ok() const { return error.empty() && exited && code == 0; }
+  // "exit 0", "exited with status 3", "killed by signal 9", or the error.
+  std::string describe() const;
+};
+
+// Runs argv (a new process group, killed whole at the timeout) and waits on its pidfd.
+boost::asio::awaitable<CommandOutcome> run_command(std::vector<std::string> argv, Millis timeout,
+                                                   bool capture);
+
+}  // namespace gpuvisor
