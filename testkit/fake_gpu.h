@@ -2,10 +2,13 @@
 // its real dlopen path, with its state in the test's directory.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 namespace gpuvisor::itest {
 
@@ -31,5 +34,38 @@ class FakeGpu {
  private:
   std::string dir_;
 };
+
+// A test service gpuvisor did not start (an "external" process), run with args. Returns once
+// it has said `until` on its stdout ("holding", "listening on"): a blocking read of its output,
+// not a wait by the clock. -1 if it could not start.
+inline pid_t start_testsvc(const std::vector<std::string>& args, const std::string& until) {
+  int out[2];
+  if (pipe(out) != 0) return -1;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(out[1], STDOUT_FILENO);
+    close(out[0]);
+    std::vector<char*> argv{const_cast<char*>(GPUVISOR_TESTSVC)};
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(GPUVISOR_TESTSVC, argv.data());
+    _exit(127);
+  }
+  close(out[1]);
+  std::string said;
+  char buf[256];
+  ssize_t n = 0;
+  while (said.find(until) == std::string::npos && (n = read(out[0], buf, sizeof buf)) > 0) {
+    said.append(buf, static_cast<size_t>(n));
+  }
+  close(out[0]);
+  return pid;
+}
+
+// A process gpuvisor did not start, holding VRAM on a GPU.
+inline pid_t start_external(unsigned gpu, unsigned mb) {
+  return start_testsvc(
+      {"--port", "0", "--gpu", std::to_string(gpu), "--vram-mb", std::to_string(mb)}, "holding");
+}
 
 }  // namespace gpuvisor::itest

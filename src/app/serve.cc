@@ -22,6 +22,7 @@
 #include "runtime/cgroup.h"
 #include "runtime/docker_client.h"
 #include "runtime/docker_runtime.h"
+#include "runtime/external_runtime.h"
 #include "runtime/process_runtime.h"
 #include "runtime/runtime_router.h"
 #include "supervisor/probe.h"
@@ -151,9 +152,14 @@ int run_serve(const ServeOptions& options) {
     return 2;
   }
   DockerRuntime containers(io.get_executor(), *docker_socket);
+  ExternalRuntime external(io.get_executor());
+  for (const auto& s : config.services) {
+    if (s.runtime == RuntimeKind::kExternal) external.add(s);
+  }
   RuntimeRouter runtime;
   runtime.add(RuntimeKind::kProcess, processes);
   runtime.add(RuntimeKind::kDocker, containers);
+  runtime.add(RuntimeKind::kExternal, external);
   AsioProber prober(io.get_executor());
   EventBus events;
   Supervisor supervisor(io.get_executor(), config, runtime, prober, *store, events);

@@ -83,6 +83,10 @@ bool is_absolute(std::string_view path) {
   return !path.empty() && path.front() == '/';
 }
 
+bool is_http_method(std::string_view m) {
+  return m == "GET" || m == "POST" || m == "PUT" || m == "PATCH" || m == "DELETE";
+}
+
 bool is_docker_host(std::string_view host) {
   return host.rfind("unix:///", 0) == 0 || (!host.empty() && host.front() == '/');
 }
@@ -457,6 +461,7 @@ class Loader {
         {"pid_file", checked(spec.pid_file, is_absolute, kAbsolutePath)},
         {"conda_env", checked(spec.conda_env, valid_conda_env, kCondaEnv)},
         {"docker", [&](const Field& g) { read_docker(g, service, spec.docker); }},
+        {"external", [&](const Field& g) { read_external(g, service, spec.external); }},
     };
     if (entry.value.IsMap()) visit_map(entry.value, "in " + service, handlers);
     if (command) {
@@ -464,17 +469,43 @@ class Loader {
     } else if (spec.runtime == RuntimeKind::kProcess) {
       report(entry.key_node.Mark(), service + ": 'command' is required");
     }
+    if (spec.runtime == RuntimeKind::kExternal && command) {
+      report(key_mark(entry, "command"),
+             service +
+                 ": an external service has no 'command': gpuvisor does not start it "
+                 "(use external.wake to load it)");
+    }
     check_runtime_fields(entry, service, spec);
     return problems_.size() == problems_before;
   }
 
   // Settings that only make sense for one runtime, and what each runtime cannot do without.
+  static YAML::Mark key_mark(const Field& entry, const char* key) {
+    return entry.value.IsMap() && entry.value[key] ? entry.value[key].Mark()
+                                                   : entry.key_node.Mark();
+  }
+
   void check_runtime_fields(const Field& entry, const std::string& service,
                             const ServiceSpec& spec) {
-    const auto key_mark = [&](const char* key) {
-      return entry.value.IsMap() && entry.value[key] ? entry.value[key].Mark()
-                                                     : entry.key_node.Mark();
-    };
+    const auto key_mark = [&](const char* key) { return Loader::key_mark(entry, key); };
+    const bool has_external = entry.value.IsMap() && entry.value["external"];
+    if (spec.runtime == RuntimeKind::kExternal) {
+      if (spec.external.pid_file.empty() && spec.external.port == 0 && spec.health.empty()) {
+        report(key_mark("external"),
+               service +
+                   ": an external service needs a way to be found: external.port, "
+                   "external.pid_file or a health check");
+      }
+      for (const char* key : {"pid_file", "conda_env", "shell", "cwd", "env"}) {
+        if (entry.value.IsMap() && entry.value[key]) {
+          report(key_mark(key), service + ": '" + key +
+                                    "' is not used by an external service (for the server's "
+                                    "PID file, use external.pid_file)");
+        }
+      }
+    } else if (has_external) {
+      report(key_mark("external"), service + ": 'external' needs 'runtime: external'");
+    }
     if (spec.runtime == RuntimeKind::kDocker) {
       if (spec.docker.container.empty() && spec.docker.image.empty()) {
         report(key_mark("docker"), service +
@@ -526,6 +557,35 @@ class Loader {
     visit_map(f.value, "in 'docker' of " + service, handlers);
   }
 
+  void read_external(const Field& f, const std::string& service, ExternalSpec& external) {
+    if (!expect_map(f, "a map")) return;
+    const Handlers handlers = {
+        {"pid_file", checked(external.pid_file, is_absolute, kAbsolutePath)},
+        {"port", number(external.port, 1, 65535)},
+        {"sleep", [&](const Field& g) { read_hook(g, service, external.sleep); }},
+        {"wake", [&](const Field& g) { read_hook(g, service, external.wake); }},
+    };
+    visit_map(f.value, "in 'external' of " + service, handlers);
+  }
+
+  void read_hook(const Field& f, const std::string& service, HookSpec& hook) {
+    if (!expect_map(f, "a map with 'http' or 'exec'")) return;
+    const Handlers handlers = {
+        {"http", checked(hook.http, is_http_url, "a URL starting with http://")},
+        {"method", checked(hook.method, is_http_method, "GET, POST, PUT, PATCH or DELETE")},
+        {"body", text(hook.body)},
+        {"exec", [&](const Field& g) { read_argv(g, hook.exec); }},
+        {"timeout", duration(hook.timeout, true)},
+    };
+    visit_map(f.value, "in '" + f.key + "' of " + service, handlers);
+    const bool http = static_cast<bool>(f.value["http"]), exec = static_cast<bool>(f.value["exec"]);
+    if (http == exec) {
+      report(f.key_node.Mark(), quote(f.key) + " of " + service +
+                                    (http ? " has both 'http' and 'exec'; set one"
+                                          : " needs 'http' (a URL) or 'exec' (a command)"));
+    }
+  }
+
   // A list of strings, each of which must pass `valid`.
   void read_list(const Field& f, std::vector<std::string>& out, bool (*valid)(std::string_view),
                  std::string_view expected) {
@@ -567,12 +627,14 @@ class Loader {
       out = RuntimeKind::kProcess;
     } else if (text == "docker") {
       out = RuntimeKind::kDocker;
-    } else if (text == "external" || text == "remote") {
-      report(value_mark(f),
-             "runtime " + quote(text) + " is not supported yet (supported: process, docker)");
+    } else if (text == "external") {
+      out = RuntimeKind::kExternal;
+    } else if (text == "remote") {
+      report(value_mark(f), "runtime " + quote(text) +
+                                " is not supported yet (supported: process, docker, external)");
     } else {
       report(value_mark(f), "unknown runtime " + quote(text) +
-                                " (valid: process, docker; planned: external, remote)");
+                                " (valid: process, docker, external; planned: remote)");
     }
   }
 

@@ -8,6 +8,8 @@ const char* to_string(RuntimeKind kind) {
       return "process";
     case RuntimeKind::kDocker:
       return "docker";
+    case RuntimeKind::kExternal:
+      return "external";
   }
   return "process";
 }

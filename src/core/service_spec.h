@@ -11,7 +11,7 @@
 
 namespace gpuvisor {
 
-enum class RuntimeKind { kProcess, kDocker };
+enum class RuntimeKind { kProcess, kDocker, kExternal };
 
 enum class RestartPolicy {
   kNo,         // an exit or a failed liveness probe leaves the service in error
@@ -56,6 +56,25 @@ struct DockerSpec {
   enum class Gpus { kPlaced, kAll, kNone } gpus = Gpus::kPlaced;
 };
 
+// An action on a server gpuvisor does not run: an HTTP request or a command.
+struct HookSpec {
+  std::string http;  // URL
+  std::string method = "POST";
+  std::string body;               // sent as JSON
+  std::vector<std::string> exec;  // argv
+  Millis timeout{Millis(30'000)};
+  bool empty() const { return http.empty() && exec.empty(); }
+};
+
+// A server someone else runs (an Ollama, a vLLM, a system daemon). gpuvisor health-checks it,
+// counts its VRAM as the service's, and frees that VRAM through `sleep` instead of stopping it.
+struct ExternalSpec {
+  std::string pid_file;  // its processes: the PID in this file and its descendants
+  unsigned port = 0;     // or: the process listening on this TCP port, and its descendants
+  HookSpec sleep;        // frees its VRAM; without it the service is never evicted
+  HookSpec wake;         // loads again; optional where the server loads on the first request
+};
+
 struct ServiceSpec {
   std::string name;
   std::string description;
@@ -67,6 +86,7 @@ struct ServiceSpec {
   // Runs command inside this conda environment (`conda run -n NAME`); still a process service.
   std::string conda_env;
   DockerSpec docker;
+  ExternalSpec external;
   bool shell = false;
   std::map<std::string, std::string> env;
   std::string cwd;

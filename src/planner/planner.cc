@@ -39,7 +39,7 @@ double keep_value(const PlanService& s) {
 }
 
 bool may_evict(const PlanService& victim, const PlanService& requester, bool preempt_busy) {
-  if (victim.keep || victim.priority > requester.priority) return false;
+  if (victim.keep || victim.unevictable || victim.priority > requester.priority) return false;
   if (victim.starting_for_request && victim.priority >= requester.priority) return false;
   if (victim.busy) return preempt_busy && victim.priority < requester.priority;
   return true;
@@ -55,6 +55,8 @@ std::string blockers(const PlanInput& in, const PlanService& target, unsigned gp
                       std::to_string(target.priority) + ", " + format_bytes(freed_by(s)) + ")");
     } else if (s.keep) {
       parts.push_back(s.name + " (same phase, " + format_bytes(freed_by(s)) + ")");
+    } else if (s.unevictable) {
+      parts.push_back(s.name + " (external, no sleep hook, " + format_bytes(freed_by(s)) + ")");
     } else if (s.starting_for_request && s.priority >= target.priority) {
       parts.push_back(s.name + " (starting for a waiting ensure, " + format_bytes(freed_by(s)) +
                       ")");
@@ -73,9 +75,15 @@ std::string blockers(const PlanInput& in, const PlanService& target, unsigned gp
   return out;
 }
 
-std::string names(const std::vector<const PlanService*>& victims) {
-  std::string out;
-  for (const auto* v : victims) out += (out.empty() ? "" : ", ") + v->name;
+// "putting a to sleep, stopping b, c"
+std::string evictions(const std::vector<const PlanService*>& victims) {
+  std::string sleeping, stopping;
+  for (const auto* v : victims) {
+    std::string& list = v->sleeps ? sleeping : stopping;
+    list += (list.empty() ? "" : ", ") + v->name;
+  }
+  std::string out = sleeping.empty() ? "" : "putting " + sleeping + " to sleep";
+  if (!stopping.empty()) out += (out.empty() ? "" : ", ") + std::string("stopping ") + stopping;
   return out;
 }
 
@@ -134,8 +142,9 @@ Plan plan_ensure(const PlanInput& in, const std::string& service) {
     }
     std::stable_sort(candidates.begin(), candidates.end(), [](const auto* a, const auto* b) {
       const double va = keep_value(*a), vb = keep_value(*b);
-      return std::tie(a->priority, va, a->last_used_ms) <
-             std::tie(b->priority, vb, b->last_used_ms);
+      const bool stop_a = !a->sleeps, stop_b = !b->sleeps;
+      return std::tie(a->priority, stop_a, va, a->last_used_ms) <
+             std::tie(b->priority, stop_b, vb, b->last_used_ms);
     });
     const auto need_bytes = static_cast<int64_t>(target.need_bytes);
     Option option{d.index, {}, free};
@@ -173,7 +182,7 @@ Plan plan_ensure(const PlanInput& in, const std::string& service) {
   plan.gpu = best->gpu;
   for (const auto* v : best->victims) plan.evict.push_back(v->name);
   plan.reason = "start " + service + " on GPU " + std::to_string(best->gpu) +
-                (best->victims.empty() ? "" : " after stopping " + names(best->victims));
+                (best->victims.empty() ? "" : " after " + evictions(best->victims));
   return plan;
 }
 

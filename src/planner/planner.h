@@ -35,6 +35,10 @@ struct PlanService {
   double reload_seconds = 0;
   std::optional<unsigned> pinned_gpu;  // the config's placement rule, if any
   bool keep = false;                   // never evicted: a member of a phase being ensured
+  bool unevictable = false;            // never evicted: an external server with no sleep hook
+  // Evicted by putting it to sleep (it keeps running, its VRAM is freed): cheaper than a stop,
+  // so it goes first among services of the same priority.
+  bool sleeps = false;
   // Placed moments ago for another request: only strictly higher priority may evict it, so two
   // requests that do not fit together never evict each other.
   bool starting_for_request = false;
@@ -57,14 +61,15 @@ struct PlanInput {
 struct Plan {
   bool ok = false;
   unsigned gpu = 0;
-  std::vector<std::string> evict;  // stop these first, in this order
+  std::vector<std::string> evict;  // stop (or put to sleep) these first, in this order
   bool already_running = false;
   std::string reason;  // why it cannot be placed (when !ok), or what the plan does
 };
 
 // Where to start `service` and what to stop first. Never evicts a service of higher priority
 // than the requester, nor a busy one unless preempt_busy_lower allows it for strictly lower
-// priority. Among what may go: lowest priority first; within a priority, the least reload
+// priority. Among what may go: lowest priority first; within a priority, what can be put to
+// sleep before what must be stopped, then the least reload
 // time saved per byte held (recent_uses x reload_seconds / bytes), then least recently used;
 // and no more than needed; on the GPU that needs the least eviction.
 Plan plan_ensure(const PlanInput& input, const std::string& service);

@@ -120,6 +120,50 @@ std::vector<pid_t> list_namespace_members(pid_t root) {
   return out;
 }
 
+namespace {
+
+// Socket inodes in LISTEN state on port, from one /proc/net/tcp* table.
+void listening_inodes(const std::string& table, unsigned port, std::set<std::string>& out) {
+  std::ifstream in(table);
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout, inode;
+    fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >>
+        timeout >> inode;
+    const auto colon = local.rfind(':');
+    if (state != "0A" || colon == std::string::npos) continue;  // 0A: TCP_LISTEN
+    unsigned local_port = 0;
+    const auto hex = local.substr(colon + 1);
+    std::from_chars(hex.data(), hex.data() + hex.size(), local_port, 16);
+    if (local_port == port) out.insert("socket:[" + inode + "]");
+  }
+}
+
+}  // namespace
+
+std::optional<pid_t> find_tcp_listener(unsigned port) {
+  std::set<std::string> sockets;
+  listening_inodes("/proc/net/tcp", port, sockets);
+  listening_inodes("/proc/net/tcp6", port, sockets);
+  if (sockets.empty()) return std::nullopt;
+  std::optional<ProcStat> oldest;
+  for (const auto& p : list_processes()) {
+    std::error_code ec;
+    for (const auto& fd :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(p.pid) + "/fd", ec)) {
+      std::error_code link_ec;
+      const auto target = std::filesystem::read_symlink(fd.path(), link_ec);
+      if (link_ec || sockets.count(target.string()) == 0) continue;
+      if (!oldest || p.start_time < oldest->start_time) oldest = p;
+      break;
+    }
+  }
+  if (!oldest) return std::nullopt;
+  return oldest->pid;
+}
+
 double start_time_unix_seconds(uint64_t start_time) {
   timespec real{}, boot{};
   clock_gettime(CLOCK_REALTIME, &real);

@@ -40,6 +40,10 @@ std::vector<ProcStat> list_service_tree(pid_t root);
 // daemon's own namespace (a container run with --pid=host), root and its service tree instead.
 std::vector<pid_t> list_namespace_members(pid_t root);
 
+// The process listening on this TCP port (IPv4 or IPv6), found through /proc/net and the
+// processes' descriptors; where several share the socket (pre-forked workers), the oldest.
+std::optional<pid_t> find_tcp_listener(unsigned port);
+
 // All processes, for callers that need more than one query per scan.
 std::vector<ProcStat> list_processes();
 

@@ -47,6 +47,7 @@ std::string describe(const InstanceRecord& record);
 
 struct StopOutcome {
   bool killed = false;  // SIGKILL was needed (grace ran out, or grace was zero)
+  std::string how{};    // when set, what the stop did instead ("put to sleep ...")
 };
 
 class Instance {

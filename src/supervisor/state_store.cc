@@ -34,6 +34,8 @@ Result<InstanceRecord> from_json(const nlohmann::json& j) {
     const std::string runtime = j.value("runtime", "process");
     if (runtime == "docker") {
       r.runtime = RuntimeKind::kDocker;
+    } else if (runtime == "external") {
+      r.runtime = RuntimeKind::kExternal;
     } else if (runtime != "process") {
       return make_error(ErrorCode::kBadRequest, "unknown runtime '" + runtime + "'");
     }
@@ -48,7 +50,7 @@ Result<InstanceRecord> from_json(const nlohmann::json& j) {
   }
   if (r.runtime == RuntimeKind::kDocker) {
     if (r.container.empty()) return make_error(ErrorCode::kBadRequest, "container is empty");
-  } else if (r.pid <= 0) {
+  } else if (r.runtime == RuntimeKind::kProcess && r.pid <= 0) {
     return make_error(ErrorCode::kBadRequest, "pid must be positive");
   }
   return r;

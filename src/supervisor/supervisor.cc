@@ -253,17 +253,18 @@ void Supervisor::on_stopped(const std::string& name, uint64_t generation, StopOu
   u->instance.reset();
   u->adopted = false;
   store_.remove(name);
-  std::string reason = !outcome.killed  ? "stopped"
-                       : u->stop_forced ? "killed with SIGKILL (stop --force)"
+  std::string reason = !outcome.how.empty() ? outcome.how
+                       : !outcome.killed    ? "stopped"
+                       : u->stop_forced     ? "killed with SIGKILL (stop --force)"
                                         : "killed with SIGKILL (did not exit within stop_grace " +
                                               format_duration(u->spec.stop_grace) + ")";
   u->stop_forced = false;
   if (!u->evicted_for.empty()) {
-    reason =
-        "evicted to make room for " + u->evicted_for + (outcome.killed ? " (" + reason + ")" : "");
+    const bool say_how = outcome.killed || !outcome.how.empty();
+    reason = "evicted to make room for " + u->evicted_for + (say_how ? " (" + reason + ")" : "");
     u->evicted_for.clear();
   }
-  u->log->note("pid " + std::to_string(pid) + " " + reason);
+  u->log->note((pid > 0 ? "pid " + std::to_string(pid) + " " : "") + reason);
   events_.publish("service.process_gone", {{"service", name}, {"pid", pid}, {"after", "stop"}});
   u->ready_at.reset();
   set_state(*u, ServiceState::kStopped, reason);

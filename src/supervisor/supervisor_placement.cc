@@ -97,6 +97,8 @@ PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot,
     s.last_used_ms = u->last_used_ms;
     s.pinned_gpu = u->spec.gpu;
     s.keep = u->keep_for_phase > 0;
+    s.sleeps = u->spec.runtime == RuntimeKind::kExternal;
+    s.unevictable = s.sleeps && u->spec.external.sleep.empty();
     s.starting_for_request = u->state == ServiceState::kStarting && !u->ensure_waiters.empty();
     s.recent_uses = u->recent_uses(std::chrono::steady_clock::now());
     s.reload_seconds = u->reload_seconds;

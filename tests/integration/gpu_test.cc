@@ -19,31 +19,6 @@ std::string read_text(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-// A process gpuvisor did not start, holding VRAM on a GPU. Returns once it says it holds it
-// (a blocking read of its output, not a wait by the clock).
-pid_t start_external(unsigned gpu, unsigned mb) {
-  int out[2];
-  if (pipe(out) != 0) return -1;
-  const pid_t pid = fork();
-  if (pid == 0) {
-    dup2(out[1], STDOUT_FILENO);
-    close(out[0]);
-    const std::string g = std::to_string(gpu), m = std::to_string(mb);
-    execl(GPUVISOR_TESTSVC, GPUVISOR_TESTSVC, "--port", "0", "--gpu", g.c_str(), "--vram-mb",
-          m.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(out[1]);
-  std::string said;
-  char buf[256];
-  ssize_t n = 0;
-  while (said.find("holding") == std::string::npos && (n = read(out[0], buf, sizeof buf)) > 0) {
-    said.append(buf, static_cast<size_t>(n));
-  }
-  close(out[0]);
-  return pid;
-}
-
 TEST(Gpu, ProcessesAreOursOrExternalAndEachGpuHasAState) {
   const int port = free_port();
   const std::string dir = make_temp_dir("gpu");

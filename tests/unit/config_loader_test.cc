@@ -333,13 +333,14 @@ TEST(ConfigLoader, UnknownRestartPolicyListsTheValidOnes) {
 
 TEST(ConfigLoader, Runtimes) {
   const auto message = errors_of(
-      "services:\n  a:\n    command: [x]\n    runtime: external\n  b:\n    command: [x]\n"
+      "services:\n  a:\n    command: [x]\n    runtime: remote\n  b:\n    command: [x]\n"
       "    runtime: vm\n");
   EXPECT_EQ(line_count(message), 2u) << message;
   EXPECT_TRUE(starts_with(message,
-                          "test.yaml:4:14: runtime 'external' is not supported yet "
-                          "(supported: process, docker)\n"));
-  EXPECT_TRUE(contains(message, "\ntest.yaml:7:14: unknown runtime 'vm' (valid: process, docker"));
+                          "test.yaml:4:14: runtime 'remote' is not supported yet "
+                          "(supported: process, docker, external)\n"));
+  EXPECT_TRUE(contains(message,
+                       "\ntest.yaml:7:14: unknown runtime 'vm' (valid: process, docker, external"));
 }
 
 TEST(ConfigLoader, DockerServices) {
@@ -411,6 +412,60 @@ services:
       << message;
   EXPECT_TRUE(contains(message, "test.yaml:14:15: service 'd': 'pid_file' is for process services"))
       << message;
+}
+
+TEST(ConfigLoader, ExternalServices) {
+  const auto loaded = load_config_string(R"(services:
+  ollama:
+    runtime: external
+    vram_mb: 18000
+    external:
+      port: 11434
+      sleep: {http: "http://127.0.0.1:11434/api/generate", body: '{"model":"q","keep_alive":0}'}
+      wake: {exec: [/usr/local/bin/warm, q], timeout: 2m}
+    health: {http: "http://127.0.0.1:11434/api/tags"}
+)",
+                                         "t.yaml");
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message;
+  const auto& s = loaded->services[0];
+  EXPECT_EQ(s.runtime, RuntimeKind::kExternal);
+  EXPECT_EQ(s.external.port, 11434u);
+  EXPECT_EQ(s.external.sleep.http, "http://127.0.0.1:11434/api/generate");
+  EXPECT_EQ(s.external.sleep.method, "POST");
+  EXPECT_EQ(s.external.sleep.body, R"({"model":"q","keep_alive":0})");
+  EXPECT_EQ(s.external.wake.exec, (std::vector<std::string>{"/usr/local/bin/warm", "q"}));
+  EXPECT_EQ(s.external.wake.timeout, milliseconds(120'000));
+  EXPECT_STREQ(execution_mode(s), "external");
+}
+
+TEST(ConfigLoader, BadExternalServicesSayWhatAndWhere) {
+  const auto message = errors_of(R"(services:
+  a:
+    runtime: external
+  b:
+    runtime: external
+    command: [x]
+    external: {port: 70000, sleep: {}, wake: {http: "http://x/", exec: [y], method: FETCH}}
+  c:
+    command: [x]
+    external: {port: 1}
+)");
+  EXPECT_TRUE(contains(message,
+                       "test.yaml:2:3: service 'a': an external service needs a way to "
+                       "be found: external.port, external.pid_file or a health check"))
+      << message;
+  EXPECT_TRUE(contains(message,
+                       "test.yaml:6:14: service 'b': an external service has no "
+                       "'command': gpuvisor does not start it"))
+      << message;
+  EXPECT_TRUE(contains(message, "test.yaml:7:22: 'port' must be at most 65535")) << message;
+  EXPECT_TRUE(contains(message, "'sleep' of service 'b' needs 'http' (a URL) or 'exec'"))
+      << message;
+  EXPECT_TRUE(contains(message, "'wake' of service 'b' has both 'http' and 'exec'; set one"))
+      << message;
+  EXPECT_TRUE(contains(message, "'method' must be GET, POST, PUT, PATCH or DELETE, got 'FETCH'"))
+      << message;
+  EXPECT_TRUE(contains(message, "service 'c': 'external' needs 'runtime: external'")) << message;
 }
 
 TEST(ConfigLoader, CondaEnvironment) {

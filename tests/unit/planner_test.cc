@@ -112,6 +112,31 @@ TEST(Planner, MembersOfThePhaseBeingEnsuredAreKept) {
   EXPECT_NE(std::string::npos, plan.reason.find("tts (same phase, 20.0 GiB)")) << plan.reason;
 }
 
+TEST(Planner, PuttingToSleepGoesBeforeStoppingWithinAPriority) {
+  auto ollama = running(svc("ollama", 5, 12, 10), 0);  // the least recently used, yet kept...
+  ollama.sleeps = true;
+  const auto in = one_gpu({running(svc("sdxl", 5, 12, 900), 0), ollama, svc("llm", 10, 12)});
+  const auto plan = plan_ensure(in, "llm");
+  ASSERT_TRUE(plan.ok) << plan.reason;
+  EXPECT_EQ(std::vector<std::string>{"ollama"}, plan.evict);  // ...no: sleep is cheaper
+  EXPECT_EQ("start llm on GPU 0 after putting ollama to sleep", plan.reason);
+  // Priority still comes first: a lower-priority service is stopped before a sleeper.
+  auto in2 = in;
+  in2.services[0].priority = 1;
+  const auto plan2 = plan_ensure(in2, "llm");
+  EXPECT_EQ(std::vector<std::string>{"sdxl"}, plan2.evict);
+  EXPECT_EQ("start llm on GPU 0 after stopping sdxl", plan2.reason);
+}
+
+TEST(Planner, AnExternalServerWithNoSleepHookIsNeverEvicted) {
+  auto vllm = running(svc("vllm", 1, 20), 0);
+  vllm.unevictable = true;
+  const auto plan = plan_ensure(one_gpu({vllm, svc("llm", 10, 12)}), "llm");
+  EXPECT_FALSE(plan.ok);
+  EXPECT_NE(std::string::npos, plan.reason.find("vllm (external, no sleep hook, 20.0 GiB)"))
+      << plan.reason;
+}
+
 TEST(Planner, AServiceStartingForAnotherRequestYieldsOnlyToHigherPriority) {
   auto starting = running(svc("tts", 5, 20), 0);
   starting.held_bytes = 0;  // still loading

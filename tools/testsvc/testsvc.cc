@@ -423,6 +423,13 @@ class Server {
       c.out = Response(200, "application/json",
                        "{\"pid\":" + std::to_string(getpid()) +
                            ",\"uptime_ms\":" + std::to_string((now - start_ns_) / kNsPerMs) + "}");
+    } else if (method == "POST" && path == "/sleep") {
+      // As vLLM's sleep mode: the server stays up and gives its VRAM back.
+      if (!g_hold_path.empty()) unlink(g_hold_path.c_str());
+      c.out = Response(200, "text/plain", "asleep");
+    } else if (method == "POST" && path == "/wake_up") {
+      if (o_.vram_mb > 0) HoldVram(o_);
+      c.out = Response(200, "text/plain", "awake");
     } else if (method == "GET" && path == "/crash") {
       c.out = Response(200, "text/plain", "crashing");
       c.crash_after = true;
