@@ -33,6 +33,7 @@ nlohmann::json to_json(const ServiceView& v) {
       {"phases", s.phases},
       {"restart_policy", to_string(s.restart)},
       {"health", health},
+      {"remote", v.details.is_object() ? v.details : nlohmann::json(nullptr)},
   };
 }
 

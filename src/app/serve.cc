@@ -14,6 +14,7 @@
 
 #include "api/http_server.h"
 #include "api/routes.h"
+#include "app/backends.h"
 #include "app/embedded_config.h"
 #include "config/config_loader.h"
 #include "core/url.h"
@@ -21,10 +22,6 @@
 #include "gpu/inventory.h"
 #include "runtime/cgroup.h"
 #include "runtime/docker_client.h"
-#include "runtime/docker_runtime.h"
-#include "runtime/external_runtime.h"
-#include "runtime/process_runtime.h"
-#include "runtime/runtime_router.h"
 #include "supervisor/probe.h"
 #include "supervisor/state_store.h"
 #include "supervisor/supervisor.h"
@@ -145,23 +142,16 @@ int run_serve(const ServeOptions& options) {
           parent.error().message);
     }
   }
-  ProcessRuntime processes(io.get_executor(), cgroup_parent, config.daemon.conda);
   const auto docker_socket = docker_socket_for(config);
   if (!docker_socket) {
     std::cerr << docker_socket.error().message << "\n";
     return 2;
   }
-  DockerRuntime containers(io.get_executor(), *docker_socket);
-  ExternalRuntime external(io.get_executor());
-  for (const auto& s : config.services) {
-    if (s.runtime == RuntimeKind::kExternal) external.add(s);
-  }
-  RuntimeRouter runtime;
-  runtime.add(RuntimeKind::kProcess, processes);
-  runtime.add(RuntimeKind::kDocker, containers);
-  runtime.add(RuntimeKind::kExternal, external);
   AsioProber prober(io.get_executor());
   EventBus events;
+  Backends backends(io.get_executor(), config, cgroup_parent, *docker_socket,
+                    store->dir() + "/remote.json", events);
+  RuntimeRouter& runtime = backends.router;
   Supervisor supervisor(io.get_executor(), config, runtime, prober, *store, events);
   const auto gpus = open_nvml_inventory(
       config.daemon.nvml_library.empty() ? default_nvml_library() : config.daemon.nvml_library);

@@ -1,5 +1,8 @@
 #include "cli/commands.h"
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
@@ -178,16 +181,30 @@ int ClientCommands::status() {
   return call("GET", target, kReadTimeout, [this](const nlohmann::json& body) {
     const auto services = name_.empty() ? body.value("services", nlohmann::json::array())
                                         : nlohmann::json::array({body});
+    // Remote services cost money while they run: the cost so far gets a column of its own.
+    const bool remote = std::any_of(services.begin(), services.end(), [](const auto& s) {
+      return s.contains("remote") && s["remote"].is_object();
+    });
     std::vector<std::vector<std::string>> rows;
     const long long now = now_ms();
     for (const auto& s : services) {
       const long long pid = s.value("pid", 0LL);
-      rows.push_back({text(s, "name"), text(s, "state"), pid > 0 ? std::to_string(pid) : "-",
-                      text(s, "priority"), text(s, "vram_mb"), text(s, "restarts"),
-                      ago(s.value("since_ms", 0LL), now), text(s, "reason")});
+      std::vector<std::string> row = {text(s, "name"),     text(s, "state"),
+                                      text(s, "mode"),     pid > 0 ? std::to_string(pid) : "-",
+                                      text(s, "priority"), text(s, "vram_mb"),
+                                      text(s, "restarts"), ago(s.value("since_ms", 0LL), now)};
+      if (remote) {
+        const bool has = s.contains("remote") && s["remote"].is_object();
+        row.push_back(has ? fmt::format("${:.2f}", s["remote"].value("cost_usd", 0.0)) : "-");
+      }
+      row.push_back(text(s, "reason"));
+      rows.push_back(std::move(row));
     }
-    return render_table(
-        {"NAME", "STATE", "PID", "PRIORITY", "VRAM_MB", "RESTARTS", "SINCE", "REASON"}, rows);
+    std::vector<std::string> header = {"NAME",     "STATE",   "MODE",     "PID",
+                                       "PRIORITY", "VRAM_MB", "RESTARTS", "SINCE"};
+    if (remote) header.push_back("COST");
+    header.push_back("REASON");
+    return render_table(header, rows);
   });
 }
 

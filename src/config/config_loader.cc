@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -81,6 +82,11 @@ bool is_alnum(char c) {
 
 bool is_absolute(std::string_view path) {
   return !path.empty() && path.front() == '/';
+}
+
+bool is_remote_kind(std::string_view k) {
+  return k == "remote_ssh" || k == "cloud_vm" || k == "cloud_container" ||
+         k == "cloud_serverless" || k == "cloud_gpu" || k == "cloud_cpu";
 }
 
 bool is_http_method(std::string_view m) {
@@ -462,6 +468,7 @@ class Loader {
         {"conda_env", checked(spec.conda_env, valid_conda_env, kCondaEnv)},
         {"docker", [&](const Field& g) { read_docker(g, service, spec.docker); }},
         {"external", [&](const Field& g) { read_external(g, service, spec.external); }},
+        {"remote", [&](const Field& g) { read_remote(g, service, spec.remote); }},
     };
     if (entry.value.IsMap()) visit_map(entry.value, "in " + service, handlers);
     if (command) {
@@ -469,7 +476,8 @@ class Loader {
     } else if (spec.runtime == RuntimeKind::kProcess) {
       report(entry.key_node.Mark(), service + ": 'command' is required");
     }
-    if (spec.runtime == RuntimeKind::kExternal && command) {
+    if ((spec.runtime == RuntimeKind::kExternal || spec.runtime == RuntimeKind::kRemote) &&
+        command) {
       report(key_mark(entry, "command"),
              service +
                  ": an external service has no 'command': gpuvisor does not start it "
@@ -505,6 +513,23 @@ class Loader {
       }
     } else if (has_external) {
       report(key_mark("external"), service + ": 'external' needs 'runtime: external'");
+    }
+    const bool has_remote = entry.value.IsMap() && entry.value["remote"];
+    if (spec.runtime == RuntimeKind::kRemote) {
+      const auto& r = spec.remote;
+      if (r.provision.empty() || r.status.empty() || r.terminate.empty()) {
+        report(key_mark("remote"), service +
+                                       ": a remote service needs remote.provision, remote.status "
+                                       "and remote.terminate (commands)");
+      }
+      if (spec.vram_mb > 0 || spec.gpu) {
+        report(key_mark(spec.vram_mb > 0 ? "vram_mb" : "gpu"),
+               service +
+                   ": a remote service uses no local GPU; describe it with remote.gpu_type "
+                   "and remote.gpu_count");
+      }
+    } else if (has_remote) {
+      report(key_mark("remote"), service + ": 'remote' needs 'runtime: remote'");
     }
     if (spec.runtime == RuntimeKind::kDocker) {
       if (spec.docker.container.empty() && spec.docker.image.empty()) {
@@ -566,6 +591,40 @@ class Loader {
         {"wake", [&](const Field& g) { read_hook(g, service, external.wake); }},
     };
     visit_map(f.value, "in 'external' of " + service, handlers);
+  }
+
+  void read_remote(const Field& f, const std::string& service, RemoteSpec& remote) {
+    if (!expect_map(f, "a map")) return;
+    const auto money = [this](double& out) {
+      return [this, &out](const Field& g) {
+        const std::string text = g.value.IsScalar() ? g.value.Scalar() : "";
+        char* end = nullptr;
+        const double v = std::strtod(text.c_str(), &end);
+        if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v) || v < 0) {
+          bad_value(g, " must be an amount in USD >= 0 (e.g. 2.49), got " + describe(g.value));
+          return;
+        }
+        out = v;
+      };
+    };
+    const Handlers handlers = {
+        {"kind", checked(remote.kind, is_remote_kind,
+                         "one of remote_ssh, cloud_vm, cloud_container, cloud_serverless, "
+                         "cloud_gpu, cloud_cpu")},
+        {"provider", text(remote.provider)},
+        {"region", text(remote.region)},
+        {"gpu_type", text(remote.gpu_type)},
+        {"gpu_count", number(remote.gpu_count, 0, 64)},
+        {"cost_per_hour", money(remote.cost_per_hour)},
+        {"budget", money(remote.budget)},
+        {"provision", [&](const Field& g) { read_argv(g, remote.provision); }},
+        {"status", [&](const Field& g) { read_argv(g, remote.status); }},
+        {"terminate", [&](const Field& g) { read_argv(g, remote.terminate); }},
+        {"command_timeout", duration(remote.command_timeout, true)},
+        {"status_interval", duration(remote.status_interval, true)},
+        {"idle_timeout", duration(remote.idle_timeout, false)},
+    };
+    visit_map(f.value, "in 'remote' of " + service, handlers);
   }
 
   void read_hook(const Field& f, const std::string& service, HookSpec& hook) {
@@ -630,11 +689,14 @@ class Loader {
     } else if (text == "external") {
       out = RuntimeKind::kExternal;
     } else if (text == "remote") {
+      out = RuntimeKind::kRemote;
+    } else if (text == "kubernetes") {
       report(value_mark(f), "runtime " + quote(text) +
-                                " is not supported yet (supported: process, docker, external)");
+                                " is declared but not supported yet (supported: process, docker, "
+                                "external, remote)");
     } else {
-      report(value_mark(f), "unknown runtime " + quote(text) +
-                                " (valid: process, docker, external; planned: remote)");
+      report(value_mark(f),
+             "unknown runtime " + quote(text) + " (valid: process, docker, external, remote)");
     }
   }
 

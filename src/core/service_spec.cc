@@ -10,12 +10,15 @@ const char* to_string(RuntimeKind kind) {
       return "docker";
     case RuntimeKind::kExternal:
       return "external";
+    case RuntimeKind::kRemote:
+      return "remote";
   }
   return "process";
 }
 
 const char* execution_mode(const ServiceSpec& spec) {
   if (spec.runtime == RuntimeKind::kProcess && !spec.conda_env.empty()) return "conda_env";
+  if (spec.runtime == RuntimeKind::kRemote) return spec.remote.kind.c_str();
   return to_string(spec.runtime);
 }
 

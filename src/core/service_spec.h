@@ -11,7 +11,7 @@
 
 namespace gpuvisor {
 
-enum class RuntimeKind { kProcess, kDocker, kExternal };
+enum class RuntimeKind { kProcess, kDocker, kExternal, kRemote };
 
 enum class RestartPolicy {
   kNo,         // an exit or a failed liveness probe leaves the service in error
@@ -75,6 +75,27 @@ struct ExternalSpec {
   HookSpec wake;         // loads again; optional where the server loads on the first request
 };
 
+// A rented machine (a cloud GPU), driven through the provider's commands. provision prints one
+// JSON object (instance_id, endpoint, ssh_host, ssh_port, status); status and terminate get the
+// instance id as their last argument; status prints {"status": ...}.
+struct RemoteSpec {
+  // The mode it reports: remote_ssh, cloud_vm, cloud_container, cloud_serverless, cloud_gpu or
+  // cloud_cpu. gpuvisor drives them all the same way, through the commands below.
+  std::string kind = "cloud_gpu";
+  std::string provider;
+  std::string region;
+  std::string gpu_type;
+  unsigned gpu_count = 1;
+  double cost_per_hour = 0;  // USD
+  double budget = 0;         // USD spent on this service, ever; 0: no limit
+  std::vector<std::string> provision;
+  std::vector<std::string> status;
+  std::vector<std::string> terminate;
+  Millis command_timeout{Millis(600'000)};  // provisioning can take minutes
+  Millis status_interval{Millis(30'000)};   // also how often cost is published
+  Millis idle_timeout{Millis(0)};           // terminate after no ensure for this long; 0: never
+};
+
 struct ServiceSpec {
   std::string name;
   std::string description;
@@ -87,6 +108,7 @@ struct ServiceSpec {
   std::string conda_env;
   DockerSpec docker;
   ExternalSpec external;
+  RemoteSpec remote;
   bool shell = false;
   std::map<std::string, std::string> env;
   std::string cwd;

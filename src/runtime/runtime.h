@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <utility>
@@ -24,6 +25,7 @@ struct ExitInfo {
   int code = 0;          // exit status, when exited normally
   int signal = 0;        // terminating signal, or 0
   std::string detail{};  // when set, says it all: "container x does not exist: ...", "OOM-killed"
+  bool planned = false;  // ended on purpose by its backend (idle, budget): stopped, not failed
 
   bool success() const { return known && signal == 0 && code == 0 && detail.empty(); }
   // "exited with status 3", "killed by signal 9 (Killed)", "exited (status unknown)"
@@ -39,7 +41,7 @@ struct InstanceRecord {
   bool from_pid_file = false;  // started by someone else, adopted through pid_file
   int64_t started_unix_ms = 0;
   RuntimeKind runtime = RuntimeKind::kProcess;
-  std::string container{};  // docker: the container's name; the record is adopted through it
+  std::string container{};  // docker: the container's name; remote: the instance id
 };
 
 // "pid 123" or "container 3f2a…" for messages.
@@ -60,6 +62,8 @@ class Instance {
   // False while the backend is still bringing it up (a container being created and started):
   // readiness is not checked before, so a health check never answers for something else.
   virtual bool launched() const { return true; }
+  // Someone asked for it (an ensure): backends that end idle instances start counting again.
+  virtual void touch() {}
   // Every live process of the instance: main process and descendants.
   virtual std::vector<pid_t> pids() const = 0;
   // Looks for new descendants (only needed where no cgroup holds the tree).
@@ -97,6 +101,9 @@ class Runtime {
   // that ensure adopts it instead of starting a second one. NotFound when there is none.
   virtual Result<std::shared_ptr<Instance>> adopt_existing(const ServiceSpec& spec,
                                                            ExitCallback on_exit) = 0;
+  // What the backend tracks about the service beyond its state (a remote machine and its
+  // cost so far), as JSON for the API; null when nothing.
+  virtual nlohmann::json details(const ServiceSpec&) const { return nullptr; }
 };
 
 }  // namespace gpuvisor

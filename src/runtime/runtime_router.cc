@@ -37,4 +37,9 @@ Result<std::shared_ptr<Instance>> RuntimeRouter::adopt_existing(const ServiceSpe
   return (*b)->adopt_existing(spec, std::move(on_exit));
 }
 
+nlohmann::json RuntimeRouter::details(const ServiceSpec& spec) const {
+  auto b = backend(spec.runtime);
+  return b ? (*b)->details(spec) : nlohmann::json(nullptr);
+}
+
 }  // namespace gpuvisor

@@ -20,6 +20,7 @@ class RuntimeRouter : public Runtime {
   void discard(const InstanceRecord& record) override;
   Result<std::shared_ptr<Instance>> adopt_existing(const ServiceSpec& spec,
                                                    ExitCallback on_exit) override;
+  nlohmann::json details(const ServiceSpec& spec) const override;
 
  private:
   Result<Runtime*> backend(RuntimeKind kind) const;

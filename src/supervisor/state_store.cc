@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "runtime/atomic_file.h"
+
 namespace gpuvisor {
 
 namespace fs = std::filesystem;
@@ -36,6 +38,8 @@ Result<InstanceRecord> from_json(const nlohmann::json& j) {
       r.runtime = RuntimeKind::kDocker;
     } else if (runtime == "external") {
       r.runtime = RuntimeKind::kExternal;
+    } else if (runtime == "remote") {
+      r.runtime = RuntimeKind::kRemote;
     } else if (runtime != "process") {
       return make_error(ErrorCode::kBadRequest, "unknown runtime '" + runtime + "'");
     }
@@ -54,22 +58,6 @@ Result<InstanceRecord> from_json(const nlohmann::json& j) {
     return make_error(ErrorCode::kBadRequest, "pid must be positive");
   }
   return r;
-}
-
-Status write_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return make_error(ErrorCode::kFailed, tmp + ": " + std::strerror(errno));
-  const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  const int saved_errno = errno;
-  const bool synced = written && fsync(fd) == 0;
-  close(fd);
-  if (!synced || rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = std::strerror(written ? errno : saved_errno);
-    unlink(tmp.c_str());
-    return make_error(ErrorCode::kFailed, "cannot write " + path + ": " + why);
-  }
-  return {};
 }
 
 }  // namespace
@@ -92,7 +80,8 @@ std::string StateStore::log_path(const std::string& service) const {
 }
 
 Status StateStore::save(const InstanceRecord& record) {
-  return write_atomically(dir_ + "/run/" + record.service + ".json", to_json(record).dump() + "\n");
+  return write_file_atomically(dir_ + "/run/" + record.service + ".json",
+                               to_json(record).dump() + "\n");
 }
 
 void StateStore::remove(const std::string& service) {
@@ -101,7 +90,7 @@ void StateStore::remove(const std::string& service) {
 }
 
 Status StateStore::save_measured_vram(const std::map<std::string, uint64_t>& bytes) {
-  return write_atomically(dir_ + "/vram.json", nlohmann::json(bytes).dump() + "\n");
+  return write_file_atomically(dir_ + "/vram.json", nlohmann::json(bytes).dump() + "\n");
 }
 
 std::map<std::string, uint64_t> StateStore::load_measured_vram() const {

@@ -71,6 +71,7 @@ ServiceView Supervisor::view(const Unit& u) const {
   v.last_probe = u.last_probe;
   if (u.instance) v.gpu = u.gpu;
   v.measured_vram_bytes = u.measured_bytes;
+  v.details = runtime_.details(u.spec);
   return v;
 }
 
@@ -177,6 +178,7 @@ void Supervisor::ensure(const std::string& name, Millis timeout, Done done) {
   u->last_used_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::system_clock::now().time_since_epoch())
                         .count();
+  if (u->instance) u->instance->touch();
   switch (u->state) {
     case ServiceState::kReady:
     case ServiceState::kBusy:

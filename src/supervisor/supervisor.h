@@ -46,6 +46,7 @@ struct ServiceView {
   std::string last_probe;            // detail of the last failed health check, or empty
   std::optional<unsigned> gpu;       // the GPU it was placed on, if the planner placed it
   uint64_t measured_vram_bytes = 0;  // the most it was seen holding
+  nlohmann::json details;            // what its runtime tracks beyond state (remote: cost)
 };
 
 class Supervisor {

@@ -254,6 +254,19 @@ void Supervisor::on_exit(const std::string& name, uint64_t generation, const Exi
   if (u == nullptr) return;  // an exit we asked for (stop bumped the generation) or stale
   u->last_exit = info.describe();
   u->log->note(describe(u->instance->record()) + " " + u->last_exit);
+  if (info.planned) {
+    // Its backend ended it on purpose (idle, budget): stopped, as if asked, and not restarted.
+    ++u->generation;
+    cancel_timers(*u);
+    u->want_running = false;
+    u->instance.reset();
+    u->adopted = false;
+    u->ready_at.reset();
+    store_.remove(name);
+    fail_waiters(*u, make_error(ErrorCode::kFailed, "'" + name + "' " + u->last_exit));
+    set_state(*u, ServiceState::kStopped, u->last_exit);
+    return;
+  }
   const bool was_starting = u->state == ServiceState::kStarting;
   on_failure(*u, (was_starting ? u->last_exit + " while starting" : u->last_exit), !info.success());
 }

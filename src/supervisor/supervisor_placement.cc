@@ -35,7 +35,9 @@ void Supervisor::set_gpu_inventory(GpuInventory* inventory, bool preempt_busy_lo
 }
 
 void Supervisor::begin_start(Unit& u, const std::string& why) {
-  if (gpus_ == nullptr || !gpus_->available() || u.spec.vram_mb <= 0) {
+  // A remote service holds no VRAM here; the others need a placement once VRAM is known.
+  if (gpus_ == nullptr || !gpus_->available() || u.spec.vram_mb <= 0 ||
+      u.spec.runtime == RuntimeKind::kRemote) {
     launch(u, why, u.spec.gpu);
     return;
   }

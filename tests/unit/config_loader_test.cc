@@ -333,14 +333,15 @@ TEST(ConfigLoader, UnknownRestartPolicyListsTheValidOnes) {
 
 TEST(ConfigLoader, Runtimes) {
   const auto message = errors_of(
-      "services:\n  a:\n    command: [x]\n    runtime: remote\n  b:\n    command: [x]\n"
+      "services:\n  a:\n    command: [x]\n    runtime: kubernetes\n  b:\n    command: [x]\n"
       "    runtime: vm\n");
   EXPECT_EQ(line_count(message), 2u) << message;
   EXPECT_TRUE(starts_with(message,
-                          "test.yaml:4:14: runtime 'remote' is not supported yet "
-                          "(supported: process, docker, external)\n"));
-  EXPECT_TRUE(contains(message,
-                       "\ntest.yaml:7:14: unknown runtime 'vm' (valid: process, docker, external"));
+                          "test.yaml:4:14: runtime 'kubernetes' is declared but not supported "
+                          "yet (supported: process, docker, external, remote)\n"));
+  EXPECT_TRUE(contains(
+      message,
+      "\ntest.yaml:7:14: unknown runtime 'vm' (valid: process, docker, external, remote)"));
 }
 
 TEST(ConfigLoader, DockerServices) {
