@@ -10,5 +10,7 @@ export PATH="$PWD/build:$PATH"
 export GPUVISOR_NVML_LIBRARY="${GPUVISOR_NVML_LIBRARY:-$PWD/build/libgpuvisor-fake-nvml.so}"
 export FAKE_NVML_DIR="${FAKE_NVML_DIR:-$PWD/build/demo-gpu}"
 mkdir -p "$FAKE_NVML_DIR"
+# The pretend cloud behind the demo's remote service keeps its instances here.
+export FAKE_PROVIDER_DIR="${FAKE_PROVIDER_DIR:-$PWD/build/demo-provider}"
 echo "demo: try, in another terminal:  export PATH=$PWD/build:\$PATH; gpuvisor ensure llm; gpuvisor status"
 exec gpuvisor serve --state-dir "${GPUVISOR_STATE_DIR:-$PWD/build/demo-state}" "$@"
