@@ -4,7 +4,9 @@
 # from busybox-static without a registry.
 #
 #   tests/docker/engine.sh start DIR   prints nothing; DIR/docker.sock answers when it returns
-#   tests/docker/engine.sh stop DIR    stops the engine by the PID it recorded
+#   tests/docker/engine.sh stop DIR    removes every container, then stops the engine by its PID
+#   tests/docker/engine.sh restart DIR stops the engine only (it stops its containers, as a
+#                                      dockerd upgrade would), then starts it again
 #
 # When no engine can start here (no dockerd, no overlay2, no privileges), start exits 0 and
 # writes the reason to DIR/unavailable: the Docker tests then report skipped, naming it.
@@ -28,9 +30,11 @@ stop_engine() {
   local pid
   pid=$(cat "$dir/docker.pid")
   # Containers first, so the engine does not leave shims behind.
-  for id in $(api "http://localhost/containers/json?all=1" | grep -o '"Id":"[0-9a-f]*"' | cut -d'"' -f4); do
-    api -X DELETE "http://localhost/containers/$id?force=1" >/dev/null || true
-  done
+  if [[ ${1:-} != keep-containers ]]; then
+    for id in $(api "http://localhost/containers/json?all=1" | grep -o '"Id":"[0-9a-f]*"' | cut -d'"' -f4); do
+      api -X DELETE "http://localhost/containers/$id?force=1" >/dev/null || true
+    done
+  fi
   kill "$pid" 2>/dev/null || true
   # dockerd has no pidfd to hand out to a shell; its pid file goes away when it has exited.
   timeout 20 tail --pid="$pid" -f /dev/null || kill -9 "$pid" 2>/dev/null || true
@@ -42,16 +46,19 @@ case $cmd in
     stop_engine
     exit 0
     ;;
+  restart)
+    stop_engine keep-containers
+    ;;
   start) ;;
   *)
-    echo "usage: $0 start|stop DIR" >&2
+    echo "usage: $0 start|stop|restart DIR" >&2
     exit 2
     ;;
 esac
 
 mkdir -p "$dir"
 rm -f "$dir/unavailable"
-stop_engine
+[[ $cmd == restart ]] || stop_engine
 command -v dockerd >/dev/null || unavailable "dockerd is not installed (scripts/setup.sh installs docker.io)"
 [[ $(id -u) == 0 ]] || unavailable "dockerd needs root"
 [[ -x /bin/busybox ]] || unavailable "busybox-static is not installed (scripts/setup.sh installs it)"
@@ -69,6 +76,8 @@ if ! timeout 60 grep -m1 -q "API listen on" < <(tail -F --pid="$engine" "$dir/do
   unavailable "dockerd did not start: $(tail -n 3 "$dir/dockerd.log" | tr '\n' ' ')"
 fi
 api http://localhost/_ping >/dev/null || unavailable "dockerd does not answer /_ping"
+
+[[ $cmd == restart ]] && exit 0
 
 # The image: busybox alone, imported from a tarball, so no registry is needed.
 rootfs=$dir/rootfs

@@ -231,6 +231,48 @@ TEST(Docker, ARestartedDaemonAdoptsItsRunningContainer) {
   EXPECT_FALSE(pid_alive(pid));
 }
 
+TEST(Docker, AnEngineRestartUnderARunningContainerIsNoticedAndRecovered) {
+  REQUIRE_ENGINE(shared_sock);
+  // An engine of its own: restarting the shared one would pull it from under other tests.
+  const std::string engine = make_temp_dir("docker-restart") + "/engine";
+  const std::string script = GPUVISOR_DOCKER_ENGINE;
+  ASSERT_EQ(0, std::system((script + " start " + engine).c_str()));
+  ASSERT_FALSE(std::filesystem::exists(engine + "/unavailable"));
+  const std::string sock = engine + "/docker.sock";
+  const std::string name = unique("survivor");
+  {
+    // Restarts keep trying, with backoff, for longer than the engine is away (about 3 s).
+    Daemon d(config(sock, owned_service(name, free_port(),
+                                        "    restart: on-failure\n    restart_backoff: 250ms\n"
+                                        "    restart_backoff_max: 1s\n    restart_limit: 30\n")));
+    ASSERT_TRUE(d.start()) << d.stderr_text();
+    ASSERT_EQ(0, d.cli({"ensure", name}).exit_code);
+    const pid_t first = d.service(name)["pid"];
+    // dockerd stops its containers when it stops; the events stream drops with it, so the
+    // exit is found by inspecting after the reconnect.
+    ASSERT_EQ(0, std::system((script + " restart " + engine).c_str()));
+    EXPECT_TRUE(d.wait_event(
+        [&](const nlohmann::json& e) {
+          return e["type"] == "service.state_changed" && e["data"]["service"] == name &&
+                 e["data"]["to"] == "error";
+        },
+        60s))
+        << d.stderr_text();
+    int readies = 0;
+    EXPECT_TRUE(d.wait_event(
+        [&](const nlohmann::json& e) {
+          return e["type"] == "service.state_changed" && e["data"]["service"] == name &&
+                 e["data"]["to"] == "ready" && ++readies == 2;
+        },
+        60s))
+        << d.stderr_text();
+    EXPECT_FALSE(pid_alive(first));
+    EXPECT_TRUE(pid_alive(d.service(name)["pid"]));
+    ASSERT_EQ(0, d.cli({"stop", name}).exit_code);
+  }
+  std::system((script + " stop " + engine).c_str());
+}
+
 TEST(Docker, AContainerIsEvictedToMakeRoomAndRemoved) {
   REQUIRE_ENGINE(sock);
   const std::string dir = make_temp_dir("docker-evict");
