@@ -14,7 +14,6 @@ namespace gpuvisor {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
-using Stream = beast::basic_stream<asio::local::stream_protocol>;
 
 namespace {
 
@@ -91,17 +90,24 @@ asio::awaitable<Status> DockerClient::negotiate(Millis timeout) {
   co_return Status{};
 }
 
-asio::awaitable<Result<DockerReply>> DockerClient::call(std::string method, std::string target,
-                                                        std::string body, Millis timeout) {
+// Negotiates the version once, then connects with the deadline already running.
+asio::awaitable<Status> DockerClient::open(Stream& stream, Millis timeout) {
   if (!prefix_) {
     if (auto ok = co_await negotiate(timeout); !ok) co_return ok.error();
   }
-  Stream stream(executor_);
   stream.expires_after(timeout);
   boost::system::error_code ec;
   co_await stream.async_connect(asio::local::stream_protocol::endpoint(socket_path_),
                                 asio::redirect_error(asio::use_awaitable, ec));
   if (ec) co_return make_error(ErrorCode::kUnavailable, transport_error(socket_path_, ec, timeout));
+  co_return Status{};
+}
+
+asio::awaitable<Result<DockerReply>> DockerClient::call(std::string method, std::string target,
+                                                        std::string body, Millis timeout) {
+  Stream stream(executor_);
+  if (auto opened = co_await open(stream, timeout); !opened) co_return opened.error();
+  boost::system::error_code ec;
 
   http::request<http::string_body> request{http::string_to_verb(method), *prefix_ + target, 11};
   request.set(http::field::host, "docker");
@@ -125,15 +131,9 @@ asio::awaitable<Status> DockerClient::stream(std::string target,
                                              const std::function<void(std::string_view)>& on_data,
                                              std::shared_ptr<StreamControl> control) {
   const Millis setup(10'000);
-  if (!prefix_) {
-    if (auto ok = co_await negotiate(setup); !ok) co_return ok.error();
-  }
   Stream stream(executor_);
-  stream.expires_after(setup);
+  if (auto opened = co_await open(stream, setup); !opened) co_return opened.error();
   boost::system::error_code ec;
-  co_await stream.async_connect(asio::local::stream_protocol::endpoint(socket_path_),
-                                asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) co_return make_error(ErrorCode::kUnavailable, transport_error(socket_path_, ec, setup));
   http::request<http::empty_body> request{http::verb::get, *prefix_ + target, 11};
   request.set(http::field::host, "docker");
   request.set(http::field::user_agent, "gpuvisor");

@@ -5,6 +5,8 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/beast/core/basic_stream.hpp>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -55,7 +57,9 @@ class DockerClient {
   static Result<std::string> socket_from(const std::string& host);
 
  private:
+  using Stream = boost::beast::basic_stream<boost::asio::local::stream_protocol>;
   boost::asio::awaitable<Status> negotiate(Millis timeout);
+  boost::asio::awaitable<Status> open(Stream& stream, Millis timeout);
 
   boost::asio::any_io_executor executor_;
   std::string socket_path_;
