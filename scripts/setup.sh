@@ -8,6 +8,7 @@ packages=(
   libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev
   curl procps
   docker.io busybox-static
+  clang-format cppcheck
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -243,12 +243,14 @@ void Supervisor::begin_stop(Unit& u, Millis grace, const std::string& why) {
   const uint64_t generation = ++u.generation;
   cancel_timers(u);
   set_state(u, ServiceState::kStopping, why);
-  u.instance->stop(grace, guarded([this, name = u.spec.name, generation](StopOutcome outcome) {
+  u.instance->stop(grace,
+                   guarded([this, name = u.spec.name, generation](const StopOutcome& outcome) {
                      on_stopped(name, generation, outcome);
                    }));
 }
 
-void Supervisor::on_stopped(const std::string& name, uint64_t generation, StopOutcome outcome) {
+void Supervisor::on_stopped(const std::string& name, uint64_t generation,
+                            const StopOutcome& outcome) {
   Unit* u = current(name, generation);
   if (u == nullptr) return;
   const pid_t pid = u->instance ? u->instance->record().pid : 0;

@@ -133,7 +133,7 @@ class Supervisor {
   void on_exit(const std::string& name, uint64_t generation, const ExitInfo& info);
   void on_failure(Unit& u, const std::string& what, bool failed);
   void on_cleaned(const std::string& name, uint64_t generation);
-  void on_stopped(const std::string& name, uint64_t generation, StopOutcome outcome);
+  void on_stopped(const std::string& name, uint64_t generation, const StopOutcome& outcome);
   void adopt(Unit& u, std::shared_ptr<Instance> instance, const std::string& why);
   // A pid_file that exists but names nothing adoptable (stale, reused PID) is worth a line.
   void note_not_adopted(Unit& u, const Error& why);
