@@ -1,5 +1,6 @@
 #include "runtime/external_runtime.h"
 
+#include <poll.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -145,6 +146,12 @@ class ExternalInstance : public Instance, public std::enable_shared_from_this<Ex
     if (!pid) return;
     const auto st = read_proc_stat(*pid);
     if (!st || st->state == 'Z') return;
+    if (record_.pid != *pid) {
+      spdlog::info("{}: its server is pid {} ({})", spec_.name, *pid,
+                   spec_.external.port != 0
+                       ? "listening on port " + std::to_string(spec_.external.port)
+                       : "from " + spec_.external.pid_file);
+    }
     record_.pid = *pid;
     record_.start_time = st->start_time;
     watch_exit();
@@ -156,10 +163,21 @@ class ExternalInstance : public Instance, public std::enable_shared_from_this<Ex
     if (!fd.valid()) return;
     watch_.close();
     watch_.assign(fd.release());
+    arm_watch();
+  }
+
+  void arm_watch() {
     watch_.async_wait(asio::posix::stream_descriptor::wait_read,
                       [weak = weak_from_this(), pid = record_.pid](boost::system::error_code ec) {
                         auto self = weak.lock();
                         if (ec || !self || self->exited_ || self->stopping_) return;
+                        // Confirm before believing: Asio can hand a wake-up meant for a closed
+                        // descriptor to a new one that reused its number.
+                        pollfd readable{self->watch_.native_handle(), POLLIN, 0};
+                        if (poll(&readable, 1, 0) == 0) {
+                          self->arm_watch();
+                          return;
+                        }
                         self->exit_with("external server pid " + std::to_string(pid) + " exited");
                       });
   }
