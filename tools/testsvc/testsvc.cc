@@ -195,9 +195,12 @@ void Handle(int signo) {
 // exactly what the supervisor must still find and kill. It keeps no fd of ours (in particular not
 // the supervisor's log pipes, so log readers still see EOF when the service itself exits).
 // Writes its own PID file once it has left the session, so a reader never sees it half-way.
-[[noreturn]] void RunGrandchild(const std::string& pid_file) {
+// ready_fd: written once setsid() is done, so the parent is ready only after it.
+[[noreturn]] void RunGrandchild(int ready_fd) {
   setsid();
-  if (!pid_file.empty()) WriteFileAtomic(pid_file, std::to_string(getpid()) + "\n");
+  const char done = 1;
+  if (write(ready_fd, &done, 1) != 1) _exit(1);
+  close(ready_fd);
   for (int s = 1; s < NSIG; ++s) signal(s, SIG_DFL);  // undo what our own parent ignored
   sigset_t none;
   sigemptyset(&none);
@@ -464,12 +467,32 @@ int main(int argc, char** argv) {
 
   // Fork before any signal set-up, so the grandchild inherits none of it.
   if (o.fork_grandchild) {
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) != 0) {
+      Say(stderr, std::string("testsvc: pipe2: ") + std::strerror(errno));
+      Exit(1);
+    }
     const pid_t pid = fork();
     if (pid < 0) {
       Say(stderr, std::string("testsvc: fork: ") + std::strerror(errno));
       Exit(1);
     }
-    if (pid == 0) RunGrandchild(o.grandchild_pid_file);
+    if (pid == 0) {
+      close(ready[0]);
+      RunGrandchild(ready[1]);
+    }
+    close(ready[1]);
+    // The grandchild has its own session before anyone can see this service ready, and the
+    // file that names it exists by then too.
+    char done = 0;
+    if (read(ready[0], &done, 1) != 1) {
+      Say(stderr, "testsvc: the grandchild did not start");
+      Exit(1);
+    }
+    close(ready[0]);
+    if (!o.grandchild_pid_file.empty()) {
+      WriteFileAtomic(o.grandchild_pid_file, std::to_string(pid) + "\n");
+    }
   }
 
   signal(SIGPIPE, SIG_IGN);
