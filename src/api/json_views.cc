@@ -40,6 +40,9 @@ nlohmann::json to_json(const ServiceView& v) {
 nlohmann::json error_json(const Error& error) {
   nlohmann::json body = {{"code", to_string(error.code)}, {"message", error.message}};
   if (!error.context.empty()) body["log_tail"] = error.context;
+  if (error.detail.is_object()) {
+    for (const auto& [k, v] : error.detail.items()) body[k] = v;
+  }
   return {{"error", body}};
 }
 

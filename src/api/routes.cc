@@ -8,7 +8,9 @@
 
 #include "api/gpu_views.h"
 #include "api/json_views.h"
+#include "api/plugin_routes.h"
 #include "api/request_parts.h"
+#include "api/responses.h"
 #include "api/sse.h"
 #include "resources/gpu_status.h"
 
@@ -53,20 +55,6 @@ bool same_secret(std::string_view given, const std::string& expected) {
   return diff == 0;
 }
 
-HttpResponse json_response(const HttpRequest& request, http::status status,
-                           const nlohmann::json& body) {
-  HttpResponse response{status, request.version()};
-  response.set(http::field::content_type, "application/json");
-  response.set(http::field::server, "gpuvisor");
-  response.keep_alive(request.keep_alive());
-  response.body() = body.dump() + "\n";
-  return response;
-}
-
-HttpResponse error_response(const HttpRequest& request, const Error& error) {
-  return json_response(request, http_status(error.code), error_json(error));
-}
-
 // 405 for an action route reached with another method.
 HttpResponse post_only(const HttpRequest& request, const std::string& action) {
   HttpResponse response =
@@ -101,7 +89,8 @@ Result<uint64_t> last_event_id(const HttpRequest& request, const RequestParts& p
 
 // g++ 12 miscompiles braced initialiser lists inside coroutines ("array used as initializer"),
 // so every list a coroutine needs is built here, outside one.
-const std::vector<std::string> kAllParams{"timeout", "force", "n", "follow", "since"};
+const std::vector<std::string> kAllParams{"timeout",  "force", "n",          "follow",  "since",
+                                          "category", "mode",  "configured", "location"};
 const std::vector<std::string> kStopParams{"force"};
 const std::vector<std::string> kEnsureParams{"timeout"};
 
@@ -132,11 +121,13 @@ nlohmann::json logs_body(const std::string& name, const std::vector<LogLine>& li
 }  // namespace
 
 Api::Api(Supervisor& supervisor, EventBus& events, GpuInventory& gpus,
-         const WorkerRegistry& workers, std::string token, unsigned external_busy_percent)
+         const WorkerRegistry& workers, PluginRegistry& plugins, std::string token,
+         unsigned external_busy_percent)
     : supervisor_(supervisor),
       events_(events),
       gpus_(gpus),
       workers_(workers),
+      plugins_(plugins),
       token_(std::move(token)),
       external_busy_percent_(external_busy_percent) {}
 
@@ -180,6 +171,9 @@ asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest&
   const bool get = request.method() == http::verb::get;
   const bool post = request.method() == http::verb::post;
 
+  if (seg.size() >= 3 && seg[2] == "plugins") {
+    co_return co_await reply(stream, plugin_response(plugins_, supervisor_, request, *peek));
+  }
   if (seg.size() == 3 && seg[2] == "events" && get)
     co_return co_await events_stream(stream, request);
   if (seg.size() == 3 && get &&

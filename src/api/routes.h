@@ -8,6 +8,7 @@
 #include "api/http_server.h"
 #include "events/event_bus.h"
 #include "gpu/inventory.h"
+#include "plugins/registry.h"
 #include "resources/worker_registry.h"
 #include "supervisor/supervisor.h"
 
@@ -18,7 +19,7 @@ class Api {
   // token: when non-empty, every /api/ request needs "Authorization: Bearer <token>".
   // workers: their processes count as ours in the GPU views (the jobs layer registers them).
   Api(Supervisor& supervisor, EventBus& events, GpuInventory& gpus, const WorkerRegistry& workers,
-      std::string token, unsigned external_busy_percent);
+      PluginRegistry& plugins, std::string token, unsigned external_busy_percent);
 
   boost::asio::awaitable<bool> handle(boost::beast::tcp_stream& stream, HttpRequest& request);
 
@@ -40,6 +41,7 @@ class Api {
   EventBus& events_;
   GpuInventory& gpus_;
   const WorkerRegistry& workers_;
+  PluginRegistry& plugins_;
   std::string token_;
   unsigned external_busy_percent_;
 };

@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
+#include <set>
 
 #include "api/http_server.h"
 #include "api/routes.h"
@@ -20,6 +21,7 @@
 #include "core/url.h"
 #include "events/event_bus.h"
 #include "gpu/inventory.h"
+#include "plugins/registry.h"
 #include "runtime/cgroup.h"
 #include "runtime/docker_client.h"
 #include "supervisor/probe.h"
@@ -157,7 +159,16 @@ int run_serve(const ServeOptions& options) {
       config.daemon.nvml_library.empty() ? default_nvml_library() : config.daemon.nvml_library);
   supervisor.set_gpu_inventory(gpus.get(), config.daemon.preempt_busy_lower);
   WorkerRegistry workers(ProcessTable::system());
-  Api api(supervisor, events, *gpus, workers, token, config.daemon.external_busy_percent);
+  std::set<std::string> service_names;
+  for (const auto& s : config.services) service_names.insert(s.name);
+  auto plugins =
+      PluginRegistry::load({config.plugins.dir, config.plugins.manifests, config.plugins.categories,
+                            service_names, store->dir() + "/plugins"});
+  if (!plugins) {
+    std::cerr << plugins.error().message << "\n";
+    return 2;
+  }
+  Api api(supervisor, events, *gpus, workers, *plugins, token, config.daemon.external_busy_percent);
   HttpServer server(io.get_executor(),
                     [&api](auto& stream, auto& request) { return api.handle(stream, request); });
 

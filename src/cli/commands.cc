@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -110,6 +111,20 @@ ClientCommands::ClientCommands(CLI::App& app)
   phase_->add_option("--timeout", timeout_, "How long to wait, e.g. 90s, 5m")
       ->capture_default_str();
   phase_->add_flag("--json", json_, "Print the API's JSON");
+
+  plugins_ = add("plugins", "List the plugins: category, mode, location, configured");
+  plugins_->add_option("--category", category_, "Only this category");
+  plugins_->add_flag("--json", json_, "Print the API's JSON");
+  plugin_ = app.add_subcommand("plugin", "One plugin's settings");
+  plugin_->require_subcommand(1);
+  plugin_config_ = plugin_->add_subcommand("config", "Show a plugin's config, or set or delete it");
+  plugin_config_->add_option("--url", url_, "Daemon URL (env GPUVISOR_URL)")->capture_default_str();
+  plugin_config_->add_option("id", name_, "Plugin id (category_name)")->required();
+  plugin_config_->add_option("--set", set_file_,
+                             "Validate this JSON file against the plugin's schema and save it "
+                             "('-': standard input)");
+  plugin_config_->add_flag("--delete", delete_, "Forget the saved config");
+  plugin_config_->add_flag("--json", json_, "Print the API's JSON");
 }
 
 int ClientCommands::run() {
@@ -123,7 +138,46 @@ int ClientCommands::run() {
   if (ps_->parsed()) return call("GET", "/api/v1/processes", kReadTimeout, render_processes);
   if (plan_->parsed()) return plan();
   if (phase_->parsed()) return phase();
+  if (plugins_->parsed()) return plugins();
+  if (plugin_config_->parsed()) return plugin_config();
   return fail("no command given (try --help)");
+}
+
+int ClientCommands::plugins() {
+  const std::string target =
+      "/api/v1/plugins" + (category_.empty() ? "" : "?category=" + category_);
+  return call("GET", target, kReadTimeout, [](const nlohmann::json& body) {
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& p : body.value("plugins", nlohmann::json::array())) {
+      rows.push_back({text(p, "id"), text(p, "category"), text(p, "mode"), text(p, "location"),
+                      text(p, "service"), p.value("configured", false) ? "yes" : "no",
+                      p.value("active", false) ? "yes" : "no", text(p, "title")});
+    }
+    return render_table(
+        {"ID", "CATEGORY", "MODE", "LOCATION", "SERVICE", "CONFIGURED", "ACTIVE", "TITLE"}, rows);
+  });
+}
+
+int ClientCommands::plugin_config() {
+  const std::string target = "/api/v1/plugins/" + name_ + "/config";
+  const auto show = [](const nlohmann::json& body) { return body["config"].dump(2) + "\n"; };
+  if (delete_ && !set_file_.empty()) return fail("--set and --delete cannot be used together");
+  if (delete_) {
+    return call("DELETE", target, kReadTimeout,
+                [this](const nlohmann::json&) { return "config of " + name_ + " deleted\n"; });
+  }
+  if (set_file_.empty()) return call("GET", target, kReadTimeout, show);
+  std::ifstream file;
+  std::istream* in = &std::cin;
+  if (set_file_ != "-") {
+    file.open(set_file_);
+    if (!file) return fail("cannot read " + set_file_);
+    in = &file;
+  }
+  const std::string text_in((std::istreambuf_iterator<char>(*in)), {});
+  const auto parsed = nlohmann::json::parse(text_in, nullptr, false);
+  if (!parsed.is_object()) return fail(set_file_ + ": not a JSON object");
+  return call("PUT", target, kReadTimeout, show, parsed.dump());
 }
 
 int ClientCommands::phase() {
@@ -156,10 +210,11 @@ int ClientCommands::plan() {
 }
 
 int ClientCommands::call(const std::string& method, const std::string& target, Millis wait,
-                         const std::function<std::string(const nlohmann::json&)>& render) {
+                         const std::function<std::string(const nlohmann::json&)>& render,
+                         const std::string& request_body) {
   auto client = connect();
   if (!client) return fail(client.error().message);
-  auto reply = client->request(method, target, wait);
+  auto reply = client->request(method, target, wait, request_body);
   if (!reply) return fail(reply.error().message);
   if (reply->status != 200) return fail_reply(*reply);
   if (json_) {

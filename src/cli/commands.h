@@ -1,4 +1,4 @@
-// The client commands (status, ensure, stop, restart, logs, events): each one HTTP call to the
+// The client commands (status, ensure, stop, ..., plugins): each one HTTP call to the
 // daemon, rendered as a table or, with --json, as the API's own JSON.
 #pragma once
 
@@ -29,10 +29,13 @@ class ClientCommands {
   int events();
   int plan();
   int phase();
+  int plugins();
+  int plugin_config();
   // One request: errors become one line (exit 1); --json prints the body as is, otherwise
   // render(body).
   int call(const std::string& method, const std::string& target, Millis wait,
-           const std::function<std::string(const nlohmann::json&)>& render);
+           const std::function<std::string(const nlohmann::json&)>& render,
+           const std::string& request_body = "");
 
   CLI::App* status_ = nullptr;
   CLI::App* ensure_ = nullptr;
@@ -44,6 +47,12 @@ class ClientCommands {
   CLI::App* ps_ = nullptr;
   CLI::App* plan_ = nullptr;
   CLI::App* phase_ = nullptr;
+  CLI::App* plugins_ = nullptr;
+  CLI::App* plugin_ = nullptr;
+  CLI::App* plugin_config_ = nullptr;
+  std::string category_;
+  std::string set_file_;
+  bool delete_ = false;
   int phase_number_ = 0;
 
   std::string url_;

@@ -55,7 +55,7 @@ Result<HttpClient> HttpClient::create(const std::string& base_url, std::string t
 }
 
 Result<HttpReply> HttpClient::request(const std::string& method, const std::string& target,
-                                      Millis timeout) const {
+                                      Millis timeout, const std::string& body) const {
   asio::io_context io;
   beast::tcp_stream stream(io);
   if (auto ok = connect(io, stream, host_, port_, base_url_); !ok) return ok.error();
@@ -64,6 +64,10 @@ Result<HttpReply> HttpClient::request(const std::string& method, const std::stri
   req.set(http::field::host, host_ + ":" + port_);
   req.set(http::field::user_agent, "gpuvisor-cli");
   if (!token_.empty()) req.set(http::field::authorization, "Bearer " + token_);
+  if (!body.empty()) {
+    req.set(http::field::content_type, "application/json");
+    req.body() = body;
+  }
   req.prepare_payload();
 
   boost::system::error_code ec;

@@ -27,8 +27,9 @@ class HttpClient {
   static Result<HttpClient> create(const std::string& base_url, std::string token);
 
   // Unavailable when the daemon cannot be reached, Timeout when it does not answer in time.
-  Result<HttpReply> request(const std::string& method, const std::string& target,
-                            Millis timeout) const;
+  // body, when not empty, is sent as JSON.
+  Result<HttpReply> request(const std::string& method, const std::string& target, Millis timeout,
+                            const std::string& body = "") const;
   // Reads an SSE stream until it ends or on_message returns false.
   Status stream(const std::string& target,
                 const std::function<bool(const SseMessage&)>& on_message) const;

@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "config/closest_match.h"
+#include "config/yaml_json.h"
 #include "core/duration.h"
 #include "core/url.h"
 
@@ -394,9 +395,35 @@ class Loader {
            has_services = true;
            read_services(f, config);
          }},
+        {"plugins", [&](const Field& f) { read_plugins(f, config.plugins); }},
     };
     visit_map(root, "at the top level", handlers);
     if (!has_services) report(root.Mark(), "'services' is required");
+  }
+
+  void read_plugins(const Field& f, PluginsSpec& plugins) {
+    if (!expect_map(f, "a map")) return;
+    const Handlers handlers = {
+        {"dir", checked(plugins.dir, is_absolute, kAbsolutePath)},
+        {"categories",
+         [&](const Field& g) {
+           if (!expect_map(g, "a map of category id to display name")) return;
+           visit_map(g.value, "", {}, [&](const Field& c) {
+             std::string name;
+             if (read_string(c, name)) plugins.categories[c.key] = name;
+           });
+         }},
+        {"manifests",
+         [&](const Field& g) {
+           if (!g.value.IsSequence()) {
+             bad_value(g, " must be a list of plugin manifests, got " + describe(g.value));
+             return;
+           }
+           // Checked by the plugin registry, which knows what a manifest needs.
+           for (const auto& m : g.value) plugins.manifests.push_back(yaml_to_json(m));
+         }},
+    };
+    visit_map(f.value, "in 'plugins'", handlers);
   }
 
   void read_daemon(const Field& f, DaemonSpec& daemon) {

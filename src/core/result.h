@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cassert>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <variant>
@@ -29,6 +30,8 @@ struct Error {
   std::string message;
   // Lines that help explain the failure, e.g. a crashed service's last log lines.
   std::vector<std::string> context;
+  // Structured detail for API clients (e.g. {"violations": [...]}), merged into the error body.
+  nlohmann::json detail{};
 };
 
 inline Error make_error(ErrorCode code, std::string message) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -153,9 +154,17 @@ struct DaemonSpec {
   std::string conda;        // the conda (or mamba) executable; empty: conda from PATH
 };
 
+// The `plugins:` section: where manifests are, and category display names.
+struct PluginsSpec {
+  std::string dir;                                // *.yaml, *.yml, *.json manifests
+  std::map<std::string, std::string> categories;  // id -> display name
+  std::vector<nlohmann::json> manifests;          // inline manifests, as JSON
+};
+
 struct Config {
   std::string path;  // file it was read from, or "<embedded>"
   DaemonSpec daemon;
+  PluginsSpec plugins;
   std::vector<ServiceSpec> services;  // in declaration order
 
   const ServiceSpec* find(const std::string& name) const {

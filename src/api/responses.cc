@@ -1,0 +1,23 @@
+#include "api/responses.h"
+
+#include "api/json_views.h"
+
+namespace gpuvisor {
+
+namespace http = boost::beast::http;
+
+HttpResponse json_response(const HttpRequest& request, http::status status,
+                           const nlohmann::json& body) {
+  HttpResponse response{status, request.version()};
+  response.set(http::field::content_type, "application/json");
+  response.set(http::field::server, "gpuvisor");
+  response.keep_alive(request.keep_alive());
+  response.body() = body.dump() + "\n";
+  return response;
+}
+
+HttpResponse error_response(const HttpRequest& request, const Error& error) {
+  return json_response(request, http_status(error.code), error_json(error));
+}
+
+}  // namespace gpuvisor

@@ -1,0 +1,16 @@
+// JSON replies, shared by the route handlers.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "api/http_server.h"
+#include "core/result.h"
+
+namespace gpuvisor {
+
+HttpResponse json_response(const HttpRequest& request, boost::beast::http::status status,
+                           const nlohmann::json& body);
+// The error's HTTP status and {"error": {"code", "message", ...}}.
+HttpResponse error_response(const HttpRequest& request, const Error& error);
+
+}  // namespace gpuvisor

@@ -1,0 +1,167 @@
+#include "plugins/manifest.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include "config/yaml_json.h"
+#include "plugins/schema.h"
+
+namespace gpuvisor {
+
+using nlohmann::json;
+
+const char* to_string(PluginMode mode) {
+  return mode == PluginMode::kWorker ? "worker" : "http";
+}
+
+bool valid_plugin_id(const std::string& id) {
+  if (id.empty() || id.size() > 128 || id.front() == '.' || id.front() == '-') return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
+  });
+}
+
+namespace {
+
+struct Checker {
+  const json& m;
+  std::string origin;
+  std::vector<std::string> problems;
+
+  void bad(const std::string& what) { problems.push_back(origin + ": " + what); }
+
+  std::string text(const char* key, bool required) {
+    if (!m.contains(key)) {
+      if (required) bad(std::string("'") + key + "' is required");
+      return "";
+    }
+    if (!m[key].is_string()) {
+      bad(std::string("'") + key + "' must be a string, got " + m[key].dump());
+      return "";
+    }
+    return m[key].get<std::string>();
+  }
+};
+
+}  // namespace
+
+Result<PluginManifest> parse_manifest(const json& m, const std::string& origin) {
+  if (!m.is_object()) {
+    return make_error(ErrorCode::kBadRequest, origin + ": a plugin manifest must be a map");
+  }
+  Checker c{m, origin, {}};
+  static const std::vector<std::string> kKnown = {
+      "name",  "category", "title",       "description", "version", "mode",
+      "cloud", "service",  "concurrency", "http",        "worker",  "config_schema"};
+  for (const auto& [key, value] : m.items()) {
+    if (std::find(kKnown.begin(), kKnown.end(), key) == kKnown.end()) {
+      c.bad("unknown key '" + key + "'");
+    }
+  }
+  PluginManifest p;
+  p.origin = origin;
+  p.name = c.text("name", true);
+  p.category = c.text("category", true);
+  p.title = c.text("title", false);
+  p.description = c.text("description", false);
+  p.version = c.text("version", false);
+  p.service = c.text("service", false);
+  if (!p.name.empty() && (!valid_plugin_id(p.name) || p.name.find('_') != std::string::npos)) {
+    c.bad(
+        "'name' must be letters, digits, '-' or '.' (no '_', which joins category and name), "
+        "got '" +
+        p.name + "'");
+  }
+  if (!p.category.empty() && !valid_plugin_id(p.category)) {
+    c.bad("'category' must be letters, digits, '_', '-' or '.', got '" + p.category + "'");
+  }
+  p.id = p.category + "_" + p.name;
+  if (p.title.empty()) p.title = p.name;
+  const std::string mode = c.text("mode", true);
+  if (mode == "worker") {
+    p.mode = PluginMode::kWorker;
+  } else if (mode == "http") {
+    p.mode = PluginMode::kHttp;
+  } else if (!mode.empty()) {
+    c.bad("'mode' must be http or worker, got '" + mode + "'");
+  }
+  if (m.contains("cloud")) {
+    if (m["cloud"].is_boolean()) {
+      p.cloud = m["cloud"].get<bool>();
+    } else {
+      c.bad("'cloud' must be true or false, got " + m["cloud"].dump());
+    }
+  }
+  if (m.contains("concurrency")) {
+    if (m["concurrency"].is_number_unsigned() && m["concurrency"].get<unsigned>() >= 1 &&
+        m["concurrency"].get<unsigned>() <= 1024) {
+      p.concurrency = m["concurrency"].get<unsigned>();
+    } else {
+      c.bad("'concurrency' must be an integer from 1 to 1024, got " + m["concurrency"].dump());
+    }
+  }
+  if (p.mode == PluginMode::kHttp && mode == "http") {
+    const json http = m.value("http", json());
+    if (!http.is_object() || !http.contains("path") || !http["path"].is_string() ||
+        http["path"].get<std::string>().rfind('/', 0) != 0) {
+      c.bad("mode http needs 'http: {path: /the/endpoint}' (the job's input is the body)");
+    } else {
+      p.http_path = http["path"].get<std::string>();
+      p.http_method = http.value("method", "POST");
+      if (p.service.empty()) c.bad("mode http needs 'service': the service the request goes to");
+    }
+  }
+  if (p.mode == PluginMode::kWorker) {
+    const json worker = m.value("worker", json());
+    const json command = worker.is_object() ? worker.value("command", json()) : json();
+    const bool ok =
+        command.is_array() && !command.empty() &&
+        std::all_of(command.begin(), command.end(), [](const json& a) { return a.is_string(); }) &&
+        !command.front().get<std::string>().empty();
+    if (!ok) {
+      c.bad("mode worker needs 'worker: {command: [program, arg, ...]}'");
+    } else {
+      p.worker_command = command.get<std::vector<std::string>>();
+    }
+  }
+  if (m.contains("config_schema")) {
+    p.config_schema = m["config_schema"];
+    if (auto checked = check_schema(p.config_schema); !checked) {
+      c.bad("'config_schema': " + checked.error().message);
+    }
+  }
+  if (!c.problems.empty()) {
+    std::string message;
+    for (const auto& problem : c.problems) message += (message.empty() ? "" : "\n") + problem;
+    return make_error(ErrorCode::kBadRequest, message);
+  }
+  return p;
+}
+
+Result<PluginManifest> load_manifest_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return make_error(ErrorCode::kNotFound, path + ": cannot be read");
+  std::stringstream text;
+  text << in.rdbuf();
+  json manifest;
+  if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0) {
+    manifest = json::parse(text.str(), nullptr, false);
+    if (manifest.is_discarded())
+      return make_error(ErrorCode::kBadRequest, path + ": not valid JSON");
+  } else {
+    try {
+      manifest = yaml_text_to_json(text.str());
+    } catch (const YAML::Exception& e) {
+      return make_error(ErrorCode::kBadRequest, path + ":" + std::to_string(e.mark.line + 1) + ":" +
+                                                    std::to_string(e.mark.column + 1) +
+                                                    ": YAML syntax error: " + e.msg);
+    }
+  }
+  return parse_manifest(manifest, path);
+}
+
+}  // namespace gpuvisor

@@ -1,0 +1,48 @@
+// A plugin: a named, categorised unit of work with a JSON-Schema config and a way to run jobs
+// (an HTTP request to its service, or a long-lived worker process). Declared by a manifest, a
+// YAML or JSON file in the plugins directory, or inline in the config.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+
+namespace gpuvisor {
+
+enum class PluginMode { kHttp, kWorker };
+const char* to_string(PluginMode mode);
+
+struct PluginManifest {
+  std::string id;  // category_name: unique, and the name of its config file
+  std::string name;
+  std::string category;
+  std::string title;
+  std::string description;
+  std::string version;
+  PluginMode mode = PluginMode::kHttp;
+  bool cloud = false;        // runs on rented machines rather than this one
+  std::string service;       // the service a job needs (ensured for the job), or empty
+  unsigned concurrency = 1;  // jobs at once
+  // mode http: the request a job becomes (the job's input is the body).
+  std::string http_method = "POST";
+  std::string http_path;
+  // mode worker: the worker process, speaking JSON lines on stdin/stdout.
+  std::vector<std::string> worker_command;
+  nlohmann::json config_schema = nlohmann::json::object();
+  std::string origin;  // file (or "config") it came from, for messages
+};
+
+// Reads one manifest; every problem is reported, each with where it is ("cosyvoice.yaml:
+// 'mode' must be http or worker, got 'grpc'"). The schema itself is checked too.
+Result<PluginManifest> parse_manifest(const nlohmann::json& manifest, const std::string& origin);
+
+// A manifest file, YAML or JSON (by extension; .yml/.yaml/.json).
+Result<PluginManifest> load_manifest_file(const std::string& path);
+
+// A plugin id as it may appear in a URL or a file name: letters, digits, '_', '-', '.', not
+// starting with '.', no path separator. "../x" and "a/b" are refused.
+bool valid_plugin_id(const std::string& id);
+
+}  // namespace gpuvisor

@@ -1,0 +1,221 @@
+// Plugin manifests, JSON-Schema configs and the registry, on real files in a temp directory.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "plugins/registry.h"
+#include "plugins/schema.h"
+
+namespace gpuvisor {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string fresh_dir(const std::string& tag) {
+  static int counter = 0;
+  const auto dir =
+      fs::path(::testing::TempDir()) /
+      ("gv-plugins-" + tag + "-" + std::to_string(getpid()) + "-" + std::to_string(++counter));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+const char* kTtsYaml = R"(name: cosyvoice
+category: tts
+title: CosyVoice
+version: "2.0"
+mode: http
+service: cosyvoice
+http: {path: /v1/tts}
+config_schema:
+  type: object
+  required: [voice]
+  properties:
+    voice: {type: string, enum: [alice, bob]}
+    speed: {type: number, minimum: 0.5, maximum: 2, default: 1.0}
+    output:
+      type: object
+      properties:
+        format: {type: string, default: wav}
+)";
+
+const json kWorker = {{"name", "whisper"},
+                      {"category", "asr"},
+                      {"mode", "worker"},
+                      {"cloud", true},
+                      {"worker", {{"command", {"/usr/bin/python3", "worker.py"}}}}};
+
+PluginRegistry load(const std::string& dir, std::vector<json> inline_manifests = {kWorker}) {
+  auto r = PluginRegistry::load({dir,
+                                 std::move(inline_manifests),
+                                 {{"tts", "Text to speech"}, {"llm", "Language models"}},
+                                 {"cosyvoice"},
+                                 dir + "/state"});
+  EXPECT_TRUE(r.ok()) << r.error().message;
+  return r.ok() ? std::move(*r) : PluginRegistry();
+}
+
+TEST(PluginManifest, BadManifestsNameEveryProblemAndWhere) {
+  const auto r = parse_manifest(json{{"name", "a_b"},
+                                     {"mode", "grpc"},
+                                     {"colour", "red"},
+                                     {"concurrency", 0},
+                                     {"config_schema", {{"type", 7}}}},
+                                "x.yaml");
+  ASSERT_FALSE(r.ok());
+  const std::string& m = r.error().message;
+  EXPECT_NE(std::string::npos, m.find("x.yaml: unknown key 'colour'")) << m;
+  EXPECT_NE(std::string::npos, m.find("x.yaml: 'category' is required")) << m;
+  EXPECT_NE(std::string::npos, m.find("x.yaml: 'name' must be letters, digits, '-' or '.'")) << m;
+  EXPECT_NE(std::string::npos, m.find("x.yaml: 'mode' must be http or worker, got 'grpc'")) << m;
+  EXPECT_NE(std::string::npos, m.find("x.yaml: 'concurrency' must be an integer from 1 to 1024"))
+      << m;
+  EXPECT_NE(std::string::npos, m.find("x.yaml: 'config_schema': invalid config schema")) << m;
+  const auto http = parse_manifest(json{{"name", "n"}, {"category", "c"}, {"mode", "http"}}, "y");
+  ASSERT_FALSE(http.ok());
+  EXPECT_NE(std::string::npos, http.error().message.find("mode http needs 'http: {path:"));
+  const auto worker =
+      parse_manifest(json{{"name", "n"}, {"category", "c"}, {"mode", "worker"}}, "z");
+  ASSERT_FALSE(worker.ok());
+  EXPECT_NE(std::string::npos, worker.error().message.find("mode worker needs 'worker: {command:"));
+}
+
+TEST(PluginSchema, EveryViolationHasItsPath) {
+  const json schema = {{"type", "object"},
+                       {"required", {"voice"}},
+                       {"properties",
+                        {{"speed", {{"type", "number"}, {"maximum", 2}}},
+                         {"tags", {{"type", "array"}, {"items", {{"type", "string"}}}}}}}};
+  const auto v = validate(schema, json{{"speed", 9}, {"tags", {"a", 3}}});
+  std::vector<std::string> paths;
+  for (const auto& x : v) paths.push_back(x.path);
+  EXPECT_NE(paths.end(), std::find(paths.begin(), paths.end(), "/speed"));
+  EXPECT_NE(paths.end(), std::find(paths.begin(), paths.end(), "/tags/1"));
+  EXPECT_NE(paths.end(), std::find(paths.begin(), paths.end(), ""));  // voice is missing
+  EXPECT_TRUE(validate(schema, json{{"voice", "x"}, {"speed", 1}}).empty());
+  EXPECT_FALSE(validate(schema, json{{"voice", "x"}, {"speed", "1"}}).empty());  // no coercion
+}
+
+TEST(PluginSchema, DefaultsAreFilledInAtEveryLevel) {
+  const json schema = json::parse(R"({"type":"object","properties":{
+      "speed":{"type":"number","default":1.0},
+      "output":{"type":"object","properties":{"format":{"type":"string","default":"wav"}}}}})");
+  EXPECT_EQ(apply_defaults(schema, json::object()),
+            json::parse(R"({"speed":1.0,"output":{"format":"wav"}})"));
+  EXPECT_EQ(apply_defaults(schema, json::parse(R"({"speed":2,"output":{"format":"mp3"}})")),
+            json::parse(R"({"speed":2,"output":{"format":"mp3"}})"));
+}
+
+TEST(PluginRegistry, LoadsDirectoryAndInlineManifestsAndFilters) {
+  const auto dir = fresh_dir("load");
+  std::ofstream(dir + "/cosyvoice.yaml") << kTtsYaml;
+  std::ofstream(dir + "/notes.txt") << "not a manifest";
+  auto r = load(dir);
+  ASSERT_EQ(2u, r.all().size());
+  const auto* tts = r.find("tts_cosyvoice");
+  ASSERT_NE(nullptr, tts);
+  EXPECT_EQ("CosyVoice", tts->title);
+  EXPECT_EQ("/v1/tts", tts->http_path);
+  EXPECT_EQ(PluginMode::kWorker, r.find("asr_whisper")->mode);
+  PluginFilter f;
+  f.category = "tts";
+  EXPECT_EQ(1u, r.list(f).size());
+  f = {};
+  f.cloud = true;
+  ASSERT_EQ(1u, r.list(f).size());
+  EXPECT_EQ("asr_whisper", r.list(f)[0]->id);
+  f = {};
+  f.mode = PluginMode::kHttp;
+  EXPECT_EQ("tts_cosyvoice", r.list(f)[0]->id);
+  const auto categories = r.categories();
+  EXPECT_EQ("Text to speech", categories.at("tts"));
+  EXPECT_EQ("asr", categories.at("asr"));  // no display name given: its id
+  EXPECT_EQ(1u, categories.count("llm"));  // declared, still empty
+}
+
+TEST(PluginRegistry, BadManifestsAndUnknownServicesFailTheLoadNamingEach) {
+  const auto dir = fresh_dir("bad");
+  std::ofstream(dir + "/a.yaml") << "name: [unclosed";
+  std::ofstream(dir + "/b.json") << "{not json";
+  std::ofstream(dir + "/c.yaml") << "name: x\ncategory: y\nmode: http\nservice: nope\n"
+                                    "http: {path: /go}\n";
+  auto dup = kWorker;
+  const auto r = PluginRegistry::load({dir, {kWorker, dup}, {}, {"cosyvoice"}, ""});
+  ASSERT_FALSE(r.ok());
+  const std::string& m = r.error().message;
+  EXPECT_NE(std::string::npos, m.find(dir + "/a.yaml:1:1: YAML syntax error")) << m;
+  EXPECT_NE(std::string::npos, m.find(dir + "/b.json: not valid JSON")) << m;
+  EXPECT_NE(std::string::npos, m.find(dir + "/c.yaml: service 'nope' is not in the config")) << m;
+  EXPECT_NE(std::string::npos, m.find("plugins.manifests[1]: plugin asr_whisper is already "
+                                      "declared in plugins.manifests[0]"))
+      << m;
+}
+
+TEST(PluginRegistry, ConfigIsValidatedDefaultedAndSavedAtomically) {
+  const auto dir = fresh_dir("config");
+  std::ofstream(dir + "/cosyvoice.yaml") << kTtsYaml;
+  auto r = load(dir);
+  EXPECT_FALSE(r.configured("tts_cosyvoice"));
+  // Unconfigured: the schema's defaults.
+  EXPECT_EQ(json::parse(R"({"speed":1.0,"output":{"format":"wav"}})"),
+            *r.config_or_defaults("tts_cosyvoice"));
+
+  const auto saved = r.set_config("tts_cosyvoice", json{{"voice", "alice"}});
+  ASSERT_TRUE(saved.ok()) << saved.error().message;
+  EXPECT_EQ(json::parse(R"({"voice":"alice","speed":1.0,"output":{"format":"wav"}})"), *saved);
+  EXPECT_TRUE(r.configured("tts_cosyvoice"));
+  std::ifstream file(dir + "/state/tts_cosyvoice.json");
+  EXPECT_EQ(*saved, json::parse(file));
+
+  // Refused: every violation listed, the saved config untouched.
+  const auto bad = r.set_config("tts_cosyvoice", json{{"voice", "carol"}, {"speed", 5}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(ErrorCode::kBadRequest, bad.error().code);
+  EXPECT_NE(std::string::npos, bad.error().message.find("  /voice: ")) << bad.error().message;
+  EXPECT_NE(std::string::npos, bad.error().message.find("  /speed: ")) << bad.error().message;
+  EXPECT_EQ(2u, bad.error().detail["violations"].size()) << bad.error().detail.dump();
+  EXPECT_EQ(*saved, *r.config("tts_cosyvoice"));
+  EXPECT_FALSE(fs::exists(dir + "/state/tts_cosyvoice.json.tmp"));
+
+  ASSERT_TRUE(r.delete_config("tts_cosyvoice").ok());
+  EXPECT_FALSE(r.configured("tts_cosyvoice"));
+  EXPECT_EQ(ErrorCode::kNotFound, r.delete_config("tts_cosyvoice").error().code);
+}
+
+TEST(PluginRegistry, IdsThatCouldLeaveTheDirectoryAreRefused) {
+  const auto dir = fresh_dir("ids");
+  auto r = load(dir);
+  for (const std::string id : {"../x", "a/b", ".hidden", "", "..", "a\\b"}) {
+    const auto res = r.set_config(id, json::object());
+    ASSERT_FALSE(res.ok()) << id;
+    EXPECT_EQ(ErrorCode::kBadRequest, res.error().code) << id;
+    EXPECT_NE(std::string::npos, res.error().message.find("invalid plugin id")) << id;
+  }
+  EXPECT_EQ(ErrorCode::kNotFound, r.set_config("tts_nothing", json::object()).error().code);
+  EXPECT_TRUE(fs::is_empty(dir + "/state"));
+}
+
+TEST(PluginRegistry, StatsCountWhatIsThere) {
+  const auto dir = fresh_dir("stats");
+  std::ofstream(dir + "/cosyvoice.yaml") << kTtsYaml;
+  auto r = load(dir);
+  ASSERT_TRUE(r.set_config("tts_cosyvoice", json{{"voice", "bob"}}).ok());
+  const auto stats = r.stats([](const std::string& service) { return service == "cosyvoice"; });
+  EXPECT_EQ(2, stats["total"]);
+  EXPECT_EQ(1, stats["configured"]);
+  EXPECT_EQ(1, stats["unconfigured"]);
+  EXPECT_EQ(1, stats["local"]);
+  EXPECT_EQ(1, stats["cloud"]);
+  EXPECT_EQ(1, stats["with_active_resources"]);
+  EXPECT_EQ(1, stats["categories"]["tts"]["total"]);
+  EXPECT_EQ("Text to speech", stats["categories"]["tts"]["name"]);
+  EXPECT_EQ(0, stats["categories"]["llm"]["total"]);
+  EXPECT_EQ(1, stats["categories"]["asr"]["cloud"]);
+}
+
+}  // namespace
+}  // namespace gpuvisor
