@@ -2,8 +2,10 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <set>
 
 #include "config/config_loader.h"
+#include "plugins/registry.h"
 
 namespace gpuvisor {
 namespace {
@@ -15,6 +17,12 @@ TEST(Examples, EveryExampleConfigLoads) {
     const auto config = load_config_file(entry.path().string());
     ASSERT_TRUE(config.ok()) << config.error().message;
     EXPECT_FALSE(config->services.empty()) << entry.path();
+    // Inline plugin manifests too (a plugins.dir of an example is the user's to fill).
+    std::set<std::string> services;
+    for (const auto& s : config->services) services.insert(s.name);
+    const auto plugins = PluginRegistry::load(
+        {"", config->plugins.manifests, config->plugins.categories, services, ""});
+    EXPECT_TRUE(plugins.ok()) << entry.path() << ": " << plugins.error().message;
     ++loaded;
   }
   EXPECT_GE(loaded, 4);
