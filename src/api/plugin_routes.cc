@@ -102,7 +102,9 @@ json plugin_json(const PluginRegistry& plugins, const PluginManifest& p,
               {"active", !p.service.empty() && running(supervisor, p.service)},
               {"config_schema", p.config_schema}};
   if (p.mode == PluginMode::kHttp) {
-    out["http"] = {{"method", p.http_method}, {"path", p.http_path}};
+    out["http"] = {{"method", p.http_method},
+                   {"url", p.http_url},
+                   {"timeout", format_duration(p.http_timeout)}};
   } else {
     out["worker"] = {{"command", p.worker_command}};
   }

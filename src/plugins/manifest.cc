@@ -106,13 +106,25 @@ Result<PluginManifest> parse_manifest(const json& m, const std::string& origin) 
   }
   if (p.mode == PluginMode::kHttp && mode == "http") {
     const json http = m.value("http", json());
-    if (!http.is_object() || !http.contains("path") || !http["path"].is_string() ||
-        http["path"].get<std::string>().rfind('/', 0) != 0) {
-      c.bad("mode http needs 'http: {path: /the/endpoint}' (the job's input is the body)");
+    if (!http.is_object() || !http.contains("url") || !http["url"].is_string() ||
+        http["url"].get<std::string>().rfind("http://", 0) != 0) {
+      c.bad(
+          "mode http needs 'http: {url: http://host:port/endpoint}' (the job's input is the "
+          "body)");
     } else {
-      p.http_path = http["path"].get<std::string>();
+      p.http_url = http["url"].get<std::string>();
       p.http_method = http.value("method", "POST");
-      if (p.service.empty()) c.bad("mode http needs 'service': the service the request goes to");
+      if (http.contains("timeout")) {
+        const auto t = http["timeout"].is_string()
+                           ? parse_duration(http["timeout"].get<std::string>())
+                           : std::nullopt;
+        if (!t || t->count() <= 0) {
+          c.bad("'http.timeout' must be a duration such as 30s or 10m, got " +
+                http["timeout"].dump());
+        } else {
+          p.http_timeout = *t;
+        }
+      }
     }
   }
   if (p.mode == PluginMode::kWorker) {

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/duration.h"
 #include "core/result.h"
 
 namespace gpuvisor {
@@ -25,9 +26,10 @@ struct PluginManifest {
   bool cloud = false;        // runs on rented machines rather than this one
   std::string service;       // the service a job needs (ensured for the job), or empty
   unsigned concurrency = 1;  // jobs at once
-  // mode http: the request a job becomes (the job's input is the body).
+  // mode http: the request a job becomes (the job's input is the body, its reply the result).
   std::string http_method = "POST";
-  std::string http_path;
+  std::string http_url;
+  Millis http_timeout{Millis(600'000)};
   // mode worker: the worker process, speaking JSON lines on stdin/stdout.
   std::vector<std::string> worker_command;
   nlohmann::json config_schema = nlohmann::json::object();

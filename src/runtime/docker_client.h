@@ -14,18 +14,9 @@
 
 #include "core/duration.h"
 #include "core/result.h"
+#include "runtime/oneshot.h"
 
 namespace gpuvisor {
-
-// Ends a stream from outside: cancel() closes its connection at once.
-struct StreamControl {
-  bool cancelled = false;
-  std::function<void()> close;  // set while the stream runs
-  void cancel() {
-    cancelled = true;
-    if (close) close();
-  }
-};
 
 struct DockerReply {
   unsigned status = 0;

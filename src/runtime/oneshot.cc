@@ -65,7 +65,7 @@ asio::awaitable<boost::system::error_code> connect(beast::tcp_stream& stream,
 }  // namespace
 
 asio::awaitable<HttpOutcome> http_request(std::string method, std::string url, std::string body,
-                                          Millis timeout) {
+                                          Millis timeout, std::shared_ptr<StreamControl> control) {
   HttpOutcome out;
   const auto parsed = parse_http_url(url);
   if (!parsed) {
@@ -74,6 +74,19 @@ asio::awaitable<HttpOutcome> http_request(std::string method, std::string url, s
   }
   beast::tcp_stream stream(co_await asio::this_coro::executor);
   stream.expires_after(timeout);
+  if (control) {
+    if (control->cancelled) {
+      out.error = "cancelled";
+      co_return out;
+    }
+    control->close = [&stream] { stream.close(); };
+  }
+  struct Unset {
+    StreamControl* c;
+    ~Unset() {
+      if (c != nullptr) c->close = nullptr;
+    }
+  } unset{control.get()};
   auto ec = co_await connect(stream, parsed->host, parsed->port);
   if (ec) {
     out.error = failure(ec, timeout);
@@ -97,7 +110,7 @@ asio::awaitable<HttpOutcome> http_request(std::string method, std::string url, s
   parser.body_limit(kMaxBody);  // replies to checks and hooks are small; a huge one is not read
   co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
   if (ec && ec != http::error::body_limit) {
-    out.error = failure(ec, timeout);
+    out.error = control && control->cancelled ? "cancelled" : failure(ec, timeout);
     co_return out;
   }
   out.status = parser.get().result_int();

@@ -3,12 +3,24 @@
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/duration.h"
 
 namespace gpuvisor {
+
+// Ends a request or a stream from outside: cancel() closes its connection at once.
+struct StreamControl {
+  bool cancelled = false;
+  std::function<void()> close;  // set while the stream runs
+  void cancel() {
+    cancelled = true;
+    if (close) close();
+  }
+};
 
 struct HttpOutcome {
   std::string error;     // why no reply came ("connection refused", "timed out after 2s"), or empty
@@ -18,8 +30,10 @@ struct HttpOutcome {
 };
 
 // method and body as given (body sent as JSON when not empty); url: http://host:port/path.
+// control, if given, can end it early (the outcome's error is then "cancelled").
 boost::asio::awaitable<HttpOutcome> http_request(std::string method, std::string url,
-                                                 std::string body, Millis timeout);
+                                                 std::string body, Millis timeout,
+                                                 std::shared_ptr<StreamControl> control = nullptr);
 
 // Connects and hangs up: error empty when something accepted the connection.
 boost::asio::awaitable<HttpOutcome> tcp_connect(std::string host, std::string port, Millis timeout);

@@ -228,6 +228,26 @@ void Supervisor::stop(const std::string& name, bool force, Done done) {
              force ? "stop requested (force)" : "stop requested");
 }
 
+Result<uint64_t> Supervisor::acquire(const std::string& name, const std::string& why) {
+  Unit* u = find(name);
+  if (u == nullptr) return not_found(name);
+  if (u->state != ServiceState::kReady && u->state != ServiceState::kBusy) {
+    return make_error(ErrorCode::kConflict,
+                      "'" + name + "' is " + to_string(u->state) + ", not ready");
+  }
+  if (u->busy_holds++ == 0) set_state(*u, ServiceState::kBusy, why);
+  return u->generation;
+}
+
+void Supervisor::release(const std::string& name, uint64_t token) {
+  Unit* u = find(name);
+  // A failure or a stop meanwhile ended that instance, and its holds with it.
+  if (u == nullptr || u->generation != token || u->busy_holds == 0) return;
+  if (--u->busy_holds == 0 && u->state == ServiceState::kBusy) {
+    set_state(*u, ServiceState::kReady, "idle again");
+  }
+}
+
 void Supervisor::restart(const std::string& name, Millis timeout, Done done) {
   stop(name, false,
        guarded([this, name, timeout, done = std::move(done)](Result<ServiceView> stopped) mutable {
@@ -241,6 +261,7 @@ void Supervisor::restart(const std::string& name, Millis timeout, Done done) {
 
 void Supervisor::begin_stop(Unit& u, Millis grace, const std::string& why) {
   const uint64_t generation = ++u.generation;
+  u.busy_holds = 0;
   cancel_timers(u);
   set_state(u, ServiceState::kStopping, why);
   u.instance->stop(grace,

@@ -71,6 +71,12 @@ class Supervisor {
   // when nothing of it is left.
   void stop(const std::string& name, bool force, Done done);
   void restart(const std::string& name, Millis timeout, Done done);
+  // Work in progress on a ready service (a job, a proxied request): it is busy, so no plan
+  // evicts it, until every acquire has its release. Fails unless the service is ready or busy.
+  // The token given back names the instance: a release for one that has since failed or been
+  // stopped changes nothing.
+  Result<uint64_t> acquire(const std::string& name, const std::string& why);
+  void release(const std::string& name, uint64_t token);
   // Ensures every service whose phases include phase, none evicting another of them. done
   // gets their views once all are ready, or the first failure (NotFound: no such phase).
   void ensure_phase(int phase, Millis timeout,

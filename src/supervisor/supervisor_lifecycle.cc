@@ -273,6 +273,7 @@ void Supervisor::on_exit(const std::string& name, uint64_t generation, const Exi
 
 void Supervisor::on_failure(Unit& u, const std::string& what, bool failed) {
   const uint64_t generation = ++u.generation;
+  u.busy_holds = 0;  // the work on it is lost; its releases must not make the next one ready
   cancel_timers(u);
   const auto now = std::chrono::steady_clock::now();
   if (u.ready_at && now - *u.ready_at >= u.spec.restart_reset_after) u.restarts = 0;

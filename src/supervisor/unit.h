@@ -49,6 +49,7 @@ struct Supervisor::Unit {
   }
   static constexpr double kUseHalfLifeSeconds = 1800;
 
+  int busy_holds = 0;  // acquires not yet released
   int restarts = 0;
   std::optional<Millis> restart_delay;  // decided at a failure, applied once it is cleaned up
   std::optional<std::chrono::steady_clock::time_point> ready_at;

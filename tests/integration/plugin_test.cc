@@ -15,7 +15,7 @@ category: tts
 title: CosyVoice
 mode: http
 service: voice
-http: {path: /v1/tts}
+http: {url: "http://127.0.0.1:50000/v1/tts"}
 config_schema:
   type: object
   required: [voice]

@@ -30,7 +30,7 @@ title: CosyVoice
 version: "2.0"
 mode: http
 service: cosyvoice
-http: {path: /v1/tts}
+http: {url: "http://127.0.0.1:50000/v1/tts"}
 config_schema:
   type: object
   required: [voice]
@@ -77,7 +77,7 @@ TEST(PluginManifest, BadManifestsNameEveryProblemAndWhere) {
   EXPECT_NE(std::string::npos, m.find("x.yaml: 'config_schema': invalid config schema")) << m;
   const auto http = parse_manifest(json{{"name", "n"}, {"category", "c"}, {"mode", "http"}}, "y");
   ASSERT_FALSE(http.ok());
-  EXPECT_NE(std::string::npos, http.error().message.find("mode http needs 'http: {path:"));
+  EXPECT_NE(std::string::npos, http.error().message.find("mode http needs 'http: {url:"));
   const auto worker =
       parse_manifest(json{{"name", "n"}, {"category", "c"}, {"mode", "worker"}}, "z");
   ASSERT_FALSE(worker.ok());
@@ -119,7 +119,7 @@ TEST(PluginRegistry, LoadsDirectoryAndInlineManifestsAndFilters) {
   const auto* tts = r.find("tts_cosyvoice");
   ASSERT_NE(nullptr, tts);
   EXPECT_EQ("CosyVoice", tts->title);
-  EXPECT_EQ("/v1/tts", tts->http_path);
+  EXPECT_EQ("http://127.0.0.1:50000/v1/tts", tts->http_url);
   EXPECT_EQ(PluginMode::kWorker, r.find("asr_whisper")->mode);
   PluginFilter f;
   f.category = "tts";
@@ -142,7 +142,7 @@ TEST(PluginRegistry, BadManifestsAndUnknownServicesFailTheLoadNamingEach) {
   std::ofstream(dir + "/a.yaml") << "name: [unclosed";
   std::ofstream(dir + "/b.json") << "{not json";
   std::ofstream(dir + "/c.yaml") << "name: x\ncategory: y\nmode: http\nservice: nope\n"
-                                    "http: {path: /go}\n";
+                                    "http: {url: \"http://127.0.0.1:1/go\"}\n";
   auto dup = kWorker;
   const auto r = PluginRegistry::load({dir, {kWorker, dup}, {}, {"cosyvoice"}, ""});
   ASSERT_FALSE(r.ok());

@@ -1,0 +1,91 @@
+// Jobs on disk: SQLite in WAL mode, every write fsynced before it is acknowledged. Writes run on
+// a thread of their own and are committed in groups: whatever arrives while one commit is being
+// fsynced goes into the next, so throughput grows with load while each acknowledgement still
+// means "on disk". Reads use a second connection (WAL lets them run beside a commit).
+#pragma once
+
+#include <sqlite3.h>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/result.h"
+
+namespace gpuvisor {
+
+enum class JobState { kPending, kRunning, kCompleted, kFailed, kCancelled };
+const char* to_string(JobState state);
+std::optional<JobState> parse_job_state(const std::string& text);
+
+struct Job {
+  int64_t id = 0;
+  std::string plugin;
+  nlohmann::json input = nlohmann::json::object();
+  JobState state = JobState::kPending;
+  int64_t created_ms = 0;
+  int64_t started_ms = 0;
+  int64_t finished_ms = 0;
+  nlohmann::json result;  // null until completed
+  std::string error;
+  int attempts = 0;  // starts so far (a daemon restart interrupts one)
+  double progress = 0;
+};
+
+class JobStore {
+ public:
+  // Opens (or creates) the database; done callbacks are posted to executor.
+  static Result<std::unique_ptr<JobStore>> open(const std::string& path,
+                                                boost::asio::any_io_executor executor);
+  ~JobStore();
+  JobStore(const JobStore&) = delete;
+  JobStore& operator=(const JobStore&) = delete;
+
+  // Inserts job (its id is assigned) and calls done once it is on disk.
+  void insert(Job job, std::function<void(Result<Job>)> done);
+  // Writes the job's state, times, result, error, attempts, progress; done may be empty.
+  void update(const Job& job, std::function<void(Status)> done = {});
+  // Removes it (a cancelled pending job, when the policy is to forget such jobs).
+  void remove(int64_t id, std::function<void(Status)> done = {});
+
+  // Synchronous reads (an indexed query each), on the caller's thread.
+  Result<Job> get(int64_t id) const;
+  // Newest first; state/plugin empty: any.
+  Result<std::vector<Job>> list(const std::string& state, const std::string& plugin,
+                                size_t limit) const;
+  // Pending and running jobs, oldest first: what a starting daemon picks up again.
+  Result<std::vector<Job>> unfinished() const;
+  Result<int64_t> count() const;
+
+ private:
+  struct Op {
+    enum Kind { kInsert, kUpdate, kRemove } kind;
+    Job job;
+    std::function<void(Result<Job>)> inserted;
+    std::function<void(Status)> written;
+  };
+  JobStore(sqlite3* writer, sqlite3* reader, boost::asio::any_io_executor executor);
+  void run();
+  Status apply(Op& op);
+
+  sqlite3* writer_;
+  sqlite3* reader_;
+  mutable std::mutex read_mutex_;  // the reader connection is used from one thread at a time
+  boost::asio::any_io_executor executor_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Op> ops_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace gpuvisor
