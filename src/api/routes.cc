@@ -102,6 +102,16 @@ nlohmann::json phase_body(int phase, const std::vector<ServiceView>& views) {
 const std::vector<std::string> kEventParams{"since"};
 const std::vector<std::string> kLogParams{"n", "follow"};
 
+nlohmann::json jobs_body(const std::vector<Job>& list) {
+  nlohmann::json jobs = nlohmann::json::array();
+  for (const auto& j : list) jobs.push_back(to_json(j));
+  return {{"jobs", jobs}};
+}
+
+nlohmann::json result_body(const Job& job) {
+  return {{"id", job.id}, {"result", job.result}};
+}
+
 nlohmann::json health_body() {
   return {{"status", "ok"}};
 }
@@ -121,13 +131,15 @@ nlohmann::json logs_body(const std::string& name, const std::vector<LogLine>& li
 }  // namespace
 
 Api::Api(Supervisor& supervisor, EventBus& events, GpuInventory& gpus,
-         const WorkerRegistry& workers, PluginRegistry& plugins, std::string token,
-         unsigned external_busy_percent)
+         const WorkerRegistry& workers, PluginRegistry& plugins, JobQueue& jobs,
+         const JobStore& job_store, std::string token, unsigned external_busy_percent)
     : supervisor_(supervisor),
       events_(events),
       gpus_(gpus),
       workers_(workers),
       plugins_(plugins),
+      jobs_(jobs),
+      job_store_(job_store),
       token_(std::move(token)),
       external_busy_percent_(external_busy_percent) {}
 
@@ -171,6 +183,10 @@ asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest&
   const bool get = request.method() == http::verb::get;
   const bool post = request.method() == http::verb::post;
 
+  if ((seg.size() >= 3 && seg[2] == "jobs") ||
+      (seg.size() == 5 && seg[2] == "plugins" && seg[4] == "jobs")) {
+    co_return co_await jobs_route(stream, request, *peek);
+  }
   if (seg.size() >= 3 && seg[2] == "plugins") {
     co_return co_await reply(stream, plugin_response(plugins_, supervisor_, request, *peek));
   }
@@ -213,6 +229,89 @@ asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest&
       error_response(
           request, make_error(ErrorCode::kNotFound,
                               "no route " + std::string(request.method_string()) + " " + target)));
+}
+
+asio::awaitable<bool> Api::jobs_route(boost::beast::tcp_stream& stream, HttpRequest& request,
+                                      const RequestParts& parts) {
+  const auto& seg = parts.segments;
+  const bool get = request.method() == http::verb::get;
+  const bool post = request.method() == http::verb::post;
+  const auto ok = [&](const nlohmann::json& body) {
+    return json_response(request, http::status::ok, body);
+  };
+  if (seg[2] == "plugins") {  // POST /api/v1/plugins/{id}/jobs: submit
+    if (!post) co_return co_await reply(stream, post_only(request, "submitting a job"));
+    auto input = request.body().empty() ? nlohmann::json::object()
+                                        : nlohmann::json::parse(request.body(), nullptr, false);
+    if (input.is_discarded()) {
+      co_return co_await reply(
+          stream, error_response(request, make_error(ErrorCode::kBadRequest,
+                                                     "the body must be the job's input, as "
+                                                     "JSON")));
+    }
+    const auto submit = [this, &seg, &input](auto done) {
+      jobs_.submit(seg[3], std::move(input), done);
+    };
+    auto job = co_await await_result<Job>(submit);
+    if (!*job) co_return co_await reply(stream, error_response(request, job->error()));
+    co_return co_await reply(stream, ok(to_json(**job)));
+  }
+  if (seg.size() == 3) {  // GET /api/v1/jobs
+    if (!get)
+      co_return co_await reply(
+          stream,
+          error_response(request, make_error(ErrorCode::kMethodNotAllowed, "jobs takes GET")));
+    const auto state = parts.params.count("state") ? parts.params.at("state") : "";
+    if (!state.empty() && !parse_job_state(state)) {
+      co_return co_await reply(
+          stream, error_response(request, make_error(ErrorCode::kBadRequest,
+                                                     "bad state '" + state +
+                                                         "': expected pending, running, "
+                                                         "completed, failed or cancelled")));
+    }
+    const auto limit = int_param(parts, "limit", 100, 1, 10'000);
+    if (!limit) co_return co_await reply(stream, error_response(request, limit.error()));
+    const auto plugin = parts.params.count("plugin") ? parts.params.at("plugin") : "";
+    auto list = job_store_.list(state, plugin, static_cast<size_t>(*limit));
+    if (!list) co_return co_await reply(stream, error_response(request, list.error()));
+    co_return co_await reply(stream, ok(jobs_body(*list)));
+  }
+  int64_t id = 0;
+  const auto& text = seg[3];
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
+  if (ec != std::errc() || end != text.data() + text.size() || id <= 0) {
+    co_return co_await reply(
+        stream, error_response(
+                    request, make_error(ErrorCode::kBadRequest,
+                                        "bad job id '" + text + "': expected a positive integer")));
+  }
+  if (seg.size() == 4 && get) {
+    auto job = job_store_.get(id);
+    if (!job) co_return co_await reply(stream, error_response(request, job.error()));
+    co_return co_await reply(stream, ok(to_json(*job)));
+  }
+  if (seg.size() == 5 && seg[4] == "result" && get) {
+    auto job = job_store_.get(id);
+    if (!job) co_return co_await reply(stream, error_response(request, job.error()));
+    if (job->state != JobState::kCompleted) {
+      co_return co_await reply(
+          stream,
+          error_response(request, make_error(ErrorCode::kConflict,
+                                             "job " + text + " is " + to_string(job->state) +
+                                                 (job->error.empty() ? "" : ": " + job->error))));
+    }
+    co_return co_await reply(stream, ok(result_body(*job)));
+  }
+  if (seg.size() == 5 && seg[4] == "cancel") {
+    if (!post) co_return co_await reply(stream, post_only(request, "cancel"));
+    const auto cancel = [this, id](auto done) { jobs_.cancel(id, done); };
+    auto job = co_await await_result<Job>(cancel);
+    if (!*job) co_return co_await reply(stream, error_response(request, job->error()));
+    co_return co_await reply(stream, ok(to_json(**job)));
+  }
+  co_return co_await reply(
+      stream, error_response(request, make_error(ErrorCode::kNotFound,
+                                                 "no route " + std::string(request.target()))));
 }
 
 asio::awaitable<bool> Api::service_action(boost::beast::tcp_stream& stream, HttpRequest& request,

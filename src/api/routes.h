@@ -6,8 +6,10 @@
 #include <string>
 
 #include "api/http_server.h"
+#include "api/request_parts.h"
 #include "events/event_bus.h"
 #include "gpu/inventory.h"
+#include "jobs/job_queue.h"
 #include "plugins/registry.h"
 #include "resources/worker_registry.h"
 #include "supervisor/supervisor.h"
@@ -19,7 +21,8 @@ class Api {
   // token: when non-empty, every /api/ request needs "Authorization: Bearer <token>".
   // workers: their processes count as ours in the GPU views (the jobs layer registers them).
   Api(Supervisor& supervisor, EventBus& events, GpuInventory& gpus, const WorkerRegistry& workers,
-      PluginRegistry& plugins, std::string token, unsigned external_busy_percent);
+      PluginRegistry& plugins, JobQueue& jobs, const JobStore& job_store, std::string token,
+      unsigned external_busy_percent);
 
   boost::asio::awaitable<bool> handle(boost::beast::tcp_stream& stream, HttpRequest& request);
 
@@ -31,6 +34,8 @@ class Api {
                                             const std::string& phase);
   boost::asio::awaitable<bool> events_stream(boost::beast::tcp_stream& stream,
                                              HttpRequest& request);
+  boost::asio::awaitable<bool> jobs_route(boost::beast::tcp_stream& stream, HttpRequest& request,
+                                          const RequestParts& parts);
   boost::asio::awaitable<bool> logs(boost::beast::tcp_stream& stream, HttpRequest& request,
                                     const std::string& name);
 
@@ -42,6 +47,8 @@ class Api {
   GpuInventory& gpus_;
   const WorkerRegistry& workers_;
   PluginRegistry& plugins_;
+  JobQueue& jobs_;
+  const JobStore& job_store_;
   std::string token_;
   unsigned external_busy_percent_;
 };

@@ -21,6 +21,8 @@
 #include "core/url.h"
 #include "events/event_bus.h"
 #include "gpu/inventory.h"
+#include "jobs/job_queue.h"
+#include "jobs/job_store.h"
 #include "plugins/registry.h"
 #include "runtime/cgroup.h"
 #include "runtime/docker_client.h"
@@ -168,11 +170,23 @@ int run_serve(const ServeOptions& options) {
     std::cerr << plugins.error().message << "\n";
     return 2;
   }
-  Api api(supervisor, events, *gpus, workers, *plugins, token, config.daemon.external_busy_percent);
+  auto job_store = JobStore::open(store->dir() + "/jobs.db", io.get_executor());
+  if (!job_store) {
+    std::cerr << job_store.error().message << "\n";
+    return 1;
+  }
+  JobQueue jobs(io.get_executor(), **job_store, *plugins, supervisor, events);
+  Api api(supervisor, events, *gpus, workers, *plugins, jobs, **job_store, token,
+          config.daemon.external_busy_percent);
   HttpServer server(io.get_executor(),
                     [&api](auto& stream, auto& request) { return api.handle(stream, request); });
 
   supervisor.start();
+  // After the supervisor has adopted what still runs: a job may need one of those services.
+  if (auto recovered = jobs.recover(); !recovered) {
+    std::cerr << recovered.error().message << "\n";
+    return 1;
+  }
   const auto bound = server.listen(listen->host, listen->port);
   if (!bound) {
     std::cerr << bound.error().message << "\n";

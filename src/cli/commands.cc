@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -125,6 +126,28 @@ ClientCommands::ClientCommands(CLI::App& app)
                              "('-': standard input)");
   plugin_config_->add_flag("--delete", delete_, "Forget the saved config");
   plugin_config_->add_flag("--json", json_, "Print the API's JSON");
+
+  CLI::App* jobs = app.add_subcommand("jobs", "Submit, list, show, cancel and watch jobs");
+  jobs->require_subcommand(1);
+  const auto job_cmd = [&](const char* name, const char* help) {
+    CLI::App* sub = jobs->add_subcommand(name, help);
+    sub->add_option("--url", url_, "Daemon URL (env GPUVISOR_URL)")->capture_default_str();
+    return sub;
+  };
+  jobs_submit_ = job_cmd("submit", "Submit a job to a plugin; prints it once it is on disk");
+  jobs_submit_->add_option("plugin", name_, "Plugin id (category_name)")->required();
+  jobs_submit_->add_option("--input", input_, "The job's input, JSON ('@FILE' reads a file)");
+  jobs_list_ = job_cmd("list", "List jobs, newest first");
+  jobs_list_->add_option("--state", state_filter_,
+                         "pending, running, completed, failed, cancelled");
+  jobs_list_->add_option("--plugin", category_, "Only this plugin's");
+  jobs_list_->add_flag("--json", json_, "Print the API's JSON");
+  jobs_show_ = job_cmd("show", "Show one job, its result or error");
+  jobs_show_->add_option("id", name_, "Job id")->required();
+  jobs_cancel_ = job_cmd("cancel", "Cancel a pending or running job");
+  jobs_cancel_->add_option("id", name_, "Job id")->required();
+  jobs_watch_ = job_cmd("watch", "Follow a job until it ends; exit 0 if it completed");
+  jobs_watch_->add_option("id", name_, "Job id")->required();
 }
 
 int ClientCommands::run() {
@@ -140,6 +163,10 @@ int ClientCommands::run() {
   if (phase_->parsed()) return phase();
   if (plugins_->parsed()) return plugins();
   if (plugin_config_->parsed()) return plugin_config();
+  if (jobs_submit_->parsed() || jobs_list_->parsed() || jobs_show_->parsed() ||
+      jobs_cancel_->parsed() || jobs_watch_->parsed()) {
+    return jobs();
+  }
   return fail("no command given (try --help)");
 }
 
@@ -178,6 +205,65 @@ int ClientCommands::plugin_config() {
   const auto parsed = nlohmann::json::parse(text_in, nullptr, false);
   if (!parsed.is_object()) return fail(set_file_ + ": not a JSON object");
   return call("PUT", target, kReadTimeout, show, parsed.dump());
+}
+
+int ClientCommands::jobs() {
+  const auto job_json = [](const nlohmann::json& j) { return j.dump(2) + "\n"; };
+  if (jobs_submit_->parsed()) {
+    std::string text = input_.empty() ? "{}" : input_;
+    if (!text.empty() && text.front() == '@') {
+      std::ifstream file(text.substr(1));
+      if (!file) return fail("cannot read " + text.substr(1));
+      text.assign(std::istreambuf_iterator<char>(file), {});
+    }
+    const auto input = nlohmann::json::parse(text, nullptr, false);
+    if (input.is_discarded()) return fail("--input is not valid JSON");
+    return call("POST", "/api/v1/plugins/" + name_ + "/jobs", kReadTimeout, job_json, input.dump());
+  }
+  if (jobs_list_->parsed()) {
+    std::string target = "/api/v1/jobs?limit=100";
+    if (!state_filter_.empty()) target += "&state=" + state_filter_;
+    if (!category_.empty()) target += "&plugin=" + category_;
+    return call("GET", target, kReadTimeout, [](const nlohmann::json& body) {
+      std::vector<std::vector<std::string>> rows;
+      const long long now = now_ms();
+      for (const auto& j : body.value("jobs", nlohmann::json::array())) {
+        rows.push_back({text(j, "id"), text(j, "plugin"), text(j, "state"),
+                        ago(j.value("created_ms", 0LL), now), text(j, "attempts"),
+                        j.value("error", "")});
+      }
+      return render_table({"ID", "PLUGIN", "STATE", "CREATED", "ATTEMPTS", "ERROR"}, rows);
+    });
+  }
+  if (jobs_show_->parsed()) return call("GET", "/api/v1/jobs/" + name_, kReadTimeout, job_json);
+  if (jobs_cancel_->parsed()) {
+    return call("POST", "/api/v1/jobs/" + name_ + "/cancel", kReadTimeout, job_json);
+  }
+  // watch: the event stream from the start, until this job ends; then its final state.
+  long long id = 0;
+  if (const auto [end, ec] = std::from_chars(name_.data(), name_.data() + name_.size(), id);
+      ec != std::errc() || end != name_.data() + name_.size() || id <= 0) {
+    return fail("bad job id '" + name_ + "': expected a positive integer");
+  }
+  auto client = connect();
+  if (!client) return fail(client.error().message);
+  std::string outcome;
+  const auto streamed = client->stream("/api/v1/events?since=0", [&](const SseMessage& m) {
+    const auto e = nlohmann::json::parse(m.data, nullptr, false);
+    if (e.is_discarded() || e.value("type", "").rfind("job.", 0) != 0) return true;
+    const auto& d = e["data"];
+    if (d.value("id", 0LL) != id) return true;
+    std::cout << e.value("type", "") << " " << d.value("state", "") << "\n" << std::flush;
+    const std::string state = d.value("state", "");
+    if (state == "completed" || state == "failed" || state == "cancelled") {
+      outcome = state;
+      return false;
+    }
+    return true;
+  });
+  if (outcome.empty() && !streamed) return fail(streamed.error().message);
+  const int rc = call("GET", "/api/v1/jobs/" + name_, kReadTimeout, job_json);
+  return rc != 0 ? rc : (outcome == "completed" ? 0 : 1);
 }
 
 int ClientCommands::phase() {

@@ -31,6 +31,7 @@ class ClientCommands {
   int phase();
   int plugins();
   int plugin_config();
+  int jobs();
   // One request: errors become one line (exit 1); --json prints the body as is, otherwise
   // render(body).
   int call(const std::string& method, const std::string& target, Millis wait,
@@ -50,6 +51,13 @@ class ClientCommands {
   CLI::App* plugins_ = nullptr;
   CLI::App* plugin_ = nullptr;
   CLI::App* plugin_config_ = nullptr;
+  CLI::App* jobs_submit_ = nullptr;
+  CLI::App* jobs_list_ = nullptr;
+  CLI::App* jobs_show_ = nullptr;
+  CLI::App* jobs_cancel_ = nullptr;
+  CLI::App* jobs_watch_ = nullptr;
+  std::string input_;
+  std::string state_filter_;
   std::string category_;
   std::string set_file_;
   bool delete_ = false;

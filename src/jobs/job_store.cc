@@ -91,8 +91,8 @@ Result<std::unique_ptr<JobStore>> JobStore::open(const std::string& path,
   sqlite3* writer = nullptr;
   sqlite3* reader = nullptr;
   const auto fail = [&](sqlite3* db, const std::string& what) {
-    Error e = db != nullptr ? db_error(db, what)
-                            : make_error(ErrorCode::kFailed, "job store: " + what);
+    Error e =
+        db != nullptr ? db_error(db, what) : make_error(ErrorCode::kFailed, "job store: " + what);
     sqlite3_close(writer);
     sqlite3_close(reader);
     return e;
@@ -112,8 +112,8 @@ Result<std::unique_ptr<JobStore>> JobStore::open(const std::string& path,
     sqlite3_free(message);
     return fail(nullptr, "cannot set up " + path + ": " + why);
   }
-  if (sqlite3_open_v2(path.c_str(), &reader, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
-                      nullptr) != SQLITE_OK) {
+  if (sqlite3_open_v2(path.c_str(), &reader, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr) !=
+      SQLITE_OK) {
     return fail(reader, "cannot open " + path + " for reading");
   }
   sqlite3_busy_timeout(reader, 5000);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstdint>
@@ -258,6 +259,18 @@ struct Conn {
   bool done = false;
 };
 
+// The request's Content-Length (0 when absent), from its header block; case-insensitive.
+std::size_t ContentLength(std::string head) {
+  for (auto& ch : head) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  const auto at = head.find("\ncontent-length:");
+  if (at == std::string::npos) return 0;
+  std::size_t n = 0;
+  const char* p = head.c_str() + at + 16;
+  while (*p == ' ') ++p;
+  std::from_chars(p, head.c_str() + head.size(), n);
+  return n;
+}
+
 std::string Response(int status, std::string_view content_type, std::string_view body) {
   const char* reason = status == 200 ? "OK" : status == 404 ? "Not Found" : "Bad Request";
   return "HTTP/1.1 " + std::to_string(status) + " " + reason +
@@ -402,6 +415,9 @@ class Server {
       if (c.in.size() > 16384) c.out = Response(400, "text/plain", "request too large");
       return;
     }
+    // A body (POST /echo) is answered once it is all here.
+    const std::size_t body_at = end + (c.in.compare(end, 4, "\r\n\r\n") == 0 ? 4 : 2);
+    if (c.in.size() < body_at + ContentLength(c.in.substr(0, end))) return;
     Respond(c);
     Service(c);  // the socket is almost always writable: answer without another poll round
   }
@@ -426,6 +442,14 @@ class Server {
       c.out = Response(200, "application/json",
                        "{\"pid\":" + std::to_string(getpid()) +
                            ",\"uptime_ms\":" + std::to_string((now - start_ns_) / kNsPerMs) + "}");
+    } else if (method == "POST" && path == "/echo") {
+      // A job's work, played: its input comes back as its result.
+      std::size_t end = c.in.find("\r\n\r\n");
+      const std::size_t body_at = end == std::string::npos ? c.in.find("\n\n") + 2 : end + 4;
+      c.out = Response(200, "application/json", c.in.substr(body_at));
+    } else if (method == "POST" && path == "/hang") {
+      c.hung = true;  // a job that never finishes: only a cancel ends it
+      return;
     } else if (method == "POST" && path == "/sleep") {
       // As vLLM's sleep mode: the server stays up and gives its VRAM back.
       if (!g_hold_path.empty()) unlink(g_hold_path.c_str());

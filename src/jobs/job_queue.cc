@@ -1,0 +1,276 @@
+#include "jobs/job_queue.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <chrono>
+
+namespace gpuvisor {
+
+namespace asio = boost::asio;
+using nlohmann::json;
+
+namespace {
+
+constexpr Millis kEnsureTimeout{600'000};
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool finished(JobState s) {
+  return s == JobState::kCompleted || s == JobState::kFailed || s == JobState::kCancelled;
+}
+
+}  // namespace
+
+json to_json(const Job& j) {
+  return {{"id", j.id},
+          {"plugin", j.plugin},
+          {"state", to_string(j.state)},
+          {"input", j.input},
+          {"created_ms", j.created_ms},
+          {"started_ms", j.started_ms},
+          {"finished_ms", j.finished_ms},
+          {"result", j.result},
+          {"error", j.error},
+          {"attempts", j.attempts},
+          {"progress", j.progress}};
+}
+
+JobQueue::JobQueue(asio::any_io_executor executor, JobStore& store, const PluginRegistry& plugins,
+                   Supervisor& supervisor, EventBus& events)
+    : executor_(std::move(executor)),
+      store_(store),
+      plugins_(plugins),
+      supervisor_(supervisor),
+      events_(events) {}
+
+JobQueue::~JobQueue() {
+  *alive_ = false;
+  for (auto& [id, r] : running_) r.control->cancel();
+}
+
+void JobQueue::publish(const Job& job, const char* type) {
+  json data = {{"id", job.id}, {"plugin", job.plugin}, {"state", to_string(job.state)}};
+  if (!job.error.empty()) data["error"] = job.error;
+  events_.publish(type, data);
+}
+
+Status JobQueue::recover() {
+  auto jobs = store_.unfinished();
+  if (!jobs) return jobs.error();
+  for (auto& job : *jobs) {
+    if (plugins_.find(job.plugin) == nullptr) {
+      job.state = JobState::kFailed;
+      job.error = "plugin " + job.plugin + " is no longer configured";
+    } else if (job.state == JobState::kRunning && job.attempts >= kMaxAttempts) {
+      job.state = JobState::kFailed;
+      job.error = "interrupted by a daemon restart, " + std::to_string(job.attempts) +
+                  " times; not started again";
+    } else {
+      if (job.state == JobState::kRunning) {
+        job.error = "interrupted by a daemon restart; queued again";
+        job.state = JobState::kPending;
+      }
+      pending_[job.plugin].push_back(job);
+      store_.update(job);
+      continue;
+    }
+    job.finished_ms = now_ms();
+    store_.update(job);
+    publish(job, "job.failed");
+  }
+  for (auto& [plugin, queue] : pending_) {
+    if (!queue.empty()) {
+      spdlog::info("jobs: {} pending for {} after restart", queue.size(), plugin);
+    }
+  }
+  std::vector<std::string> plugins;
+  for (const auto& [plugin, queue] : pending_) plugins.push_back(plugin);
+  for (const auto& p : plugins) pump(p);
+  return {};
+}
+
+void JobQueue::submit(const std::string& plugin, json input,
+                      std::function<void(Result<Job>)> done) {
+  const auto* p = plugins_.find(plugin);
+  if (!valid_plugin_id(plugin) || p == nullptr) {
+    asio::post(executor_, [done = std::move(done), plugin] {
+      done(make_error(ErrorCode::kNotFound, "no plugin '" + plugin + "'"));
+    });
+    return;
+  }
+  if (p->mode != PluginMode::kHttp) {
+    asio::post(executor_, [done = std::move(done), plugin] {
+      done(make_error(ErrorCode::kConflict,
+                      "plugin " + plugin +
+                          " runs jobs through a worker, which this daemon cannot run yet; "
+                          "only http plugins take jobs"));
+    });
+    return;
+  }
+  Job job;
+  job.plugin = plugin;
+  job.input = std::move(input);
+  job.created_ms = now_ms();
+  store_.insert(std::move(job), [this, alive = std::weak_ptr<bool>(alive_),
+                                 done = std::move(done)](Result<Job> stored) {
+    if (alive.expired()) return;
+    if (stored) {
+      publish(*stored, "job.queued");
+      pending_[stored->plugin].push_back(*stored);
+      pump(stored->plugin);
+    }
+    done(std::move(stored));
+  });
+}
+
+void JobQueue::cancel(int64_t id, std::function<void(Result<Job>)> done) {
+  if (auto r = running_.find(id); r != running_.end()) {
+    r->second.cancelled = true;
+    r->second.control->cancel();  // run_http sees it and finishes the job as cancelled
+    Job job = r->second.job;
+    job.state = JobState::kCancelled;
+    asio::post(executor_, [done = std::move(done), job] { done(job); });
+    return;
+  }
+  auto job = store_.get(id);
+  if (!job) {
+    asio::post(executor_, [done = std::move(done), e = job.error()] { done(e); });
+    return;
+  }
+  if (finished(job->state)) {
+    asio::post(executor_, [done = std::move(done), j = *job] {
+      done(make_error(ErrorCode::kConflict,
+                      "job " + std::to_string(j.id) + " already " + to_string(j.state)));
+    });
+    return;
+  }
+  auto& queue = pending_[job->plugin];
+  std::erase_if(queue, [id](const Job& j) { return j.id == id; });
+  job->state = JobState::kCancelled;
+  job->finished_ms = now_ms();
+  store_.update(*job, [this, alive = std::weak_ptr<bool>(alive_), j = *job,
+                       done = std::move(done)](const Status& written) {
+    if (alive.expired()) return;
+    if (!written) {
+      done(written.error());
+      return;
+    }
+    publish(j, "job.cancelled");
+    done(j);
+  });
+}
+
+void JobQueue::pump(const std::string& plugin) {
+  const auto* p = plugins_.find(plugin);
+  if (p == nullptr) return;
+  auto& queue = pending_[plugin];
+  while (!queue.empty() && running_count_[plugin] < p->concurrency) {
+    Job job = std::move(queue.front());
+    queue.pop_front();
+    start(std::move(job));
+  }
+}
+
+void JobQueue::start(Job job) {
+  ++running_count_[job.plugin];
+  job.state = JobState::kRunning;
+  job.started_ms = now_ms();
+  ++job.attempts;
+  store_.update(job, [this, alive = std::weak_ptr<bool>(alive_), job](const Status& written) {
+    if (alive.expired()) return;
+    if (!written) spdlog::error("job {}: {}", job.id, written.error().message);
+    publish(job, "job.started");
+  });
+  const int64_t id = job.id;
+  running_[id] = Running{std::move(job)};
+  run_http(this, alive_, id);
+}
+
+void JobQueue::run_http(JobQueue* self, std::shared_ptr<bool> alive, int64_t id) {
+  const auto& job = self->running_.at(id).job;
+  const auto* plugin = self->plugins_.find(job.plugin);
+  const std::string service = plugin->service;
+  const auto send = [self, alive, id, service](std::optional<uint64_t> hold) {
+    auto& r = self->running_.at(id);
+    const auto* p = self->plugins_.find(r.job.plugin);
+    asio::co_spawn(
+        self->executor_,
+        http_request(p->http_method, p->http_url, r.job.input.dump(), p->http_timeout, r.control),
+        [self, alive, id, service, hold](std::exception_ptr, HttpOutcome out) {
+          if (!*alive) return;
+          if (hold) self->supervisor_.release(service, *hold);
+          const auto& rr = self->running_.at(id);
+          if (rr.cancelled) {
+            self->finish(id, JobState::kCancelled, nullptr, "cancelled while running");
+          } else if (!out.error.empty()) {
+            self->finish(id, JobState::kFailed, nullptr, "request failed: " + out.error);
+          } else if (out.status < 200 || out.status >= 300) {
+            self->finish(id, JobState::kFailed, nullptr,
+                         "HTTP " + std::to_string(out.status) + ": " + out.body.substr(0, 500));
+          } else {
+            auto result = json::parse(out.body, nullptr, false);
+            self->finish(id, JobState::kCompleted,
+                         result.is_discarded() ? json(out.body) : std::move(result), "");
+          }
+        });
+  };
+  if (service.empty()) {
+    send(std::nullopt);
+    return;
+  }
+  // The service first: started (evicting per the planner) if it is not running, then kept
+  // busy for the request, so no plan evicts it under the job.
+  self->supervisor_.ensure(
+      service, kEnsureTimeout, [self, alive, id, service, send](Result<ServiceView> view) {
+        if (!*alive) return;
+        if (self->running_.at(id).cancelled) {
+          self->finish(id, JobState::kCancelled, nullptr, "cancelled before it started");
+          return;
+        }
+        if (!view) {
+          self->finish(id, JobState::kFailed, nullptr,
+                       "service " + service + ": " + view.error().message);
+          return;
+        }
+        auto hold = self->supervisor_.acquire(service, "running job " + std::to_string(id));
+        if (!hold) {
+          self->finish(id, JobState::kFailed, nullptr,
+                       "service " + service + ": " + hold.error().message);
+          return;
+        }
+        send(*hold);
+      });
+}
+
+void JobQueue::finish(int64_t id, JobState state, json result, std::string error) {
+  auto it = running_.find(id);
+  if (it == running_.end()) return;
+  Job job = std::move(it->second.job);
+  running_.erase(it);
+  job.state = state;
+  job.finished_ms = now_ms();
+  job.result = std::move(result);
+  job.error = std::move(error);
+  if (state == JobState::kCompleted) job.progress = 1;
+  --running_count_[job.plugin];
+  const char* type = state == JobState::kCompleted   ? "job.completed"
+                     : state == JobState::kCancelled ? "job.cancelled"
+                                                     : "job.failed";
+  // Told once it is on disk: whoever hears it and asks gets the same answer.
+  store_.update(job, [this, alive = std::weak_ptr<bool>(alive_), job, type](const Status& written) {
+    if (alive.expired()) return;
+    if (!written) spdlog::error("job {}: {}", job.id, written.error().message);
+    publish(job, type);
+  });
+  // The next in line goes now: a failed or cancelled job never strands those behind it.
+  pump(job.plugin);
+}
+
+}  // namespace gpuvisor

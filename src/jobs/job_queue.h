@@ -1,0 +1,67 @@
+// Running jobs on plugins: FIFO per plugin, up to the plugin's concurrency at once, durable from
+// the moment a submission is acknowledged (JobStore). An http plugin's job ensures the plugin's
+// service (evicting per the planner), keeps it busy while the request runs, then releases it.
+// Every change is an event: job.queued, job.started, job.completed, job.failed, job.cancelled.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "events/event_bus.h"
+#include "jobs/job_store.h"
+#include "plugins/registry.h"
+#include "runtime/oneshot.h"
+#include "supervisor/supervisor.h"
+
+namespace gpuvisor {
+
+class JobQueue {
+ public:
+  JobQueue(boost::asio::any_io_executor executor, JobStore& store, const PluginRegistry& plugins,
+           Supervisor& supervisor, EventBus& events);
+  ~JobQueue();
+
+  // Picks up what a previous daemon left: pending jobs queue again in their order; a job that
+  // was running was interrupted, and runs again unless that was its second start already.
+  Status recover();
+
+  // done gets the job once it is on disk, or why it was refused (unknown plugin, a worker
+  // plugin while only http runs here).
+  void submit(const std::string& plugin, nlohmann::json input,
+              std::function<void(Result<Job>)> done);
+  // A pending job is cancelled at once; a running one has its request closed. done gets the
+  // job as it ends up.
+  void cancel(int64_t id, std::function<void(Result<Job>)> done);
+
+  static constexpr int kMaxAttempts = 2;  // a job interrupted by a daemon crash runs once more
+
+ private:
+  struct Running {
+    Job job;
+    std::shared_ptr<StreamControl> control = std::make_shared<StreamControl>();
+    bool cancelled = false;
+  };
+  void pump(const std::string& plugin);
+  void start(Job job);
+  void finish(int64_t id, JobState state, nlohmann::json result, std::string error);
+  void publish(const Job& job, const char* type);
+  static void run_http(JobQueue* self, std::shared_ptr<bool> alive, int64_t id);
+
+  boost::asio::any_io_executor executor_;
+  JobStore& store_;
+  const PluginRegistry& plugins_;
+  Supervisor& supervisor_;
+  EventBus& events_;
+  std::map<std::string, std::deque<Job>> pending_;  // per plugin, FIFO
+  std::map<std::string, unsigned> running_count_;
+  std::map<int64_t, Running> running_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+nlohmann::json to_json(const Job& job);
+
+}  // namespace gpuvisor

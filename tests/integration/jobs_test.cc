@@ -1,0 +1,133 @@
+// Jobs through the real daemon: submitted over HTTP, stored in SQLite, run on an http plugin
+// whose service is the test service (its /echo is the work), cancelled, and picked up again
+// after the daemon is killed.
+#include <gtest/gtest.h>
+
+#include "testkit/daemon.h"
+
+namespace gpuvisor::itest {
+namespace {
+
+std::string jobs_yaml(int port, const std::string& extra_manifest = "") {
+  const std::string p = std::to_string(port);
+  return "services:\n  echo:\n    command: [$TESTSVC, --port, \"" + p +
+         "\"]\n    health: {tcp: \"127.0.0.1:" + p +
+         "\"}\nplugins:\n  manifests:\n"
+         "    - {name: echo, category: demo, mode: http, service: echo,\n"
+         "       http: {url: \"http://127.0.0.1:" +
+         p +
+         "/echo\"}}\n"
+         "    - {name: hang, category: demo, mode: http, service: echo,\n"
+         "       http: {url: \"http://127.0.0.1:" +
+         p + "/hang\"}}\n" + extra_manifest;
+}
+
+nlohmann::json body(const Result<HttpReply>& r) {
+  return r ? nlohmann::json::parse(r->body, nullptr, false) : nlohmann::json();
+}
+
+bool job_event(const nlohmann::json& e, const std::string& type, int64_t id) {
+  return e["type"] == type && e["data"]["id"] == id;
+}
+
+TEST(Jobs, ASubmittedJobEnsuresItsServiceRunsAndKeepsItsResult) {
+  Daemon d(jobs_yaml(free_port()));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const auto submitted = d.cli({"jobs", "submit", "demo_echo", "--input", R"({"text": "hi"})"});
+  ASSERT_EQ(0, submitted.exit_code) << submitted.err;
+  const auto job = nlohmann::json::parse(submitted.out);
+  const int64_t id = job["id"];
+  EXPECT_EQ("pending", job["state"]);
+  EXPECT_TRUE(d.wait_event([&](const nlohmann::json& e) {
+    return job_event(e, "job.completed", id);
+  })) << d.stderr_text();
+  const auto done = body(d.call("GET", "/api/v1/jobs/" + std::to_string(id)));
+  EXPECT_EQ("completed", done["state"]);
+  EXPECT_EQ(nlohmann::json({{"text", "hi"}}), done["result"]);
+  EXPECT_EQ(1, done["attempts"]);
+  // Its service was started for it, kept busy while it ran, and is ready again.
+  EXPECT_EQ("ready", d.service("echo")["state"]);
+  EXPECT_TRUE(d.wait_event([](const nlohmann::json& e) {
+    return e["type"] == "service.state_changed" && e["data"]["to"] == "busy";
+  }));
+  const auto result = d.cli({"jobs", "show", std::to_string(id)});
+  EXPECT_EQ(0, result.exit_code);
+  EXPECT_NE(std::string::npos, result.out.find("completed")) << result.out;
+  const auto list = body(d.call("GET", "/api/v1/jobs?state=completed"));
+  ASSERT_EQ(1u, list["jobs"].size());
+}
+
+TEST(Jobs, CancellingAPendingOrRunningJobStrandsNothingBehindIt) {
+  Daemon d(jobs_yaml(free_port()));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  // Concurrency 1: the second and third wait behind the first, which hangs.
+  const int64_t first = body(d.call("POST", "/api/v1/plugins/demo_hang/jobs"))["id"];
+  const int64_t second = body(d.call("POST", "/api/v1/plugins/demo_hang/jobs"))["id"];
+  const int64_t third = body(d.call("POST", "/api/v1/plugins/demo_hang/jobs"))["id"];
+  ASSERT_TRUE(
+      d.wait_event([&](const nlohmann::json& e) { return job_event(e, "job.started", first); }));
+
+  ASSERT_EQ(0, d.cli({"jobs", "cancel", std::to_string(second)}).exit_code);
+  EXPECT_EQ("cancelled", body(d.call("GET", "/api/v1/jobs/" + std::to_string(second)))["state"]);
+  ASSERT_EQ(0, d.cli({"jobs", "cancel", std::to_string(first)}).exit_code);
+  EXPECT_TRUE(
+      d.wait_event([&](const nlohmann::json& e) { return job_event(e, "job.cancelled", first); }));
+  // The third starts as soon as the first is gone.
+  EXPECT_TRUE(
+      d.wait_event([&](const nlohmann::json& e) { return job_event(e, "job.started", third); }));
+  ASSERT_EQ(0, d.cli({"jobs", "cancel", std::to_string(third)}).exit_code);
+  const auto again = d.cli({"jobs", "cancel", std::to_string(second)});
+  EXPECT_EQ(1, again.exit_code);
+  EXPECT_NE(std::string::npos, again.err.find("already cancelled")) << again.err;
+}
+
+TEST(Jobs, BadSubmissionsAreClearErrors) {
+  Daemon d(jobs_yaml(free_port(),
+                     "    - {name: w, category: demo, mode: worker, worker: {command: [x]}}\n"));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  auto r = d.call("POST", "/api/v1/plugins/demo_nope/jobs");
+  EXPECT_EQ(404, r->status);
+  r = d.call("POST", "/api/v1/plugins/demo_w/jobs");
+  EXPECT_EQ(409, r->status);
+  EXPECT_NE(std::string::npos, r->body.find("only http plugins take jobs")) << r->body;
+  r = d.call("GET", "/api/v1/jobs/abc");
+  EXPECT_EQ(400, r->status);
+  r = d.call("GET", "/api/v1/jobs?state=done");
+  EXPECT_EQ(400, r->status);
+  r = d.call("GET", "/api/v1/jobs/999");
+  EXPECT_EQ(404, r->status);
+  const auto bad = d.cli({"jobs", "submit", "demo_echo", "--input", "{not json"});
+  EXPECT_EQ(1, bad.exit_code);
+  EXPECT_EQ(0u, body(d.call("GET", "/api/v1/jobs"))["jobs"].size());
+}
+
+TEST(Jobs, AnAcknowledgedJobSurvivesADaemonKill) {
+  const std::string dir = make_temp_dir("jobs-crash");
+  const std::string yaml = jobs_yaml(free_port());
+  int64_t running = 0, queued = 0;
+  {
+    Daemon d(yaml, dir);
+    ASSERT_TRUE(d.start()) << d.stderr_text();
+    running = body(d.call("POST", "/api/v1/plugins/demo_hang/jobs"))["id"];
+    queued = body(d.call("POST", "/api/v1/plugins/demo_hang/jobs"))["id"];
+    ASSERT_TRUE(d.wait_event(
+        [&](const nlohmann::json& e) { return job_event(e, "job.started", running); }));
+    d.kill9();
+  }
+  Daemon again(yaml, dir);
+  ASSERT_TRUE(again.start()) << again.stderr_text();
+  // The interrupted one runs again (its second start), the queued one waits behind it.
+  EXPECT_TRUE(again.wait_event(
+      [&](const nlohmann::json& e) { return job_event(e, "job.started", running); }));
+  const auto j = body(again.call("GET", "/api/v1/jobs/" + std::to_string(running)));
+  EXPECT_EQ("running", j["state"]);
+  EXPECT_EQ(2, j["attempts"]);
+  EXPECT_EQ("pending", body(again.call("GET", "/api/v1/jobs/" + std::to_string(queued)))["state"]);
+  ASSERT_EQ(0, again.cli({"jobs", "cancel", std::to_string(running)}).exit_code);
+  EXPECT_TRUE(again.wait_event(
+      [&](const nlohmann::json& e) { return job_event(e, "job.started", queued); }));
+  ASSERT_EQ(0, again.cli({"jobs", "cancel", std::to_string(queued)}).exit_code);
+}
+
+}  // namespace
+}  // namespace gpuvisor::itest
