@@ -9,6 +9,7 @@ echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/10485
 "$BUILD_DIR"/bench/bench_ensure_overhead
 "$BUILD_DIR"/bench/bench_swap
 "$BUILD_DIR"/bench/bench_policy_sim
+"$BUILD_DIR"/bench/bench_job_submit --seconds 10
 # A full inventory on the fake NVML (8 GPUs, 64 processes), or on the real one with --real.
 if [[ "${1:-}" == "--real" ]]; then
   "$BUILD_DIR"/bench/bench_snapshot
