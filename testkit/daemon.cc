@@ -206,7 +206,7 @@ CliResult Daemon::cli(const std::vector<std::string>& args) const {
 }
 
 bool Daemon::wait_event(const std::function<bool(const nlohmann::json&)>& pred,
-                        std::chrono::milliseconds limit) const {
+                        std::chrono::milliseconds limit, const std::string& query) const {
   const auto parsed = parse_http_url(url_ + "/");
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};
@@ -217,7 +217,7 @@ bool Daemon::wait_event(const std::function<bool(const nlohmann::json&)>& pred,
     close(fd);
     return false;
   }
-  const std::string request = "GET /api/v1/events?since=0 HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string request = "GET /api/v1/events?since=0" + query + " HTTP/1.1\r\nHost: x\r\n\r\n";
   if (write(fd, request.data(), request.size()) < 0) {
     close(fd);
     return false;

@@ -58,8 +58,9 @@ class Daemon {
 
   // Reads the event stream from the beginning until pred accepts an event's JSON; false after
   // limit (a broken test, not a timing check).
+  // query: more of the events URL's query string, e.g. "&types=job.".
   bool wait_event(const std::function<bool(const nlohmann::json&)>& pred,
-                  std::chrono::milliseconds limit = 20s) const;
+                  std::chrono::milliseconds limit = 20s, const std::string& query = "") const;
   bool wait_state(const std::string& service, const std::string& state,
                   std::chrono::milliseconds limit = 20s) const;
 

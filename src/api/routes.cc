@@ -89,8 +89,9 @@ Result<uint64_t> last_event_id(const HttpRequest& request, const RequestParts& p
 
 // g++ 12 miscompiles braced initialiser lists inside coroutines ("array used as initializer"),
 // so every list a coroutine needs is built here, outside one.
-const std::vector<std::string> kAllParams{"timeout",  "force", "n",          "follow",  "since",
-                                          "category", "mode",  "configured", "location"};
+const std::vector<std::string> kAllParams{"timeout",  "force", "n",          "follow",   "since",
+                                          "category", "mode",  "configured", "location", "state",
+                                          "plugin",   "limit", "types"};
 const std::vector<std::string> kStopParams{"force"};
 const std::vector<std::string> kEnsureParams{"timeout"};
 
@@ -99,7 +100,30 @@ nlohmann::json phase_body(int phase, const std::vector<ServiceView>& views) {
   for (const auto& v : views) services.push_back(to_json(v));
   return {{"phase", phase}, {"services", services}};
 }
-const std::vector<std::string> kEventParams{"since"};
+const std::vector<std::string> kEventParams{"since", "types"};
+
+// ?types=job.,service.state_changed: exact types, or prefixes ending in '.'; empty: all.
+std::vector<std::string> split_types(const RequestParts& parts) {
+  std::vector<std::string> out;
+  const auto it = parts.params.find("types");
+  if (it == parts.params.end()) return out;
+  size_t start = 0;
+  while (start <= it->second.size()) {
+    const auto comma = it->second.find(',', start);
+    const auto one = it->second.substr(start, comma - start);
+    if (!one.empty()) out.push_back(one);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+bool wanted(const std::vector<std::string>& types, const std::string& type) {
+  if (types.empty()) return true;
+  return std::any_of(types.begin(), types.end(), [&](const std::string& t) {
+    return t == type || (t.back() == '.' && type.rfind(t, 0) == 0);
+  });
+}
 const std::vector<std::string> kLogParams{"n", "follow"};
 
 nlohmann::json jobs_body(const std::vector<Job>& list) {
@@ -374,13 +398,18 @@ asio::awaitable<bool> Api::events_stream(boost::beast::tcp_stream& stream, HttpR
   if (!parts) co_return co_await reply(stream, error_response(request, parts.error()));
   const auto after = last_event_id(request, *parts);
   if (!after) co_return co_await reply(stream, error_response(request, after.error()));
+  const auto types = split_types(*parts);
   auto queue = std::make_shared<SseQueue>(stream.get_executor());
   auto frame = [](const Event& e) {
     return sse_frame(std::to_string(e.id), e.type, e.to_json().dump());
   };
   // A reconnecting client names the last event it saw; it gets what it missed first.
-  for (const auto& e : events_.since(*after)) queue->push(frame(e));
-  const uint64_t id = events_.subscribe([queue, frame](const Event& e) { queue->push(frame(e)); });
+  for (const auto& e : events_.since(*after)) {
+    if (wanted(types, e.type)) queue->push(frame(e));
+  }
+  const uint64_t id = events_.subscribe([queue, frame, types](const Event& e) {
+    if (wanted(types, e.type)) queue->push(frame(e));
+  });
   co_await queue->run(stream);
   events_.unsubscribe(id);
   co_return false;

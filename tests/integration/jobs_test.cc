@@ -55,6 +55,15 @@ TEST(Jobs, ASubmittedJobEnsuresItsServiceRunsAndKeepsItsResult) {
   EXPECT_NE(std::string::npos, result.out.find("completed")) << result.out;
   const auto list = body(d.call("GET", "/api/v1/jobs?state=completed"));
   ASSERT_EQ(1u, list["jobs"].size());
+  // Events filtered by type: only job events, from the start.
+  std::vector<std::string> seen;
+  d.wait_event(
+      [&](const nlohmann::json& e) {
+        seen.push_back(e["type"]);
+        return e["type"] == "job.completed";
+      },
+      20s, "&types=job.");
+  EXPECT_EQ((std::vector<std::string>{"job.queued", "job.started", "job.completed"}), seen);
 }
 
 TEST(Jobs, CancellingAPendingOrRunningJobStrandsNothingBehindIt) {
