@@ -52,15 +52,14 @@ struct Client : std::enable_shared_from_this<Client> {
     http::async_write(stream, req, [self = shared_from_this()](beast::error_code ec, size_t) {
       if (ec) return;
       self->res = {};
-      http::async_read(self->stream, self->buf, self->res,
-                       [self](beast::error_code ec2, size_t) {
-                         if (ec2) return;
-                         if (self->res.result_int() == 200) {
-                           ++self->ok;
-                           self->lat.push_back(gpuvisor::bench::monotonic_ms() - self->t0);
-                         }
-                         self->send();
-                       });
+      http::async_read(self->stream, self->buf, self->res, [self](beast::error_code ec2, size_t) {
+        if (ec2) return;
+        if (self->res.result_int() == 200) {
+          ++self->ok;
+          self->lat.push_back(gpuvisor::bench::monotonic_ms() - self->t0);
+        }
+        self->send();
+      });
     });
   }
 
@@ -134,8 +133,8 @@ int main(int argc, char** argv) {
   std::cout << "job submissions: " << connections << " connections, " << elapsed_s << " s\n"
             << "  acknowledged " << acked << " (" << static_cast<long long>(acked / elapsed_s)
             << "/s), in the database after kill -9: " << stored << "\n";
-  std::cout << gpuvisor::bench::format("  submit latency",
-                                       gpuvisor::bench::summarize(latencies), "ms")
+  std::cout << gpuvisor::bench::format("  submit latency", gpuvisor::bench::summarize(latencies),
+                                       "ms")
             << "\n";
   if (stored < static_cast<long long>(acked)) {
     std::cerr << "LOST: " << acked - static_cast<size_t>(stored) << " acknowledged jobs\n";
