@@ -26,6 +26,7 @@
 #include "plugins/registry.h"
 #include "runtime/cgroup.h"
 #include "runtime/docker_client.h"
+#include "runtime/spawn.h"
 #include "supervisor/probe.h"
 #include "supervisor/state_store.h"
 #include "supervisor/supervisor.h"
@@ -131,6 +132,7 @@ int run_serve(const ServeOptions& options) {
 
   // A client that disconnects mid-write must not kill the daemon.
   std::signal(SIGPIPE, SIG_IGN);
+  raise_fd_limit();
 
   boost::asio::io_context io;
   std::string cgroup_parent;

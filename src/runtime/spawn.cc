@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/close_range.h>
 #include <linux/sched.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -80,6 +81,9 @@ void close_inherited_fds() {
   }
 }
 
+// The descriptor limit the daemon started with: services get it back (raise_fd_limit()).
+rlimit g_child_nofile{0, 0};
+
 // clone3 puts the child in its cgroup as it is created (CLONE_INTO_CGROUP, Linux 5.7) and hands
 // back a pidfd with it. Moving a running process by writing cgroup.procs instead waits for an
 // RCU grace period, which cost ~10 ms of every start. Older kernels get fork, and the child
@@ -102,6 +106,14 @@ pid_t fork_child(int cgroup_dir_fd, int& pidfd, bool& in_cgroup) {
 }
 
 }  // namespace
+
+void raise_fd_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+  g_child_nofile = limit;
+  limit.rlim_cur = limit.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &limit);
+}
 
 std::vector<std::string> merged_environment(
     const std::vector<std::pair<std::string, std::string>>& overrides) {
@@ -182,6 +194,8 @@ Result<Spawned> spawn_process(const SpawnRequest& request) {
       child_fail(report, kStdio, errno);
     }
     close_inherited_fds();
+    // A server written for select() may break with a huge limit: it gets the usual one.
+    if (g_child_nofile.rlim_max != 0) setrlimit(RLIMIT_NOFILE, &g_child_nofile);
     if (!request.cwd.empty() && chdir(request.cwd.c_str()) != 0) {
       child_fail(report, kChdir, errno);
     }

@@ -29,6 +29,11 @@ struct Spawned {
 
 Result<Spawned> spawn_process(const SpawnRequest& request);
 
+// Raises the daemon's soft descriptor limit to its hard limit (each event stream, log follower
+// and proxied connection is a descriptor; 1024 is soon reached). Processes spawned afterwards
+// get the original soft limit back.
+void raise_fd_limit();
+
 // The daemon's environment without GPUVISOR_TOKEN, merged with overrides (overrides win), as
 // "KEY=value" strings.
 std::vector<std::string> merged_environment(

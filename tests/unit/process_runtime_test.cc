@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -225,6 +226,26 @@ TEST(Spawn, TheServiceInheritsNoDescriptorBeyondStdio) {
   std::string verdict;
   std::ifstream(log) >> verdict;
   EXPECT_EQ("clean", verdict);
+}
+
+TEST(Spawn, TheDaemonRaisesItsDescriptorLimitButServicesKeepTheUsualOne) {
+  rlimit before{};
+  ASSERT_EQ(0, getrlimit(RLIMIT_NOFILE, &before));
+  if (before.rlim_max <= 1000) GTEST_SKIP() << "hard descriptor limit too low to test";
+  rlimit low{1000, before.rlim_max};
+  ASSERT_EQ(0, setrlimit(RLIMIT_NOFILE, &low));
+  raise_fd_limit();
+  rlimit raised{};
+  getrlimit(RLIMIT_NOFILE, &raised);
+  EXPECT_EQ(before.rlim_max, raised.rlim_cur);
+  const std::string log = temp_dir() + "/nofile.log";
+  auto spawned = spawn_process(SpawnRequest{{"/bin/sh", "-c", "ulimit -n"}, {}, "", log, ""});
+  ASSERT_TRUE(spawned.ok()) << spawned.error().message;
+  waitpid(spawned->pid, nullptr, 0);
+  std::string child_limit;
+  std::ifstream(log) >> child_limit;
+  EXPECT_EQ("1000", child_limit);
+  setrlimit(RLIMIT_NOFILE, &before);
 }
 
 TEST(Spawn, TheDaemonsTokenIsNotInherited) {
