@@ -273,6 +273,24 @@ TEST(Docker, AnEngineRestartUnderARunningContainerIsNoticedAndRecovered) {
   std::system((script + " stop " + engine).c_str());
 }
 
+TEST(Docker, VramHeldInsideTheContainerIsTheServices) {
+  REQUIRE_ENGINE(sock);
+  const std::string dir = make_temp_dir("docker-vram");
+  FakeGpu gpu(dir, R"({"devices": [{"name": "Sim 24G", "total_mb": 24576}]})");
+  const std::string name = unique("vram");
+  Daemon d(config(sock, owned_service(name, free_port())), dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  ASSERT_EQ(0, d.cli({"ensure", name}).exit_code);
+  // The container's server holds VRAM, as NVML would report it: by its host PID.
+  const pid_t pid = inspect(sock, "gpuvisor-" + name)["State"]["Pid"];
+  std::ofstream(dir + "/gpu/holds/c.json") << R"({"pid": )" << pid << R"(, "gpu": 0, "mb": 3000})";
+  const auto procs = nlohmann::json::parse(d.call("GET", "/api/v1/processes")->body);
+  ASSERT_EQ(1u, procs["processes"].size()) << procs.dump();
+  EXPECT_EQ(name, procs["processes"][0].value("owner", "")) << procs.dump();
+  EXPECT_FALSE(procs["processes"][0]["external"].get<bool>());
+  ASSERT_EQ(0, d.cli({"stop", name}).exit_code);
+}
+
 TEST(Docker, AContainerIsEvictedToMakeRoomAndRemoved) {
   REQUIRE_ENGINE(sock);
   const std::string dir = make_temp_dir("docker-evict");
