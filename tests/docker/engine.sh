@@ -39,6 +39,9 @@ stop_engine() {
   # dockerd has no pidfd to hand out to a shell; its pid file goes away when it has exited.
   timeout 20 tail --pid="$pid" -f /dev/null || kill -9 "$pid" 2>/dev/null || true
   rm -f "$dir/docker.pid"
+  # dockerd leaves its network namespace mounted under the exec root; unmounted, so that the
+  # build tree can be deleted.
+  findmnt -rno TARGET | grep "^$dir/" | sort -r | while read -r m; do umount -l "$m" || true; done
 }
 
 case $cmd in
