@@ -41,7 +41,9 @@ stop_engine() {
   rm -f "$dir/docker.pid"
   # dockerd leaves its network namespace mounted under the exec root; unmounted, so that the
   # build tree can be deleted.
-  findmnt -rno TARGET | grep "^$dir/" | sort -r | while read -r m; do umount -l "$m" || true; done
+  { findmnt -rno TARGET | grep "^$dir/" || true; } | sort -r | while read -r m; do
+    umount -l "$m" || true
+  done
 }
 
 case $cmd in
