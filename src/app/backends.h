@@ -18,14 +18,16 @@ namespace gpuvisor {
 struct Backends {
   Backends(boost::asio::any_io_executor executor, const Config& config,
            const std::string& cgroup_parent, const std::string& docker_socket,
-           const std::string& remote_ledger, EventBus& events)
+           const std::string& state_dir, EventBus& events)
       : processes(executor, cgroup_parent, config.daemon.conda),
-        containers(executor, docker_socket),
+        containers(executor, docker_socket, state_dir + "/logs"),
         external(executor),
-        remote(executor, remote_ledger, [&events](const std::string& type, nlohmann::json data) {
-          events.publish(type, std::move(data));
-        }) {
+        remote(executor, state_dir + "/remote.json",
+               [&events](const std::string& type, nlohmann::json data) {
+                 events.publish(type, std::move(data));
+               }) {
     for (const auto& s : config.services) {
+      if (s.runtime == RuntimeKind::kDocker) containers.add(s);
       if (s.runtime == RuntimeKind::kExternal) external.add(s);
       if (s.runtime == RuntimeKind::kRemote) remote.add(s);
     }

@@ -155,8 +155,7 @@ int run_serve(const ServeOptions& options) {
   }
   AsioProber prober(io.get_executor());
   EventBus events;
-  Backends backends(io.get_executor(), config, cgroup_parent, *docker_socket,
-                    store->dir() + "/remote.json", events);
+  Backends backends(io.get_executor(), config, cgroup_parent, *docker_socket, store->dir(), events);
   RuntimeRouter& runtime = backends.router;
   Supervisor supervisor(io.get_executor(), config, runtime, prober, *store, events);
   const auto gpus = open_nvml_inventory(

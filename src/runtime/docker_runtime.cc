@@ -126,6 +126,7 @@ class DockerInstance : public Instance, public std::enable_shared_from_this<Dock
 
   static asio::awaitable<void> launch(std::shared_ptr<DockerInstance> self, LaunchOptions options);
   static asio::awaitable<void> attach(std::shared_ptr<DockerInstance> self);
+  void set_log_path(std::string path) { log_path_ = std::move(path); }
   // After the events stream was down: an exit it missed is found by asking.
   static asio::awaitable<void> resync(std::shared_ptr<DockerInstance> self);
   void on_event(const ContainerEvent& event);
@@ -471,8 +472,10 @@ asio::awaitable<void> DockerInstance::follow_logs(std::shared_ptr<DockerInstance
   ::close(fd);
 }
 
-DockerRuntime::DockerRuntime(asio::any_io_executor executor, std::string socket_path)
-    : engine_(std::make_shared<DockerEngine>(std::move(executor), std::move(socket_path))) {}
+DockerRuntime::DockerRuntime(asio::any_io_executor executor, std::string socket_path,
+                             std::string log_dir)
+    : engine_(std::make_shared<DockerEngine>(std::move(executor), std::move(socket_path))),
+      log_dir_(std::move(log_dir)) {}
 
 DockerRuntime::~DockerRuntime() {
   engine_->shutdown();
@@ -499,7 +502,11 @@ Result<std::shared_ptr<Instance>> DockerRuntime::adopt(const InstanceRecord& rec
   }
   ServiceSpec spec;
   spec.name = record.service;
+  for (const ServiceSpec* s : specs_) {
+    if (s->name == record.service) spec = *s;  // so that a container it created is removed
+  }
   auto instance = std::make_shared<DockerInstance>(engine_, spec, record, std::move(on_exit));
+  if (!log_dir_.empty()) instance->set_log_path(log_dir_ + "/" + record.service + ".log");
   asio::co_spawn(engine_->executor(), DockerInstance::attach(instance), asio::detached);
   return std::shared_ptr<Instance>(instance);
 }

@@ -16,7 +16,10 @@ class DockerEngine;
 
 class DockerRuntime : public Runtime {
  public:
-  DockerRuntime(boost::asio::any_io_executor executor, std::string socket_path);
+  // log_dir: where services' logs are (state_dir/logs), so that a container adopted after a
+  // daemon restart has its output followed again.
+  DockerRuntime(boost::asio::any_io_executor executor, std::string socket_path,
+                std::string log_dir = "");
   ~DockerRuntime() override;
 
   // Creates (with docker.image) and starts the container, or attaches to it when it already
@@ -32,8 +35,13 @@ class DockerRuntime : public Runtime {
   Result<std::shared_ptr<Instance>> adopt_existing(const ServiceSpec& spec,
                                                    ExitCallback on_exit) override;
 
+  // adopt() has only the record: the specs say which containers gpuvisor created.
+  void add(const ServiceSpec& spec) { specs_.push_back(&spec); }
+
  private:
   std::shared_ptr<DockerEngine> engine_;
+  std::string log_dir_;
+  std::vector<const ServiceSpec*> specs_;
 };
 
 }  // namespace gpuvisor

@@ -229,6 +229,8 @@ TEST(Docker, ARestartedDaemonAdoptsItsRunningContainer) {
   EXPECT_EQ(pid, svc["pid"]);
   ASSERT_EQ(0, second.cli({"stop", name}).exit_code);
   EXPECT_FALSE(pid_alive(pid));
+  // Still known as one gpuvisor created from the config: removed, not left behind.
+  EXPECT_TRUE(inspect(sock, "gpuvisor-" + name).is_null());
 }
 
 TEST(Docker, AnEngineRestartUnderARunningContainerIsNoticedAndRecovered) {
