@@ -176,7 +176,8 @@ int run_serve(const ServeOptions& options) {
     std::cerr << job_store.error().message << "\n";
     return 1;
   }
-  JobQueue jobs(io.get_executor(), **job_store, *plugins, supervisor, events);
+  JobQueue jobs(io.get_executor(), **job_store, *plugins, supervisor, events, workers,
+                store->dir() + "/logs");
   Api api(supervisor, events, *gpus, workers, *plugins, jobs, **job_store, token,
           config.daemon.external_busy_percent);
   HttpServer server(io.get_executor(),

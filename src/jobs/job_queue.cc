@@ -43,12 +43,19 @@ json to_json(const Job& j) {
 }
 
 JobQueue::JobQueue(asio::any_io_executor executor, JobStore& store, const PluginRegistry& plugins,
-                   Supervisor& supervisor, EventBus& events)
+                   Supervisor& supervisor, EventBus& events, WorkerRegistry& workers,
+                   std::string log_dir)
     : executor_(std::move(executor)),
       store_(store),
       plugins_(plugins),
       supervisor_(supervisor),
-      events_(events) {}
+      events_(events),
+      workers_(workers),
+      log_dir_(std::move(log_dir)) {}
+
+unsigned JobQueue::limit(const PluginManifest& p) const {
+  return p.mode == PluginMode::kWorker ? 1 : p.concurrency;
+}
 
 JobQueue::~JobQueue() {
   *alive_ = false;
@@ -105,15 +112,6 @@ void JobQueue::submit(const std::string& plugin, json input,
     });
     return;
   }
-  if (p->mode != PluginMode::kHttp) {
-    asio::post(executor_, [done = std::move(done), plugin] {
-      done(make_error(ErrorCode::kConflict,
-                      "plugin " + plugin +
-                          " runs jobs through a worker, which this daemon cannot run yet; "
-                          "only http plugins take jobs"));
-    });
-    return;
-  }
   Job job;
   job.plugin = plugin;
   job.input = std::move(input);
@@ -133,7 +131,12 @@ void JobQueue::submit(const std::string& plugin, json input,
 void JobQueue::cancel(int64_t id, std::function<void(Result<Job>)> done) {
   if (auto r = running_.find(id); r != running_.end()) {
     r->second.cancelled = true;
-    r->second.control->cancel();  // run_http sees it and finishes the job as cancelled
+    r->second.control->cancel();  // send_http sees it and finishes the job as cancelled
+    // A worker's job: the worker goes (its exit finishes the job); the next job gets a new one.
+    if (auto slot = slots_.find(r->second.job.plugin);
+        slot != slots_.end() && slot->second.job == id && slot->second.worker) {
+      slot->second.worker->stop(Millis(5000));
+    }
     Job job = r->second.job;
     job.state = JobState::kCancelled;
     asio::post(executor_, [done = std::move(done), job] { done(job); });
@@ -171,7 +174,7 @@ void JobQueue::pump(const std::string& plugin) {
   const auto* p = plugins_.find(plugin);
   if (p == nullptr) return;
   auto& queue = pending_[plugin];
-  while (!queue.empty() && running_count_[plugin] < p->concurrency) {
+  while (!queue.empty() && running_count_[plugin] < limit(*p)) {
     Job job = std::move(queue.front());
     queue.pop_front();
     start(std::move(job));
@@ -190,47 +193,32 @@ void JobQueue::start(Job job) {
   });
   const int64_t id = job.id;
   running_[id] = Running{std::move(job)};
-  run_http(this, alive_, id);
+  run(this, alive_, id);
 }
 
-void JobQueue::run_http(JobQueue* self, std::shared_ptr<bool> alive, int64_t id) {
-  const auto& job = self->running_.at(id).job;
-  const auto* plugin = self->plugins_.find(job.plugin);
-  const std::string service = plugin->service;
-  const auto send = [self, alive, id, service](std::optional<uint64_t> hold) {
-    auto& r = self->running_.at(id);
-    const auto* p = self->plugins_.find(r.job.plugin);
-    asio::co_spawn(
-        self->executor_,
-        http_request(p->http_method, p->http_url, r.job.input.dump(), p->http_timeout, r.control),
-        [self, alive, id, service, hold](std::exception_ptr, HttpOutcome out) {
-          if (!*alive) return;
-          if (hold) self->supervisor_.release(service, *hold);
-          const auto& rr = self->running_.at(id);
-          if (rr.cancelled) {
-            self->finish(id, JobState::kCancelled, nullptr, "cancelled while running");
-          } else if (!out.error.empty()) {
-            self->finish(id, JobState::kFailed, nullptr, "request failed: " + out.error);
-          } else if (out.status < 200 || out.status >= 300) {
-            self->finish(id, JobState::kFailed, nullptr,
-                         "HTTP " + std::to_string(out.status) + ": " + out.body.substr(0, 500));
-          } else {
-            auto result = json::parse(out.body, nullptr, false);
-            self->finish(id, JobState::kCompleted,
-                         result.is_discarded() ? json(out.body) : std::move(result), "");
-          }
-        });
+void JobQueue::run(JobQueue* self, std::shared_ptr<bool> alive, int64_t id) {
+  auto& r = self->running_.at(id);
+  const auto* plugin = self->plugins_.find(r.job.plugin);
+  r.service = plugin->service;
+  const auto go = [self, id, mode = plugin->mode] {
+    if (mode == PluginMode::kWorker) {
+      self->send_worker(id);
+    } else {
+      self->send_http(id);
+    }
   };
-  if (service.empty()) {
-    send(std::nullopt);
+  if (r.service.empty()) {
+    go();
     return;
   }
   // The service first: started (evicting per the planner) if it is not running, then kept
-  // busy for the request, so no plan evicts it under the job.
+  // busy for the job, so no plan evicts it under the job.
+  const std::string service = r.service;
   self->supervisor_.ensure(
-      service, kEnsureTimeout, [self, alive, id, service, send](Result<ServiceView> view) {
+      service, kEnsureTimeout, [self, alive, id, service, go](Result<ServiceView> view) {
         if (!*alive) return;
-        if (self->running_.at(id).cancelled) {
+        auto& running = self->running_.at(id);
+        if (running.cancelled) {
           self->finish(id, JobState::kCancelled, nullptr, "cancelled before it started");
           return;
         }
@@ -245,14 +233,133 @@ void JobQueue::run_http(JobQueue* self, std::shared_ptr<bool> alive, int64_t id)
                        "service " + service + ": " + hold.error().message);
           return;
         }
-        send(*hold);
+        running.hold = *hold;
+        go();
       });
+}
+
+void JobQueue::send_http(int64_t id) {
+  auto& r = running_.at(id);
+  const auto* p = plugins_.find(r.job.plugin);
+  asio::co_spawn(
+      executor_,
+      http_request(p->http_method, p->http_url, r.job.input.dump(), p->http_timeout, r.control),
+      [this, alive = alive_, id](std::exception_ptr, HttpOutcome out) {
+        if (!*alive) return;
+        if (running_.at(id).cancelled) {
+          finish(id, JobState::kCancelled, nullptr, "cancelled while running");
+        } else if (!out.error.empty()) {
+          finish(id, JobState::kFailed, nullptr, "request failed: " + out.error);
+        } else if (out.status < 200 || out.status >= 300) {
+          finish(id, JobState::kFailed, nullptr,
+                 "HTTP " + std::to_string(out.status) + ": " + out.body.substr(0, 500));
+        } else {
+          auto result = json::parse(out.body, nullptr, false);
+          finish(id, JobState::kCompleted,
+                 result.is_discarded() ? json(out.body) : std::move(result), "");
+        }
+      });
+}
+
+void JobQueue::send_worker(int64_t id) {
+  const Job& job = running_.at(id).job;
+  auto& slot = slots_[job.plugin];
+  slot.job = id;
+  if (!slot.worker) {
+    const auto* p = plugins_.find(job.plugin);
+    const std::string plugin = job.plugin;
+    auto worker = Worker::start(
+        executor_, p->worker_command, log_dir_ + "/worker-" + plugin + ".log",
+        [this, alive = std::weak_ptr<bool>(alive_), plugin](const json& m) {
+          if (!alive.expired()) on_worker_message(plugin, m);
+        },
+        [this, alive = std::weak_ptr<bool>(alive_), plugin](const std::string& how) {
+          if (!alive.expired()) on_worker_exit(plugin, how);
+        });
+    if (!worker) {
+      slot.job = 0;
+      finish(id, JobState::kFailed, nullptr, "cannot start the worker: " + worker.error().message);
+      return;
+    }
+    slot.worker = *worker;
+    slot.ready = false;
+    WorkerInfo info;
+    info.id = "worker-" + plugin;
+    info.type = p->category;
+    info.pid = slot.worker->pid();
+    info.job = std::to_string(id);
+    // Its processes are ours in the GPU views.
+    if (auto added = workers_.add(info); !added) {
+      spdlog::warn("worker for {}: {}", plugin, added.error().message);
+    }
+    auto config = plugins_.config_or_defaults(plugin);
+    slot.worker->send(
+        {{"type", "init"}, {"plugin", plugin}, {"config", config ? *config : json::object()}});
+    return;  // execute follows its "ready"
+  }
+  WorkerUpdate update;
+  update.job = std::optional<std::string>(std::to_string(id));
+  if (auto updated = workers_.update("worker-" + job.plugin, update); !updated) {
+    spdlog::debug("worker for {}: {}", job.plugin, updated.error().message);
+  }
+  if (slot.ready) {
+    slot.worker->send({{"type", "execute"}, {"job_id", id}, {"input", job.input}});
+  }
+}
+
+void JobQueue::on_worker_message(const std::string& plugin, const json& m) {
+  auto& slot = slots_[plugin];
+  const std::string type = m.value("type", "");
+  const auto current = running_.find(slot.job);
+  if (type == "ready") {
+    slot.ready = true;
+    if (current != running_.end()) {
+      slot.worker->send(
+          {{"type", "execute"}, {"job_id", slot.job}, {"input", current->second.job.input}});
+    }
+    return;
+  }
+  if (current == running_.end()) return;  // about a job that is already over
+  const int64_t id = slot.job;
+  if (m.contains("job_id") && m["job_id"] != id) return;
+  if (type == "stream_chunk") {
+    events_.publish("job.chunk",
+                    {{"id", id}, {"plugin", plugin}, {"data", m.value("data", json())}});
+  } else if (type == "progress") {
+    auto& job = current->second.job;
+    job.progress = m.value("progress", 0.0);
+    store_.update(job);
+    events_.publish("job.progress", {{"id", id}, {"plugin", plugin}, {"progress", job.progress}});
+  } else if (type == "result") {
+    slot.job = 0;
+    finish(id, JobState::kCompleted, m.value("result", json()), "");
+  } else if (type == "error") {
+    slot.job = 0;
+    finish(id, JobState::kFailed, nullptr, "worker: " + m.value("message", "error"));
+  }
+}
+
+void JobQueue::on_worker_exit(const std::string& plugin, const std::string& how) {
+  auto& slot = slots_[plugin];
+  const int64_t id = slot.job;
+  slot = Slot{};  // the next job starts a new one
+  if (auto removed = workers_.remove("worker-" + plugin); !removed) {
+    spdlog::debug("worker for {}: {}", plugin, removed.error().message);
+  }
+  spdlog::info("worker for {} {}", plugin, how);
+  events_.publish("worker.exited", {{"plugin", plugin}, {"how", how}});
+  if (id != 0 && running_.count(id) != 0) {
+    const bool cancelled = running_.at(id).cancelled;
+    finish(id, cancelled ? JobState::kCancelled : JobState::kFailed, nullptr,
+           cancelled ? "cancelled while running" : "the worker " + how);
+  }
 }
 
 void JobQueue::finish(int64_t id, JobState state, json result, std::string error) {
   auto it = running_.find(id);
   if (it == running_.end()) return;
   Job job = std::move(it->second.job);
+  if (it->second.hold) supervisor_.release(it->second.service, *it->second.hold);
   running_.erase(it);
   job.state = state;
   job.finished_ms = now_ms();

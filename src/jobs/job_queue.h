@@ -13,7 +13,9 @@
 
 #include "events/event_bus.h"
 #include "jobs/job_store.h"
+#include "jobs/worker.h"
 #include "plugins/registry.h"
+#include "resources/worker_registry.h"
 #include "runtime/oneshot.h"
 #include "supervisor/supervisor.h"
 
@@ -21,16 +23,16 @@ namespace gpuvisor {
 
 class JobQueue {
  public:
+  // log_dir: where workers' stderr goes (<log_dir>/worker-<plugin>.log).
   JobQueue(boost::asio::any_io_executor executor, JobStore& store, const PluginRegistry& plugins,
-           Supervisor& supervisor, EventBus& events);
+           Supervisor& supervisor, EventBus& events, WorkerRegistry& workers, std::string log_dir);
   ~JobQueue();
 
   // Picks up what a previous daemon left: pending jobs queue again in their order; a job that
   // was running was interrupted, and runs again unless that was its second start already.
   Status recover();
 
-  // done gets the job once it is on disk, or why it was refused (unknown plugin, a worker
-  // plugin while only http runs here).
+  // done gets the job once it is on disk, or why it was refused (an unknown plugin).
   void submit(const std::string& plugin, nlohmann::json input,
               std::function<void(Result<Job>)> done);
   // A pending job is cancelled at once; a running one has its request closed. done gets the
@@ -44,18 +46,34 @@ class JobQueue {
     Job job;
     std::shared_ptr<StreamControl> control = std::make_shared<StreamControl>();
     bool cancelled = false;
+    std::string service{};                        // held busy for the job, when it has one
+    std::optional<uint64_t> hold = std::nullopt;  // the supervisor's token for that hold
+  };
+  // A worker plugin's one worker (jobs on it run one at a time).
+  struct Slot {
+    std::shared_ptr<Worker> worker;
+    bool ready = false;
+    int64_t job = 0;  // running on it now, or 0
   };
   void pump(const std::string& plugin);
   void start(Job job);
   void finish(int64_t id, JobState state, nlohmann::json result, std::string error);
   void publish(const Job& job, const char* type);
-  static void run_http(JobQueue* self, std::shared_ptr<bool> alive, int64_t id);
+  static void run(JobQueue* self, std::shared_ptr<bool> alive, int64_t id);
+  void send_http(int64_t id);
+  void send_worker(int64_t id);
+  void on_worker_message(const std::string& plugin, const nlohmann::json& message);
+  void on_worker_exit(const std::string& plugin, const std::string& how);
+  unsigned limit(const PluginManifest& p) const;
 
   boost::asio::any_io_executor executor_;
   JobStore& store_;
   const PluginRegistry& plugins_;
   Supervisor& supervisor_;
   EventBus& events_;
+  WorkerRegistry& workers_;
+  std::string log_dir_;
+  std::map<std::string, Slot> slots_;               // by plugin
   std::map<std::string, std::deque<Job>> pending_;  // per plugin, FIFO
   std::map<std::string, unsigned> running_count_;
   std::map<int64_t, Running> running_;

@@ -188,8 +188,9 @@ Result<Spawned> spawn_process(const SpawnRequest& request) {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
-    const int null_fd = open("/dev/null", O_RDONLY);
-    if (null_fd < 0 || dup2(null_fd, STDIN_FILENO) < 0 || dup2(log_fd.get(), STDOUT_FILENO) < 0 ||
+    const int in_fd = request.stdin_fd >= 0 ? request.stdin_fd : open("/dev/null", O_RDONLY);
+    const int out_fd = request.stdout_fd >= 0 ? request.stdout_fd : log_fd.get();
+    if (in_fd < 0 || dup2(in_fd, STDIN_FILENO) < 0 || dup2(out_fd, STDOUT_FILENO) < 0 ||
         dup2(log_fd.get(), STDERR_FILENO) < 0) {
       child_fail(report, kStdio, errno);
     }

@@ -20,6 +20,10 @@ struct SpawnRequest {
   std::string cwd;                // empty: inherit
   std::string log_path;           // stdout and stderr are appended here; empty: /dev/null
   std::string cgroup_dir;         // cgroup v2 directory the process starts in; empty: none
+  // A worker's pipes: its stdin and stdout instead of /dev/null and the log (stderr stays in
+  // the log). The caller keeps its own ends; these are closed in the daemon by the caller.
+  int stdin_fd = -1;
+  int stdout_fd = -1;
 };
 
 struct Spawned {

@@ -91,14 +91,10 @@ TEST(Jobs, CancellingAPendingOrRunningJobStrandsNothingBehindIt) {
 }
 
 TEST(Jobs, BadSubmissionsAreClearErrors) {
-  Daemon d(jobs_yaml(free_port(),
-                     "    - {name: w, category: demo, mode: worker, worker: {command: [x]}}\n"));
+  Daemon d(jobs_yaml(free_port()));
   ASSERT_TRUE(d.start()) << d.stderr_text();
   auto r = d.call("POST", "/api/v1/plugins/demo_nope/jobs");
   EXPECT_EQ(404, r->status);
-  r = d.call("POST", "/api/v1/plugins/demo_w/jobs");
-  EXPECT_EQ(409, r->status);
-  EXPECT_NE(std::string::npos, r->body.find("only http plugins take jobs")) << r->body;
   r = d.call("GET", "/api/v1/jobs/abc");
   EXPECT_EQ(400, r->status);
   r = d.call("GET", "/api/v1/jobs?state=done");
@@ -136,6 +132,94 @@ TEST(Jobs, AnAcknowledgedJobSurvivesADaemonKill) {
   EXPECT_TRUE(again.wait_event(
       [&](const nlohmann::json& e) { return job_event(e, "job.started", queued); }));
   ASSERT_EQ(0, again.cli({"jobs", "cancel", std::to_string(queued)}).exit_code);
+}
+
+}  // namespace
+}  // namespace gpuvisor::itest
+
+namespace gpuvisor::itest {
+namespace {
+
+std::string worker_yaml() {
+  return "services: {}\nplugins:\n  manifests:\n"
+         "    - name: echo\n      category: work\n      mode: worker\n"
+         "      worker: {command: [" GPUVISOR_BIN_DIR
+         "/gpuvisor-testworker]}\n"
+         "      config_schema:\n        type: object\n        properties:\n"
+         "          voice: {type: string, default: alice}\n";
+}
+
+TEST(WorkerJobs, AWorkerStreamsAndReturnsAResultWithItsConfig) {
+  Daemon d(worker_yaml());
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const int64_t id = body(d.call("POST", "/api/v1/plugins/work_echo/jobs"))["id"];
+  std::vector<std::string> chunks;
+  EXPECT_TRUE(d.wait_event([&](const nlohmann::json& e) {
+    if (e["type"] == "job.chunk" && e["data"]["id"] == id) chunks.push_back(e["data"]["data"]);
+    return job_event(e, "job.completed", id);
+  })) << d.stderr_text();
+  EXPECT_EQ((std::vector<std::string>{"chunk 1", "chunk 2"}), chunks);
+  const auto done = body(d.call("GET", "/api/v1/jobs/" + std::to_string(id) + "/result"));
+  EXPECT_EQ("alice", done["result"]["config"]["voice"]) << done.dump();  // schema default
+  EXPECT_EQ(1.0, body(d.call("GET", "/api/v1/jobs/" + std::to_string(id)))["progress"]);
+}
+
+TEST(WorkerJobs, ACrashFailsItsJobAndTheQueueGoesOnWithANewWorker) {
+  Daemon d(worker_yaml());
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  auto submit = [&](const std::string& input) {
+    return d.cli({"jobs", "submit", "work_echo", "--input", input});
+  };
+  const int64_t crash = nlohmann::json::parse(submit(R"({"crash": true})").out)["id"];
+  const int64_t after = nlohmann::json::parse(submit(R"({"n": 2})").out)["id"];
+  EXPECT_TRUE(d.wait_event([&](const nlohmann::json& e) {
+    return job_event(e, "job.completed", after);
+  })) << d.stderr_text();
+  const auto failed = body(d.call("GET", "/api/v1/jobs/" + std::to_string(crash)));
+  EXPECT_EQ("failed", failed["state"]);
+  EXPECT_EQ("the worker exited with status 3", failed["error"]);
+  const auto fail = nlohmann::json::parse(submit(R"({"fail": true})").out)["id"];
+  EXPECT_TRUE(
+      d.wait_event([&](const nlohmann::json& e) { return job_event(e, "job.failed", fail); }));
+  EXPECT_EQ("worker: asked to fail", body(d.call("GET", "/api/v1/jobs/" + fail.dump()))["error"]);
+}
+
+TEST(WorkerJobs, CancellingARunningWorkerJobStopsTheWorker) {
+  Daemon d(worker_yaml());
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const int64_t hang = nlohmann::json::parse(
+      d.cli({"jobs", "submit", "work_echo", "--input", R"({"hang": true})"}).out)["id"];
+  const int64_t next = body(d.call("POST", "/api/v1/plugins/work_echo/jobs"))["id"];
+  ASSERT_TRUE(
+      d.wait_event([&](const nlohmann::json& e) { return job_event(e, "job.started", hang); }));
+  ASSERT_EQ(0, d.cli({"jobs", "cancel", std::to_string(hang)}).exit_code);
+  EXPECT_TRUE(
+      d.wait_event([&](const nlohmann::json& e) { return job_event(e, "job.cancelled", hang); }));
+  EXPECT_TRUE(d.wait_event([&](const nlohmann::json& e) {
+    return job_event(e, "job.completed", next);
+  })) << d.stderr_text();
+  EXPECT_TRUE(d.wait_event([](const nlohmann::json& e) { return e["type"] == "worker.exited"; }));
+}
+
+}  // namespace
+}  // namespace gpuvisor::itest
+
+namespace gpuvisor::itest {
+namespace {
+
+TEST(WorkerJobs, AWorkerThatCannotStartFailsItsJobSayingWhy) {
+  Daemon d(
+      "services: {}\nplugins:\n  manifests:\n"
+      "    - {name: gone, category: work, mode: worker,\n"
+      "       worker: {command: [/nonexistent/worker]}}\n");
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const int64_t id = body(d.call("POST", "/api/v1/plugins/work_gone/jobs"))["id"];
+  EXPECT_TRUE(
+      d.wait_event([&](const nlohmann::json& e) { return job_event(e, "job.failed", id); }));
+  EXPECT_EQ(
+      "cannot start the worker: cannot execute '/nonexistent/worker': No such file or "
+      "directory",
+      body(d.call("GET", "/api/v1/jobs/" + std::to_string(id)))["error"]);
 }
 
 }  // namespace
