@@ -156,6 +156,12 @@ void Supervisor::place_next() {
     const auto owners = owned_pids();
     observe(*snapshot, owners);
     const Plan plan = plan_ensure(plan_input(*snapshot, owners), name);
+    // Every decision is an event: who goes, for whom, where, or why nothing can.
+    events_.publish(plan.ok ? "plan.decided" : "plan.refused",
+                    {{"service", name},
+                     {"gpu", plan.ok ? nlohmann::json(plan.gpu) : nlohmann::json(nullptr)},
+                     {"evict", plan.evict},
+                     {"reason", plan.reason}});
     if (!plan.ok) {
       u->want_running = false;
       set_state(*u, ServiceState::kError, plan.reason);

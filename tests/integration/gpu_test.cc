@@ -95,6 +95,13 @@ TEST(Gpu, EnsureEvictsWhatMayGoAndWaitsForTheMemory) {
   EXPECT_EQ("stopped", d.service("a")["state"]);
   EXPECT_EQ("evicted to make room for b", d.service("a")["reason"]);
   EXPECT_EQ(0, d.service("b")["gpu"]);
+  // The decision itself is an event: who went, for whom, where.
+  EXPECT_TRUE(d.wait_event(
+      [](const nlohmann::json& e) {
+        return e["data"]["service"] == "b" && e["data"]["evict"] == nlohmann::json{"a"} &&
+               e["data"]["gpu"] == 0;
+      },
+      20s, "&types=plan.decided"));
   // Every look at the GPUs measures what our services hold, and the state dir keeps it.
   ASSERT_EQ(200u, d.call("GET", "/api/v1/resources")->status);
   EXPECT_EQ(16000ULL << 20, d.service("b")["measured_vram_bytes"].get<uint64_t>());
@@ -106,6 +113,13 @@ TEST(Gpu, EnsureEvictsWhatMayGoAndWaitsForTheMemory) {
   const auto refused = d.cli({"ensure", "a"});
   EXPECT_EQ(1, refused.exit_code);
   EXPECT_NE(std::string::npos, refused.err.find("vip (priority 50 > 5")) << refused.err;
+  EXPECT_TRUE(d.wait_event(
+      [](const nlohmann::json& e) {
+        return e["data"]["service"] == "a" && e["data"]["gpu"].is_null() &&
+               e["data"]["reason"].get<std::string>().find("vip (priority 50 > 5") !=
+                   std::string::npos;
+      },
+      20s, "&types=plan.refused"));
   EXPECT_EQ("ready", d.service("vip")["state"]);
   EXPECT_EQ(1, d.cli({"plan", "a"}).exit_code);
 }
