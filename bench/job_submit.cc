@@ -104,11 +104,12 @@ int main(int argc, char** argv) {
     }
   }
   const std::string p = std::to_string(free_port());
-  Daemon d("services:\n  svc:\n    command: [$TESTSVC, --port, \"" + p +
-           "\"]\n    health: {tcp: \"127.0.0.1:" + p +
-           "\"}\nplugins:\n  manifests:\n    - {name: hang, category: bench, mode: http, "
-           "service: svc,\n       http: {url: \"http://127.0.0.1:" +
-           p + "/hang\"}}\n");
+  const std::string yaml = "services:\n  svc:\n    command: [$TESTSVC, --port, \"" + p +
+                           "\"]\n    health: {tcp: \"127.0.0.1:" + p +
+                           "\"}\nplugins:\n  manifests:\n    - {name: hang, category: bench, "
+                           "mode: http, service: svc,\n       http: {url: \"http://127.0.0.1:" +
+                           p + "/hang\"}}\n";
+  Daemon d(yaml);
   if (!d.start({"--log-level", "warn"})) {
     std::cerr << "daemon did not start:\n" << d.stderr_text();
     return 1;
@@ -130,6 +131,9 @@ int main(int argc, char** argv) {
   const double elapsed_s = (gpuvisor::bench::monotonic_ms() - t0) / 1000;
   d.kill9();  // acknowledged means on disk: nothing may depend on a clean shutdown
   const long long stored = count_jobs(d.dir() + "/state/jobs.db");
+  // A second daemon on the same state adopts the service the first left running, and stops it.
+  Daemon cleanup(yaml, d.dir());
+  if (cleanup.start({"--log-level", "warn"})) cleanup.terminate();
   std::cout << "job submissions: " << connections << " connections, " << elapsed_s << " s\n"
             << "  acknowledged " << acked << " (" << static_cast<long long>(acked / elapsed_s)
             << "/s), in the database after kill -9: " << stored << "\n";

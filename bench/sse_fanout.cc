@@ -155,6 +155,7 @@ int main(int argc, char** argv) {
     b.listeners.back()->start(b.endpoint);
   }
   b.io.run();
+  d.terminate();  // stops the service it started, too
   std::cout << "SSE fan-out: " << clients << " clients, " << b.sent << " events, "
             << b.samples.size() << " deliveries\n"
             << gpuvisor::bench::format("  delivery latency", gpuvisor::bench::summarize(b.samples),
