@@ -13,18 +13,13 @@
 
 #include "cli/http_client.h"
 #include "cli/tables.h"
+#include "core/duration.h"
 
 namespace gpuvisor {
 
 namespace {
 
 constexpr Millis kReadTimeout{10'000};
-
-long long now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string env_or(const char* name, const std::string& fallback) {
   const char* value = std::getenv(name);
@@ -226,7 +221,7 @@ int ClientCommands::jobs() {
     if (!category_.empty()) target += "&plugin=" + category_;
     return call("GET", target, kReadTimeout, [](const nlohmann::json& body) {
       std::vector<std::vector<std::string>> rows;
-      const long long now = now_ms();
+      const long long now = unix_ms_now();
       for (const auto& j : body.value("jobs", nlohmann::json::array())) {
         rows.push_back({text(j, "id"), text(j, "plugin"), text(j, "state"),
                         ago(j.value("created_ms", 0LL), now), text(j, "attempts"),
@@ -327,7 +322,7 @@ int ClientCommands::status() {
       return s.contains("remote") && s["remote"].is_object();
     });
     std::vector<std::vector<std::string>> rows;
-    const long long now = now_ms();
+    const long long now = unix_ms_now();
     for (const auto& s : services) {
       const long long pid = s.value("pid", 0LL);
       std::vector<std::string> row = {text(s, "name"),     text(s, "state"),
@@ -361,9 +356,9 @@ int ClientCommands::action(const std::string& verb) {
     target += "?timeout=" + format_duration(*timeout);
     wait = *timeout + kReadTimeout;
   }
-  const long long started = now_ms();
+  const long long started = unix_ms_now();
   return call("POST", target, wait, [started](const nlohmann::json& s) {
-    const double seconds = static_cast<double>(now_ms() - started) / 1000.0;
+    const double seconds = static_cast<double>(unix_ms_now() - started) / 1000.0;
     std::ostringstream out;
     out << text(s, "name") << " is " << text(s, "state");
     if (s.value("pid", 0LL) > 0) out << " (pid " << s.value("pid", 0LL) << ")";

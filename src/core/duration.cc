@@ -36,4 +36,10 @@ std::string format_duration(Millis d) {
   return std::to_string(ms) + "ms";
 }
 
+int64_t unix_ms_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 }  // namespace gpuvisor

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -16,5 +17,8 @@ std::optional<Millis> parse_duration(std::string_view text);
 
 // Shortest exact rendering: 1500ms -> "1500ms", 10000ms -> "10s", 300000ms -> "5m".
 std::string format_duration(Millis d);
+
+// Wall-clock time in Unix milliseconds: what records, events and jobs carry.
+int64_t unix_ms_now();
 
 }  // namespace gpuvisor

@@ -7,6 +7,8 @@
 #include <boost/asio/post.hpp>
 #include <chrono>
 
+#include "core/duration.h"
+
 namespace gpuvisor {
 
 namespace asio = boost::asio;
@@ -15,12 +17,6 @@ using nlohmann::json;
 namespace {
 
 constexpr Millis kEnsureTimeout{600'000};
-
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 bool finished(JobState s) {
   return s == JobState::kCompleted || s == JobState::kFailed || s == JobState::kCancelled;
@@ -88,7 +84,7 @@ Status JobQueue::recover() {
       store_.update(job);
       continue;
     }
-    job.finished_ms = now_ms();
+    job.finished_ms = unix_ms_now();
     store_.update(job);
     publish(job, "job.failed");
   }
@@ -115,7 +111,7 @@ void JobQueue::submit(const std::string& plugin, json input,
   Job job;
   job.plugin = plugin;
   job.input = std::move(input);
-  job.created_ms = now_ms();
+  job.created_ms = unix_ms_now();
   store_.insert(std::move(job), [this, alive = std::weak_ptr<bool>(alive_),
                                  done = std::move(done)](Result<Job> stored) {
     if (alive.expired()) return;
@@ -157,7 +153,7 @@ void JobQueue::cancel(int64_t id, std::function<void(Result<Job>)> done) {
   auto& queue = pending_[job->plugin];
   std::erase_if(queue, [id](const Job& j) { return j.id == id; });
   job->state = JobState::kCancelled;
-  job->finished_ms = now_ms();
+  job->finished_ms = unix_ms_now();
   store_.update(*job, [this, alive = std::weak_ptr<bool>(alive_), j = *job,
                        done = std::move(done)](const Status& written) {
     if (alive.expired()) return;
@@ -184,7 +180,7 @@ void JobQueue::pump(const std::string& plugin) {
 void JobQueue::start(Job job) {
   ++running_count_[job.plugin];
   job.state = JobState::kRunning;
-  job.started_ms = now_ms();
+  job.started_ms = unix_ms_now();
   ++job.attempts;
   store_.update(job, [this, alive = std::weak_ptr<bool>(alive_), job](const Status& written) {
     if (alive.expired()) return;
@@ -362,7 +358,7 @@ void JobQueue::finish(int64_t id, JobState state, json result, std::string error
   if (it->second.hold) supervisor_.release(it->second.service, *it->second.hold);
   running_.erase(it);
   job.state = state;
-  job.finished_ms = now_ms();
+  job.finished_ms = unix_ms_now();
   job.result = std::move(result);
   job.error = std::move(error);
   if (state == JobState::kCompleted) job.progress = 1;

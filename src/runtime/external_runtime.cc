@@ -10,6 +10,7 @@
 #include <chrono>
 #include <fstream>
 
+#include "core/duration.h"
 #include "runtime/oneshot.h"
 #include "runtime/pidfd.h"
 #include "runtime/proc.h"
@@ -19,19 +20,6 @@ namespace gpuvisor {
 namespace asio = boost::asio;
 
 namespace {
-
-int64_t unix_ms_now() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::string last_line(std::string text) {
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-  const auto nl = text.rfind('\n');
-  text = nl == std::string::npos ? text : text.substr(nl + 1);
-  return text.size() > 200 ? text.substr(0, 200) : text;
-}
 
 // Empty on success, else what went wrong.
 asio::awaitable<std::string> run_hook(HookSpec hook) {

@@ -129,6 +129,13 @@ asio::awaitable<HttpOutcome> tcp_connect(std::string host, std::string port, Mil
   co_return out;
 }
 
+std::string last_line(std::string text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  const auto nl = text.rfind('\n');
+  text = nl == std::string::npos ? text : text.substr(nl + 1);
+  return text.size() > 200 ? text.substr(0, 200) : text;
+}
+
 std::string CommandOutcome::describe() const {
   if (!error.empty()) return error;
   if (signal != 0) return "killed by signal " + std::to_string(signal);

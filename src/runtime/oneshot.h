@@ -49,6 +49,10 @@ struct CommandOutcome {
   std::string describe() const;
 };
 
+// The last non-empty line of a command's output, at most 200 characters: what an error
+// message quotes of it.
+std::string last_line(std::string text);
+
 // Runs argv (a new process group, killed whole at the timeout) and waits on its pidfd.
 boost::asio::awaitable<CommandOutcome> run_command(std::vector<std::string> argv, Millis timeout,
                                                    bool capture);

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <fstream>
 
+#include "core/duration.h"
 #include "runtime/proc.h"
 #include "runtime/process_instance.h"
 #include "runtime/spawn.h"
@@ -15,12 +16,6 @@ namespace {
 
 // Start times have 10 ms resolution and the file's mtime is set when it is closed.
 constexpr double kPidFileSlackSeconds = 1.0;
-
-int64_t unix_ms_now() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::vector<std::string> service_argv(const ServiceSpec& spec, const std::string& conda) {
   std::vector<std::string> argv = spec.command;

@@ -14,6 +14,7 @@
 #include <map>
 #include <sstream>
 
+#include "core/duration.h"
 #include "runtime/atomic_file.h"
 #include "runtime/oneshot.h"
 
@@ -24,23 +25,10 @@ using nlohmann::json;
 
 namespace {
 
-int64_t unix_ms_now() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 std::string usd(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "$%.2f", v);
   return buf;
-}
-
-std::string last_line(std::string text) {
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-  const auto nl = text.rfind('\n');
-  text = nl == std::string::npos ? text : text.substr(nl + 1);
-  return text.size() > 200 ? text.substr(0, 200) : text;
 }
 
 bool ended(const std::string& status) {

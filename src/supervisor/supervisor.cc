@@ -4,19 +4,12 @@
 
 #include <boost/asio/post.hpp>
 
+#include "core/duration.h"
 #include "supervisor/unit.h"
 
 namespace gpuvisor {
 
-namespace {
-
-int64_t unix_ms_now() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
+namespace {}  // namespace
 
 Supervisor::Supervisor(boost::asio::any_io_executor executor, const Config& config,
                        Runtime& runtime, Prober& prober, StateStore& store, EventBus& events)
