@@ -26,11 +26,6 @@ struct Backends {
                [&events](const std::string& type, nlohmann::json data) {
                  events.publish(type, std::move(data));
                }) {
-    for (const auto& s : config.services) {
-      if (s.runtime == RuntimeKind::kDocker) containers.add(s);
-      if (s.runtime == RuntimeKind::kExternal) external.add(s);
-      if (s.runtime == RuntimeKind::kRemote) remote.add(s);
-    }
     router.add(RuntimeKind::kProcess, processes);
     router.add(RuntimeKind::kDocker, containers);
     router.add(RuntimeKind::kExternal, external);

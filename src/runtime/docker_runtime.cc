@@ -496,16 +496,17 @@ Result<std::shared_ptr<Instance>> DockerRuntime::start(const ServiceSpec& spec,
 }
 
 Result<std::shared_ptr<Instance>> DockerRuntime::adopt(const InstanceRecord& record,
+                                                       const ServiceSpec* spec,
                                                        ExitCallback on_exit) {
   if (record.container.empty()) {
     return make_error(ErrorCode::kNotFound, "the record names no container");
   }
-  ServiceSpec spec;
-  spec.name = record.service;
-  for (const ServiceSpec* s : specs_) {
-    if (s->name == record.service) spec = *s;  // so that a container it created is removed
-  }
-  auto instance = std::make_shared<DockerInstance>(engine_, spec, record, std::move(on_exit));
+  // With the spec, a container it created is removed when it stops; without (no longer
+  // configured), it is only stopped.
+  ServiceSpec known;
+  known.name = record.service;
+  auto instance = std::make_shared<DockerInstance>(engine_, spec != nullptr ? *spec : known, record,
+                                                   std::move(on_exit));
   if (!log_dir_.empty()) instance->set_log_path(log_dir_ + "/" + record.service + ".log");
   asio::co_spawn(engine_->executor(), DockerInstance::attach(instance), asio::detached);
   return std::shared_ptr<Instance>(instance);

@@ -28,20 +28,16 @@ class DockerRuntime : public Runtime {
   Result<std::shared_ptr<Instance>> start(const ServiceSpec& spec, const LaunchOptions& options,
                                           ExitCallback on_exit) override;
   // Attaches to the recorded container; one that no longer runs is reported as exited.
-  Result<std::shared_ptr<Instance>> adopt(const InstanceRecord& record,
+  Result<std::shared_ptr<Instance>> adopt(const InstanceRecord& record, const ServiceSpec* spec,
                                           ExitCallback on_exit) override;
   void discard(const InstanceRecord& record) override;
   // start() already attaches to a running container, so there is nothing else to adopt.
   Result<std::shared_ptr<Instance>> adopt_existing(const ServiceSpec& spec,
                                                    ExitCallback on_exit) override;
 
-  // adopt() has only the record: the specs say which containers gpuvisor created.
-  void add(const ServiceSpec& spec) { specs_.push_back(&spec); }
-
  private:
   std::shared_ptr<DockerEngine> engine_;
   std::string log_dir_;
-  std::vector<const ServiceSpec*> specs_;
 };
 
 }  // namespace gpuvisor

@@ -211,15 +211,15 @@ Result<std::shared_ptr<Instance>> ExternalRuntime::start(const ServiceSpec& spec
 }
 
 Result<std::shared_ptr<Instance>> ExternalRuntime::adopt(const InstanceRecord& record,
+                                                         const ServiceSpec* spec,
                                                          ExitCallback on_exit) {
-  for (const ServiceSpec* spec : specs_) {
-    if (spec->name != record.service) continue;
-    auto instance =
-        std::make_shared<ExternalInstance>(executor_, *spec, record_for(*spec), std::move(on_exit));
-    instance->attach();
-    return std::shared_ptr<Instance>(instance);
+  if (spec == nullptr || spec->runtime != RuntimeKind::kExternal) {
+    return make_error(ErrorCode::kNotFound, record.service + " is no longer an external service");
   }
-  return make_error(ErrorCode::kNotFound, record.service + " is no longer an external service");
+  auto instance =
+      std::make_shared<ExternalInstance>(executor_, *spec, record_for(*spec), std::move(on_exit));
+  instance->attach();
+  return std::shared_ptr<Instance>(instance);
 }
 
 Result<std::shared_ptr<Instance>> ExternalRuntime::adopt_existing(const ServiceSpec& spec,

@@ -18,18 +18,14 @@ class ExternalRuntime : public Runtime {
   Result<std::shared_ptr<Instance>> start(const ServiceSpec& spec, const LaunchOptions& options,
                                           ExitCallback on_exit) override;
   // Attaches again after a daemon restart; nothing is run.
-  Result<std::shared_ptr<Instance>> adopt(const InstanceRecord& record,
+  Result<std::shared_ptr<Instance>> adopt(const InstanceRecord& record, const ServiceSpec* spec,
                                           ExitCallback on_exit) override;
   void discard(const InstanceRecord&) override {}
   Result<std::shared_ptr<Instance>> adopt_existing(const ServiceSpec& spec,
                                                    ExitCallback on_exit) override;
 
-  // Needed by adopt(), which has only the record: the spec of each external service.
-  void add(const ServiceSpec& spec) { specs_.push_back(&spec); }
-
  private:
   boost::asio::any_io_executor executor_;
-  std::vector<const ServiceSpec*> specs_;
 };
 
 }  // namespace gpuvisor

@@ -95,7 +95,7 @@ Result<std::shared_ptr<Instance>> ProcessRuntime::start(const ServiceSpec& spec,
 }
 
 Result<std::shared_ptr<Instance>> ProcessRuntime::adopt(const InstanceRecord& record,
-                                                        ExitCallback on_exit) {
+                                                        const ServiceSpec*, ExitCallback on_exit) {
   // Pin the PID with a pidfd first, then prove it is the recorded process: a check made
   // before pinning could be outdated by the time we signal.
   Pidfd pidfd = Pidfd::open(record.pid);

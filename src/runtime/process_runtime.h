@@ -20,7 +20,7 @@ class ProcessRuntime : public Runtime {
 
   Result<std::shared_ptr<Instance>> start(const ServiceSpec& spec, const LaunchOptions& options,
                                           ExitCallback on_exit) override;
-  Result<std::shared_ptr<Instance>> adopt(const InstanceRecord& record,
+  Result<std::shared_ptr<Instance>> adopt(const InstanceRecord& record, const ServiceSpec* spec,
                                           ExitCallback on_exit) override;
   void discard(const InstanceRecord& record) override;
 

@@ -409,19 +409,19 @@ Result<std::shared_ptr<Instance>> RemoteRuntime::start(const ServiceSpec& spec,
 }
 
 Result<std::shared_ptr<Instance>> RemoteRuntime::adopt(const InstanceRecord& record,
+                                                       const ServiceSpec* spec,
                                                        ExitCallback on_exit) {
+  // Without its spec (no longer configured) there are no commands to watch it with.
   const auto* resource = ledger_->resource(record.service);
-  for (const ServiceSpec* spec : specs_) {
-    if (spec->name != record.service || resource == nullptr) continue;
-    InstanceRecord r = record;
-    r.container = resource->value("instance_id", "");
-    if (r.container.empty()) break;
-    auto instance =
-        std::make_shared<RemoteInstance>(executor_, ledger_, *spec, r, std::move(on_exit));
-    asio::co_spawn(executor_, RemoteInstance::attach(instance), asio::detached);
-    return std::shared_ptr<Instance>(instance);
+  InstanceRecord r = record;
+  if (resource != nullptr) r.container = resource->value("instance_id", "");
+  if (spec == nullptr || spec->runtime != RuntimeKind::kRemote || r.container.empty()) {
+    return make_error(ErrorCode::kNotFound, record.service + ": no live remote instance recorded");
   }
-  return make_error(ErrorCode::kNotFound, record.service + ": no live remote instance recorded");
+  auto instance =
+      std::make_shared<RemoteInstance>(executor_, ledger_, *spec, r, std::move(on_exit));
+  asio::co_spawn(executor_, RemoteInstance::attach(instance), asio::detached);
+  return std::shared_ptr<Instance>(instance);
 }
 
 Result<std::shared_ptr<Instance>> RemoteRuntime::adopt_existing(const ServiceSpec& spec,

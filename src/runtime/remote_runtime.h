@@ -9,7 +9,6 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <vector>
 
 #include "runtime/runtime.h"
 
@@ -25,11 +24,9 @@ class RemoteRuntime : public Runtime {
   RemoteRuntime(boost::asio::any_io_executor executor, std::string ledger_path, Publish publish);
   ~RemoteRuntime() override;
 
-  void add(const ServiceSpec& spec) { specs_.push_back(&spec); }
-
   Result<std::shared_ptr<Instance>> start(const ServiceSpec& spec, const LaunchOptions& options,
                                           ExitCallback on_exit) override;
-  Result<std::shared_ptr<Instance>> adopt(const InstanceRecord& record,
+  Result<std::shared_ptr<Instance>> adopt(const InstanceRecord& record, const ServiceSpec* spec,
                                           ExitCallback on_exit) override;
   void discard(const InstanceRecord&) override {}
   Result<std::shared_ptr<Instance>> adopt_existing(const ServiceSpec& spec,
@@ -39,7 +36,6 @@ class RemoteRuntime : public Runtime {
  private:
   boost::asio::any_io_executor executor_;
   std::shared_ptr<RemoteLedger> ledger_;
-  std::vector<const ServiceSpec*> specs_;
 };
 
 // What a provider's provision or status command printed, checked: the resource's fields, or

@@ -91,8 +91,10 @@ class Runtime {
                                                   const LaunchOptions& options,
                                                   ExitCallback on_exit) = 0;
   // Takes over an instance from a record; fails, touching nothing, when the PID is gone or
-  // now belongs to another process.
+  // now belongs to another process. spec: the service as configured now, or null for one
+  // that is no longer in the config.
   virtual Result<std::shared_ptr<Instance>> adopt(const InstanceRecord& record,
+                                                  const ServiceSpec* spec,
                                                   ExitCallback on_exit) = 0;
   // A record whose main process is gone: ends what is left of its tree, where that can be
   // proven to be ours (its cgroup), and never signals the recorded PID.

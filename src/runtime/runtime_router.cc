@@ -20,10 +20,11 @@ Result<std::shared_ptr<Instance>> RuntimeRouter::start(const ServiceSpec& spec,
 }
 
 Result<std::shared_ptr<Instance>> RuntimeRouter::adopt(const InstanceRecord& record,
+                                                       const ServiceSpec* spec,
                                                        ExitCallback on_exit) {
   auto b = backend(record.runtime);
   if (!b) return b.error();
-  return (*b)->adopt(record, std::move(on_exit));
+  return (*b)->adopt(record, spec, std::move(on_exit));
 }
 
 void RuntimeRouter::discard(const InstanceRecord& record) {

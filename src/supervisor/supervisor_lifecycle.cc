@@ -43,7 +43,7 @@ void Supervisor::start() {
     if (u == nullptr) {
       // Started by a previous daemon for a service no longer configured: it is ours, so it
       // is stopped rather than left to hold VRAM nobody accounts for.
-      auto orphan = runtime_.adopt(record, [](const ExitInfo&) {});
+      auto orphan = runtime_.adopt(record, nullptr, [](const ExitInfo&) {});
       if (orphan) {
         spdlog::warn("{}: no longer configured; stopping its pid {}", record.service, record.pid);
         (*orphan)->stop(Millis(10'000), [this, service = record.service,
@@ -55,7 +55,7 @@ void Supervisor::start() {
       continue;
     }
     const uint64_t generation = ++u->generation;
-    auto instance = runtime_.adopt(record, exit_handler(*u, generation));
+    auto instance = runtime_.adopt(record, &u->spec, exit_handler(*u, generation));
     if (!instance) {
       spdlog::info("{}: previous instance not adopted: {}", record.service,
                    instance.error().message);

@@ -142,13 +142,14 @@ TEST_P(ProcessRuntimeTest, AdoptionProvesThePidByStartTime) {
   ASSERT_TRUE(run_until(io_, [&] { return read_pid(pid_file) > 0; }));
   InstanceRecord forged = instance->record();
   forged.start_time += 1;  // the PID now "belongs to another process"
-  auto refused = runtime_->adopt(forged, [](const ExitInfo&) {});
+  auto refused = runtime_->adopt(forged, nullptr, [](const ExitInfo&) {});
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(ErrorCode::kConflict, refused.error().code);
   EXPECT_TRUE(same_process_alive(instance->record().pid, instance->record().start_time));
 
   std::optional<ExitInfo> exit;
-  auto adopted = runtime_->adopt(instance->record(), [&](const ExitInfo& info) { exit = info; });
+  auto adopted =
+      runtime_->adopt(instance->record(), nullptr, [&](const ExitInfo& info) { exit = info; });
   ASSERT_TRUE(adopted.ok()) << adopted.error().message;
   stop(**adopted, Millis(5'000));
   EXPECT_FALSE(same_process_alive(instance->record().pid, instance->record().start_time));

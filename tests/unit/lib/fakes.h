@@ -75,7 +75,7 @@ class FakeRuntime : public Runtime {
     instances[spec.name] = instance;
     return std::shared_ptr<Instance>(instance);
   }
-  Result<std::shared_ptr<Instance>> adopt(const InstanceRecord& record,
+  Result<std::shared_ptr<Instance>> adopt(const InstanceRecord& record, const ServiceSpec*,
                                           ExitCallback on_exit) override {
     adopted.push_back(record.service);
     if (!adoptable) return make_error(ErrorCode::kNotFound, "pid gone");
