@@ -179,9 +179,14 @@ std::string Daemon::stderr_text() const {
 
 Result<HttpReply> Daemon::call(const std::string& method, const std::string& target,
                                std::chrono::milliseconds timeout) const {
+  return call(method, target, "", timeout);
+}
+
+Result<HttpReply> Daemon::call(const std::string& method, const std::string& target,
+                               const std::string& body, std::chrono::milliseconds timeout) const {
   auto client = HttpClient::create(url_, "");
   if (!client) return client.error();
-  return client->request(method, target, timeout);
+  return client->request(method, target, timeout, body);
 }
 
 nlohmann::json Daemon::service(const std::string& name) const {

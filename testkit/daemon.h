@@ -52,6 +52,9 @@ class Daemon {
 
   Result<HttpReply> call(const std::string& method, const std::string& target,
                          std::chrono::milliseconds timeout = 30s) const;
+  // With a JSON body.
+  Result<HttpReply> call(const std::string& method, const std::string& target,
+                         const std::string& body, std::chrono::milliseconds timeout = 30s) const;
   nlohmann::json service(const std::string& name) const;
   // Runs the gpuvisor CLI against this daemon.
   CliResult cli(const std::vector<std::string>& args) const;

@@ -1,4 +1,4 @@
-// JSON for /api/v1/gpus, /api/v1/processes and /api/v1/resources (docs/api.md).
+// JSON for /api/v1/gpus, /processes, /resources and /workers (docs/api.md).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -8,6 +8,7 @@
 #include "core/gpu.h"
 #include "planner/planner.h"
 #include "resources/gpu_status.h"
+#include "resources/worker_registry.h"
 
 namespace gpuvisor {
 
@@ -17,5 +18,7 @@ nlohmann::json processes_json(const std::vector<GpuStatus>& gpus);
 nlohmann::json resources_json(const std::vector<GpuStatus>& gpus,
                               const std::optional<SystemMemory>& memory,
                               unsigned external_busy_percent);
+// /api/v1/workers: each registered worker with the PIDs that are its own now.
+nlohmann::json workers_json(const WorkerRegistry& workers);
 
 }  // namespace gpuvisor

@@ -106,7 +106,14 @@ json plugin_json(const PluginRegistry& plugins, const PluginManifest& p,
                    {"url", p.http_url},
                    {"timeout", format_duration(p.http_timeout)}};
   } else {
-    out["worker"] = {{"command", p.worker_command}};
+    const auto& w = p.worker;
+    out["worker"] = {{"command", w.command},
+                     {"conda_env", w.conda_env.empty() ? json(nullptr) : json(w.conda_env)},
+                     {"restart", to_string(w.restart)},
+                     {"backoff", format_duration(w.backoff)},
+                     {"backoff_max", format_duration(w.backoff_max)},
+                     {"restart_limit", w.restart_limit},
+                     {"idle_timeout", format_duration(w.idle_timeout)}};
   }
   return out;
 }

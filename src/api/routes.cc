@@ -216,6 +216,10 @@ asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest&
   }
   if (seg.size() == 3 && seg[2] == "events" && get)
     co_return co_await events_stream(stream, request);
+  if (seg.size() == 3 && seg[2] == "workers" && get) {
+    co_return co_await reply(stream,
+                             json_response(request, http::status::ok, workers_json(workers_)));
+  }
   if (seg.size() == 3 && get &&
       (seg[2] == "gpus" || seg[2] == "processes" || seg[2] == "resources")) {
     auto body = gpu_view(seg[2]);

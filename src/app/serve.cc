@@ -177,7 +177,8 @@ int run_serve(const ServeOptions& options) {
     return 1;
   }
   JobQueue jobs(io.get_executor(), **job_store, *plugins, supervisor, events, workers,
-                store->dir() + "/logs");
+                {store->dir() + "/logs", config.daemon.conda});
+  plugins->on_config_change([&jobs](const std::string& id) { jobs.reload(id); });
   Api api(supervisor, events, *gpus, workers, *plugins, jobs, **job_store, token,
           config.daemon.external_busy_percent);
   HttpServer server(io.get_executor(),

@@ -34,4 +34,12 @@ const char* to_string(RestartPolicy policy) {
   return "no";
 }
 
+std::vector<std::string> conda_run(const std::string& conda, const std::string& env,
+                                   const std::vector<std::string>& argv) {
+  std::vector<std::string> wrapped = {conda.empty() ? "conda" : conda, "run", "--no-capture-output",
+                                      "-n", env};
+  wrapped.insert(wrapped.end(), argv.begin(), argv.end());
+  return wrapped;
+}
+
 }  // namespace gpuvisor

@@ -175,4 +175,9 @@ struct Config {
   }
 };
 
+// argv run inside a conda environment (services and workers alike). --no-capture-output: the
+// program's output reaches its log or its reader as it is written, not when it exits.
+std::vector<std::string> conda_run(const std::string& conda, const std::string& env,
+                                   const std::vector<std::string>& argv);
+
 }  // namespace gpuvisor

@@ -40,18 +40,14 @@ json to_json(const Job& j) {
 
 JobQueue::JobQueue(asio::any_io_executor executor, JobStore& store, const PluginRegistry& plugins,
                    Supervisor& supervisor, EventBus& events, WorkerRegistry& workers,
-                   std::string log_dir)
+                   Options options)
     : executor_(std::move(executor)),
       store_(store),
       plugins_(plugins),
       supervisor_(supervisor),
       events_(events),
       workers_(workers),
-      log_dir_(std::move(log_dir)) {}
-
-unsigned JobQueue::limit(const PluginManifest& p) const {
-  return p.mode == PluginMode::kWorker ? 1 : p.concurrency;
-}
+      options_(std::move(options)) {}
 
 JobQueue::~JobQueue() {
   *alive_ = false;
@@ -128,10 +124,9 @@ void JobQueue::cancel(int64_t id, std::function<void(Result<Job>)> done) {
   if (auto r = running_.find(id); r != running_.end()) {
     r->second.cancelled = true;
     r->second.control->cancel();  // send_http sees it and finishes the job as cancelled
-    // A worker's job: the worker goes (its exit finishes the job); the next job gets a new one.
-    if (auto slot = slots_.find(r->second.job.plugin);
-        slot != slots_.end() && slot->second.job == id && slot->second.worker) {
-      slot->second.worker->stop(Millis(5000));
+    // A worker's job: its worker goes, and its exit finishes the job.
+    if (auto pool = pools_.find(r->second.job.plugin); pool != pools_.end()) {
+      pool->second->cancel(id);
     }
     Job job = r->second.job;
     job.state = JobState::kCancelled;
@@ -170,7 +165,7 @@ void JobQueue::pump(const std::string& plugin) {
   const auto* p = plugins_.find(plugin);
   if (p == nullptr) return;
   auto& queue = pending_[plugin];
-  while (!queue.empty() && running_count_[plugin] < limit(*p)) {
+  while (!queue.empty() && running_count_[plugin] < p->concurrency) {
     Job job = std::move(queue.front());
     queue.pop_front();
     start(std::move(job));
@@ -257,67 +252,55 @@ void JobQueue::send_http(int64_t id) {
       });
 }
 
-void JobQueue::send_worker(int64_t id) {
-  const Job& job = running_.at(id).job;
-  auto& slot = slots_[job.plugin];
-  slot.job = id;
-  if (!slot.worker) {
-    const auto* p = plugins_.find(job.plugin);
-    const std::string plugin = job.plugin;
-    auto worker = Worker::start(
-        executor_, p->worker_command, log_dir_ + "/worker-" + plugin + ".log",
-        [this, alive = std::weak_ptr<bool>(alive_), plugin](const json& m) {
-          if (!alive.expired()) on_worker_message(plugin, m);
-        },
-        [this, alive = std::weak_ptr<bool>(alive_), plugin](const std::string& how) {
-          if (!alive.expired()) on_worker_exit(plugin, how);
-        });
-    if (!worker) {
-      slot.job = 0;
-      finish(id, JobState::kFailed, nullptr, "cannot start the worker: " + worker.error().message);
-      return;
-    }
-    slot.worker = *worker;
-    slot.ready = false;
-    WorkerInfo info;
-    info.id = "worker-" + plugin;
-    info.type = p->category;
-    info.pid = slot.worker->pid();
-    info.job = std::to_string(id);
-    // Its processes are ours in the GPU views.
-    if (auto added = workers_.add(info); !added) {
-      spdlog::warn("worker for {}: {}", plugin, added.error().message);
-    }
-    auto config = plugins_.config_or_defaults(plugin);
-    slot.worker->send(
-        {{"type", "init"}, {"plugin", plugin}, {"config", config ? *config : json::object()}});
-    return;  // execute follows its "ready"
+WorkerPool& JobQueue::pool(const PluginManifest& plugin) {
+  auto& pool = pools_[plugin.id];
+  if (pool) return *pool;
+  std::string remote;
+  if (const auto view = supervisor_.get(plugin.service);
+      view && view->spec->runtime == RuntimeKind::kRemote) {
+    remote = plugin.service;
   }
-  WorkerUpdate update;
-  update.job = std::optional<std::string>(std::to_string(id));
-  if (auto updated = workers_.update("worker-" + job.plugin, update); !updated) {
-    spdlog::debug("worker for {}: {}", job.plugin, updated.error().message);
-  }
-  if (slot.ready) {
-    slot.worker->send({{"type", "execute"}, {"job_id", id}, {"input", job.input}});
-  }
+  const std::weak_ptr<bool> alive = alive_;
+  WorkerPool::Environment env{executor_,
+                              options_.log_dir + "/worker-" + plugin.id + ".log",
+                              options_.conda,
+                              events_,
+                              workers_,
+                              [this, id = plugin.id] {
+                                auto config = plugins_.config_or_defaults(id);
+                                return config ? *config : json::object();
+                              },
+                              remote};
+  WorkerPool::JobEvents hooks{[this, alive](int64_t job, const json& m) {
+                                if (!alive.expired()) on_worker_message(job, m);
+                              },
+                              [this, alive](int64_t job, const std::string& why) {
+                                if (alive.expired() || running_.count(job) == 0) return;
+                                const bool cancelled = running_.at(job).cancelled;
+                                finish(job, cancelled ? JobState::kCancelled : JobState::kFailed,
+                                       nullptr, cancelled ? "cancelled while running" : why);
+                              }};
+  pool = std::make_unique<WorkerPool>(plugin, std::move(env), std::move(hooks));
+  return *pool;
 }
 
-void JobQueue::on_worker_message(const std::string& plugin, const json& m) {
-  auto& slot = slots_[plugin];
-  const std::string type = m.value("type", "");
-  const auto current = running_.find(slot.job);
-  if (type == "ready") {
-    slot.ready = true;
-    if (current != running_.end()) {
-      slot.worker->send(
-          {{"type", "execute"}, {"job_id", slot.job}, {"input", current->second.job.input}});
-    }
-    return;
-  }
+void JobQueue::send_worker(int64_t id) {
+  const Job& job = running_.at(id).job;
+  pool(*plugins_.find(job.plugin)).execute(id, job.input);
+}
+
+void JobQueue::reload(const std::string& plugin) {
+  const auto it = pools_.find(plugin);
+  if (it == pools_.end()) return;
+  auto config = plugins_.config_or_defaults(plugin);
+  it->second->reload(config ? *config : json::object());
+}
+
+void JobQueue::on_worker_message(int64_t id, const json& m) {
+  const auto current = running_.find(id);
   if (current == running_.end()) return;  // about a job that is already over
-  const int64_t id = slot.job;
-  if (m.contains("job_id") && m["job_id"] != id) return;
+  const std::string type = m.value("type", "");
+  const std::string plugin = current->second.job.plugin;
   if (type == "stream_chunk") {
     events_.publish("job.chunk",
                     {{"id", id}, {"plugin", plugin}, {"data", m.value("data", json())}});
@@ -327,27 +310,9 @@ void JobQueue::on_worker_message(const std::string& plugin, const json& m) {
     store_.update(job);
     events_.publish("job.progress", {{"id", id}, {"plugin", plugin}, {"progress", job.progress}});
   } else if (type == "result") {
-    slot.job = 0;
     finish(id, JobState::kCompleted, m.value("result", json()), "");
   } else if (type == "error") {
-    slot.job = 0;
     finish(id, JobState::kFailed, nullptr, "worker: " + m.value("message", "error"));
-  }
-}
-
-void JobQueue::on_worker_exit(const std::string& plugin, const std::string& how) {
-  auto& slot = slots_[plugin];
-  const int64_t id = slot.job;
-  slot = Slot{};  // the next job starts a new one
-  if (auto removed = workers_.remove("worker-" + plugin); !removed) {
-    spdlog::debug("worker for {}: {}", plugin, removed.error().message);
-  }
-  spdlog::info("worker for {} {}", plugin, how);
-  events_.publish("worker.exited", {{"plugin", plugin}, {"how", how}});
-  if (id != 0 && running_.count(id) != 0) {
-    const bool cancelled = running_.at(id).cancelled;
-    finish(id, cancelled ? JobState::kCancelled : JobState::kFailed, nullptr,
-           cancelled ? "cancelled while running" : "the worker " + how);
   }
 }
 

@@ -13,7 +13,7 @@
 
 #include "events/event_bus.h"
 #include "jobs/job_store.h"
-#include "jobs/worker.h"
+#include "jobs/worker_pool.h"
 #include "plugins/registry.h"
 #include "resources/worker_registry.h"
 #include "runtime/oneshot.h"
@@ -23,9 +23,12 @@ namespace gpuvisor {
 
 class JobQueue {
  public:
-  // log_dir: where workers' stderr goes (<log_dir>/worker-<plugin>.log).
+  struct Options {
+    std::string log_dir;  // where workers' stderr goes (<log_dir>/worker-<plugin>.log)
+    std::string conda;    // the executable for workers with a conda_env; empty: from PATH
+  };
   JobQueue(boost::asio::any_io_executor executor, JobStore& store, const PluginRegistry& plugins,
-           Supervisor& supervisor, EventBus& events, WorkerRegistry& workers, std::string log_dir);
+           Supervisor& supervisor, EventBus& events, WorkerRegistry& workers, Options options);
   ~JobQueue();
 
   // Picks up what a previous daemon left: pending jobs queue again in their order; a job that
@@ -38,6 +41,8 @@ class JobQueue {
   // A pending job is cancelled at once; a running one has its request closed. done gets the
   // job as it ends up.
   void cancel(int64_t id, std::function<void(Result<Job>)> done);
+  // The plugin's config was saved or deleted: its live workers reload it.
+  void reload(const std::string& plugin);
 
   static constexpr int kMaxAttempts = 2;  // a job interrupted by a daemon crash runs once more
 
@@ -49,12 +54,6 @@ class JobQueue {
     std::string service{};                        // held busy for the job, when it has one
     std::optional<uint64_t> hold = std::nullopt;  // the supervisor's token for that hold
   };
-  // A worker plugin's one worker (jobs on it run one at a time).
-  struct Slot {
-    std::shared_ptr<Worker> worker;
-    bool ready = false;
-    int64_t job = 0;  // running on it now, or 0
-  };
   void pump(const std::string& plugin);
   void start(Job job);
   void finish(int64_t id, JobState state, nlohmann::json result, std::string error);
@@ -62,9 +61,8 @@ class JobQueue {
   static void run(JobQueue* self, std::shared_ptr<bool> alive, int64_t id);
   void send_http(int64_t id);
   void send_worker(int64_t id);
-  void on_worker_message(const std::string& plugin, const nlohmann::json& message);
-  void on_worker_exit(const std::string& plugin, const std::string& how);
-  unsigned limit(const PluginManifest& p) const;
+  WorkerPool& pool(const PluginManifest& plugin);
+  void on_worker_message(int64_t id, const nlohmann::json& message);
 
   boost::asio::any_io_executor executor_;
   JobStore& store_;
@@ -72,9 +70,9 @@ class JobQueue {
   Supervisor& supervisor_;
   EventBus& events_;
   WorkerRegistry& workers_;
-  std::string log_dir_;
-  std::map<std::string, Slot> slots_;               // by plugin
-  std::map<std::string, std::deque<Job>> pending_;  // per plugin, FIFO
+  Options options_;
+  std::map<std::string, std::unique_ptr<WorkerPool>> pools_;  // by plugin
+  std::map<std::string, std::deque<Job>> pending_;            // per plugin, FIFO
   std::map<std::string, unsigned> running_count_;
   std::map<int64_t, Running> running_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

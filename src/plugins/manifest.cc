@@ -17,6 +17,18 @@ const char* to_string(PluginMode mode) {
   return mode == PluginMode::kWorker ? "worker" : "http";
 }
 
+const char* to_string(WorkerRestart restart) {
+  switch (restart) {
+    case WorkerRestart::kNever:
+      return "never";
+    case WorkerRestart::kOnCancellation:
+      return "on_cancellation";
+    case WorkerRestart::kAlways:
+      return "always";
+  }
+  return "?";
+}
+
 bool valid_plugin_id(const std::string& id) {
   if (id.empty() || id.size() > 128 || id.front() == '.' || id.front() == '-') return false;
   return std::all_of(id.begin(), id.end(), [](char c) {
@@ -46,6 +58,74 @@ struct Checker {
     return m[key].get<std::string>();
   }
 };
+
+std::optional<Millis> duration_of(const json& v) {
+  if (!v.is_string()) return std::nullopt;
+  return parse_duration(v.get<std::string>());
+}
+
+void parse_worker(Checker& c, const json& worker, WorkerSpec& w) {
+  const json command = worker.is_object() ? worker.value("command", json()) : json();
+  const bool ok =
+      command.is_array() && !command.empty() &&
+      std::all_of(command.begin(), command.end(), [](const json& a) { return a.is_string(); }) &&
+      !command.front().get<std::string>().empty();
+  if (!ok) {
+    c.bad("mode worker needs 'worker: {command: [program, arg, ...]}'");
+    return;
+  }
+  w.command = command.get<std::vector<std::string>>();
+  static const std::vector<std::string> kKnown = {
+      "command", "conda_env", "restart", "backoff", "backoff_max", "restart_limit", "idle_timeout"};
+  for (const auto& [key, value] : worker.items()) {
+    if (std::find(kKnown.begin(), kKnown.end(), key) == kKnown.end()) {
+      c.bad("unknown key 'worker." + key + "'");
+    }
+  }
+  if (worker.contains("conda_env")) {
+    if (worker["conda_env"].is_string() && !worker["conda_env"].get<std::string>().empty()) {
+      w.conda_env = worker["conda_env"].get<std::string>();
+    } else {
+      c.bad("'worker.conda_env' must be an environment name, got " + worker["conda_env"].dump());
+    }
+  }
+  if (worker.contains("restart")) {
+    const json& r = worker["restart"];
+    if (r == "never") {
+      w.restart = WorkerRestart::kNever;
+    } else if (r == "on_cancellation") {
+      w.restart = WorkerRestart::kOnCancellation;
+    } else if (r == "always") {
+      w.restart = WorkerRestart::kAlways;
+    } else {
+      c.bad("'worker.restart' must be never, on_cancellation or always, got " + r.dump());
+    }
+  }
+  const auto duration = [&](const char* key, Millis& out, bool zero_ok) {
+    if (!worker.contains(key)) return;
+    const auto d = duration_of(worker[key]);
+    if (!d || d->count() < (zero_ok ? 0 : 1)) {
+      c.bad(std::string("'worker.") + key + "' must be a duration such as 500ms, 5s or 10m, got " +
+            worker[key].dump());
+    } else {
+      out = *d;
+    }
+  };
+  duration("backoff", w.backoff, false);
+  duration("backoff_max", w.backoff_max, false);
+  duration("idle_timeout", w.idle_timeout, true);
+  if (w.backoff_max < w.backoff) {
+    c.bad("'worker.backoff_max' must not be shorter than 'worker.backoff'");
+  }
+  if (worker.contains("restart_limit")) {
+    const json& l = worker["restart_limit"];
+    if (l.is_number_unsigned() && l.get<unsigned>() <= 1000) {
+      w.restart_limit = l.get<unsigned>();
+    } else {
+      c.bad("'worker.restart_limit' must be an integer from 0 to 1000, got " + l.dump());
+    }
+  }
+}
 
 }  // namespace
 
@@ -127,19 +207,8 @@ Result<PluginManifest> parse_manifest(const json& m, const std::string& origin) 
       }
     }
   }
-  if (p.mode == PluginMode::kWorker) {
-    const json worker = m.value("worker", json());
-    const json command = worker.is_object() ? worker.value("command", json()) : json();
-    const bool ok =
-        command.is_array() && !command.empty() &&
-        std::all_of(command.begin(), command.end(), [](const json& a) { return a.is_string(); }) &&
-        !command.front().get<std::string>().empty();
-    if (!ok) {
-      c.bad("mode worker needs 'worker: {command: [program, arg, ...]}'");
-    } else {
-      p.worker_command = command.get<std::vector<std::string>>();
-    }
-  }
+  if (p.mode == PluginMode::kWorker && mode == "worker")
+    parse_worker(c, m.value("worker", json()), p.worker);
   if (m.contains("config_schema")) {
     p.config_schema = m["config_schema"];
     if (auto checked = check_schema(p.config_schema); !checked) {

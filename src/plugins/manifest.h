@@ -15,6 +15,25 @@ namespace gpuvisor {
 enum class PluginMode { kHttp, kWorker };
 const char* to_string(PluginMode mode);
 
+// When a worker that ended is replaced by a new one at once (warm for the next job), rather
+// than when a job next needs one: never; after it was stopped to cancel a job; after any end
+// gpuvisor did not ask for (a crash) or a cancellation.
+enum class WorkerRestart { kNever, kOnCancellation, kAlways };
+const char* to_string(WorkerRestart restart);
+
+struct WorkerSpec {
+  std::vector<std::string> command;  // JSON lines on stdin/stdout
+  std::string conda_env;             // runs the command in this conda environment
+  WorkerRestart restart = WorkerRestart::kOnCancellation;
+  // A start after a worker ended unasked waits backoff, doubled per end in a row up to
+  // backoff_max; a completed job resets the count. After restart_limit ends in a row the
+  // plugin's jobs fail at once, saying why, until its config is saved again.
+  Millis backoff{Millis(1000)};
+  Millis backoff_max{Millis(60'000)};
+  unsigned restart_limit = 5;
+  Millis idle_timeout{Millis(0)};  // an idle worker is stopped after this; 0: kept
+};
+
 struct PluginManifest {
   std::string id;  // category_name: unique, and the name of its config file
   std::string name;
@@ -30,8 +49,8 @@ struct PluginManifest {
   std::string http_method = "POST";
   std::string http_url;
   Millis http_timeout{Millis(600'000)};
-  // mode worker: the worker process, speaking JSON lines on stdin/stdout.
-  std::vector<std::string> worker_command;
+  // mode worker: the worker processes, up to concurrency of them.
+  WorkerSpec worker;
   nlohmann::json config_schema = nlohmann::json::object();
   std::string origin;  // file (or "config") it came from, for messages
 };

@@ -155,6 +155,7 @@ Result<json> PluginRegistry::set_config(const std::string& id, const json& value
   if (auto saved = write_file_atomically(config_path(id), filled.dump(2) + "\n"); !saved) {
     return saved.error();
   }
+  if (on_change_) on_change_(id);
   return filled;
 }
 
@@ -166,6 +167,7 @@ Status PluginRegistry::delete_config(const std::string& id) {
     if (ec) return make_error(ErrorCode::kFailed, config_path(id) + ": " + ec.message());
     return make_error(ErrorCode::kNotFound, "plugin " + id + " is not configured");
   }
+  if (on_change_) on_change_(id);
   return {};
 }
 

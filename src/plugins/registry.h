@@ -53,6 +53,10 @@ class PluginRegistry {
   // atomically, and returns what was saved. Nothing changes when it is refused.
   Result<nlohmann::json> set_config(const std::string& id, const nlohmann::json& value);
   Status delete_config(const std::string& id);
+  // Called with the plugin's id after its config was saved or deleted (its workers reload).
+  void on_config_change(std::function<void(const std::string& id)> hook) {
+    on_change_ = std::move(hook);
+  }
 
   // Counts for the registry: total, configured, unconfigured, local, cloud, with an active
   // resource (its service running), and the same per category.
@@ -65,6 +69,7 @@ class PluginRegistry {
   std::vector<PluginManifest> plugins_;
   std::map<std::string, std::string> category_names_;
   std::string config_dir_;
+  std::function<void(const std::string&)> on_change_;
 };
 
 }  // namespace gpuvisor

@@ -61,7 +61,9 @@ Status WorkerRegistry::update(const std::string& id, const WorkerUpdate& update)
   }
   WorkerInfo& w = it->second;
   if (update.type) w.type = *update.type;
+  if (update.status) w.status = *update.status;
   apply(update.job, w.job);
+  apply(update.loaded_resource, w.loaded_resource);
   apply(update.gpu, w.gpu);
   apply(update.container, w.container);
   return Status{};

@@ -17,13 +17,18 @@
 namespace gpuvisor {
 
 struct WorkerInfo {
-  std::string id;                  // unique
-  std::string type;                // what kind of work it does (a plugin's category)
-  pid_t pid = 0;                   // main process; 0 for a worker with no local process (remote)
-  uint64_t start_time = 0;         // of pid, taken at registration: proves it later
-  std::optional<std::string> job;  // the job it is running now
-  std::optional<unsigned> gpu;     // the GPU it was given
-  std::optional<std::string> container;
+  std::string id;                    // unique
+  std::string type;                  // what kind of work it does (a plugin's category)
+  pid_t pid = 0;                     // main process; 0 for a worker with no local process (remote)
+  uint64_t start_time = 0;           // of pid, taken at registration: proves it later
+  std::string plugin{};              // the plugin whose jobs it runs, if any
+  std::string status = "idle";       // starting, idle, running, stopping
+  std::optional<std::string> job{};  // the job it is running now
+  std::optional<std::string> loaded_resource{};  // the model or file it has loaded, as it says
+  std::optional<unsigned> gpu{};                 // the GPU it was given
+  std::optional<std::string> container{};
+  std::optional<std::string> conda_env{};
+  std::optional<std::string> remote{};  // the remote resource (a remote service) its jobs use
 };
 
 // A field to leave alone (nullopt), to set (a value), or to clear (an empty inner optional).
@@ -32,7 +37,9 @@ using Change = std::optional<std::optional<T>>;
 
 struct WorkerUpdate {
   std::optional<std::string> type;
+  std::optional<std::string> status;
   Change<std::string> job;
+  Change<std::string> loaded_resource;
   Change<unsigned> gpu;
   Change<std::string> container;
 };

@@ -20,12 +20,7 @@ constexpr double kPidFileSlackSeconds = 1.0;
 std::vector<std::string> service_argv(const ServiceSpec& spec, const std::string& conda) {
   std::vector<std::string> argv = spec.command;
   if (spec.shell) argv = {"/bin/sh", "-c", spec.command.empty() ? "" : spec.command.front()};
-  if (spec.conda_env.empty()) return argv;
-  // --no-capture-output: the service's output reaches its log as it is written, not at exit.
-  std::vector<std::string> wrapped = {conda.empty() ? "conda" : conda, "run", "--no-capture-output",
-                                      "-n", spec.conda_env};
-  wrapped.insert(wrapped.end(), argv.begin(), argv.end());
-  return wrapped;
+  return spec.conda_env.empty() ? argv : conda_run(conda, spec.conda_env, argv);
 }
 
 }  // namespace

@@ -47,7 +47,8 @@ class WorkerProcess {
 TEST(WorkerRegistry, RegisterFindAndRelatedPidsIncludeChildren) {
   WorkerProcess proc;
   WorkerRegistry reg(ProcessTable::system());
-  ASSERT_TRUE(reg.add({"w1", "comfyui", proc.pid(), 0, "job-7", 0, std::nullopt}).ok());
+  ASSERT_TRUE(
+      reg.add({.id = "w1", .type = "comfyui", .pid = proc.pid(), .job = "job-7", .gpu = 0}).ok());
   const auto pids = reg.related_pids("w1");
   ASSERT_EQ(2u, pids.size());
   EXPECT_EQ(proc.pid(), pids[0]);
@@ -60,7 +61,8 @@ TEST(WorkerRegistry, RegisterFindAndRelatedPidsIncludeChildren) {
 
 TEST(WorkerRegistry, FieldsCanBeSetLeftAloneOrCleared) {
   WorkerRegistry reg(ProcessTable::system());
-  ASSERT_TRUE(reg.add({"w", "tts", 0, 0, "job-1", 1, "c0ffee"}).ok());
+  ASSERT_TRUE(
+      reg.add({.id = "w", .type = "tts", .job = "job-1", .gpu = 1, .container = "c0ffee"}).ok());
   WorkerUpdate u;
   u.job = std::optional<std::string>{};  // clear
   u.gpu = std::optional<unsigned>{0};    // set
@@ -74,12 +76,12 @@ TEST(WorkerRegistry, FieldsCanBeSetLeftAloneOrCleared) {
 
 TEST(WorkerRegistry, BadRegistrationsSayWhatIsWrongAndChangeNothing) {
   WorkerRegistry reg(ProcessTable::system());
-  EXPECT_EQ("a worker needs an id", reg.add({"", "t", 0, 0, {}, {}, {}}).error().message);
-  EXPECT_EQ("worker 'w' needs a type", reg.add({"w", "", 0, 0, {}, {}, {}}).error().message);
+  EXPECT_EQ("a worker needs an id", reg.add({.id = "", .type = "t", .pid = 0}).error().message);
+  EXPECT_EQ("worker 'w' needs a type", reg.add({.id = "w", .type = "", .pid = 0}).error().message);
   EXPECT_EQ("worker 'w': pid 999999999 is not running",
-            reg.add({"w", "t", 999'999'999, 0, {}, {}, {}}).error().message);
-  ASSERT_TRUE(reg.add({"w", "t", 0, 0, {}, {}, {}}).ok());
-  EXPECT_EQ(ErrorCode::kConflict, reg.add({"w", "t", 0, 0, {}, {}, {}}).error().code);
+            reg.add({.id = "w", .type = "t", .pid = 999'999'999}).error().message);
+  ASSERT_TRUE(reg.add({.id = "w", .type = "t", .pid = 0}).ok());
+  EXPECT_EQ(ErrorCode::kConflict, reg.add({.id = "w", .type = "t", .pid = 0}).error().code);
   EXPECT_EQ("no worker 'x'", reg.update("x", {}).error().message);
   WorkerUpdate empty_type;
   empty_type.type = "";
@@ -96,7 +98,7 @@ TEST(WorkerRegistry, ADeadOrReusedPidBelongsToNoWorker) {
   ProcessTable table{[&](pid_t) -> std::optional<uint64_t> { return now_start; },
                      [](pid_t) { return std::vector<pid_t>{43}; }};
   WorkerRegistry reg(table);
-  ASSERT_TRUE(reg.add({"w", "t", 42, 0, {}, {}, {}}).ok());
+  ASSERT_TRUE(reg.add({.id = "w", .type = "t", .pid = 42}).ok());
   EXPECT_EQ((std::vector<pid_t>{42, 43}), reg.related_pids("w"));
   now_start = 200;
   EXPECT_TRUE(reg.related_pids("w").empty());

@@ -1,7 +1,11 @@
 // The project's test worker: speaks gpuvisor's worker protocol (JSON lines on stdin/stdout).
 // Its input chooses what it does: {"crash": true} exits with status 3, {"hang": true} never
 // answers, {"fail": true} answers an error; anything else streams two chunks, reports progress
-// and returns {"echo": input, "config": the config it was initialised with}.
+// and returns {"echo": input, "config": its config, "pid": its PID}. "reload" takes a new
+// config; "get_state" answers the config's "model" as its loaded resource.
+// --exit-on-init N: exits with status N when initialised (a worker that cannot load).
+#include <unistd.h>
+
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -17,8 +21,10 @@ void say(const json& message) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   std::cerr << "testworker: started\n";
+  const int exit_on_init =
+      argc == 3 && std::string(argv[1]) == "--exit-on-init" ? std::stoi(argv[2]) : -1;
   json config = json::object();
   std::string line;
   while (std::getline(std::cin, line)) {
@@ -28,9 +34,12 @@ int main() {
       continue;
     }
     const std::string type = m.value("type", "");
-    if (type == "init") {
+    if (type == "init" || type == "reload") {
+      if (exit_on_init >= 0) return exit_on_init;
       config = m.value("config", json::object());
       say({{"type", "ready"}});
+    } else if (type == "get_state") {
+      say({{"type", "state"}, {"loaded_resource", config.value("model", "none")}});
     } else if (type == "execute") {
       const auto id = m.value("job_id", 0LL);
       const json input = m.value("input", json::object());
@@ -43,7 +52,9 @@ int main() {
       say({{"type", "stream_chunk"}, {"job_id", id}, {"data", "chunk 1"}});
       say({{"type", "progress"}, {"job_id", id}, {"progress", 0.5}});
       say({{"type", "stream_chunk"}, {"job_id", id}, {"data", "chunk 2"}});
-      say({{"type", "result"}, {"job_id", id}, {"result", {{"echo", input}, {"config", config}}}});
+      say({{"type", "result"},
+           {"job_id", id},
+           {"result", {{"echo", input}, {"config", config}, {"pid", getpid()}}}});
     } else if (type == "stop") {
       return 0;
     }

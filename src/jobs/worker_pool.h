@@ -1,0 +1,99 @@
+// The worker processes of one worker-mode plugin: up to its concurrency of them, each running
+// one job at a time. A worker starts when a job needs one (or to replace one, per the plugin's
+// restart policy), is initialised with the plugin's config and registered in the
+// WorkerRegistry, so its processes count as ours in the GPU views. Ends that gpuvisor did not
+// ask for are paced by a growing backoff and bounded by a limit (WorkerSpec). Every start, end
+// and replacement is an event: worker.started, worker.exited, worker.restarted,
+// worker.gave_up.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "events/event_bus.h"
+#include "jobs/worker.h"
+#include "plugins/manifest.h"
+#include "resources/worker_registry.h"
+
+namespace gpuvisor {
+
+class WorkerPool {
+ public:
+  // What the job queue hears about a job given to the pool.
+  struct JobEvents {
+    // stream_chunk, progress, result or error, for that job.
+    std::function<void(int64_t job, const nlohmann::json& message)> message;
+    // It will get no answer: its worker ended, could not start, or the pool gave up.
+    std::function<void(int64_t job, const std::string& why)> lost;
+  };
+  struct Environment {
+    boost::asio::any_io_executor executor;
+    std::string log_path;  // the workers' stderr
+    std::string conda;     // executable for worker.conda_env; empty: conda from PATH
+    EventBus& events;
+    WorkerRegistry& registry;
+    std::function<nlohmann::json()> config;  // the plugin's config, as a worker is initialised
+    std::string remote;                      // the remote service its jobs use, if any
+  };
+
+  WorkerPool(const PluginManifest& plugin, Environment env, JobEvents jobs);
+  ~WorkerPool();
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  // Runs the job on a free worker, starting one if there is room (after any backoff), or
+  // once a busy one is done.
+  void execute(int64_t job, nlohmann::json input);
+  // A job still waiting is dropped (lost); a running one has its worker stopped.
+  void cancel(int64_t job);
+  // The plugin's config changed: live workers get "reload", and a reached limit is cleared.
+  void reload(const nlohmann::json& config);
+  size_t size() const { return members_.size(); }
+
+ private:
+  enum class Ending { kNone, kCancel, kAsked };
+  struct Member {
+    std::shared_ptr<Worker> worker;
+    bool ready = false;
+    int64_t job = 0;  // 0: idle
+    nlohmann::json input;
+    Ending ending = Ending::kNone;
+    std::unique_ptr<boost::asio::steady_timer> idle;
+  };
+
+  Status spawn(const std::string& replaces);
+  bool may_start_now();  // else a timer calls dispatch() when the backoff is over
+  void ended_unasked(const std::string& how);
+  void assign(const std::string& id, int64_t job, nlohmann::json input);
+  void dispatch();
+  void on_message(const std::string& id, const nlohmann::json& message);
+  void on_exit(const std::string& id, const std::string& how);
+  void became_idle(const std::string& id);
+  void set_status(const std::string& id, const char* status, int64_t job);
+  std::chrono::milliseconds backoff() const;
+  nlohmann::json about(const std::string& id) const;
+
+  PluginManifest plugin_;
+  Environment env_;
+  JobEvents jobs_;
+  std::map<std::string, Member> members_;  // by registry id, worker-<plugin>-<n>
+  std::deque<std::pair<int64_t, nlohmann::json>> waiting_;
+  uint64_t seq_ = 0;
+  unsigned ends_in_a_row_ = 0;  // ends not asked for since the last completed job
+  std::chrono::steady_clock::time_point not_before_{};
+  boost::asio::steady_timer backoff_timer_;
+  bool backoff_armed_ = false;
+  unsigned replacements_due_ = 0;
+  std::string replaces_;  // the worker the next replacement stands in for
+  std::string gave_up_;   // why jobs fail at once, when the restart limit was reached
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace gpuvisor
