@@ -330,6 +330,11 @@ asio::awaitable<bool> Api::jobs_route(boost::beast::tcp_stream& stream, HttpRequ
     }
     co_return co_await reply(stream, ok(result_body(*job)));
   }
+  if (seg.size() == 5 && seg[4] == "stream" && get) {
+    auto job = job_store_.get(id);
+    if (!job) co_return co_await reply(stream, error_response(request, job.error()));
+    co_return co_await job_stream(stream, request, *job);
+  }
   if (seg.size() == 5 && seg[4] == "cancel") {
     if (!post) co_return co_await reply(stream, post_only(request, "cancel"));
     const auto cancel = [this, id](auto done) { jobs_.cancel(id, done); };
@@ -416,6 +421,47 @@ asio::awaitable<bool> Api::events_stream(boost::beast::tcp_stream& stream, HttpR
   });
   co_await queue->run(stream);
   events_.unsubscribe(id);
+  co_return false;
+}
+
+// One job's story as SSE: the job as it is now (event "job"), what the event history still
+// holds about it (job.* events, chunks included), then its events as they come; after the one
+// that ends it, the job as it ended (with its result), and the stream closes. A job already
+// over gets its history and its final state at once.
+asio::awaitable<bool> Api::job_stream(boost::beast::tcp_stream& stream, HttpRequest& request,
+                                      const Job& job) {
+  (void)request;
+  auto queue = std::make_shared<SseQueue>(stream.get_executor());
+  const auto snapshot = [queue](const Job& j) {
+    queue->push(sse_frame("", "job", to_json(j).dump()));
+  };
+  const auto ended = [](const std::string& state) {
+    return state == "completed" || state == "failed" || state == "cancelled";
+  };
+  const auto about = [id = job.id](const Event& e) {
+    return e.type.rfind("job.", 0) == 0 && e.data.value("id", int64_t{0}) == id;
+  };
+  const bool over = ended(to_string(job.state));
+  if (!over) snapshot(job);
+  for (const auto& e : events_.since(0)) {
+    if (about(e)) queue->push(sse_frame(std::to_string(e.id), e.type, e.to_json().dump()));
+  }
+  uint64_t subscription = 0;
+  if (over) {
+    snapshot(job);
+    queue->finish();
+  } else {
+    subscription = events_.subscribe([this, queue, about, snapshot, ended](const Event& e) {
+      if (!about(e)) return;
+      queue->push(sse_frame(std::to_string(e.id), e.type, e.to_json().dump()));
+      if (!ended(e.data.value("state", ""))) return;
+      // Published once durable: the store has the job as it ended.
+      if (auto final_job = job_store_.get(e.data.value("id", int64_t{0}))) snapshot(*final_job);
+      queue->finish();
+    });
+  }
+  co_await queue->run(stream);
+  if (subscription != 0) events_.unsubscribe(subscription);
   co_return false;
 }
 

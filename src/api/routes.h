@@ -36,6 +36,8 @@ class Api {
                                              HttpRequest& request);
   boost::asio::awaitable<bool> jobs_route(boost::beast::tcp_stream& stream, HttpRequest& request,
                                           const RequestParts& parts);
+  boost::asio::awaitable<bool> job_stream(boost::beast::tcp_stream& stream, HttpRequest& request,
+                                          const Job& job);
   boost::asio::awaitable<bool> logs(boost::beast::tcp_stream& stream, HttpRequest& request,
                                     const std::string& name);
 

@@ -39,6 +39,11 @@ void SseQueue::push(std::string frame) {
   wake_.cancel();
 }
 
+void SseQueue::finish() {
+  finished_ = true;
+  wake_.cancel();
+}
+
 asio::awaitable<void> SseQueue::run(boost::beast::tcp_stream& stream) {
   const std::string head =
       "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
@@ -58,6 +63,7 @@ asio::awaitable<void> SseQueue::run(boost::beast::tcp_stream& stream) {
                                  asio::redirect_error(asio::use_awaitable, ec));
       continue;
     }
+    if (finished_) co_return;
     wake_.expires_after(kKeepalive);
     boost::system::error_code wait_ec;
     co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, wait_ec));

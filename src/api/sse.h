@@ -19,14 +19,17 @@ class SseQueue {
  public:
   explicit SseQueue(boost::asio::any_io_executor executor) : wake_(std::move(executor)) {}
   void push(std::string frame);
+  // No more frames: run() returns once those queued are written.
+  void finish();
   // Writes the response head, then frames as they come, a comment every keepalive to notice a
-  // client that went away. Returns when the client disconnects.
+  // client that went away. Returns when the client disconnects or after finish().
   boost::asio::awaitable<void> run(boost::beast::tcp_stream& stream);
 
  private:
   std::deque<std::string> frames_;
   boost::asio::steady_timer wake_;
   size_t dropped_ = 0;
+  bool finished_ = false;
 };
 
 }  // namespace gpuvisor

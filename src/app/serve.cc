@@ -17,6 +17,7 @@
 #include "api/routes.h"
 #include "app/backends.h"
 #include "app/embedded_config.h"
+#include "app/gpu_watch.h"
 #include "config/config_loader.h"
 #include "core/url.h"
 #include "events/event_bus.h"
@@ -177,7 +178,7 @@ int run_serve(const ServeOptions& options) {
     return 1;
   }
   JobQueue jobs(io.get_executor(), **job_store, *plugins, supervisor, events, workers,
-                {store->dir() + "/logs", config.daemon.conda});
+                {store->dir() + "/logs", config.daemon.conda, config.daemon.job_retention});
   plugins->on_config_change([&jobs](const std::string& id) { jobs.reload(id); });
   Api api(supervisor, events, *gpus, workers, *plugins, jobs, **job_store, token,
           config.daemon.external_busy_percent);
@@ -185,11 +186,15 @@ int run_serve(const ServeOptions& options) {
                     [&api](auto& stream, auto& request) { return api.handle(stream, request); });
 
   supervisor.start();
+  GpuWatch watch(io.get_executor(), *gpus, supervisor, workers, events,
+                 config.daemon.external_busy_percent, config.daemon.gpu_watch_interval);
+  watch.start();
   // After the supervisor has adopted what still runs: a job may need one of those services.
   if (auto recovered = jobs.recover(); !recovered) {
     std::cerr << recovered.error().message << "\n";
     return 1;
   }
+  jobs.start_retention();
   const auto bound = server.listen(listen->host, listen->port);
   if (!bound) {
     std::cerr << bound.error().message << "\n";

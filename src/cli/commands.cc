@@ -234,7 +234,7 @@ int ClientCommands::jobs() {
   if (jobs_cancel_->parsed()) {
     return call("POST", "/api/v1/jobs/" + name_ + "/cancel", kReadTimeout, job_json);
   }
-  // watch: the event stream from the start, until this job ends; then its final state.
+  // watch: the job's own stream, until it ends; then its final state.
   long long id = 0;
   if (const auto [end, ec] = std::from_chars(name_.data(), name_.data() + name_.size(), id);
       ec != std::errc() || end != name_.data() + name_.size() || id <= 0) {
@@ -243,19 +243,25 @@ int ClientCommands::jobs() {
   auto client = connect();
   if (!client) return fail(client.error().message);
   std::string outcome;
-  const auto streamed = client->stream("/api/v1/events?since=0", [&](const SseMessage& m) {
-    const auto e = nlohmann::json::parse(m.data, nullptr, false);
-    if (e.is_discarded() || e.value("type", "").rfind("job.", 0) != 0) return true;
-    const auto& d = e["data"];
-    if (d.value("id", 0LL) != id) return true;
-    std::cout << e.value("type", "") << " " << d.value("state", "") << "\n" << std::flush;
-    const std::string state = d.value("state", "");
-    if (state == "completed" || state == "failed" || state == "cancelled") {
-      outcome = state;
-      return false;
-    }
-    return true;
-  });
+  const auto streamed =
+      client->stream("/api/v1/jobs/" + name_ + "/stream", [&](const SseMessage& m) {
+        const auto e = nlohmann::json::parse(m.data, nullptr, false);
+        if (e.is_discarded()) return true;
+        if (m.event == "job") {
+          const std::string state = e.value("state", "");
+          if (state == "completed" || state == "failed" || state == "cancelled") outcome = state;
+          return outcome.empty();
+        }
+        const auto& d = e["data"];
+        std::cout << e.value("type", "");
+        if (d.contains("state")) std::cout << " " << d.value("state", "");
+        if (d.contains("progress")) std::cout << " " << d["progress"].dump();
+        if (d.contains("data"))
+          std::cout << " "
+                    << (d["data"].is_string() ? d["data"].get<std::string>() : d["data"].dump());
+        std::cout << "\n" << std::flush;
+        return true;
+      });
   if (outcome.empty() && !streamed) return fail(streamed.error().message);
   const int rc = call("GET", "/api/v1/jobs/" + name_, kReadTimeout, job_json);
   return rc != 0 ? rc : (outcome == "completed" ? 0 : 1);

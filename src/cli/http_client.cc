@@ -6,6 +6,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
 
 #include "core/url.h"
 
@@ -112,15 +113,16 @@ Status HttpClient::stream(const std::string& target,
   if (ec) return unreachable(base_url_, ec);
   const unsigned status = head_parser.get().result_int();
   if (status != 200) {
-    std::string body(static_cast<const char*>(buffer.data().data()), buffer.size());
-    std::array<char, 4096> chunk{};
-    size_t n = 0;
-    while ((n = stream.socket().read_some(asio::buffer(chunk), ec)) > 0 && !ec)
-      body.append(chunk.data(), n);
-    Error error = make_error(status == 404 ? ErrorCode::kNotFound : ErrorCode::kBadRequest,
-                             "HTTP " + std::to_string(status));
-    error.context.push_back(body);
-    return error;
+    // The daemon keeps the connection open after an error: read exactly the body it sent.
+    http::response_parser<http::string_body> full(std::move(head_parser));
+    http::read(stream.socket(), buffer, full, ec);
+    const auto body = nlohmann::json::parse(full.get().body(), nullptr, false);
+    const std::string message =
+        body.is_object() && body.contains("error") && body["error"].is_object()
+            ? body["error"].value("message", "")
+            : "";
+    return make_error(status == 404 ? ErrorCode::kNotFound : ErrorCode::kBadRequest,
+                      message.empty() ? "HTTP " + std::to_string(status) : message);
   }
   SseParser parser;
   std::string_view pending(static_cast<const char*>(buffer.data().data()), buffer.size());

@@ -440,6 +440,8 @@ class Loader {
         {"external_busy_percent", number(daemon.external_busy_percent, 1, 100)},
         {"preempt_busy_lower", flag(daemon.preempt_busy_lower)},
         {"vram_release_timeout", duration(daemon.vram_release_timeout, true)},
+        {"gpu_watch_interval", duration(daemon.gpu_watch_interval, false)},
+        {"job_retention", duration(daemon.job_retention, false)},
     };
     visit_map(f.value, "in 'daemon'", handlers);
   }

@@ -11,7 +11,7 @@ namespace gpuvisor {
 
 using Millis = std::chrono::milliseconds;
 
-// Parses a non-negative integer followed by one unit (ms, s, m, h). A bare number is refused:
+// Parses a non-negative integer followed by one unit (ms, s, m, h, d). A bare number is refused:
 // "10" is ambiguous between seconds and milliseconds, and guessing wrong is a silent bug.
 std::optional<Millis> parse_duration(std::string_view text);
 

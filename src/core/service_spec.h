@@ -152,6 +152,10 @@ struct DaemonSpec {
   Millis vram_release_timeout{Millis(30'000)};
   std::string docker_host;  // empty: $DOCKER_HOST, else unix:///var/run/docker.sock
   std::string conda;        // the conda (or mamba) executable; empty: conda from PATH
+  // How often the GPUs are looked at unasked (measured VRAM, gpu.conflict events); 0: never.
+  Millis gpu_watch_interval{Millis(5000)};
+  // Finished jobs older than this are deleted from the job store; 0: kept forever.
+  Millis job_retention{Millis(30LL * 24 * 3600 * 1000)};
 };
 
 // The `plugins:` section: where manifests are, and category display names.

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
@@ -93,6 +94,31 @@ Status JobQueue::recover() {
   for (const auto& [plugin, queue] : pending_) plugins.push_back(plugin);
   for (const auto& p : plugins) pump(p);
   return {};
+}
+
+void JobQueue::start_retention() {
+  if (options_.retention.count() <= 0) return;
+  store_.purge(unix_ms_now() - options_.retention.count(),
+               [this, alive = std::weak_ptr<bool>(alive_)](Result<int64_t> purged) {
+                 if (alive.expired()) return;
+                 if (!purged) {
+                   spdlog::error("jobs: purging old jobs: {}", purged.error().message);
+                 } else if (*purged > 0) {
+                   spdlog::info("jobs: {} finished jobs older than {} deleted", *purged,
+                                format_duration(options_.retention));
+                   events_.publish(
+                       "jobs.purged",
+                       {{"count", *purged}, {"retention", format_duration(options_.retention)}});
+                 }
+               });
+  // Often enough that nothing outlives its retention by more than half of it, at most hourly.
+  const Millis every = std::clamp(options_.retention / 2, Millis(50), Millis(3'600'000));
+  if (!retention_timer_) retention_timer_ = std::make_unique<asio::steady_timer>(executor_);
+  retention_timer_->expires_after(every);
+  retention_timer_->async_wait(
+      [this, alive = std::weak_ptr<bool>(alive_)](boost::system::error_code ec) {
+        if (!ec && !alive.expired()) start_retention();
+      });
 }
 
 void JobQueue::submit(const std::string& plugin, json input,

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <deque>
 #include <functional>
 #include <map>
@@ -26,6 +27,7 @@ class JobQueue {
   struct Options {
     std::string log_dir;  // where workers' stderr goes (<log_dir>/worker-<plugin>.log)
     std::string conda;    // the executable for workers with a conda_env; empty: from PATH
+    Millis retention{0};  // finished jobs older than this are deleted; 0: kept forever
   };
   JobQueue(boost::asio::any_io_executor executor, JobStore& store, const PluginRegistry& plugins,
            Supervisor& supervisor, EventBus& events, WorkerRegistry& workers, Options options);
@@ -34,6 +36,8 @@ class JobQueue {
   // Picks up what a previous daemon left: pending jobs queue again in their order; a job that
   // was running was interrupted, and runs again unless that was its second start already.
   Status recover();
+  // Deletes finished jobs past the retention now, then every so often (jobs.purged events).
+  void start_retention();
 
   // done gets the job once it is on disk, or why it was refused (an unknown plugin).
   void submit(const std::string& plugin, nlohmann::json input,
@@ -75,6 +79,7 @@ class JobQueue {
   std::map<std::string, std::deque<Job>> pending_;            // per plugin, FIFO
   std::map<std::string, unsigned> running_count_;
   std::map<int64_t, Running> running_;
+  std::unique_ptr<boost::asio::steady_timer> retention_timer_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

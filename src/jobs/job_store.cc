@@ -162,9 +162,30 @@ void JobStore::remove(int64_t id, std::function<void(Status)> done) {
   wake_.notify_one();
 }
 
+void JobStore::purge(int64_t finished_before_ms, std::function<void(Result<int64_t>)> done) {
+  Job cut;
+  cut.finished_ms = finished_before_ms;
+  {
+    std::lock_guard lock(mutex_);
+    ops_.push_back(Op{Op::kPurge, std::move(cut), {}, {}, std::move(done)});
+  }
+  wake_.notify_one();
+}
+
 Status JobStore::apply(Op& op) {
   Stmt st;
   const Job& j = op.job;
+  if (op.kind == Op::kPurge) {
+    const char* purge =
+        "DELETE FROM jobs WHERE state IN ('completed', 'failed', 'cancelled') AND finished_ms < ?1";
+    if (sqlite3_prepare_v2(writer_, purge, -1, &st.s, nullptr) != SQLITE_OK) {
+      return db_error(writer_, "prepare");
+    }
+    sqlite3_bind_int64(st.s, 1, j.finished_ms);
+    if (sqlite3_step(st.s) != SQLITE_DONE) return db_error(writer_, "purge");
+    op.job.id = sqlite3_changes(writer_);
+    return {};
+  }
   const char* sql =
       op.kind == Op::kInsert
           ? "INSERT INTO jobs (plugin, input, state, created_ms) VALUES (?1, ?2, ?3, ?4)"
@@ -231,6 +252,9 @@ void JobStore::run() {
         Result<Job> r = outcome ? Result<Job>(std::move(op.job)) : Result<Job>(outcome.error());
         boost::asio::post(executor_,
                           [done = std::move(op.inserted), r = std::move(r)]() mutable { done(r); });
+      } else if (op.kind == Op::kPurge && op.purged) {
+        Result<int64_t> r = outcome ? Result<int64_t>(op.job.id) : Result<int64_t>(outcome.error());
+        boost::asio::post(executor_, [done = std::move(op.purged), r]() { done(r); });
       } else if (op.written) {
         boost::asio::post(executor_, [done = std::move(op.written), outcome]() { done(outcome); });
       }

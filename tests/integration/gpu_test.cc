@@ -218,3 +218,32 @@ TEST(Gpu, WithoutNvmlServicesStillRunAndGpuViewsSayWhy) {
 
 }  // namespace
 }  // namespace gpuvisor::itest
+
+namespace gpuvisor::itest {
+namespace {
+
+TEST(Gpu, AConflictIsAnEventWhenItAppearsAndWhenItClears) {
+  const std::string dir = make_temp_dir("conflict");
+  FakeGpu gpu(dir);
+  Daemon d("daemon: {gpu_watch_interval: 50ms}\nservices: {}\n", dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const pid_t external = start_external(0, 12000);  // half of the 24 GB card
+  nlohmann::json conflict;
+  ASSERT_TRUE(d.wait_event([&](const nlohmann::json& e) {
+    if (e["type"] != "gpu.conflict") return false;
+    conflict = e["data"];
+    return true;
+  })) << d.stderr_text();
+  EXPECT_EQ(0, conflict["gpu"]);
+  EXPECT_EQ(12000ULL << 20, conflict["external_bytes"].get<uint64_t>());
+  ASSERT_EQ(1u, conflict["external"].size()) << conflict.dump();
+  EXPECT_EQ(external, conflict["external"][0]["pid"].get<pid_t>());
+  kill(external, SIGTERM);
+  waitpid(external, nullptr, 0);
+  EXPECT_TRUE(d.wait_event([](const nlohmann::json& e) {
+    return e["type"] == "gpu.conflict_cleared" && e["data"]["gpu"] == 0;
+  })) << d.stderr_text();
+}
+
+}  // namespace
+}  // namespace gpuvisor::itest

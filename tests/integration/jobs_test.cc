@@ -224,3 +224,24 @@ TEST(WorkerJobs, AWorkerThatCannotStartFailsItsJobSayingWhy) {
 
 }  // namespace
 }  // namespace gpuvisor::itest
+
+namespace gpuvisor::itest {
+namespace {
+
+TEST(Jobs, FinishedJobsPastTheRetentionAreDeletedAndRunningOnesKept) {
+  const int port = free_port();
+  Daemon d("daemon: {job_retention: 300ms}\n" + jobs_yaml(port));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const int64_t done = body(d.call("POST", "/api/v1/plugins/demo_echo/jobs"))["id"];
+  const int64_t hang = body(d.call("POST", "/api/v1/plugins/demo_hang/jobs"))["id"];
+  ASSERT_TRUE(
+      d.wait_event([&](const nlohmann::json& e) { return job_event(e, "job.completed", done); }));
+  EXPECT_TRUE(d.wait_event([](const nlohmann::json& e) {
+    return e["type"] == "jobs.purged" && e["data"]["count"] == 1;
+  })) << d.stderr_text();
+  EXPECT_EQ(404, d.call("GET", "/api/v1/jobs/" + std::to_string(done))->status);
+  EXPECT_EQ("running", body(d.call("GET", "/api/v1/jobs/" + std::to_string(hang)))["state"]);
+}
+
+}  // namespace
+}  // namespace gpuvisor::itest

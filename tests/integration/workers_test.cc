@@ -206,3 +206,33 @@ TEST(WorkerPools, BadWorkerSettingsAreRefusedWithWhereAndWhat) {
 
 }  // namespace
 }  // namespace gpuvisor::itest
+
+namespace gpuvisor::itest {
+namespace {
+
+TEST(JobStream, AJobsStreamCarriesItsChunksThenEndsWithItsResult) {
+  Daemon d(pool_yaml(""));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const int64_t id = submit(d);
+  // The CLI follows the job's own stream: every event about it, then its final state.
+  const auto watched = d.cli({"jobs", "watch", std::to_string(id)});
+  EXPECT_EQ(0, watched.exit_code) << watched.err;
+  EXPECT_NE(std::string::npos, watched.out.find("job.chunk chunk 1\njob.progress 0.5\n"))
+      << watched.out;
+  EXPECT_NE(std::string::npos, watched.out.find("completed")) << watched.out;
+  // A finished job's stream is what the history holds of it, then its final state; it closes.
+  const auto again = d.call("GET", "/api/v1/jobs/" + std::to_string(id) + "/stream");
+  ASSERT_TRUE(again);
+  const auto last = again->body.rfind("event: job\ndata: {");
+  ASSERT_NE(std::string::npos, last) << again->body;
+  EXPECT_NE(std::string::npos, again->body.find("\"state\":\"completed\"", last)) << again->body;
+  EXPECT_LT(again->body.find("event: job.chunk"), last) << again->body;
+  const auto failed = submit(d, R"({"fail": true})");
+  EXPECT_EQ(1, d.cli({"jobs", "watch", std::to_string(failed)}).exit_code);
+  const auto missing = d.cli({"jobs", "watch", "9999"});
+  EXPECT_EQ(1, missing.exit_code);
+  EXPECT_NE(std::string::npos, missing.err.find("no job 9999")) << missing.err;
+}
+
+}  // namespace
+}  // namespace gpuvisor::itest

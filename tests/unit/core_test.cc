@@ -13,11 +13,13 @@ TEST(Duration, ParsesEveryUnit) {
   EXPECT_EQ(Millis(10'000), parse_duration("10s"));
   EXPECT_EQ(Millis(300'000), parse_duration("5m"));
   EXPECT_EQ(Millis(7'200'000), parse_duration("2h"));
+  EXPECT_EQ(Millis(30LL * 86'400'000), parse_duration("30d"));
+  EXPECT_EQ("30d", format_duration(Millis(30LL * 86'400'000)));
   EXPECT_EQ(Millis(0), parse_duration("0s"));
 }
 
 TEST(Duration, RefusesWhatIsAmbiguousOrMalformed) {
-  for (const char* bad : {"", "10", "s", "-1s", "1.5s", "10 s", "10sec", "5d", "ms10", "1e3ms",
+  for (const char* bad : {"", "10", "s", "-1s", "1.5s", "10 s", "10sec", "5w", "ms10", "1e3ms",
                           "99999999999999999999h"}) {
     EXPECT_FALSE(parse_duration(bad).has_value()) << bad;
   }

@@ -1,0 +1,43 @@
+// Looks at the GPUs every interval, whether or not anyone asks: keeps each service's measured
+// VRAM current and publishes GPU conflicts as they appear and clear (gpu.conflict,
+// gpu.conflict_cleared), so a dashboard or a script hears of them without polling.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <map>
+
+#include "core/duration.h"
+#include "events/event_bus.h"
+#include "gpu/inventory.h"
+#include "resources/conflicts.h"
+#include "resources/worker_registry.h"
+#include "supervisor/supervisor.h"
+
+namespace gpuvisor {
+
+class GpuWatch {
+ public:
+  GpuWatch(boost::asio::any_io_executor executor, GpuInventory& gpus, Supervisor& supervisor,
+           const WorkerRegistry& workers, EventBus& events, unsigned external_busy_percent,
+           Millis interval);
+  // Nothing to do without NVML or with an interval of 0.
+  void start();
+  // One look now (the timer's, and the tests').
+  void look();
+
+ private:
+  void arm();
+
+  boost::asio::steady_timer timer_;
+  GpuInventory& gpus_;
+  Supervisor& supervisor_;
+  const WorkerRegistry& workers_;
+  EventBus& events_;
+  unsigned external_busy_percent_;
+  Millis interval_;
+  std::map<unsigned, GpuConflict> conflicts_;
+  bool failing_ = false;  // the last snapshot failed: said once, not every interval
+};
+
+}  // namespace gpuvisor
