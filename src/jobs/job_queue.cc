@@ -36,7 +36,8 @@ json to_json(const Job& j) {
           {"result", j.result},
           {"error", j.error},
           {"attempts", j.attempts},
-          {"progress", j.progress}};
+          {"progress", j.progress},
+          {"worker_pid", j.worker_pid > 0 ? json(j.worker_pid) : json(nullptr)}};
 }
 
 JobQueue::JobQueue(asio::any_io_executor executor, JobStore& store, const PluginRegistry& plugins,
@@ -251,6 +252,7 @@ void JobQueue::run(JobQueue* self, std::shared_ptr<bool> alive, int64_t id) {
           return;
         }
         running.hold = *hold;
+        if (view->pid > 0) self->ran_by(id, view->pid);
         go();
       });
 }
@@ -297,7 +299,10 @@ WorkerPool& JobQueue::pool(const PluginManifest& plugin) {
                                 return config ? *config : json::object();
                               },
                               remote};
-  WorkerPool::JobEvents hooks{[this, alive](int64_t job, const json& m) {
+  WorkerPool::JobEvents hooks{[this, alive](int64_t job, pid_t pid) {
+                                if (!alive.expired()) ran_by(job, pid);
+                              },
+                              [this, alive](int64_t job, const json& m) {
                                 if (!alive.expired()) on_worker_message(job, m);
                               },
                               [this, alive](int64_t job, const std::string& why) {
@@ -308,6 +313,13 @@ WorkerPool& JobQueue::pool(const PluginManifest& plugin) {
                               }};
   pool = std::make_unique<WorkerPool>(plugin, std::move(env), std::move(hooks));
   return *pool;
+}
+
+void JobQueue::ran_by(int64_t id, pid_t pid) {
+  const auto it = running_.find(id);
+  if (it == running_.end()) return;
+  it->second.job.worker_pid = pid;
+  store_.update(it->second.job);
 }
 
 void JobQueue::send_worker(int64_t id) {

@@ -66,6 +66,7 @@ class JobQueue {
   void send_http(int64_t id);
   void send_worker(int64_t id);
   WorkerPool& pool(const PluginManifest& plugin);
+  void ran_by(int64_t id, pid_t pid);  // records the process that runs the job
   void on_worker_message(int64_t id, const nlohmann::json& message);
 
   boost::asio::any_io_executor executor_;

@@ -1,6 +1,7 @@
 #include "jobs/job_store.h"
 
 #include <boost/asio/post.hpp>
+#include <iterator>
 
 namespace gpuvisor {
 
@@ -22,6 +23,12 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
 )";
+
+// Each step takes a database from user_version i to i + 1, in one transaction with its bump;
+// a database made by an older gpuvisor is brought up to date when it is opened.
+const char* const kMigrations[] = {
+    "ALTER TABLE jobs ADD COLUMN worker_pid INTEGER NOT NULL DEFAULT 0;",
+};
 
 // Finalises the statement whatever happens.
 struct Stmt {
@@ -53,12 +60,42 @@ Job read_row(sqlite3_stmt* s) {
   j.error = text_column(s, 8);
   j.attempts = sqlite3_column_int(s, 9);
   j.progress = sqlite3_column_double(s, 10);
+  j.worker_pid = static_cast<pid_t>(sqlite3_column_int64(s, 11));
   return j;
 }
 
 constexpr const char* kColumns =
     "id, plugin, input, state, created_ms, started_ms, finished_ms, result, error, attempts, "
-    "progress";
+    "progress, worker_pid";
+
+Status migrate(sqlite3* db) {
+  int version = 0;
+  {
+    Stmt st;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st.s, nullptr) != SQLITE_OK ||
+        sqlite3_step(st.s) != SQLITE_ROW) {
+      return db_error(db, "read the schema version");
+    }
+    version = sqlite3_column_int(st.s, 0);
+  }
+  constexpr int kLatest = static_cast<int>(std::size(kMigrations));
+  if (version > kLatest) {
+    return make_error(ErrorCode::kFailed, "job store: schema version " + std::to_string(version) +
+                                              " is newer than this gpuvisor knows (" +
+                                              std::to_string(kLatest) +
+                                              "): it was written by a newer release");
+  }
+  for (; version < kLatest; ++version) {
+    const std::string step = std::string("BEGIN IMMEDIATE; ") + kMigrations[version] +
+                             " PRAGMA user_version=" + std::to_string(version + 1) + "; COMMIT;";
+    if (sqlite3_exec(db, step.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) {
+      Error e = db_error(db, "migrate to schema version " + std::to_string(version + 1));
+      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+      return e;
+    }
+  }
+  return {};
+}
 
 }  // namespace
 
@@ -111,6 +148,10 @@ Result<std::unique_ptr<JobStore>> JobStore::open(const std::string& path,
     const std::string why = message != nullptr ? message : "unknown error";
     sqlite3_free(message);
     return fail(nullptr, "cannot set up " + path + ": " + why);
+  }
+  if (auto migrated = migrate(writer); !migrated) {
+    sqlite3_close(writer);
+    return migrated.error();
   }
   if (sqlite3_open_v2(path.c_str(), &reader, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr) !=
       SQLITE_OK) {
@@ -191,7 +232,7 @@ Status JobStore::apply(Op& op) {
           ? "INSERT INTO jobs (plugin, input, state, created_ms) VALUES (?1, ?2, ?3, ?4)"
       : op.kind == Op::kUpdate
           ? "UPDATE jobs SET state=?3, started_ms=?5, finished_ms=?6, result=?7, error=?8, "
-            "attempts=?9, progress=?10 WHERE id=?11"
+            "attempts=?9, progress=?10, worker_pid=?12 WHERE id=?11"
           : "DELETE FROM jobs WHERE id=?11";
   if (sqlite3_prepare_v2(writer_, sql, -1, &st.s, nullptr) != SQLITE_OK) {
     return db_error(writer_, "prepare");
@@ -217,6 +258,7 @@ Status JobStore::apply(Op& op) {
     sqlite3_bind_text(st.s, 8, j.error.c_str(), -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(st.s, 9, j.attempts);
     sqlite3_bind_double(st.s, 10, j.progress);
+    sqlite3_bind_int64(st.s, 12, j.worker_pid);
   }
   if (op.kind != Op::kInsert) sqlite3_bind_int64(st.s, 11, j.id);
   if (sqlite3_step(st.s) != SQLITE_DONE) return db_error(writer_, "write");

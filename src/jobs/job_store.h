@@ -5,6 +5,7 @@
 #pragma once
 
 #include <sqlite3.h>
+#include <sys/types.h>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <condition_variable>
@@ -39,6 +40,7 @@ struct Job {
   std::string error;
   int attempts = 0;  // starts so far (a daemon restart interrupts one)
   double progress = 0;
+  pid_t worker_pid = 0;  // the process that runs it: its worker, or its service's main process
 };
 
 class JobStore {

@@ -199,6 +199,7 @@ void WorkerPool::assign(const std::string& id, int64_t job, json input) {
   m.input = std::move(input);
   m.idle->cancel();
   set_status(id, "running", job);
+  jobs_.taken(job, m.worker->pid());
   if (m.ready) m.worker->send({{"type", "execute"}, {"job_id", job}, {"input", m.input}});
 }
 

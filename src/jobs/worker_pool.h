@@ -28,6 +28,8 @@ class WorkerPool {
  public:
   // What the job queue hears about a job given to the pool.
   struct JobEvents {
+    // A worker took it (its PID).
+    std::function<void(int64_t job, pid_t pid)> taken;
     // stream_chunk, progress, result or error, for that job.
     std::function<void(int64_t job, const nlohmann::json& message)> message;
     // It will get no answer: its worker ended, could not start, or the pool gave up.

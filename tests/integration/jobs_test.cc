@@ -45,6 +45,7 @@ TEST(Jobs, ASubmittedJobEnsuresItsServiceRunsAndKeepsItsResult) {
   EXPECT_EQ("completed", done["state"]);
   EXPECT_EQ(nlohmann::json({{"text", "hi"}}), done["result"]);
   EXPECT_EQ(1, done["attempts"]);
+  EXPECT_EQ(d.service("echo")["pid"], done["worker_pid"]);  // the process that did the work
   // Its service was started for it, kept busy while it ran, and is ready again.
   EXPECT_EQ("ready", d.service("echo")["state"]);
   EXPECT_TRUE(d.wait_event([](const nlohmann::json& e) {

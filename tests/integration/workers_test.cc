@@ -96,6 +96,7 @@ TEST(WorkerPools, SavingTheConfigReloadsTheLiveWorkerWithoutARestart) {
   const auto result = body(d.call("GET", "/api/v1/jobs/" + std::to_string(second)))["result"];
   EXPECT_EQ("large", result["config"]["model"]);
   EXPECT_EQ(pid, result["pid"]);  // the same process, reloaded
+  EXPECT_EQ(pid, body(d.call("GET", "/api/v1/jobs/" + std::to_string(second)))["worker_pid"]);
 }
 
 TEST(WorkerPools, OnCancellationAWarmReplacementStartsAtOnce) {

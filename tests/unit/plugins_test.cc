@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "lib/temp_dir.h"
 #include "plugins/registry.h"
 #include "plugins/schema.h"
 
@@ -13,16 +14,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-std::string fresh_dir(const std::string& tag) {
-  static int counter = 0;
-  const auto dir =
-      fs::path(::testing::TempDir()) /
-      ("gv-plugins-" + tag + "-" + std::to_string(getpid()) + "-" + std::to_string(++counter));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
 
 const char* kTtsYaml = R"(name: cosyvoice
 category: tts
