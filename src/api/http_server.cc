@@ -22,8 +22,10 @@ constexpr auto kIdleTimeout = std::chrono::seconds(120);
 constexpr size_t kBodyLimit = 1024 * 1024;
 }  // namespace
 
-HttpServer::HttpServer(asio::any_io_executor executor, Handler handler)
-    : executor_(std::move(executor)), handler_(std::move(handler)) {}
+HttpServer::HttpServer(asio::any_io_executor executor, Handler handler, BodyLimit body_limit)
+    : executor_(std::move(executor)),
+      handler_(std::move(handler)),
+      body_limit_(std::move(body_limit)) {}
 
 HttpServer::~HttpServer() {
   close();
@@ -83,10 +85,14 @@ asio::awaitable<void> HttpServer::session(beast::tcp_stream stream) {
   for (;;) {
     boost::system::error_code ec;
     http::request_parser<http::string_body> parser;
-    parser.body_limit(kBodyLimit);
     stream.expires_after(kIdleTimeout);
-    co_await http::async_read(stream, buffer, parser,
-                              asio::redirect_error(asio::use_awaitable, ec));
+    co_await http::async_read_header(stream, buffer, parser,
+                                     asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec) {
+      parser.body_limit(body_limit_ ? body_limit_(parser.get().target()) : kBodyLimit);
+      co_await http::async_read(stream, buffer, parser,
+                                asio::redirect_error(asio::use_awaitable, ec));
+    }
     if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
         ec == asio::error::connection_reset || ec == asio::error::eof) {
       break;

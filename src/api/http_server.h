@@ -10,6 +10,7 @@
 #include <boost/beast/http/string_body.hpp>
 #include <functional>
 #include <memory>
+#include <string_view>
 
 #include "core/result.h"
 
@@ -25,7 +26,11 @@ class HttpServer {
   using Handler =
       std::function<boost::asio::awaitable<bool>(boost::beast::tcp_stream&, HttpRequest&)>;
 
-  HttpServer(boost::asio::any_io_executor executor, Handler handler);
+  // The largest request body accepted for a target (the proxy's uploads are larger than the
+  // API's JSON); none given: 1 MiB for all.
+  using BodyLimit = std::function<size_t(std::string_view target)>;
+
+  HttpServer(boost::asio::any_io_executor executor, Handler handler, BodyLimit body_limit = {});
   ~HttpServer();
 
   // Binds and starts accepting. Port "0" picks a free port: the returned endpoint says which.
@@ -38,6 +43,7 @@ class HttpServer {
 
   boost::asio::any_io_executor executor_;
   Handler handler_;
+  BodyLimit body_limit_;
   std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

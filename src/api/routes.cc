@@ -6,6 +6,7 @@
 #include <charconv>
 #include <memory>
 
+#include "api/await.h"
 #include "api/gpu_views.h"
 #include "api/json_views.h"
 #include "api/plugin_routes.h"
@@ -22,23 +23,6 @@ namespace http = boost::beast::http;
 namespace {
 
 constexpr Millis kDefaultEnsureTimeout{300'000};
-
-// Turns a Supervisor call that completes through a callback into something a coroutine awaits.
-// The result travels inside a shared_ptr: use_awaitable wants a default-constructible value.
-// Deliberately not a coroutine, and the caller passes a named lambda by reference: g++ 12
-// destroys a by-value coroutine parameter (or a temporary inside a co_await expression) twice
-// when it owns memory, which corrupted the heap on every ensure.
-template <typename T, typename Start>
-asio::awaitable<std::shared_ptr<Result<T>>> await_result(const Start& start) {
-  return asio::async_initiate<decltype(asio::use_awaitable), void(std::shared_ptr<Result<T>>)>(
-      [start](auto handler) mutable {
-        auto shared = std::make_shared<decltype(handler)>(std::move(handler));
-        start([shared](Result<T> result) {
-          (*shared)(std::make_shared<Result<T>>(std::move(result)));
-        });
-      },
-      asio::use_awaitable);
-}
 
 template <typename Start>
 asio::awaitable<std::shared_ptr<Result<ServiceView>>> await_service(const Start& start) {
@@ -156,7 +140,7 @@ nlohmann::json logs_body(const std::string& name, const std::vector<LogLine>& li
 
 Api::Api(Supervisor& supervisor, EventBus& events, GpuInventory& gpus,
          const WorkerRegistry& workers, PluginRegistry& plugins, JobQueue& jobs,
-         const JobStore& job_store, std::string token, unsigned external_busy_percent)
+         const JobStore& job_store, Proxy& proxy, std::string token, unsigned external_busy_percent)
     : supervisor_(supervisor),
       events_(events),
       gpus_(gpus),
@@ -164,6 +148,7 @@ Api::Api(Supervisor& supervisor, EventBus& events, GpuInventory& gpus,
       plugins_(plugins),
       jobs_(jobs),
       job_store_(job_store),
+      proxy_(proxy),
       token_(std::move(token)),
       external_busy_percent_(external_busy_percent) {}
 
@@ -184,10 +169,12 @@ asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest&
   if (target == "/healthz") {
     co_return co_await reply(stream, json_response(request, http::status::ok, health_body()));
   }
-  if (target.rfind("/api/", 0) != 0) {
+  const bool proxied = Proxy::owns(target);
+  if (target.rfind("/api/", 0) != 0 && !proxied) {
     co_return co_await reply(
         stream, error_response(request, make_error(ErrorCode::kNotFound, "no route " + target)));
   }
+  // One key guards the management API and the proxy alike.
   if (!token_.empty()) {
     const auto auth = request.find(http::field::authorization);
     if (auth == request.end() || !same_secret(auth->value(), "Bearer " + token_)) {
@@ -197,6 +184,7 @@ asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest&
       co_return co_await reply(stream, std::move(response));
     }
   }
+  if (proxied) co_return co_await proxy_.handle(stream, request);
   auto peek = parse_request(target, "", kAllParams);
   if (!peek) co_return co_await reply(stream, error_response(request, peek.error()));
   const auto& seg = peek->segments;

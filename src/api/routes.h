@@ -6,6 +6,7 @@
 #include <string>
 
 #include "api/http_server.h"
+#include "api/proxy.h"
 #include "api/request_parts.h"
 #include "events/event_bus.h"
 #include "gpu/inventory.h"
@@ -21,8 +22,8 @@ class Api {
   // token: when non-empty, every /api/ request needs "Authorization: Bearer <token>".
   // workers: their processes count as ours in the GPU views (the jobs layer registers them).
   Api(Supervisor& supervisor, EventBus& events, GpuInventory& gpus, const WorkerRegistry& workers,
-      PluginRegistry& plugins, JobQueue& jobs, const JobStore& job_store, std::string token,
-      unsigned external_busy_percent);
+      PluginRegistry& plugins, JobQueue& jobs, const JobStore& job_store, Proxy& proxy,
+      std::string token, unsigned external_busy_percent);
 
   boost::asio::awaitable<bool> handle(boost::beast::tcp_stream& stream, HttpRequest& request);
 
@@ -51,6 +52,7 @@ class Api {
   PluginRegistry& plugins_;
   JobQueue& jobs_;
   const JobStore& job_store_;
+  Proxy& proxy_;
   std::string token_;
   unsigned external_busy_percent_;
 };

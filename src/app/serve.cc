@@ -180,10 +180,16 @@ int run_serve(const ServeOptions& options) {
   JobQueue jobs(io.get_executor(), **job_store, *plugins, supervisor, events, workers,
                 {store->dir() + "/logs", config.daemon.conda, config.daemon.job_retention});
   plugins->on_config_change([&jobs](const std::string& id) { jobs.reload(id); });
-  Api api(supervisor, events, *gpus, workers, *plugins, jobs, **job_store, token,
+  Proxy proxy(io.get_executor(), supervisor, config);
+  Api api(supervisor, events, *gpus, workers, *plugins, jobs, **job_store, proxy, token,
           config.daemon.external_busy_percent);
-  HttpServer server(io.get_executor(),
-                    [&api](auto& stream, auto& request) { return api.handle(stream, request); });
+  HttpServer server(
+      io.get_executor(),
+      [&api](auto& stream, auto& request) { return api.handle(stream, request); },
+      [](std::string_view target) -> size_t {
+        // Uploads to a service (audio, images) are its business; the API takes small JSON.
+        return Proxy::owns(target) ? 1024ULL * 1024 * 1024 : 1024 * 1024;
+      });
 
   supervisor.start();
   GpuWatch watch(io.get_executor(), *gpus, supervisor, workers, events,

@@ -88,7 +88,13 @@ Result<HttpReply> HttpClient::request(const std::string& method, const std::stri
                       "no answer from the daemon within " + format_duration(timeout));
   }
   if (ec) return unreachable(base_url_, ec);
-  return HttpReply{parser.get().result_int(), parser.get().body()};
+  HttpReply reply{parser.get().result_int(), parser.get().body(), {}};
+  for (const auto& field : parser.get()) {
+    std::string name(field.name_string());
+    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    reply.headers[name] = std::string(field.value());
+  }
+  return reply;
 }
 
 Status HttpClient::stream(const std::string& target,

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <string>
 
 #include "core/duration.h"
@@ -13,6 +14,7 @@ namespace gpuvisor {
 struct HttpReply {
   unsigned status = 0;
   std::string body;
+  std::map<std::string, std::string> headers{};  // names in lower case
 };
 
 struct SseMessage {

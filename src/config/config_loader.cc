@@ -448,9 +448,19 @@ class Loader {
 
   void read_services(const Field& f, Config& config) {
     if (!expect_map(f, "a map of service name to settings")) return;
+    std::map<std::string, std::string> model_owner;  // a /v1 model name routes to one service
     auto service = [&](const Field& entry) {
       ServiceSpec spec;
-      if (read_service(entry, spec)) config.services.push_back(std::move(spec));
+      if (!read_service(entry, spec)) return;
+      for (const auto& model : spec.proxy.models) {
+        const auto [it, fresh] = model_owner.emplace(model, spec.name);
+        if (!fresh) {
+          report(key_mark(entry, "proxy"), "service " + quote(spec.name) + ": model " +
+                                               quote(model) + " is already served by " +
+                                               quote(it->second) + "; a model names one service");
+        }
+      }
+      config.services.push_back(std::move(spec));
     };
     visit_map(f.value, "", {}, service, "service name");
   }
@@ -498,6 +508,8 @@ class Loader {
         {"docker", [&](const Field& g) { read_docker(g, service, spec.docker); }},
         {"external", [&](const Field& g) { read_external(g, service, spec.external); }},
         {"remote", [&](const Field& g) { read_remote(g, service, spec.remote); }},
+        {"proxy", [&](const Field& g) { read_proxy(g, service, spec.proxy); }},
+        {"idle_ttl", duration(spec.idle_ttl, false)},
     };
     if (entry.value.IsMap()) visit_map(entry.value, "in " + service, handlers);
     if (command) {
@@ -609,6 +621,23 @@ class Loader {
          }},
     };
     visit_map(f.value, "in 'docker' of " + service, handlers);
+  }
+
+  // `proxy: http://127.0.0.1:8000` for the URL alone, or a map with the rest.
+  void read_proxy(const Field& f, const std::string& service, ProxySpec& proxy) {
+    if (f.value.IsScalar()) {
+      read_checked(f, proxy.url, is_http_url, "a URL starting with http://");
+      return;
+    }
+    if (!expect_map(f, "a URL (http://HOST:PORT) or a map")) return;
+    const Handlers handlers = {
+        {"url", checked(proxy.url, is_http_url, "a URL starting with http://")},
+        {"models", [&](const Field& g) { read_argv(g, proxy.models); }},
+        {"wait", duration(proxy.wait, true)},
+        {"concurrency", number(proxy.concurrency, 0, 100'000)},
+    };
+    visit_map(f.value, "in 'proxy' of " + service, handlers);
+    if (proxy.url.empty()) report(f.value.Mark(), service + ": 'proxy' needs 'url'");
   }
 
   void read_external(const Field& f, const std::string& service, ExternalSpec& external) {

@@ -97,6 +97,15 @@ struct RemoteSpec {
   Millis idle_timeout{Millis(0)};           // terminate after no ensure for this long; 0: never
 };
 
+// Serving the service's HTTP API through gpuvisor (/upstream/NAME/..., and /v1/... by model):
+// a request starts it if needed, and it is kept busy while requests run.
+struct ProxySpec {
+  std::string url;                  // http://HOST:PORT of its API; empty: not proxied
+  std::vector<std::string> models;  // names and aliases /v1 requests may use for it
+  Millis wait{Millis(300'000)};     // longest a request waits for it to be ready, then 503
+  unsigned concurrency = 0;         // requests at once; more wait their turn; 0: no limit
+};
+
 struct ServiceSpec {
   std::string name;
   std::string description;
@@ -130,6 +139,11 @@ struct ServiceSpec {
   Millis restart_reset_after{Millis(60'000)};  // ready this long: the restart count starts over
 
   std::string pid_file;  // adopt an instance someone else started, if its PID is alive
+
+  ProxySpec proxy;
+  // Stopped after it has been ready this long with nothing using it (no ensure, no job, no
+  // proxied request); 0: kept until stopped or evicted.
+  Millis idle_ttl{Millis(0)};
 
   // Where in the config this service was declared ("gpuvisor.yaml:12:3"), for messages.
   std::string origin;

@@ -100,6 +100,11 @@ void Supervisor::set_state(Unit& u, ServiceState state, std::string reason) {
   u.state = state;
   u.reason = std::move(reason);
   u.since_unix_ms = unix_ms_now();
+  if (state == ServiceState::kReady) {
+    arm_idle(u);
+  } else {
+    u.idle_timer.cancel();
+  }
   const pid_t pid = u.instance && !u.instance->exited() ? u.instance->record().pid : 0;
   spdlog::info("{}: {} -> {} ({})", u.spec.name, to_string(from), to_string(state), u.reason);
   events_.publish("service.state_changed", {{"service", u.spec.name},
@@ -154,6 +159,23 @@ void Supervisor::cancel_timers(Unit& u) {
   u.probe_timer.cancel();
   u.deadline_timer.cancel();
   u.backoff_timer.cancel();
+  u.idle_timer.cancel();
+}
+
+void Supervisor::arm_idle(Unit& u) {
+  if (u.spec.idle_ttl.count() <= 0) return;
+  u.idle_timer.expires_after(u.spec.idle_ttl);
+  u.idle_timer.async_wait(
+      guarded([this, name = u.spec.name, generation = u.generation](boost::system::error_code ec) {
+        Unit* unit = current(name, generation);
+        // Busy (a job, a proxied request) cancels the timer; ready again re-arms it.
+        if (ec || unit == nullptr || unit->state != ServiceState::kReady || !unit->instance) {
+          return;
+        }
+        unit->want_running = false;
+        begin_stop(*unit, unit->spec.stop_grace,
+                   "idle for " + format_duration(unit->spec.idle_ttl) + " (idle_ttl)");
+      }));
 }
 
 void Supervisor::ensure(const std::string& name, Millis timeout, Done done) {
@@ -172,6 +194,7 @@ void Supervisor::ensure(const std::string& name, Millis timeout, Done done) {
                         std::chrono::system_clock::now().time_since_epoch())
                         .count();
   if (u->instance) u->instance->touch();
+  if (u->state == ServiceState::kReady) arm_idle(*u);  // a use: the idle time starts over
   switch (u->state) {
     case ServiceState::kReady:
     case ServiceState::kBusy:
@@ -239,6 +262,12 @@ void Supervisor::release(const std::string& name, uint64_t token) {
   if (--u->busy_holds == 0 && u->state == ServiceState::kBusy) {
     set_state(*u, ServiceState::kReady, "idle again");
   }
+}
+
+bool Supervisor::held(const std::string& name, uint64_t token) const {
+  const Unit* u = find(name);
+  return u != nullptr && u->generation == token && u->busy_holds > 0 &&
+         u->state == ServiceState::kBusy;
 }
 
 void Supervisor::restart(const std::string& name, Millis timeout, Done done) {

@@ -77,6 +77,9 @@ class Supervisor {
   // stopped changes nothing.
   Result<uint64_t> acquire(const std::string& name, const std::string& why);
   void release(const std::string& name, uint64_t token);
+  // Whether token (from acquire) still holds the service busy: false once that instance
+  // failed or was stopped.
+  bool held(const std::string& name, uint64_t token) const;
   // Ensures every service whose phases include phase, none evicting another of them. done
   // gets their views once all are ready, or the first failure (NotFound: no such phase).
   void ensure_phase(int phase, Millis timeout,
@@ -117,6 +120,7 @@ class Supervisor {
   void resolve_waiters(Unit& u);
   void fail_waiters(Unit& u, const Error& error);
   void cancel_timers(Unit& u);
+  void arm_idle(Unit& u);  // stops u after spec.idle_ttl of being ready and unused
 
   // Starts u: through the planner (evicting what must go, waiting for the VRAM) when there is
   // a GPU inventory and u declares vram_mb; directly otherwise.

@@ -21,7 +21,11 @@ struct Supervisor::Waiter {
 
 struct Supervisor::Unit {
   Unit(boost::asio::any_io_executor executor, const ServiceSpec& s)
-      : spec(s), probe_timer(executor), deadline_timer(executor), backoff_timer(executor) {}
+      : spec(s),
+        probe_timer(executor),
+        deadline_timer(executor),
+        backoff_timer(executor),
+        idle_timer(executor) {}
 
   const ServiceSpec& spec;
   ServiceState state = ServiceState::kStopped;
@@ -62,6 +66,7 @@ struct Supervisor::Unit {
   boost::asio::steady_timer probe_timer;
   boost::asio::steady_timer deadline_timer;
   boost::asio::steady_timer backoff_timer;
+  boost::asio::steady_timer idle_timer;  // idle_ttl: armed while ready, restarted by any use
 
   std::list<Waiter> ensure_waiters;
   std::vector<Done> stop_waiters;

@@ -257,6 +257,12 @@ struct Conn {
   bool hung = false;         // a hung /health: read and discard until the peer gives up
   bool crash_after = false;  // GET /crash: exit once the response is out
   bool done = false;
+  bool keep = false;         // HTTP/1.1 keep-alive: the next request may follow
+  std::size_t consumed = 0;  // bytes of in that the request being answered took
+  // GET /stream: chunks still to send, how often, and when the next is due.
+  int stream_left = 0;
+  Ns stream_every = 0;
+  Ns stream_next = 0;
 };
 
 // The request's Content-Length (0 when absent), from its header block; case-insensitive.
@@ -271,12 +277,30 @@ std::size_t ContentLength(std::string head) {
   return n;
 }
 
-std::string Response(int status, std::string_view content_type, std::string_view body) {
+std::string Response(int status, std::string_view content_type, std::string_view body,
+                     bool keep = false) {
   const char* reason = status == 200 ? "OK" : status == 404 ? "Not Found" : "Bad Request";
   return "HTTP/1.1 " + std::to_string(status) + " " + reason +
          "\r\nContent-Type: " + std::string(content_type) +
-         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
-         std::string(body);
+         "\r\nContent-Length: " + std::to_string(body.size()) +
+         "\r\nConnection: " + (keep ? "keep-alive" : "close") + "\r\n\r\n" + std::string(body);
+}
+
+// One SSE event as an HTTP chunk: "data: I T\n\n", T the CLOCK_MONOTONIC ns it was written
+// at, so a client on this machine can tell how long it took to reach it.
+std::string StreamChunk(int i) {
+  const std::string event =
+      "data: " + std::to_string(i) + " " + std::to_string(MonotonicNs()) + "\n\n";
+  char size[16];
+  std::snprintf(size, sizeof size, "%zx", event.size());
+  return std::string(size) + "\r\n" + event + "\r\n";
+}
+
+// The value of name=... in a query string, or fallback.
+long long QueryInt(const std::string& query, const std::string& name, long long fallback) {
+  const auto at = ("&" + query).find("&" + name + "=");
+  if (at == std::string::npos) return fallback;
+  return std::atoll(query.c_str() + at + name.size() + 1);
 }
 
 class Server {
@@ -311,6 +335,9 @@ class Server {
       if (term_at) nearer(*term_at);
       if (listen_fd_ < 0) nearer(ready_at);
       if (o_.log_every_ms) nearer(next_tick);
+      for (const Conn& c : conns_) {
+        if (c.stream_left > 0) nearer(c.stream_next);
+      }
       // Round up: waking a hair early would only spin until the deadline is really due.
       const int timeout =
           wake ? static_cast<int>(
@@ -340,6 +367,14 @@ class Server {
       // Accept() only appends, so the first conns_ line up with fds[2..].
       for (std::size_t i = 2; i < fds.size(); ++i) {
         if (fds[i].revents != 0) Service(conns_[i - 2]);
+      }
+      const Ns after = MonotonicNs();
+      for (Conn& c : conns_) {
+        if (c.done || c.stream_left <= 0 || after < c.stream_next) continue;
+        c.out += StreamChunk(c.stream_left);
+        if (--c.stream_left == 0) c.out += "0\r\n\r\n";
+        c.stream_next += c.stream_every;
+        Service(c);
       }
       std::erase_if(conns_, [](const Conn& c) { return c.done; });
     }
@@ -399,26 +434,38 @@ class Server {
         Say(stderr, "testsvc: crashing (GET /crash)");
         Exit(3);
       }
-      Close(c);
-      return;
+      if (c.stream_left > 0) return;  // more chunks come on their timer
+      if (!c.keep) return Close(c);
+      c.in.erase(0, c.consumed);
+      c.consumed = 0;
+      if (c.in.empty()) return;  // wait for the next request
     }
     char buf[4096];
     const ssize_t n = read(c.fd, buf, sizeof buf);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-    if (n <= 0) return Close(c);
-    if (c.hung) return;
-    c.in.append(buf, static_cast<std::size_t>(n));
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return Close(c);
+    if (c.hung || c.stream_left > 0) return;
+    if (n > 0) c.in.append(buf, static_cast<std::size_t>(n));
     // Requests may come in pieces; act only once the header block is complete.
     std::size_t end = c.in.find("\r\n\r\n");
     if (end == std::string::npos) end = c.in.find("\n\n");
     if (end == std::string::npos) {
-      if (c.in.size() > 16384) c.out = Response(400, "text/plain", "request too large");
+      if (c.in.size() > 16384) {
+        c.keep = false;
+        c.out = Response(400, "text/plain", "request too large");
+      }
       return;
     }
     // A body (POST /echo) is answered once it is all here.
     const std::size_t body_at = end + (c.in.compare(end, 4, "\r\n\r\n") == 0 ? 4 : 2);
-    if (c.in.size() < body_at + ContentLength(c.in.substr(0, end))) return;
+    const std::size_t length = body_at + ContentLength(c.in.substr(0, end));
+    if (c.in.size() < length) return;
+    std::string head = c.in.substr(0, end);
+    for (auto& ch : head) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    c.keep = head.find("http/1.1") != std::string::npos &&
+             head.find("connection: close") == std::string::npos;
+    c.consumed = length;
     Respond(c);
+    if (c.hung) c.keep = false;
     Service(c);  // the socket is almost always writable: answer without another poll round
   }
 
@@ -428,7 +475,9 @@ class Server {
     const std::size_t sp2 = line.find(' ', sp1 == std::string::npos ? sp1 : sp1 + 1);
     const std::string method = line.substr(0, sp1);
     std::string path = sp1 == std::string::npos ? "" : line.substr(sp1 + 1, sp2 - sp1 - 1);
-    path = path.substr(0, path.find('?'));
+    const std::size_t q = path.find('?');
+    const std::string query = q == std::string::npos ? "" : path.substr(q + 1);
+    path = path.substr(0, q);
     const Ns now = MonotonicNs();
     if (method == "GET" && path == "/health") {
       const bool hang = o_.hang_health || (o_.hang_health_after_ms &&
@@ -437,31 +486,56 @@ class Server {
         c.hung = true;
         return;
       }
-      c.out = Response(200, "text/plain", "ok");
+      c.out = Response(200, "text/plain", "ok", c.keep);
     } else if (method == "GET" && path == "/") {
       c.out = Response(200, "application/json",
                        "{\"pid\":" + std::to_string(getpid()) +
-                           ",\"uptime_ms\":" + std::to_string((now - start_ns_) / kNsPerMs) + "}");
+                           ",\"uptime_ms\":" + std::to_string((now - start_ns_) / kNsPerMs) + "}",
+                       c.keep);
     } else if (method == "POST" && path == "/echo") {
       // A job's work, played: its input comes back as its result.
       std::size_t end = c.in.find("\r\n\r\n");
       const std::size_t body_at = end == std::string::npos ? c.in.find("\n\n") + 2 : end + 4;
-      c.out = Response(200, "application/json", c.in.substr(body_at));
+      c.out = Response(200, "application/json", c.in.substr(body_at, c.consumed - body_at), c.keep);
     } else if (method == "POST" && path == "/hang") {
       c.hung = true;  // a job that never finishes: only a cancel ends it
       return;
     } else if (method == "POST" && path == "/sleep") {
       // As vLLM's sleep mode: the server stays up and gives its VRAM back.
       if (!g_hold_path.empty()) unlink(g_hold_path.c_str());
-      c.out = Response(200, "text/plain", "asleep");
+      c.out = Response(200, "text/plain", "asleep", c.keep);
     } else if (method == "POST" && path == "/wake_up") {
       if (o_.vram_mb > 0) HoldVram(o_);
-      c.out = Response(200, "text/plain", "awake");
+      c.out = Response(200, "text/plain", "awake", c.keep);
+    } else if (path == "/v1/chat/completions" || path == "/v1/embeddings") {
+      // Enough of an OpenAI server to route to: says which model it was asked for, and who.
+      const std::size_t end = c.in.find("\r\n\r\n");
+      const std::string body = c.in.substr(end + 4, c.consumed - end - 4);
+      const auto model_at = body.find("\"model\"");
+      const auto open =
+          model_at == std::string::npos ? model_at : body.find('"', body.find(':', model_at));
+      const std::string model = open == std::string::npos
+                                    ? ""
+                                    : body.substr(open + 1, body.find('"', open + 1) - open - 1);
+      c.out = Response(200, "application/json",
+                       "{\"object\":\"chat.completion\",\"model\":\"" + model + "\",\"path\":\"" +
+                           path + "\",\"pid\":" + std::to_string(getpid()) + "}",
+                       c.keep);
+    } else if (method == "GET" && path == "/stream") {
+      // Server-sent events, chunked: n events, interval_ms apart, the first at once.
+      c.stream_left = static_cast<int>(QueryInt(query, "n", 5));
+      c.stream_every = QueryInt(query, "interval_ms", 50) * kNsPerMs;
+      c.stream_next = now;
+      c.out =
+          "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: "
+          "chunked\r\nConnection: " +
+          std::string(c.keep ? "keep-alive" : "close") + "\r\n\r\n";
+      if (c.stream_left <= 0) c.out += "0\r\n\r\n";
     } else if (method == "GET" && path == "/crash") {
-      c.out = Response(200, "text/plain", "crashing");
+      c.out = Response(200, "text/plain", "crashing", c.keep);
       c.crash_after = true;
     } else {
-      c.out = Response(404, "text/plain", "not found");
+      c.out = Response(404, "text/plain", "not found", c.keep);
     }
   }
 

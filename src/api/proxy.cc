@@ -1,0 +1,407 @@
+#include "api/proxy.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <cerrno>
+#include <limits>
+#include <optional>
+
+#include "api/await.h"
+#include "api/responses.h"
+#include "core/url.h"
+
+namespace gpuvisor {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using nlohmann::json;
+
+namespace {
+
+// The busy hold outlives the last request by this much, so a service that serves one request
+// after another is not flipped between ready and busy (and evented) each time.
+constexpr auto kLinger = std::chrono::seconds(1);
+constexpr size_t kRelayBuffer = 16 * 1024;
+
+// Connection-level headers: they describe one hop, never forwarded (RFC 9110 7.6.1).
+void drop_hop_headers(http::fields& f) {
+  for (const auto field : {http::field::connection, http::field::keep_alive,
+                           http::field::proxy_authenticate, http::field::proxy_authorization,
+                           http::field::te, http::field::trailer, http::field::upgrade}) {
+    f.erase(field);
+  }
+}
+
+// The "model" of an OpenAI-style request: a JSON body's field, or a multipart/form-data part
+// (audio transcriptions).
+std::optional<std::string> model_of(const HttpRequest& request) {
+  const std::string_view type = request[http::field::content_type];
+  const std::string& body = request.body();
+  if (type.find("multipart/form-data") != std::string_view::npos) {
+    const auto name = body.find("name=\"model\"");
+    if (name == std::string::npos) return std::nullopt;
+    const auto start = body.find("\r\n\r\n", name);
+    if (start == std::string::npos) return std::nullopt;
+    const auto end = body.find("\r\n", start + 4);
+    if (end == std::string::npos) return std::nullopt;
+    return body.substr(start + 4, end - start - 4);
+  }
+  const auto parsed = json::parse(body, nullptr, false);
+  if (!parsed.is_object() || !parsed.contains("model") || !parsed["model"].is_string()) {
+    return std::nullopt;
+  }
+  return parsed["model"].get<std::string>();
+}
+
+HttpResponse proxy_error(const HttpRequest& request, const Error& error,
+                         std::optional<int> retry_after = std::nullopt) {
+  HttpResponse response = error_response(request, error);
+  if (retry_after) response.set(http::field::retry_after, std::to_string(*retry_after));
+  return response;
+}
+
+}  // namespace
+
+struct Proxy::Route {
+  explicit Route(asio::any_io_executor executor) : linger(std::move(executor)) {}
+  unsigned in_flight = 0;        // requests holding the service busy
+  std::optional<uint64_t> hold;  // the supervisor's token for that
+  asio::steady_timer linger;
+  unsigned slots = 0;                                     // requests past the concurrency gate
+  std::deque<std::shared_ptr<asio::steady_timer>> queue;  // waiting for a slot
+};
+
+Proxy::Proxy(asio::any_io_executor executor, Supervisor& supervisor, const Config& config)
+    : executor_(executor), supervisor_(supervisor), config_(config), pool_(executor) {}
+
+Proxy::~Proxy() {
+  *alive_ = false;
+}
+
+bool Proxy::owns(std::string_view target) {
+  return target.rfind("/upstream/", 0) == 0 || target.rfind("/v1/", 0) == 0;
+}
+
+Proxy::Route& Proxy::route(const std::string& service) {
+  auto& r = routes_[service];
+  if (!r) r = std::make_unique<Route>(executor_);
+  return *r;
+}
+
+Result<Proxy::Target> Proxy::resolve(const HttpRequest& request) const {
+  const std::string_view target = request.target();
+  if (target.rfind("/upstream/", 0) == 0) {
+    const std::string_view rest = target.substr(std::strlen("/upstream/"));
+    const auto cut = rest.find_first_of("/?");
+    const std::string name(rest.substr(0, cut));
+    const ServiceSpec* spec = config_.find(name);
+    if (spec == nullptr) return make_error(ErrorCode::kNotFound, "no service '" + name + "'");
+    if (spec->proxy.url.empty()) {
+      return make_error(ErrorCode::kNotFound,
+                        "service '" + name + "' has no proxy url: it is not proxied");
+    }
+    std::string path = cut == std::string_view::npos ? "/" : std::string(rest.substr(cut));
+    if (path.front() == '?') path = "/" + path;
+    return Target{spec, path};
+  }
+  const auto model = model_of(request);
+  if (!model) {
+    return make_error(ErrorCode::kBadRequest,
+                      "a /v1 request names its model: a JSON body with a \"model\" string (or a "
+                      "\"model\" form field)");
+  }
+  std::string known;
+  for (const auto& s : config_.services) {
+    for (const auto& m : s.proxy.models) {
+      if (m == *model) return Target{&s, std::string(target)};
+      known += (known.empty() ? "" : ", ") + m;
+    }
+  }
+  return make_error(ErrorCode::kNotFound, "no service serves model '" + *model + "'" +
+                                              (known.empty() ? "" : " (known: " + known + ")"));
+}
+
+// GET /v1/models: every model the config routes, answered here without starting anything.
+HttpResponse Proxy::models(const HttpRequest& request) const {
+  json data = json::array();
+  for (const auto& s : config_.services) {
+    for (const auto& m : s.proxy.models) {
+      data.push_back({{"id", m}, {"object", "model"}, {"owned_by", s.name}});
+    }
+  }
+  return json_response(request, http::status::ok, {{"object", "list"}, {"data", data}});
+}
+
+asio::awaitable<bool> Proxy::handle(beast::tcp_stream& client, HttpRequest& request) {
+  const bool keep = request.keep_alive();
+  if (request.method() == http::verb::get && request.target() == "/v1/models") {
+    HttpResponse response = models(request);
+    co_return co_await write_response(client, response) && keep;
+  }
+  auto target = resolve(request);
+  if (!target) {
+    HttpResponse response = proxy_error(request, target.error());
+    co_return co_await write_response(client, response) && keep;
+  }
+  const ServiceSpec& spec = *target->spec;
+  ProxyStats& stats = stats_[spec.name];
+  ++stats.requests;
+  Route& r = route(spec.name);
+  const Status entered = co_await enter(r, spec);
+  if (!entered) {
+    ++stats.errors;
+    const bool waited_out = entered.error().code == ErrorCode::kTimeout;
+    Error error = entered.error();
+    if (waited_out) error.code = ErrorCode::kUnavailable;  // 503, not 504: come back later
+    HttpResponse response = proxy_error(
+        request, error,
+        waited_out ? std::optional<int>(
+                         static_cast<int>(std::max<int64_t>(1, spec.proxy.wait.count() / 10'000)))
+                   : std::nullopt);
+    ++stats.responses[response.result_int()];
+    co_return co_await write_response(client, response) && keep;
+  }
+  const bool again = co_await forward(client, request, *target, stats);
+  leave(r);
+  co_return again&& keep;
+}
+
+asio::awaitable<Status> Proxy::enter(Route& r, const ServiceSpec& spec) {
+  const std::weak_ptr<bool> alive = alive_;
+  const auto deadline = std::chrono::steady_clock::now() + spec.proxy.wait;
+  if (spec.proxy.concurrency > 0 && r.slots >= spec.proxy.concurrency) {
+    auto turn = std::make_shared<asio::steady_timer>(executor_, deadline);
+    r.queue.push_back(turn);
+    boost::system::error_code ec;
+    co_await turn->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (alive.expired()) co_return make_error(ErrorCode::kUnavailable, "daemon is shutting down");
+    if (!ec) {  // the deadline, not a slot
+      std::erase(r.queue, turn);
+      co_return make_error(ErrorCode::kTimeout, "'" + spec.name + "' has " +
+                                                    std::to_string(spec.proxy.concurrency) +
+                                                    " requests running and no slot freed within " +
+                                                    format_duration(spec.proxy.wait));
+    }
+    // leave() passed its slot on: counted already.
+  } else {
+    ++r.slots;
+  }
+  const auto give_up_slot = [this, &r] {
+    if (!r.queue.empty()) {
+      auto next = r.queue.front();
+      r.queue.pop_front();
+      next->cancel();
+    } else {
+      --r.slots;
+    }
+  };
+  if (!(r.hold && supervisor_.held(spec.name, *r.hold))) {
+    r.hold.reset();
+    const auto left =
+        std::chrono::duration_cast<Millis>(deadline - std::chrono::steady_clock::now());
+    const auto ensure = [this, &spec, left](auto done) {
+      supervisor_.ensure(spec.name, std::max(left, Millis(1)), done);
+    };
+    auto ready = co_await await_result<ServiceView>(ensure);
+    if (alive.expired()) co_return make_error(ErrorCode::kUnavailable, "daemon is shutting down");
+    if (!*ready) {
+      give_up_slot();
+      co_return ready->error();
+    }
+    // Another request may have taken the hold while this one waited.
+    if (!(r.hold && supervisor_.held(spec.name, *r.hold))) {
+      auto hold = supervisor_.acquire(spec.name, "serving proxied requests");
+      if (!hold) {
+        give_up_slot();
+        co_return hold.error();
+      }
+      r.hold = *hold;
+    }
+  }
+  r.linger.cancel();
+  ++r.in_flight;
+  co_return Status{};
+}
+
+void Proxy::leave(Route& r) {
+  if (!r.queue.empty()) {
+    auto next = r.queue.front();
+    r.queue.pop_front();
+    next->cancel();  // its slot is this one
+  } else {
+    --r.slots;
+  }
+  if (--r.in_flight > 0 || !r.hold) return;
+  r.linger.expires_after(kLinger);
+  r.linger.async_wait(
+      [this, &r, alive = std::weak_ptr<bool>(alive_)](boost::system::error_code ec) {
+        if (ec || alive.expired() || r.in_flight > 0 || !r.hold) return;
+        for (const auto& [name, route] : routes_) {
+          if (route.get() == &r) supervisor_.release(name, *r.hold);
+        }
+        r.hold.reset();
+      });
+}
+
+asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& request,
+                                     const Target& target, ProxyStats& stats) {
+  const auto url = parse_http_url(target.spec->proxy.url);
+  const std::string base = url ? url->target : "";
+  const std::string host = url ? url->host : "";
+  const std::string port = url ? url->port : "";
+  const auto started = std::chrono::steady_clock::now();
+  const bool head = request.method() == http::verb::head;
+
+  HttpRequest up = request;
+  // A proxy url with a path (http://host:port/base) prefixes every forwarded path.
+  up.target((base.empty() || base == "/" ? "" : base) + target.path);
+  drop_hop_headers(up);
+  up.set(http::field::host, host + ":" + port);
+  up.erase(http::field::authorization);  // gpuvisor's key, not the service's
+  up.keep_alive(true);
+  up.prepare_payload();
+
+  // The client leaving closes the upstream request, whether it is still waiting for the head
+  // or reading the body: its socket turning readable with nothing to read means it hung up (a
+  // pipelined next request leaves it alone).
+  struct Watch {
+    bool active = true;
+    beast::tcp_stream* upstream = nullptr;
+  };
+  auto watch = std::make_shared<Watch>();
+  client.socket().async_wait(
+      asio::socket_base::wait_read, [watch, &client](boost::system::error_code e) {
+        if (e || !watch->active) return;
+        char byte = 0;
+        const ssize_t n = recv(client.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+          watch->active = false;
+          boost::system::error_code ignored;
+          if (watch->upstream != nullptr) watch->upstream->socket().close(ignored);
+        }
+      });
+  const auto stop_watching = [&client, watch] {
+    watch->active = false;
+    boost::system::error_code ignored;
+    client.socket().cancel(ignored);
+  };
+
+  UpstreamPool::Lease lease;
+  beast::flat_buffer buffer;
+  std::optional<http::response_parser<http::buffer_body>> reading;
+  boost::system::error_code ec;
+  std::string failure;
+  // A kept-alive connection the service closed meanwhile fails at once: one retry, fresh.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto taken = co_await pool_.take(host, port, attempt > 0);
+    if (!taken) {
+      failure = taken.error().message;
+      break;
+    }
+    lease = std::move(*taken);
+    watch->upstream = lease.stream.get();
+    if (!watch->active) {  // it hung up while the connection was being made
+      lease.stream.reset();
+      break;
+    }
+    buffer.clear();
+    reading.emplace();
+    reading->body_limit(std::numeric_limits<std::uint64_t>::max());
+    if (head) reading->skip(true);
+    ec = {};
+    co_await http::async_write(*lease.stream, up, asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec) {
+      co_await http::async_read_header(*lease.stream, buffer, *reading,
+                                       asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (!ec) break;
+    failure = ec.message();
+    watch->upstream = nullptr;
+    lease.stream.reset();
+    if (!lease.reused || !watch->active) break;
+  }
+  if (!lease.stream) {
+    const bool gone = !watch->active;
+    stop_watching();
+    if (gone) {
+      ++stats.client_gone;
+      co_return false;
+    }
+    ++stats.errors;
+    HttpResponse response =
+        proxy_error(request, make_error(ErrorCode::kUnavailable,
+                                        "service '" + target.spec->name + "' did not answer at " +
+                                            target.spec->proxy.url + ": " + failure));
+    response.result(http::status::bad_gateway);
+    ++stats.responses[502];
+    co_return co_await write_response(client, response);
+  }
+  const double to_head =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  for (size_t i = 0; i < std::size(ProxyStats::kBuckets); ++i) {
+    if (to_head <= ProxyStats::kBuckets[i]) ++stats.latency_counts[i];
+  }
+  ++stats.latency_count;
+  stats.latency_sum += to_head;
+
+  auto& parser = *reading;
+  auto& response = parser.get();
+  ++stats.responses[response.result_int()];
+  const bool upstream_keep = response.keep_alive();
+  drop_hop_headers(response);
+  response.keep_alive(request.keep_alive());
+
+  http::response_serializer<http::buffer_body> serializer(response);
+  bool client_ok = watch->active;
+  bool upstream_ok = true;
+  beast::tcp_stream* upstream = lease.stream.get();
+  co_await http::async_write_header(client, serializer,
+                                    asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) client_ok = false;
+  char chunk[kRelayBuffer];
+  while (client_ok && !serializer.is_done()) {
+    if (!parser.is_done()) {
+      response.body().data = chunk;
+      response.body().size = sizeof chunk;
+      // read_some: a token reaches the client as soon as the service writes it.
+      co_await http::async_read_some(*upstream, buffer, parser,
+                                     asio::redirect_error(asio::use_awaitable, ec));
+      if (ec == http::error::need_buffer) ec = {};
+      if (ec) {
+        upstream_ok = false;
+        break;
+      }
+      response.body().size = sizeof chunk - response.body().size;
+      response.body().data = chunk;
+      response.body().more = !parser.is_done();
+      // Only a chunk header was parsed: an empty chunk would read as the end of the body.
+      if (response.body().size == 0 && response.body().more) continue;
+    } else {
+      response.body().data = nullptr;
+      response.body().size = 0;
+      response.body().more = false;
+    }
+    co_await http::async_write(client, serializer, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) client_ok = false;
+  }
+  const bool hung_up = !watch->active;
+  stop_watching();
+  if (!client_ok || hung_up) ++stats.client_gone;
+  if (client_ok && upstream_ok && parser.is_done() && upstream_keep &&
+      lease.stream->socket().is_open()) {
+    pool_.give_back(host, port, std::move(lease.stream));
+  }
+  // A response cut short cannot be mended: the client's connection goes too.
+  co_return client_ok&& upstream_ok;
+}
+
+}  // namespace gpuvisor

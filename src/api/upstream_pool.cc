@@ -1,0 +1,55 @@
+#include "api/upstream_pool.h"
+
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+namespace gpuvisor {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace {
+constexpr auto kConnectTimeout = std::chrono::seconds(10);
+}  // namespace
+
+asio::awaitable<Result<UpstreamPool::Lease>> UpstreamPool::take(const std::string& host,
+                                                                const std::string& port,
+                                                                bool fresh) {
+  const std::string key = host + ":" + port;
+  if (!fresh) {
+    auto& idle = idle_[key];
+    while (!idle.empty()) {
+      auto stream = std::move(idle.back());
+      idle.pop_back();
+      if (stream->socket().is_open()) co_return Lease{std::move(stream), true};
+    }
+  }
+  boost::system::error_code ec;
+  auto& endpoints = resolved_[key];
+  if (endpoints.empty()) {
+    tcp::resolver resolver(executor_);
+    const auto results =
+        co_await resolver.async_resolve(host, port, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      resolved_.erase(key);
+      co_return make_error(ErrorCode::kUnavailable, "cannot resolve " + key + ": " + ec.message());
+    }
+    for (const auto& r : results) endpoints.push_back(r.endpoint());
+  }
+  auto stream = std::make_unique<boost::beast::tcp_stream>(executor_);
+  stream->expires_after(kConnectTimeout);
+  co_await stream->async_connect(endpoints, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec)
+    co_return make_error(ErrorCode::kUnavailable, "cannot connect to " + key + ": " + ec.message());
+  stream->expires_never();
+  stream->socket().set_option(tcp::no_delay(true), ec);
+  co_return Lease{std::move(stream), false};
+}
+
+void UpstreamPool::give_back(const std::string& host, const std::string& port,
+                             std::unique_ptr<boost::beast::tcp_stream> stream) {
+  auto& idle = idle_[host + ":" + port];
+  if (idle.size() < kMaxIdlePerUpstream) idle.push_back(std::move(stream));
+}
+
+}  // namespace gpuvisor

@@ -1,0 +1,44 @@
+// Kept-alive connections to the services gpuvisor proxies to, by host:port. A connection is
+// taken for one request and given back when its response has been read to the end and both
+// sides agreed to keep it; one that the service closed meanwhile is noticed by the caller on
+// first use and replaced (Proxy retries once on a fresh one).
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+
+namespace gpuvisor {
+
+class UpstreamPool {
+ public:
+  struct Lease {
+    std::unique_ptr<boost::beast::tcp_stream> stream;
+    bool reused = false;  // it carried a request before: it may have been closed since
+  };
+
+  explicit UpstreamPool(boost::asio::any_io_executor executor) : executor_(std::move(executor)) {}
+
+  // An idle connection to host:port, or a new one (Unavailable, saying why, if it cannot be
+  // made). fresh: never an idle one.
+  boost::asio::awaitable<Result<Lease>> take(const std::string& host, const std::string& port,
+                                             bool fresh);
+  void give_back(const std::string& host, const std::string& port,
+                 std::unique_ptr<boost::beast::tcp_stream> stream);
+
+ private:
+  static constexpr size_t kMaxIdlePerUpstream = 256;
+
+  boost::asio::any_io_executor executor_;
+  std::map<std::string, std::vector<std::unique_ptr<boost::beast::tcp_stream>>> idle_;
+  std::map<std::string, std::vector<boost::asio::ip::tcp::endpoint>> resolved_;
+};
+
+}  // namespace gpuvisor
