@@ -16,8 +16,7 @@ namespace {
 struct Store {
   boost::asio::io_context io;
   // The store's thread posts its answers later: run_one() waits for them instead of returning.
-  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> busy{
-      io.get_executor()};
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> busy{io.get_executor()};
   std::unique_ptr<JobStore> store;
 
   explicit Store(const std::string& path) {
