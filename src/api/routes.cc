@@ -140,7 +140,8 @@ nlohmann::json logs_body(const std::string& name, const std::vector<LogLine>& li
 
 Api::Api(Supervisor& supervisor, EventBus& events, GpuInventory& gpus,
          const WorkerRegistry& workers, PluginRegistry& plugins, JobQueue& jobs,
-         const JobStore& job_store, Proxy& proxy, std::string token, unsigned external_busy_percent)
+         const JobStore& job_store, Proxy& proxy, const Metrics& metrics, std::string token,
+         unsigned external_busy_percent)
     : supervisor_(supervisor),
       events_(events),
       gpus_(gpus),
@@ -149,6 +150,7 @@ Api::Api(Supervisor& supervisor, EventBus& events, GpuInventory& gpus,
       jobs_(jobs),
       job_store_(job_store),
       proxy_(proxy),
+      metrics_(metrics),
       token_(std::move(token)),
       external_busy_percent_(external_busy_percent) {}
 
@@ -164,13 +166,28 @@ Result<nlohmann::json> Api::gpu_view(const std::string& what) const {
   return resources_json(gpus, read_system_memory(), external_busy_percent_);
 }
 
+std::string Api::metrics_text() const {
+  Metrics::Scrape now;
+  now.services = supervisor_.list();
+  now.owners = supervisor_.owned_pids();
+  now.owners.merge(workers_.owned_pids());
+  if (gpus_.available()) {
+    if (auto snapshot = gpus_.snapshot()) now.gpus = std::move(*snapshot);
+  }
+  if (auto jobs = job_store_.count_by_state()) now.jobs = std::move(*jobs);
+  now.proxy = &proxy_.stats();
+  now.workers = workers_.all();
+  return metrics_.render(now);
+}
+
 asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest& request) {
   const std::string target(request.target());
   if (target == "/healthz") {
     co_return co_await reply(stream, json_response(request, http::status::ok, health_body()));
   }
   const bool proxied = Proxy::owns(target);
-  if (target.rfind("/api/", 0) != 0 && !proxied) {
+  const bool metrics = target == "/metrics";
+  if (target.rfind("/api/", 0) != 0 && !proxied && !metrics) {
     co_return co_await reply(
         stream, error_response(request, make_error(ErrorCode::kNotFound, "no route " + target)));
   }
@@ -185,6 +202,13 @@ asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest&
     }
   }
   if (proxied) co_return co_await proxy_.handle(stream, request);
+  if (metrics) {
+    HttpResponse response{http::status::ok, request.version()};
+    response.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+    response.keep_alive(request.keep_alive());
+    response.body() = metrics_text();
+    co_return co_await reply(stream, std::move(response));
+  }
   auto peek = parse_request(target, "", kAllParams);
   if (!peek) co_return co_await reply(stream, error_response(request, peek.error()));
   const auto& seg = peek->segments;

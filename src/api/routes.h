@@ -6,6 +6,7 @@
 #include <string>
 
 #include "api/http_server.h"
+#include "api/metrics.h"
 #include "api/proxy.h"
 #include "api/request_parts.h"
 #include "events/event_bus.h"
@@ -23,7 +24,7 @@ class Api {
   // workers: their processes count as ours in the GPU views (the jobs layer registers them).
   Api(Supervisor& supervisor, EventBus& events, GpuInventory& gpus, const WorkerRegistry& workers,
       PluginRegistry& plugins, JobQueue& jobs, const JobStore& job_store, Proxy& proxy,
-      std::string token, unsigned external_busy_percent);
+      const Metrics& metrics, std::string token, unsigned external_busy_percent);
 
   boost::asio::awaitable<bool> handle(boost::beast::tcp_stream& stream, HttpRequest& request);
 
@@ -44,6 +45,7 @@ class Api {
 
   // /gpus, /processes, /resources: one NVML snapshot each, classified against our PIDs.
   Result<nlohmann::json> gpu_view(const std::string& what) const;
+  std::string metrics_text() const;
 
   Supervisor& supervisor_;
   EventBus& events_;
@@ -53,6 +55,7 @@ class Api {
   JobQueue& jobs_;
   const JobStore& job_store_;
   Proxy& proxy_;
+  const Metrics& metrics_;
   std::string token_;
   unsigned external_busy_percent_;
 };

@@ -181,7 +181,8 @@ int run_serve(const ServeOptions& options) {
                 {store->dir() + "/logs", config.daemon.conda, config.daemon.job_retention});
   plugins->on_config_change([&jobs](const std::string& id) { jobs.reload(id); });
   Proxy proxy(io.get_executor(), supervisor, config);
-  Api api(supervisor, events, *gpus, workers, *plugins, jobs, **job_store, proxy, token,
+  Metrics metrics(events);
+  Api api(supervisor, events, *gpus, workers, *plugins, jobs, **job_store, proxy, metrics, token,
           config.daemon.external_busy_percent);
   HttpServer server(
       io.get_executor(),

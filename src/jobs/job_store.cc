@@ -353,6 +353,26 @@ Result<std::vector<Job>> JobStore::unfinished() const {
   return out;
 }
 
+Result<std::map<std::string, int64_t>> JobStore::count_by_state() const {
+  std::lock_guard lock(read_mutex_);
+  Stmt st;
+  if (sqlite3_prepare_v2(reader_, "SELECT state, COUNT(*) FROM jobs GROUP BY state", -1, &st.s,
+                         nullptr) != SQLITE_OK) {
+    return db_error(reader_, "prepare");
+  }
+  std::map<std::string, int64_t> out;
+  for (const auto s : {JobState::kPending, JobState::kRunning, JobState::kCompleted,
+                       JobState::kFailed, JobState::kCancelled}) {
+    out[to_string(s)] = 0;
+  }
+  int rc = SQLITE_ROW;
+  while ((rc = sqlite3_step(st.s)) == SQLITE_ROW) {
+    out[text_column(st.s, 0)] = sqlite3_column_int64(st.s, 1);
+  }
+  if (rc != SQLITE_DONE) return db_error(reader_, "read");
+  return out;
+}
+
 Result<int64_t> JobStore::count() const {
   std::lock_guard lock(read_mutex_);
   Stmt st;

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -70,6 +71,8 @@ class JobStore {
   // Pending and running jobs, oldest first: what a starting daemon picks up again.
   Result<std::vector<Job>> unfinished() const;
   Result<int64_t> count() const;
+  // Every state, with how many jobs are in it (0 included).
+  Result<std::map<std::string, int64_t>> count_by_state() const;
 
  private:
   struct Op {

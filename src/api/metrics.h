@@ -1,0 +1,56 @@
+// /metrics in the Prometheus text format (version 0.0.4). What only the event stream knows
+// (evictions, start-up times, conflicts) is counted as events arrive; the rest is read at
+// scrape time from its owner.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "api/proxy.h"
+#include "core/gpu.h"
+#include "events/event_bus.h"
+#include "resources/worker_registry.h"
+#include "supervisor/supervisor.h"
+
+namespace gpuvisor {
+
+class Metrics {
+ public:
+  explicit Metrics(EventBus& events);
+  ~Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  struct Scrape {
+    std::vector<ServiceView> services;
+    std::optional<GpuSnapshot> gpus;                    // none without NVML
+    std::map<pid_t, std::string> owners;                // our PIDs, to split GPU memory
+    std::map<std::string, int64_t> jobs;                // by state
+    const std::map<std::string, ProxyStats>* proxy = nullptr;
+    std::vector<const WorkerInfo*> workers;
+  };
+  std::string render(const Scrape& now) const;
+
+  // Start-up time buckets (seconds), from "starting" to "ready".
+  static constexpr double kStartBuckets[] = {0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
+
+ private:
+  struct StartTimes {
+    uint64_t counts[std::size(kStartBuckets)] = {};
+    uint64_t count = 0;
+    double sum = 0;
+  };
+  void on_event(const Event& e);
+
+  EventBus& events_;
+  uint64_t subscription_ = 0;
+  std::map<std::pair<std::string, std::string>, uint64_t> evictions_;  // (victim, for)
+  std::map<std::string, int64_t> starting_since_ms_;
+  std::map<std::string, StartTimes> starts_;
+  std::map<std::string, uint64_t> restarts_;  // automatic restarts after a failure
+  std::map<unsigned, bool> conflicts_;
+};
+
+}  // namespace gpuvisor
