@@ -11,6 +11,7 @@ echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/10485
 "$BUILD_DIR"/bench/bench_policy_sim
 "$BUILD_DIR"/bench/bench_job_submit --seconds 10
 "$BUILD_DIR"/bench/bench_sse_fanout --clients 1000 --events 100
+bench/proxy.sh "$BUILD_DIR"
 # A full inventory on the fake NVML (8 GPUs, 64 processes), or on the real one with --real.
 if [[ "${1:-}" == "--real" ]]; then
   "$BUILD_DIR"/bench/bench_snapshot

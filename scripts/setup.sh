@@ -9,6 +9,7 @@ packages=(
   curl procps
   docker.io busybox-static
   clang-format cppcheck
+  wrk nginx-light  # bench/proxy.sh: the load generator and the reference proxy
 )
 missing=()
 for p in "${packages[@]}"; do

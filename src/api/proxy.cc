@@ -5,6 +5,7 @@
 
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/read.hpp>
@@ -30,6 +31,7 @@ namespace {
 // after another is not flipped between ready and busy (and evented) each time.
 constexpr auto kLinger = std::chrono::seconds(1);
 constexpr size_t kRelayBuffer = 16 * 1024;
+constexpr uint64_t kWholeLimit = 64 * 1024;
 
 // Connection-level headers: they describe one hop, never forwarded (RFC 9110 7.6.1).
 void drop_hop_headers(http::fields& f) {
@@ -260,7 +262,8 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
   const auto started = std::chrono::steady_clock::now();
   const bool head = request.method() == http::verb::head;
 
-  HttpRequest up = request;
+  const bool client_keep = request.keep_alive();
+  HttpRequest up = std::move(request);  // the client's request is not needed after this
   // A proxy url with a path (http://host:port/base) prefixes every forwarded path.
   up.target((base.empty() || base == "/" ? "" : base) + target.path);
   drop_hop_headers(up);
@@ -274,7 +277,7 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
   // pipelined next request leaves it alone).
   struct Watch {
     bool active = true;
-    beast::tcp_stream* upstream = nullptr;
+    asio::ip::tcp::socket* upstream = nullptr;
   };
   auto watch = std::make_shared<Watch>();
   client.socket().async_wait(
@@ -285,7 +288,7 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
           watch->active = false;
           boost::system::error_code ignored;
-          if (watch->upstream != nullptr) watch->upstream->socket().close(ignored);
+          if (watch->upstream != nullptr) watch->upstream->close(ignored);
         }
       });
   const auto stop_watching = [&client, watch] {
@@ -337,10 +340,11 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
     }
     ++stats.errors;
     HttpResponse response =
-        proxy_error(request, make_error(ErrorCode::kUnavailable,
+        proxy_error(up, make_error(ErrorCode::kUnavailable,
                                         "service '" + target.spec->name + "' did not answer at " +
                                             target.spec->proxy.url + ": " + failure));
     response.result(http::status::bad_gateway);
+    response.keep_alive(client_keep);
     ++stats.responses[502];
     co_return co_await write_response(client, response);
   }
@@ -357,12 +361,48 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
   ++stats.responses[response.result_int()];
   const bool upstream_keep = response.keep_alive();
   drop_hop_headers(response);
-  response.keep_alive(request.keep_alive());
+  response.keep_alive(client_keep);
 
+  asio::ip::tcp::socket* upstream = lease.stream.get();
+  // A small response of known length, not a stream: read it whole and send head and body in
+  // one write. Everything else is relayed piece by piece as it comes.
+  const auto length = response.payload_size();
+  const bool event_stream =
+      response[http::field::content_type].find("text/event-stream") != std::string_view::npos;
+  if (!head && !response.chunked() && length && *length <= kWholeLimit && !event_stream) {
+    http::response_parser<http::string_body> whole(std::move(parser));
+    co_await http::async_read(*upstream, buffer, whole,
+                              asio::redirect_error(asio::use_awaitable, ec));
+    if (ec || !watch->active) {
+      stop_watching();
+      ++stats.client_gone;
+      co_return false;
+    }
+    stop_watching();
+    // Head and body in one buffer, one send: Beast would write them apart.
+    const auto& message = whole.get();
+    std::string wire = "HTTP/1.1 " + std::to_string(message.result_int()) + " ";
+    wire.append(message.reason());
+    wire += "\r\n";
+    for (const auto& field : message) {
+      wire.append(field.name_string());
+      wire += ": ";
+      wire.append(field.value());
+      wire += "\r\n";
+    }
+    wire += "\r\n";
+    wire += message.body();
+    co_await asio::async_write(client, asio::buffer(wire),
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec && upstream_keep && lease.stream->is_open()) {
+      pool_.give_back(host, port, std::move(lease.stream));
+    }
+    if (ec) ++stats.client_gone;
+    co_return !ec;
+  }
   http::response_serializer<http::buffer_body> serializer(response);
   bool client_ok = watch->active;
   bool upstream_ok = true;
-  beast::tcp_stream* upstream = lease.stream.get();
   co_await http::async_write_header(client, serializer,
                                     asio::redirect_error(asio::use_awaitable, ec));
   if (ec) client_ok = false;
@@ -397,7 +437,7 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
   stop_watching();
   if (!client_ok || hung_up) ++stats.client_gone;
   if (client_ok && upstream_ok && parser.is_done() && upstream_keep &&
-      lease.stream->socket().is_open()) {
+      lease.stream->is_open()) {
     pool_.give_back(host, port, std::move(lease.stream));
   }
   // A response cut short cannot be mended: the client's connection goes too.

@@ -1,6 +1,8 @@
 #include "api/upstream_pool.h"
 
+#include <boost/asio/connect.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 namespace gpuvisor {
@@ -21,7 +23,7 @@ asio::awaitable<Result<UpstreamPool::Lease>> UpstreamPool::take(const std::strin
     while (!idle.empty()) {
       auto stream = std::move(idle.back());
       idle.pop_back();
-      if (stream->socket().is_open()) co_return Lease{std::move(stream), true};
+      if (stream->is_open()) co_return Lease{std::move(stream), true};
     }
   }
   boost::system::error_code ec;
@@ -36,18 +38,22 @@ asio::awaitable<Result<UpstreamPool::Lease>> UpstreamPool::take(const std::strin
     }
     for (const auto& r : results) endpoints.push_back(r.endpoint());
   }
-  auto stream = std::make_unique<boost::beast::tcp_stream>(executor_);
-  stream->expires_after(kConnectTimeout);
-  co_await stream->async_connect(endpoints, asio::redirect_error(asio::use_awaitable, ec));
-  if (ec)
+  auto stream = std::make_unique<tcp::socket>(executor_);
+  asio::steady_timer limit(executor_, kConnectTimeout);
+  limit.async_wait([socket = stream.get()](boost::system::error_code e) {
+    if (!e) socket->close(e);  // too slow: the connect below fails
+  });
+  co_await asio::async_connect(*stream, endpoints, asio::redirect_error(asio::use_awaitable, ec));
+  limit.cancel();
+  if (ec) {
     co_return make_error(ErrorCode::kUnavailable, "cannot connect to " + key + ": " + ec.message());
-  stream->expires_never();
-  stream->socket().set_option(tcp::no_delay(true), ec);
+  }
+  stream->set_option(tcp::no_delay(true), ec);
   co_return Lease{std::move(stream), false};
 }
 
 void UpstreamPool::give_back(const std::string& host, const std::string& port,
-                             std::unique_ptr<boost::beast::tcp_stream> stream) {
+                             std::unique_ptr<tcp::socket> stream) {
   auto& idle = idle_[host + ":" + port];
   if (idle.size() < kMaxIdlePerUpstream) idle.push_back(std::move(stream));
 }

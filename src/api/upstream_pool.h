@@ -7,7 +7,6 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <map>
 #include <memory>
 #include <string>
@@ -20,7 +19,7 @@ namespace gpuvisor {
 class UpstreamPool {
  public:
   struct Lease {
-    std::unique_ptr<boost::beast::tcp_stream> stream;
+    std::unique_ptr<boost::asio::ip::tcp::socket> stream;
     bool reused = false;  // it carried a request before: it may have been closed since
   };
 
@@ -31,13 +30,15 @@ class UpstreamPool {
   boost::asio::awaitable<Result<Lease>> take(const std::string& host, const std::string& port,
                                              bool fresh);
   void give_back(const std::string& host, const std::string& port,
-                 std::unique_ptr<boost::beast::tcp_stream> stream);
+                 std::unique_ptr<boost::asio::ip::tcp::socket> stream);
 
  private:
   static constexpr size_t kMaxIdlePerUpstream = 256;
 
   boost::asio::any_io_executor executor_;
-  std::map<std::string, std::vector<std::unique_ptr<boost::beast::tcp_stream>>> idle_;
+  // Plain sockets rather than beast::tcp_stream: no per-operation timer bookkeeping on the
+  // proxy's hot path (a connect has its own timeout; a service's reply may take minutes).
+  std::map<std::string, std::vector<std::unique_ptr<boost::asio::ip::tcp::socket>>> idle_;
   std::map<std::string, std::vector<boost::asio::ip::tcp::endpoint>> resolved_;
 };
 

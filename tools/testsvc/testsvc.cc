@@ -7,6 +7,8 @@
 #include <netdb.h>
 #include <poll.h>
 #include <signal.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -420,6 +422,9 @@ class Server {
     for (;;) {
       const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) return;  // EAGAIN, or EMFILE: the backlog waits for the next round
+      // Small writes (stream events) go out at once, as a streaming LLM server sends tokens.
+      const int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       conns_.push_back(Conn{fd, {}, {}});
     }
   }

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The proxy benchmark: wrk on loopback against the test service straight, through gpuvisor's
+# /upstream/ proxy and through nginx configured as a plain reverse proxy (keep-alive upstream),
+# in the same run; then the time an SSE event takes to reach a client, straight and through
+# gpuvisor. Prints requests/s and p99 per target, and the ratios the issue sets floors for.
+#
+#   bench/proxy.sh [BUILD_DIR]     (needs wrk and nginx: scripts/setup.sh installs them)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${1:-build}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+# The load generator on one CPU, the proxies and the service on the other, so that wrk's own
+# CPU time does not decide who wins; PIN=0 shares every CPU instead.
+if [[ ${PIN:-1} == 1 && $(nproc) -ge 2 ]]; then
+  LOAD="taskset -c 0"; SUT="taskset -c 1-$(($(nproc) - 1))"; THREADS=${THREADS:-1}
+else
+  LOAD=""; SUT=""; THREADS=${THREADS:-2}
+fi
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [[ -f $work/nginx.pid ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A port nothing listens on now (a connect to it is refused).
+free_port() {
+  local p
+  while :; do
+    p=$(shuf -i 20000-60000 -n 1)
+    (exec 3<>/dev/tcp/127.0.0.1/"$p") 2>/dev/null || { echo "$p"; return; }
+  done
+}
+wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+
+svc=$(free_port); gv=$(free_port); ngx=$(free_port)
+cat > "$work/gpuvisor.yaml" <<YAML
+services:
+  svc:
+    command: [$PWD/$BUILD_DIR/gpuvisor-testsvc, --port, "$svc"]
+    health: {tcp: "127.0.0.1:$svc"}
+    proxy: {url: "http://127.0.0.1:$svc"}
+YAML
+$SUT "$BUILD_DIR"/gpuvisor serve --config "$work/gpuvisor.yaml" --listen "127.0.0.1:$gv" \
+  --state-dir "$work/state" --log-level warn > "$work/gv.out" 2> "$work/gv.err" &
+pids+=($!)
+wait_port "$gv"
+"$BUILD_DIR"/gpuvisor ensure svc --url "http://127.0.0.1:$gv" > /dev/null
+
+cat > "$work/nginx.conf" <<NGINX
+worker_processes ${NGINX_WORKERS:-auto};
+pid $work/nginx.pid;
+error_log $work/nginx.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream svc { server 127.0.0.1:$svc; keepalive 128; }
+  server {
+    listen 127.0.0.1:$ngx;
+    location / {
+      proxy_pass http://svc;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+NGINX
+$SUT nginx -c "$work/nginx.conf" -p "$work" -e "$work/nginx.err"
+wait_port "$ngx"
+
+echo "== machine: $(nproc) cores, $(uname -r); wrk -t$THREADS -c$CONNECTIONS -d$DURATION${LOAD:+ ($LOAD; servers $SUT)}, GET / of gpuvisor-testsvc"
+run() {  # name url -> "name rps p99_ms"
+  local out rps p99
+  out=$($LOAD wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$2")
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<< "$out")
+  p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<< "$out")
+  printf '%-9s %10.0f req/s   p99 %7.2f ms\n' "$1" "$rps" "$p99" >&2
+  echo "$rps $p99"
+}
+read -r d_rps d_p99 < <(run direct "http://127.0.0.1:$svc/")
+read -r g_rps g_p99 < <(run gpuvisor "http://127.0.0.1:$gv/upstream/svc/")
+read -r n_rps n_p99 < <(run nginx "http://127.0.0.1:$ngx/")
+awk -v g="$g_rps" -v n="$n_rps" -v gp="$g_p99" -v np="$n_p99" 'BEGIN {
+  printf "gpuvisor/nginx: throughput %.2fx (floor 0.9x), p99 %.2fx (ceiling 1.5x)\n", g / n, gp / np }'
+
+"$BUILD_DIR"/bench/bench_stream_latency --url "http://127.0.0.1:$svc/stream"
+"$BUILD_DIR"/bench/bench_stream_latency --url "http://127.0.0.1:$gv/upstream/svc/stream"
