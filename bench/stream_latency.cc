@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "stats.h"
 #include "core/url.h"
+#include "stats.h"
 
 namespace {
 

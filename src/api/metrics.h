@@ -25,9 +25,9 @@ class Metrics {
 
   struct Scrape {
     std::vector<ServiceView> services;
-    std::optional<GpuSnapshot> gpus;                    // none without NVML
-    std::map<pid_t, std::string> owners;                // our PIDs, to split GPU memory
-    std::map<std::string, int64_t> jobs;                // by state
+    std::optional<GpuSnapshot> gpus;      // none without NVML
+    std::map<pid_t, std::string> owners;  // our PIDs, to split GPU memory
+    std::map<std::string, int64_t> jobs;  // by state
     const std::map<std::string, ProxyStats>* proxy = nullptr;
     std::vector<const WorkerInfo*> workers;
   };

@@ -341,8 +341,8 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
     ++stats.errors;
     HttpResponse response =
         proxy_error(up, make_error(ErrorCode::kUnavailable,
-                                        "service '" + target.spec->name + "' did not answer at " +
-                                            target.spec->proxy.url + ": " + failure));
+                                   "service '" + target.spec->name + "' did not answer at " +
+                                       target.spec->proxy.url + ": " + failure));
     response.result(http::status::bad_gateway);
     response.keep_alive(client_keep);
     ++stats.responses[502];
@@ -436,8 +436,7 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
   const bool hung_up = !watch->active;
   stop_watching();
   if (!client_ok || hung_up) ++stats.client_gone;
-  if (client_ok && upstream_ok && parser.is_done() && upstream_keep &&
-      lease.stream->is_open()) {
+  if (client_ok && upstream_ok && parser.is_done() && upstream_keep && lease.stream->is_open()) {
     pool_.give_back(host, port, std::move(lease.stream));
   }
   // A response cut short cannot be mended: the client's connection goes too.
