@@ -10,6 +10,7 @@ packages=(
   docker.io busybox-static
   clang-format cppcheck
   wrk nginx-light  # bench/proxy.sh: the load generator and the reference proxy
+  chromium nodejs  # the dashboard test: Playwright drives Debian's Chromium
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -20,4 +21,13 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# Debian's nodejs comes without npm (NodeSource's has it).
+if ! command -v npm > /dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
+fi
+# playwright-core only (no browser download: the test uses /usr/bin/chromium), pinned by the lock.
+dashboard="$(cd "$(dirname "$0")/../tests/dashboard" && pwd)"
+if [[ ! -d $dashboard/node_modules/playwright-core ]]; then
+  (cd "$dashboard" && npm ci --no-audit --no-fund --loglevel=error)
 fi

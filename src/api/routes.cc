@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "api/await.h"
+#include "api/dashboard.h"
 #include "api/gpu_views.h"
 #include "api/json_views.h"
 #include "api/plugin_routes.h"
@@ -184,6 +185,15 @@ asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest&
   const std::string target(request.target());
   if (target == "/healthz") {
     co_return co_await reply(stream, json_response(request, http::status::ok, health_body()));
+  }
+  // The page holds no data: what it shows it fetches through the API, with the token if set.
+  if ((target == "/" || target == "/index.html") && request.method() == http::verb::get) {
+    HttpResponse page{http::status::ok, request.version()};
+    page.set(http::field::content_type, "text/html; charset=utf-8");
+    page.set(http::field::cache_control, "no-cache");
+    page.keep_alive(request.keep_alive());
+    page.body() = kDashboardHtml;
+    co_return co_await reply(stream, std::move(page));
   }
   const bool proxied = Proxy::owns(target);
   const bool metrics = target == "/metrics";
