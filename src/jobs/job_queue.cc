@@ -151,12 +151,11 @@ void JobQueue::cancel(int64_t id, std::function<void(Result<Job>)> done) {
   if (auto r = running_.find(id); r != running_.end()) {
     r->second.cancelled = true;
     r->second.control->cancel();  // send_http sees it and finishes the job as cancelled
-    // A worker's job: its worker goes, and its exit finishes the job.
-    if (auto pool = pools_.find(r->second.job.plugin); pool != pools_.end()) {
-      pool->second->cancel(id);
-    }
     Job job = r->second.job;
     job.state = JobState::kCancelled;
+    // A worker's job: its worker goes, and its exit finishes the job. One still waiting for a
+    // worker is finished at once, which erases r: nothing below may use it.
+    if (auto pool = pools_.find(job.plugin); pool != pools_.end()) pool->second->cancel(id);
     asio::post(executor_, [done = std::move(done), job] { done(job); });
     return;
   }

@@ -200,7 +200,10 @@ void WorkerPool::assign(const std::string& id, int64_t job, json input) {
   m.idle->cancel();
   set_status(id, "running", job);
   jobs_.taken(job, m.worker->pid());
-  if (m.ready) m.worker->send({{"type", "execute"}, {"job_id", job}, {"input", m.input}});
+  if (m.ready) {
+    m.worker->send({{"type", "execute"}, {"job_id", job}, {"input", m.input}});
+    m.sent = true;
+  }
 }
 
 void WorkerPool::became_idle(const std::string& id) {
@@ -239,9 +242,11 @@ void WorkerPool::on_message(const std::string& id, const json& message) {
   if (type == "ready") {
     m.ready = true;
     if (m.ending != Ending::kNone) return;
-    if (m.job != 0) {
+    // A "ready" after a reload, mid-job, must not run the job a second time.
+    if (m.job != 0 && !m.sent) {
       m.worker->send({{"type", "execute"}, {"job_id", m.job}, {"input", m.input}});
-    } else {
+      m.sent = true;
+    } else if (m.job == 0) {
       became_idle(id);
     }
     m.worker->send({{"type", "get_state"}});
@@ -268,6 +273,7 @@ void WorkerPool::on_message(const std::string& id, const json& message) {
   if (done) {
     m.job = 0;
     m.input = nullptr;
+    m.sent = false;
     if (type == "result") {
       ends_in_a_row_ = 0;  // a success: the next crash starts the backoff over
       not_before_ = {};

@@ -64,7 +64,8 @@ class WorkerPool {
   struct Member {
     std::shared_ptr<Worker> worker;
     bool ready = false;
-    int64_t job = 0;  // 0: idle
+    bool sent = false;  // the job's execute went out
+    int64_t job = 0;    // 0: idle
     nlohmann::json input;
     Ending ending = Ending::kNone;
     std::unique_ptr<boost::asio::steady_timer> idle;

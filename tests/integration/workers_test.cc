@@ -237,3 +237,45 @@ TEST(JobStream, AJobsStreamCarriesItsChunksThenEndsWithItsResult) {
 
 }  // namespace
 }  // namespace gpuvisor::itest
+
+namespace gpuvisor::itest {
+namespace {
+
+TEST(WorkerPools, AJobWaitingOutABackoffCanBeCancelled) {
+  Daemon d(pool_yaml(", restart: never, backoff: 1m"));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const int64_t crash = submit(d, R"({"crash": true})");
+  ASSERT_TRUE(d.wait_event([&](const nlohmann::json& e) { return is(e, "job.failed", crash); }));
+  // The next start waits a minute: this job sits in the pool, started but with no worker.
+  const int64_t waiting = submit(d);
+  ASSERT_TRUE(d.wait_event([&](const nlohmann::json& e) { return is(e, "job.started", waiting); }));
+  ASSERT_EQ(0, d.cli({"jobs", "cancel", std::to_string(waiting)}).exit_code);
+  EXPECT_TRUE(
+      d.wait_event([&](const nlohmann::json& e) { return is(e, "job.cancelled", waiting); }));
+  EXPECT_EQ("cancelled", body(d.call("GET", "/api/v1/jobs/" + std::to_string(waiting)))["state"]);
+}
+
+}  // namespace
+}  // namespace gpuvisor::itest
+
+namespace gpuvisor::itest {
+namespace {
+
+TEST(WorkerPools, AReloadMidJobDoesNotRunTheJobTwice) {
+  Daemon d(pool_yaml(""));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const int64_t parked = submit(d, R"({"wait_for_reload": true})");
+  ASSERT_TRUE(d.wait_event([&](const nlohmann::json& e) { return is(e, "job.started", parked); }));
+  // The worker answers "ready" to the reload while the job is still its own.
+  ASSERT_EQ(200, d.call("PUT", "/api/v1/plugins/work_w/config", R"({"model": "big"})")->status);
+  ASSERT_TRUE(
+      d.wait_event([&](const nlohmann::json& e) { return is(e, "job.completed", parked); }));
+  const int64_t next = submit(d);
+  ASSERT_TRUE(d.wait_event([&](const nlohmann::json& e) { return is(e, "job.completed", next); }));
+  const auto result = body(d.call("GET", "/api/v1/jobs/" + std::to_string(next)))["result"];
+  EXPECT_EQ(2, result["executes"]) << result.dump();  // one per job: none sent again
+  EXPECT_EQ("big", result["config"]["model"]);
+}
+
+}  // namespace
+}  // namespace gpuvisor::itest

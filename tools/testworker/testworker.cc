@@ -2,7 +2,8 @@
 // Its input chooses what it does: {"crash": true} exits with status 3, {"hang": true} never
 // answers, {"fail": true} answers an error; anything else streams two chunks, reports progress
 // and returns {"echo": input, "config": its config, "pid": its PID}. "reload" takes a new
-// config; "get_state" answers the config's "model" as its loaded resource.
+// config; "get_state" answers the config's "model" as its loaded resource. {"wait_for_reload":
+// true} is answered only after the next reload (a config saved mid-job).
 // --exit-on-init N: exits with status N when initialised (a worker that cannot load).
 #include <unistd.h>
 
@@ -26,6 +27,14 @@ int main(int argc, char** argv) {
   const int exit_on_init =
       argc == 3 && std::string(argv[1]) == "--exit-on-init" ? std::stoi(argv[2]) : -1;
   json config = json::object();
+  int executes = 0;       // how many execute messages came, reported in each result
+  json parked = nullptr;  // {"wait_for_reload": true}: answered after the next reload
+  const auto result = [&](long long id, const json& input) {
+    say({{"type", "result"},
+         {"job_id", id},
+         {"result",
+          {{"echo", input}, {"config", config}, {"pid", getpid()}, {"executes", executes}}}});
+  };
   std::string line;
   while (std::getline(std::cin, line)) {
     const auto m = json::parse(line, nullptr, false);
@@ -38,12 +47,21 @@ int main(int argc, char** argv) {
       if (exit_on_init >= 0) return exit_on_init;
       config = m.value("config", json::object());
       say({{"type", "ready"}});
+      if (!parked.is_null()) {
+        result(parked["id"].get<long long>(), parked["input"]);
+        parked = nullptr;
+      }
     } else if (type == "get_state") {
       say({{"type", "state"}, {"loaded_resource", config.value("model", "none")}});
     } else if (type == "execute") {
       const auto id = m.value("job_id", 0LL);
       const json input = m.value("input", json::object());
+      ++executes;
       if (input.value("crash", false)) return 3;
+      if (input.value("wait_for_reload", false)) {
+        parked = {{"id", id}, {"input", input}};
+        continue;
+      }
       if (input.value("hang", false)) continue;
       if (input.value("fail", false)) {
         say({{"type", "error"}, {"job_id", id}, {"message", "asked to fail"}});
@@ -52,9 +70,7 @@ int main(int argc, char** argv) {
       say({{"type", "stream_chunk"}, {"job_id", id}, {"data", "chunk 1"}});
       say({{"type", "progress"}, {"job_id", id}, {"progress", 0.5}});
       say({{"type", "stream_chunk"}, {"job_id", id}, {"data", "chunk 2"}});
-      say({{"type", "result"},
-           {"job_id", id},
-           {"result", {{"echo", input}, {"config", config}, {"pid", getpid()}}}});
+      result(id, input);
     } else if (type == "stop") {
       return 0;
     }
