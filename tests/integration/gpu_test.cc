@@ -216,12 +216,6 @@ TEST(Gpu, WithoutNvmlServicesStillRunAndGpuViewsSayWhy) {
   EXPECT_NE(std::string::npos, gpus.err.find("no GPU inventory: cannot load")) << gpus.err;
 }
 
-}  // namespace
-}  // namespace gpuvisor::itest
-
-namespace gpuvisor::itest {
-namespace {
-
 TEST(Gpu, AConflictIsAnEventWhenItAppearsAndWhenItClears) {
   const std::string dir = make_temp_dir("conflict");
   FakeGpu gpu(dir);

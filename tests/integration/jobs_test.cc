@@ -135,12 +135,6 @@ TEST(Jobs, AnAcknowledgedJobSurvivesADaemonKill) {
   ASSERT_EQ(0, again.cli({"jobs", "cancel", std::to_string(queued)}).exit_code);
 }
 
-}  // namespace
-}  // namespace gpuvisor::itest
-
-namespace gpuvisor::itest {
-namespace {
-
 std::string worker_yaml() {
   return "services: {}\nplugins:\n  manifests:\n"
          "    - name: echo\n      category: work\n      mode: worker\n"
@@ -202,12 +196,6 @@ TEST(WorkerJobs, CancellingARunningWorkerJobStopsTheWorker) {
   EXPECT_TRUE(d.wait_event([](const nlohmann::json& e) { return e["type"] == "worker.exited"; }));
 }
 
-}  // namespace
-}  // namespace gpuvisor::itest
-
-namespace gpuvisor::itest {
-namespace {
-
 TEST(WorkerJobs, AWorkerThatCannotStartFailsItsJobSayingWhy) {
   Daemon d(
       "services: {}\nplugins:\n  manifests:\n"
@@ -222,12 +210,6 @@ TEST(WorkerJobs, AWorkerThatCannotStartFailsItsJobSayingWhy) {
       "directory",
       body(d.call("GET", "/api/v1/jobs/" + std::to_string(id)))["error"]);
 }
-
-}  // namespace
-}  // namespace gpuvisor::itest
-
-namespace gpuvisor::itest {
-namespace {
 
 TEST(Jobs, FinishedJobsPastTheRetentionAreDeletedAndRunningOnesKept) {
   const int port = free_port();

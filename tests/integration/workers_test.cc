@@ -205,12 +205,6 @@ TEST(WorkerPools, BadWorkerSettingsAreRefusedWithWhereAndWhat) {
   EXPECT_NE(err.find("unknown key 'worker.colour'"), std::string::npos) << err;
 }
 
-}  // namespace
-}  // namespace gpuvisor::itest
-
-namespace gpuvisor::itest {
-namespace {
-
 TEST(JobStream, AJobsStreamCarriesItsChunksThenEndsWithItsResult) {
   Daemon d(pool_yaml(""));
   ASSERT_TRUE(d.start()) << d.stderr_text();
@@ -235,12 +229,6 @@ TEST(JobStream, AJobsStreamCarriesItsChunksThenEndsWithItsResult) {
   EXPECT_NE(std::string::npos, missing.err.find("no job 9999")) << missing.err;
 }
 
-}  // namespace
-}  // namespace gpuvisor::itest
-
-namespace gpuvisor::itest {
-namespace {
-
 TEST(WorkerPools, AJobWaitingOutABackoffCanBeCancelled) {
   Daemon d(pool_yaml(", restart: never, backoff: 1m"));
   ASSERT_TRUE(d.start()) << d.stderr_text();
@@ -254,12 +242,6 @@ TEST(WorkerPools, AJobWaitingOutABackoffCanBeCancelled) {
       d.wait_event([&](const nlohmann::json& e) { return is(e, "job.cancelled", waiting); }));
   EXPECT_EQ("cancelled", body(d.call("GET", "/api/v1/jobs/" + std::to_string(waiting)))["state"]);
 }
-
-}  // namespace
-}  // namespace gpuvisor::itest
-
-namespace gpuvisor::itest {
-namespace {
 
 TEST(WorkerPools, AReloadMidJobDoesNotRunTheJobTwice) {
   Daemon d(pool_yaml(""));
