@@ -448,21 +448,28 @@ class Loader {
 
   void read_services(const Field& f, Config& config) {
     if (!expect_map(f, "a map of service name to settings")) return;
-    std::map<std::string, std::string> model_owner;  // a /v1 model name routes to one service
     auto service = [&](const Field& entry) {
       ServiceSpec spec;
-      if (!read_service(entry, spec)) return;
-      for (const auto& model : spec.proxy.models) {
-        const auto [it, fresh] = model_owner.emplace(model, spec.name);
-        if (!fresh) {
-          report(key_mark(entry, "proxy"), "service " + quote(spec.name) + ": model " +
-                                               quote(model) + " is already served by " +
-                                               quote(it->second) + "; a model names one service");
-        }
-      }
-      config.services.push_back(std::move(spec));
+      if (read_service(entry, spec)) config.services.push_back(std::move(spec));
     };
     visit_map(f.value, "", {}, service, "service name");
+    check_models(f, config);
+  }
+
+  // A /v1 model name routes to one service: a name listed twice is an error at the second.
+  void check_models(const Field& f, const Config& config) {
+    std::map<std::string, std::string> owner;
+    for (const auto& s : config.services) {
+      for (const auto& model : s.proxy.models) {
+        const auto taken = owner.emplace(model, s.name);
+        if (taken.second) continue;
+        const YAML::Node node = f.value[s.name];
+        const YAML::Mark mark = node && node["proxy"] ? node["proxy"].Mark() : f.value.Mark();
+        report(mark, "service " + quote(s.name) + ": model " + quote(model) +
+                         " is already served by " + quote(taken.first->second) +
+                         "; a model names one service");
+      }
+    }
   }
 
   bool read_service(const Field& entry, ServiceSpec& spec) {
