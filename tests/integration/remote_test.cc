@@ -101,7 +101,8 @@ TEST(Remote, TheBudgetEndsItAndRefusesTheNextOneAcrossRestarts) {
   ASSERT_TRUE(again.start()) << again.stderr_text();
   const auto refused = again.cli({"ensure", "box"});
   EXPECT_NE(0, refused.exit_code);
-  EXPECT_NE(std::string::npos, refused.err.find("budget reached: $0.0")) << refused.err;
+  // How far past the budget it got depends on when the last status poll ran: not checked.
+  EXPECT_NE(std::string::npos, refused.err.find("budget reached: $")) << refused.err;
   EXPECT_NE(std::string::npos, refused.err.find("of the $0.05 budget for box; nothing "
                                                 "provisioned"))
       << refused.err;
