@@ -221,7 +221,10 @@ int run_serve(const ServeOptions& options) {
     spdlog::info("received signal {}: shutting down{}", sig,
                  config.daemon.stop_services_on_exit ? " and stopping services" : "");
     server.close();
-    supervisor.shutdown(config.daemon.stop_services_on_exit, [&io] { io.stop(); });
+    // Workers first (their jobs may use the services), then the services.
+    jobs.shutdown(Millis(5000), [&] {
+      supervisor.shutdown(config.daemon.stop_services_on_exit, [&io] { io.stop(); });
+    });
     // A second signal while services stop means "now": leave them to the next daemon.
     signals.async_wait([&io](const boost::system::error_code& again, int) {
       if (!again) io.stop();

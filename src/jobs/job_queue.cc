@@ -187,7 +187,19 @@ void JobQueue::cancel(int64_t id, std::function<void(Result<Job>)> done) {
   });
 }
 
+void JobQueue::shutdown(Millis grace, std::function<void()> done) {
+  stopping_ = true;
+  if (retention_timer_) retention_timer_->cancel();
+  auto left = std::make_shared<size_t>(pools_.size() + 1);
+  auto one_done = [left, done = std::move(done)] {
+    if (--*left == 0) done();
+  };
+  for (auto& [plugin, pool] : pools_) pool->stop_all(grace, one_done);
+  one_done();
+}
+
 void JobQueue::pump(const std::string& plugin) {
+  if (stopping_) return;
   const auto* p = plugins_.find(plugin);
   if (p == nullptr) return;
   auto& queue = pending_[plugin];
@@ -354,6 +366,8 @@ void JobQueue::on_worker_message(int64_t id, const json& m) {
 }
 
 void JobQueue::finish(int64_t id, JobState state, json result, std::string error) {
+  // Stopping: what was running is left as it is in the store; the next daemon runs it again.
+  if (stopping_) return;
   auto it = running_.find(id);
   if (it == running_.end()) return;
   Job job = std::move(it->second.job);

@@ -45,6 +45,10 @@ class JobQueue {
   // A pending job is cancelled at once; a running one has its request closed. done gets the
   // job as it ends up.
   void cancel(int64_t id, std::function<void(Result<Job>)> done);
+  // The daemon is stopping: no job starts any more; workers are asked to stop (SIGKILL after
+  // grace) and done runs once they are gone. Jobs that were running stay so in the store, to
+  // run again under the next daemon.
+  void shutdown(Millis grace, std::function<void()> done);
   // The plugin's config was saved or deleted: its live workers reload it.
   void reload(const std::string& plugin);
 
@@ -81,6 +85,7 @@ class JobQueue {
   std::map<std::string, unsigned> running_count_;
   std::map<int64_t, Running> running_;
   std::unique_ptr<boost::asio::steady_timer> retention_timer_;
+  bool stopping_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

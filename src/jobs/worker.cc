@@ -137,8 +137,15 @@ void Worker::watch() {
                     });
 }
 
-void Worker::stop(Millis grace) {
+void Worker::stop(Millis grace, Millis ask) {
   if (exited_) return;
+  if (ask.count() > 0) {
+    kill_timer_.expires_after(ask);
+    kill_timer_.async_wait([self = shared_from_this(), grace](boost::system::error_code ec) {
+      if (!ec && !self->exited_) self->stop(grace);
+    });
+    return;
+  }
   syscall(SYS_pidfd_send_signal, pidfd_.native_handle(), grace.count() > 0 ? SIGTERM : SIGKILL,
           nullptr, 0);
   if (grace.count() <= 0) return;

@@ -36,8 +36,9 @@ class Worker : public std::enable_shared_from_this<Worker> {
   pid_t pid() const { return pid_; }
   bool exited() const { return exited_; }
   void send(const nlohmann::json& message);
-  // SIGTERM, SIGKILL after grace; on_exit reports it.
-  void stop(Millis grace);
+  // SIGTERM, SIGKILL after grace; on_exit reports it. With ask > 0 the worker is first given
+  // that long to leave on its own (after a "stop" message), and only then signalled.
+  void stop(Millis grace, Millis ask = Millis(0));
 
  private:
   Worker(boost::asio::any_io_executor executor, pid_t pid, int pidfd, int in, int out,

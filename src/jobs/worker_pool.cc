@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <boost/asio/post.hpp>
 
 #include "core/service_spec.h"
 
@@ -69,6 +70,25 @@ void WorkerPool::cancel(int64_t job) {
   }
 }
 
+void WorkerPool::stop_all(Millis grace, std::function<void()> done) {
+  stopping_ = true;
+  waiting_.clear();
+  replacements_due_ = 0;
+  backoff_timer_.cancel();
+  if (members_.empty()) {
+    asio::post(env_.executor, std::move(done));
+    return;
+  }
+  stopped_ = std::move(done);
+  for (auto& [id, m] : members_) {
+    m.ending = Ending::kAsked;
+    m.idle->cancel();
+    set_status(id, "stopping", m.job);
+    m.worker->send({{"type", "stop"}});
+    m.worker->stop(grace, grace);  // its own way out first, then SIGTERM, then SIGKILL
+  }
+}
+
 void WorkerPool::reload(const json& config) {
   if (!gave_up_.empty())
     spdlog::info("plugin {}: config saved; its workers may start again", plugin_.id);
@@ -98,6 +118,7 @@ bool WorkerPool::may_start_now() {
 }
 
 void WorkerPool::dispatch() {
+  if (stopping_) return;
   while (!waiting_.empty()) {
     if (!gave_up_.empty()) {
       auto lost = std::move(waiting_);
@@ -220,7 +241,7 @@ void WorkerPool::became_idle(const std::string& id) {
     it->second.ending = Ending::kAsked;
     set_status(id, "stopping", 0);
     it->second.worker->send({{"type", "stop"}});
-    it->second.worker->stop(kIdleStopGrace);
+    it->second.worker->stop(kIdleStopGrace, kIdleStopGrace);
   });
 }
 
@@ -310,6 +331,14 @@ void WorkerPool::on_exit(const std::string& id, const std::string& how) {
   if (replace) {
     ++replacements_due_;
     replaces_ = id;
+  }
+  if (stopping_) {
+    if (members_.empty() && stopped_) {
+      auto done = std::move(stopped_);
+      stopped_ = nullptr;
+      done();
+    }
+    return;
   }
   if (m.job != 0) jobs_.lost(m.job, "the worker " + how);
   dispatch();

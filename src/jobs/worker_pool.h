@@ -58,6 +58,10 @@ class WorkerPool {
   // The plugin's config changed: live workers get "reload", and a reached limit is cleared.
   void reload(const nlohmann::json& config);
   size_t size() const { return members_.size(); }
+  // The daemon is stopping: every worker gets "stop" and SIGTERM, SIGKILL after grace; no new
+  // one starts. done runs once all have exited. Their jobs are not reported lost: the store
+  // keeps them running, and the next daemon runs them again.
+  void stop_all(Millis grace, std::function<void()> done);
 
  private:
   enum class Ending { kNone, kCancel, kAsked };
@@ -94,8 +98,10 @@ class WorkerPool {
   boost::asio::steady_timer backoff_timer_;
   bool backoff_armed_ = false;
   unsigned replacements_due_ = 0;
-  std::string replaces_;  // the worker the next replacement stands in for
-  std::string gave_up_;   // why jobs fail at once, when the restart limit was reached
+  std::string replaces_;           // the worker the next replacement stands in for
+  std::function<void()> stopped_;  // stop_all's done, once the last worker is gone
+  bool stopping_ = false;
+  std::string gave_up_;  // why jobs fail at once, when the restart limit was reached
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -3,6 +3,7 @@
 // config reloads and idle stops.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <set>
 
 #include "testkit/daemon.h"
@@ -247,7 +248,10 @@ TEST(WorkerPools, AReloadMidJobDoesNotRunTheJobTwice) {
   Daemon d(pool_yaml(""));
   ASSERT_TRUE(d.start()) << d.stderr_text();
   const int64_t parked = submit(d, R"({"wait_for_reload": true})");
-  ASSERT_TRUE(d.wait_event([&](const nlohmann::json& e) { return is(e, "job.started", parked); }));
+  // Its progress says the worker holds the job: only then is the config saved.
+  ASSERT_TRUE(d.wait_event([&](const nlohmann::json& e) {
+    return e["type"] == "job.progress" && e["data"]["id"] == parked;
+  }));
   // The worker answers "ready" to the reload while the job is still its own.
   ASSERT_EQ(200, d.call("PUT", "/api/v1/plugins/work_w/config", R"({"model": "big"})")->status);
   ASSERT_TRUE(
@@ -257,6 +261,32 @@ TEST(WorkerPools, AReloadMidJobDoesNotRunTheJobTwice) {
   const auto result = body(d.call("GET", "/api/v1/jobs/" + std::to_string(next)))["result"];
   EXPECT_EQ(2, result["executes"]) << result.dump();  // one per job: none sent again
   EXPECT_EQ("big", result["config"]["model"]);
+}
+
+TEST(WorkerPools, ADaemonStopAsksItsWorkersToStopAndTheirJobsRunAgainAfter) {
+  const std::string yaml = pool_yaml("");
+  std::string dir;
+  int64_t id = 0;
+  {
+    Daemon d(yaml);
+    ASSERT_TRUE(d.start()) << d.stderr_text();
+    dir = d.dir();
+    id = submit(d, R"({"hang": true})");
+    ASSERT_TRUE(d.wait_event([&](const nlohmann::json& e) { return is(e, "job.started", id); }));
+    ASSERT_TRUE(
+        d.wait_event([](const nlohmann::json& e) { return e["type"] == "worker.started"; }));
+    EXPECT_EQ(0, d.terminate());
+  }
+  std::ifstream log(dir + "/state/logs/worker-work_w.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), {});
+  EXPECT_NE(std::string::npos, text.find("testworker: asked to stop")) << text;  // not killed
+  // Left running in the store by a clean stop: the next daemon runs it again.
+  Daemon again(yaml, dir);
+  ASSERT_TRUE(again.start()) << again.stderr_text();
+  EXPECT_TRUE(again.wait_event([&](const nlohmann::json& e) { return is(e, "job.started", id); }));
+  const auto job = body(again.call("GET", "/api/v1/jobs/" + std::to_string(id)));
+  EXPECT_EQ("running", job["state"]);
+  EXPECT_EQ(2, job["attempts"]);
 }
 
 }  // namespace

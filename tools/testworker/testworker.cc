@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
       if (input.value("crash", false)) return 3;
       if (input.value("wait_for_reload", false)) {
         parked = {{"id", id}, {"input", input}};
+        say({{"type", "progress"}, {"job_id", id}, {"progress", 0.1}});  // "I have it"
         continue;
       }
       if (input.value("hang", false)) continue;
@@ -72,6 +73,7 @@ int main(int argc, char** argv) {
       say({{"type", "stream_chunk"}, {"job_id", id}, {"data", "chunk 2"}});
       result(id, input);
     } else if (type == "stop") {
+      std::cerr << "testworker: asked to stop\n";
       return 0;
     }
   }
