@@ -12,13 +12,13 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <cstring>
 #include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "core/url.h"
+#include "harness.h"
 #include "stats.h"
 #include "testkit/daemon.h"
 
@@ -26,7 +26,6 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using gpuvisor::itest::Daemon;
-using gpuvisor::itest::free_port;
 
 namespace {
 
@@ -93,22 +92,12 @@ long long count_jobs(const std::string& db_path) {
 
 int main(int argc, char** argv) {
   int seconds = 10, connections = 32;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
-      seconds = std::stoi(argv[++i]);
-    } else if (std::strcmp(argv[i], "--connections") == 0 && i + 1 < argc) {
-      connections = std::stoi(argv[++i]);
-    } else {
-      std::cerr << "usage: bench_job_submit [--seconds N] [--connections C]\n";
-      return 2;
-    }
+  if (!gpuvisor::bench::read_flags(argc, argv,
+                                   {{"--seconds", &seconds}, {"--connections", &connections}},
+                                   "bench_job_submit [--seconds N] [--connections C]")) {
+    return 2;
   }
-  const std::string p = std::to_string(free_port());
-  const std::string yaml = "services:\n  svc:\n    command: [$TESTSVC, --port, \"" + p +
-                           "\"]\n    health: {tcp: \"127.0.0.1:" + p +
-                           "\"}\nplugins:\n  manifests:\n    - {name: hang, category: bench, "
-                           "mode: http, service: svc,\n       http: {url: \"http://127.0.0.1:" +
-                           p + "/hang\"}}\n";
+  const std::string yaml = gpuvisor::bench::hang_plugin_config();
   Daemon d(yaml);
   if (!d.start({"--log-level", "warn"})) {
     std::cerr << "daemon did not start:\n" << d.stderr_text();

@@ -9,13 +9,13 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <cstring>
 #include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "core/url.h"
+#include "harness.h"
 #include "stats.h"
 #include "testkit/daemon.h"
 
@@ -23,7 +23,6 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using gpuvisor::itest::Daemon;
-using gpuvisor::itest::free_port;
 
 namespace {
 
@@ -124,22 +123,11 @@ void Listener::read() {
 
 int main(int argc, char** argv) {
   int clients = 1000, events = 50;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--clients") == 0 && i + 1 < argc) {
-      clients = std::stoi(argv[++i]);
-    } else if (std::strcmp(argv[i], "--events") == 0 && i + 1 < argc) {
-      events = std::stoi(argv[++i]);
-    } else {
-      std::cerr << "usage: bench_sse_fanout [--clients N] [--events M]\n";
-      return 2;
-    }
+  if (!gpuvisor::bench::read_flags(argc, argv, {{"--clients", &clients}, {"--events", &events}},
+                                   "bench_sse_fanout [--clients N] [--events M]")) {
+    return 2;
   }
-  const std::string p = std::to_string(free_port());
-  Daemon d("services:\n  svc:\n    command: [$TESTSVC, --port, \"" + p +
-           "\"]\n    health: {tcp: \"127.0.0.1:" + p +
-           "\"}\nplugins:\n  manifests:\n    - {name: hang, category: bench, mode: http, "
-           "service: svc,\n       http: {url: \"http://127.0.0.1:" +
-           p + "/hang\"}}\n");
+  Daemon d(gpuvisor::bench::hang_plugin_config());
   if (!d.start({"--log-level", "warn"})) {
     std::cerr << "daemon did not start:\n" << d.stderr_text();
     return 1;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/url.h"
+#include "harness.h"
 #include "stats.h"
 
 namespace {
@@ -78,17 +79,20 @@ int main(int argc, char** argv) {
   int events = 2000;
   int interval_ms = 2;
   int streams = 10;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    if (flag == "--url") url_text = argv[i + 1];
-    if (flag == "--events") events = std::atoi(argv[i + 1]);
-    if (flag == "--interval-ms") interval_ms = std::atoi(argv[i + 1]);
-    if (flag == "--streams") streams = std::atoi(argv[i + 1]);
+  const std::string usage =
+      "bench_stream_latency --url http://HOST:PORT/.../stream [--events N] [--interval-ms M] "
+      "[--streams S]";
+  if (!gpuvisor::bench::read_flags(argc, argv,
+                                   {{"--url", &url_text},
+                                    {"--events", &events},
+                                    {"--interval-ms", &interval_ms},
+                                    {"--streams", &streams}},
+                                   usage)) {
+    return 2;
   }
   const auto url = gpuvisor::parse_http_url(url_text);
   if (!url || events <= 0 || streams <= 0) {
-    std::cerr << "usage: bench_stream_latency --url http://HOST:PORT/.../stream [--events N] "
-                 "[--interval-ms M] [--streams S]\n";
+    std::cerr << "usage: " << usage << "\n";
     return 2;
   }
   std::vector<double> samples;
