@@ -73,7 +73,24 @@ HttpResponse proxy_error(const HttpRequest& request, const Error& error,
 }  // namespace
 
 struct Proxy::Route {
-  explicit Route(asio::any_io_executor executor) : linger(std::move(executor)) {}
+  Route(asio::any_io_executor executor, const ServiceSpec& spec)
+      : service(spec.name),
+        upstream(parse_http_url(spec.proxy.url).value_or(HttpUrl{})),
+        linger(std::move(executor)) {}
+
+  // A slot given back: to the first request waiting for one, else to nobody.
+  void pass_slot() {
+    if (queue.empty()) {
+      --slots;
+      return;
+    }
+    auto next = queue.front();
+    queue.pop_front();
+    next->cancel();  // its slot is this one
+  }
+
+  std::string service;
+  HttpUrl upstream;              // proxy.url, parsed once (the config checked it)
   unsigned in_flight = 0;        // requests holding the service busy
   std::optional<uint64_t> hold;  // the supervisor's token for that
   asio::steady_timer linger;
@@ -92,10 +109,14 @@ bool Proxy::owns(std::string_view target) {
   return target.rfind("/upstream/", 0) == 0 || target.rfind("/v1/", 0) == 0;
 }
 
-Proxy::Route& Proxy::route(const std::string& service) {
-  auto& r = routes_[service];
-  if (!r) r = std::make_unique<Route>(executor_);
+Proxy::Route& Proxy::route(const ServiceSpec& spec) {
+  auto& r = routes_[spec.name];
+  if (!r) r = std::make_unique<Route>(executor_, spec);
   return *r;
+}
+
+bool Proxy::held(const Route& r) const {
+  return r.hold && supervisor_.held(r.service, *r.hold);
 }
 
 Result<Proxy::Target> Proxy::resolve(const HttpRequest& request) const {
@@ -156,7 +177,7 @@ asio::awaitable<bool> Proxy::handle(beast::tcp_stream& client, HttpRequest& requ
   const ServiceSpec& spec = *target->spec;
   ProxyStats& stats = stats_[spec.name];
   ++stats.requests;
-  Route& r = route(spec.name);
+  Route& r = route(spec);
   const Status entered = co_await enter(r, spec);
   if (!entered) {
     ++stats.errors;
@@ -171,7 +192,7 @@ asio::awaitable<bool> Proxy::handle(beast::tcp_stream& client, HttpRequest& requ
     ++stats.responses[response.result_int()];
     co_return co_await write_response(client, response) && keep;
   }
-  const bool again = co_await forward(client, request, *target, stats);
+  const bool again = co_await forward(client, request, *target, r.upstream, stats);
   leave(r);
   co_return again&& keep;
 }
@@ -196,16 +217,7 @@ asio::awaitable<Status> Proxy::enter(Route& r, const ServiceSpec& spec) {
   } else {
     ++r.slots;
   }
-  const auto give_up_slot = [this, &r] {
-    if (!r.queue.empty()) {
-      auto next = r.queue.front();
-      r.queue.pop_front();
-      next->cancel();
-    } else {
-      --r.slots;
-    }
-  };
-  if (!(r.hold && supervisor_.held(spec.name, *r.hold))) {
+  if (!held(r)) {
     r.hold.reset();
     const auto left =
         std::chrono::duration_cast<Millis>(deadline - std::chrono::steady_clock::now());
@@ -215,14 +227,14 @@ asio::awaitable<Status> Proxy::enter(Route& r, const ServiceSpec& spec) {
     auto ready = co_await await_result<ServiceView>(ensure);
     if (alive.expired()) co_return make_error(ErrorCode::kUnavailable, "daemon is shutting down");
     if (!*ready) {
-      give_up_slot();
+      r.pass_slot();
       co_return ready->error();
     }
     // Another request may have taken the hold while this one waited.
-    if (!(r.hold && supervisor_.held(spec.name, *r.hold))) {
+    if (!held(r)) {
       auto hold = supervisor_.acquire(spec.name, "serving proxied requests");
       if (!hold) {
-        give_up_slot();
+        r.pass_slot();
         co_return hold.error();
       }
       r.hold = *hold;
@@ -234,31 +246,23 @@ asio::awaitable<Status> Proxy::enter(Route& r, const ServiceSpec& spec) {
 }
 
 void Proxy::leave(Route& r) {
-  if (!r.queue.empty()) {
-    auto next = r.queue.front();
-    r.queue.pop_front();
-    next->cancel();  // its slot is this one
-  } else {
-    --r.slots;
-  }
+  r.pass_slot();
   if (--r.in_flight > 0 || !r.hold) return;
   r.linger.expires_after(kLinger);
   r.linger.async_wait(
       [this, &r, alive = std::weak_ptr<bool>(alive_)](boost::system::error_code ec) {
         if (ec || alive.expired() || r.in_flight > 0 || !r.hold) return;
-        for (const auto& [name, route] : routes_) {
-          if (route.get() == &r) supervisor_.release(name, *r.hold);
-        }
+        supervisor_.release(r.service, *r.hold);
         r.hold.reset();
       });
 }
 
 asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& request,
-                                     const Target& target, ProxyStats& stats) {
-  const auto url = parse_http_url(target.spec->proxy.url);
-  const std::string base = url ? url->target : "";
-  const std::string host = url ? url->host : "";
-  const std::string port = url ? url->port : "";
+                                     const Target& target, const HttpUrl& service_url,
+                                     ProxyStats& stats) {
+  const std::string& base = service_url.target;
+  const std::string& host = service_url.host;
+  const std::string& port = service_url.port;
   const auto started = std::chrono::steady_clock::now();
   const bool head = request.method() == http::verb::head;
 

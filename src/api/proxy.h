@@ -19,6 +19,7 @@
 
 #include "api/http_server.h"
 #include "api/upstream_pool.h"
+#include "core/url.h"
 #include "supervisor/supervisor.h"
 
 namespace gpuvisor {
@@ -61,8 +62,10 @@ class Proxy {
   boost::asio::awaitable<Status> enter(Route& route, const ServiceSpec& spec);
   void leave(Route& route);
   boost::asio::awaitable<bool> forward(boost::beast::tcp_stream& client, HttpRequest& request,
-                                       const Target& target, ProxyStats& stats);
-  Route& route(const std::string& service);
+                                       const Target& target, const HttpUrl& service_url,
+                                       ProxyStats& stats);
+  Route& route(const ServiceSpec& spec);
+  bool held(const Route& r) const;  // its busy hold is still the service's current one
 
   boost::asio::any_io_executor executor_;
   Supervisor& supervisor_;
