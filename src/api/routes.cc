@@ -458,12 +458,13 @@ asio::awaitable<bool> Api::job_stream(boost::beast::tcp_stream& stream, HttpRequ
     queue->push(sse_frame("", "job", to_json(j).dump()));
   };
   const auto ended = [](const std::string& state) {
-    return state == "completed" || state == "failed" || state == "cancelled";
+    const auto parsed = parse_job_state(state);
+    return parsed && is_final(*parsed);
   };
   const auto about = [id = job.id](const Event& e) {
     return e.type.rfind("job.", 0) == 0 && e.data.value("id", int64_t{0}) == id;
   };
-  const bool over = ended(to_string(job.state));
+  const bool over = is_final(job.state);
   if (!over) snapshot(job);
   for (const auto& e : events_.since(0)) {
     if (about(e)) queue->push(sse_frame(std::to_string(e.id), e.type, e.to_json().dump()));

@@ -19,10 +19,6 @@ namespace {
 
 constexpr Millis kEnsureTimeout{600'000};
 
-bool finished(JobState s) {
-  return s == JobState::kCompleted || s == JobState::kFailed || s == JobState::kCancelled;
-}
-
 }  // namespace
 
 json to_json(const Job& j) {
@@ -164,7 +160,7 @@ void JobQueue::cancel(int64_t id, std::function<void(Result<Job>)> done) {
     asio::post(executor_, [done = std::move(done), e = job.error()] { done(e); });
     return;
   }
-  if (finished(job->state)) {
+  if (is_final(job->state)) {
     asio::post(executor_, [done = std::move(done), j = *job] {
       done(make_error(ErrorCode::kConflict,
                       "job " + std::to_string(j.id) + " already " + to_string(j.state)));

@@ -115,6 +115,11 @@ const char* to_string(JobState state) {
   return "failed";
 }
 
+bool is_final(JobState state) {
+  return state == JobState::kCompleted || state == JobState::kFailed ||
+         state == JobState::kCancelled;
+}
+
 std::optional<JobState> parse_job_state(const std::string& text) {
   for (const auto s : {JobState::kPending, JobState::kRunning, JobState::kCompleted,
                        JobState::kFailed, JobState::kCancelled}) {

@@ -28,6 +28,8 @@ namespace gpuvisor {
 enum class JobState { kPending, kRunning, kCompleted, kFailed, kCancelled };
 const char* to_string(JobState state);
 std::optional<JobState> parse_job_state(const std::string& text);
+// Completed, failed or cancelled: nothing more will happen to it.
+bool is_final(JobState state);
 
 struct Job {
   int64_t id = 0;
