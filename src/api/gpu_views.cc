@@ -18,19 +18,6 @@ nlohmann::json device_json(const GpuDevice& d) {
   return j;
 }
 
-nlohmann::json held_json(unsigned gpu, const HeldMemory& h) {
-  nlohmann::json j{{"gpu", gpu},
-                   {"pid", h.pid},
-                   {"name", h.name},
-                   {"used_bytes", nullptr},
-                   {"kind", to_string(h.kind)},
-                   {"owner", nullptr},
-                   {"external", h.owner.empty()}};
-  if (h.used_bytes) j["used_bytes"] = *h.used_bytes;
-  if (!h.owner.empty()) j["owner"] = h.owner;
-  return j;
-}
-
 }  // namespace
 
 nlohmann::json gpus_json(const GpuSnapshot& snapshot) {
@@ -50,8 +37,8 @@ nlohmann::json plan_json(const Plan& plan) {
 nlohmann::json processes_json(const std::vector<GpuStatus>& gpus) {
   nlohmann::json list = nlohmann::json::array();
   for (const auto& g : gpus) {
-    for (const auto& h : g.app) list.push_back(held_json(g.device.index, h));
-    for (const auto& h : g.external) list.push_back(held_json(g.device.index, h));
+    for (const auto& h : g.app) list.push_back(to_json(h, g.device.index));
+    for (const auto& h : g.external) list.push_back(to_json(h, g.device.index));
   }
   return {{"processes", list}};
 }
@@ -63,8 +50,8 @@ nlohmann::json resources_json(const std::vector<GpuStatus>& gpus,
   for (const auto& g : gpus) {
     nlohmann::json app = nlohmann::json::array();
     nlohmann::json external = nlohmann::json::array();
-    for (const auto& h : g.app) app.push_back(held_json(g.device.index, h));
-    for (const auto& h : g.external) external.push_back(held_json(g.device.index, h));
+    for (const auto& h : g.app) app.push_back(to_json(h, g.device.index));
+    for (const auto& h : g.external) external.push_back(to_json(h, g.device.index));
     nlohmann::json j = device_json(g.device);
     j["state"] = to_string(g.state);
     j["app_bytes"] = g.app_bytes;

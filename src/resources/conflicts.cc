@@ -4,22 +4,11 @@ namespace gpuvisor {
 
 using nlohmann::json;
 
-namespace {
-
-json held_json(const HeldMemory& h) {
-  return {{"pid", h.pid},
-          {"name", h.name},
-          {"used_bytes", h.used_bytes ? json(*h.used_bytes) : json(nullptr)},
-          {"owner", h.owner.empty() ? json(nullptr) : json(h.owner)}};
-}
-
-}  // namespace
-
 json GpuConflict::to_json() const {
   json ext = json::array();
   json ours = json::array();
-  for (const auto& h : external) ext.push_back(held_json(h));
-  for (const auto& h : app) ours.push_back(held_json(h));
+  for (const auto& h : external) ext.push_back(gpuvisor::to_json(h, gpu));
+  for (const auto& h : app) ours.push_back(gpuvisor::to_json(h, gpu));
   return {{"gpu", gpu},
           {"uuid", uuid},
           {"total_bytes", total_bytes},

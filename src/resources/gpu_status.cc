@@ -5,6 +5,19 @@
 
 namespace gpuvisor {
 
+nlohmann::json to_json(const HeldMemory& held, unsigned gpu) {
+  nlohmann::json j{{"gpu", gpu},
+                   {"pid", held.pid},
+                   {"name", held.name},
+                   {"used_bytes", nullptr},
+                   {"kind", to_string(held.kind)},
+                   {"owner", nullptr},
+                   {"external", held.owner.empty()}};
+  if (held.used_bytes) j["used_bytes"] = *held.used_bytes;
+  if (!held.owner.empty()) j["owner"] = held.owner;
+  return j;
+}
+
 const char* to_string(GpuState state) {
   switch (state) {
     case GpuState::kAvailable:

@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,6 +25,10 @@ struct HeldMemory {
   std::string owner;                   // the service's name; empty for an external process
   GpuProcessKind kind = GpuProcessKind::kCompute;
 };
+
+// One process's memory on one GPU as the API and the events show it: gpu, pid, name,
+// used_bytes (null when unknown), kind, owner (null when external), external.
+nlohmann::json to_json(const HeldMemory& held, unsigned gpu);
 
 struct GpuStatus {
   GpuDevice device;
