@@ -370,7 +370,9 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
   asio::ip::tcp::socket* upstream = lease.stream.get();
   // A small response of known length, not a stream: read it whole and send head and body in
   // one write. Everything else is relayed piece by piece as it comes.
-  const auto length = response.payload_size();
+  // The parser's Content-Length: the message's own payload_size() knows nothing of a
+  // buffer_body, which would send every response down the piecewise path.
+  const auto length = parser.content_length();
   const bool event_stream =
       response[http::field::content_type].find("text/event-stream") != std::string_view::npos;
   if (!head && !response.chunked() && length && *length <= kWholeLimit && !event_stream) {
