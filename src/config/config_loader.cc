@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -174,7 +175,8 @@ class Loader {
     Config config;
     config.path = origin_;
     try {
-      const std::vector<YAML::Node> documents = YAML::LoadAll(text);
+      check_utf8(text);
+      const std::vector<YAML::Node> documents = load_all_documents(text);
       read_root(documents.empty() ? YAML::Node() : documents.front(), config);
       // YAML::Load would drop later documents, and what the user put in them, without a word.
       for (size_t i = 1; i < documents.size(); ++i) {
@@ -194,9 +196,28 @@ class Loader {
   }
 
  private:
-  void report(const YAML::Mark& mark, std::string what) {
+  void report(const YAML::Mark& mark, const std::string& what) {
     const bool known = !mark.is_null();
-    problems_.push_back({known ? mark.line + 1 : 0, known ? mark.column + 1 : 0, std::move(what)});
+    problems_.push_back({known ? mark.line + 1 : 0, known ? mark.column + 1 : 0, printable(what)});
+  }
+
+  // A message is one line: a newline in a quoted key, or in yaml-cpp's own text ("unknown escape
+  // character: " and the character), would start a line with no position.
+  static std::string printable(const std::string& text) {
+    std::string out;
+    for (const char c : text) {
+      const auto u = static_cast<unsigned char>(c);
+      if (c == '\n') {
+        out += "\\n";
+      } else if (u < 0x20 || u == 0x7f) {
+        char hex[8];
+        std::snprintf(hex, sizeof hex, "\\x%02x", u);
+        out += hex;
+      } else {
+        out += c;
+      }
+    }
+    return out;
   }
 
   // A problem with a field's value: "'KEY'" + rest, at the value. Returns false so that readers

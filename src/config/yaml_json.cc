@@ -1,8 +1,103 @@
 #include "config/yaml_json.h"
 
+#include <yaml-cpp/eventhandler.h>
+
+#include <cstdio>
+#include <sstream>
+
 namespace gpuvisor {
 
 using nlohmann::json;
+
+namespace {
+
+// The length of the UTF-8 sequence at s[i], or 0 where there is none: no overlong forms, no
+// surrogates, nothing past U+10FFFF (as strict as nlohmann::json's dump).
+size_t utf8_length(std::string_view s, size_t i) {
+  const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = byte(i);
+  if (c < 0x80) return 1;
+  size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // the range of the byte after the first
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (s.size() - i < n) return 0;
+  if (byte(i + 1) < lo || byte(i + 1) > hi) return 0;
+  for (size_t k = 2; k < n; ++k) {
+    if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return 0;
+  }
+  return n;
+}
+
+// Counts documents, and stops at one that starts where the one before it did: yaml-cpp made no
+// progress, and would make none for ever.
+class ProgressCheck : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    if (started_ && mark.pos == last_.pos) {
+      throw YAML::ParserException(mark, "unexpected character where a value should start");
+    }
+    started_ = true;
+    last_ = mark;
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+
+ private:
+  bool started_ = false;
+  YAML::Mark last_;
+};
+
+}  // namespace
+
+void check_utf8(std::string_view text) {
+  YAML::Mark mark;  // line and column (in characters) of i, both from 0 as yaml-cpp counts
+  for (size_t i = 0; i < text.size();) {
+    const size_t n = utf8_length(text, i);
+    if (n == 0) {
+      mark.pos = static_cast<int>(i);
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(text[i]));
+      throw YAML::ParserException(mark, std::string("not valid UTF-8 (byte ") + hex + ")");
+    }
+    if (text[i] == '\n') {
+      ++mark.line;
+      mark.column = 0;
+    } else {
+      ++mark.column;
+    }
+    i += n;
+  }
+}
+
+std::vector<YAML::Node> load_all_documents(const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  ProgressCheck check;
+  while (parser.HandleNextDocument(check)) {
+  }
+  return YAML::LoadAll(text);
+}
 
 json yaml_to_json(const YAML::Node& node) {
   switch (node.Type()) {
@@ -33,6 +128,7 @@ json yaml_to_json(const YAML::Node& node) {
 }
 
 json yaml_text_to_json(const std::string& text) {
+  check_utf8(text);
   return yaml_to_json(YAML::Load(text));
 }
 

@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <future>
+#include <memory>
+#include <thread>
 
 #include "config/closest_match.h"
 
@@ -523,6 +526,35 @@ TEST(ConfigLoader, YamlSyntaxErrorHasAPosition) {
   EXPECT_EQ(line_count(message), 1u) << message;
   EXPECT_TRUE(starts_with(errors_of("a: b: c\n"), "test.yaml:1:5: YAML syntax error: "));
   EXPECT_TRUE(starts_with(errors_of("services:\n  a: *nothing\n"), "test.yaml:2:6: YAML syntax"));
+}
+
+// yaml-cpp 0.7's LoadAll never returns on a document that starts with a stray ',' (found by
+// fuzz/config_fuzz); run on a thread so that, without the fix, the test fails rather than hangs.
+TEST(ConfigLoader, StrayCommaIsASyntaxErrorNotAHang) {
+  for (const std::string yaml : {",", "services: {}\n---\n,\n"}) {
+    auto promise = std::make_shared<std::promise<std::string>>();
+    auto answer = promise->get_future();
+    std::thread([promise, yaml] { promise->set_value(errors_of(yaml)); }).detach();
+    ASSERT_EQ(answer.wait_for(std::chrono::seconds(10)), std::future_status::ready) << yaml;
+    EXPECT_TRUE(contains(answer.get(), "YAML syntax error: unexpected character")) << yaml;
+  }
+}
+
+// JSON (the API's replies) cannot carry it: dumping such a string throws (fuzz/manifest_fuzz).
+TEST(ConfigLoader, TextThatIsNotUtf8IsRefusedWithItsPosition) {
+  EXPECT_EQ(errors_of("services:\n  a:\n    command: [caf\xe9]\n"),
+            "test.yaml:3:18: YAML syntax error: not valid UTF-8 (byte 0xE9)");
+  EXPECT_EQ(errors_of("# \xc3\xa9t\xc3\xa9 \xed\xa0\x80\nservices: {}\n"),
+            "test.yaml:1:7: YAML syntax error: not valid UTF-8 (byte 0xED)");
+  EXPECT_TRUE(load_config_string("# caf\xc3\xa9 \xf0\x9f\x9a\x80\nservices: {}\n", "t").ok());
+}
+
+// Each problem is one located line, even when what it quotes has a newline (fuzz/config_fuzz).
+TEST(ConfigLoader, ProblemsQuotingANewlineStayOneLine) {
+  const auto message = errors_of("services:\n  \"a\\nb\":\n    command: [x]\n");
+  EXPECT_TRUE(starts_with(message, "test.yaml:2:3: ")) << message;
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  EXPECT_TRUE(contains(message, "a\\nb")) << message;
 }
 
 TEST(ConfigLoader, OnlyOneYamlDocument) {

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "config/yaml_json.h"
 #include "lib/temp_dir.h"
 #include "plugins/registry.h"
 #include "plugins/schema.h"
@@ -73,6 +74,19 @@ TEST(PluginManifest, BadManifestsNameEveryProblemAndWhere) {
       parse_manifest(json{{"name", "n"}, {"category", "c"}, {"mode", "worker"}}, "z");
   ASSERT_FALSE(worker.ok());
   EXPECT_NE(std::string::npos, worker.error().message.find("mode worker needs 'worker: {command:"));
+}
+
+// Found by fuzz/manifest_fuzz: a Latin-1 title loaded, and then every dump of the plugin threw.
+TEST(PluginManifest, YamlThatIsNotUtf8IsASyntaxError) {
+  try {
+    (void)yaml_text_to_json("name: x\ntitle: Caf\xe9\n");
+    ADD_FAILURE() << "no exception";
+  } catch (const YAML::ParserException& e) {
+    EXPECT_EQ(e.mark.line, 1);
+    EXPECT_EQ(e.mark.column, 10);
+    EXPECT_EQ(e.msg, "not valid UTF-8 (byte 0xE9)");
+  }
+  EXPECT_EQ(yaml_text_to_json("title: Caf\xc3\xa9\n")["title"], "Caf\xc3\xa9");
 }
 
 TEST(PluginSchema, EveryViolationHasItsPath) {
