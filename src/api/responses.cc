@@ -12,7 +12,9 @@ HttpResponse json_response(const HttpRequest& request, http::status status,
   response.set(http::field::content_type, "application/json");
   response.set(http::field::server, "gpuvisor");
   response.keep_alive(request.keep_alive());
-  response.body() = body.dump() + "\n";
+  // Text from outside (a request's percent-decoded target, a service's log tail) need not be
+  // UTF-8; dump() would throw on it and the client would get no answer at all.
+  response.body() = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   return response;
 }
 

@@ -3,6 +3,7 @@
 
 #include "api/json_views.h"
 #include "api/request_parts.h"
+#include "api/responses.h"
 #include "api/sse.h"
 #include "cli/http_client.h"
 #include "events/event_bus.h"
@@ -87,6 +88,19 @@ TEST(EventBus, NumbersDeliversAndReplaysFromHistory) {
   EXPECT_EQ(3u, bus.since(0).size());
   EXPECT_EQ(3u, bus.since(99).size());  // an id from a previous daemon run: everything retained
   EXPECT_TRUE(bus.since(6).empty());
+}
+
+// A percent-decoded parameter name (or a service's log tail) need not be UTF-8; dump() threw on
+// it and the client got no answer at all (found by fuzz/request_body_fuzz).
+TEST(Responses, TextThatIsNotUtf8IsReplacedNotThrown) {
+  auto parts = parse_request("/x?%ff=1", "", {});
+  ASSERT_FALSE(parts.ok());
+  const HttpRequest request{boost::beast::http::verb::get, "/x?%ff=1", 11};
+  const auto reply = error_response(request, parts.error());
+  EXPECT_EQ(boost::beast::http::status::bad_request, reply.result());
+  const auto body = nlohmann::json::parse(reply.body());
+  EXPECT_EQ("unknown parameter '\xef\xbf\xbd' (this route takes none)",
+            body["error"]["message"].get<std::string>());
 }
 
 TEST(JsonViews, ErrorsCarryCodeMessageAndLogTail) {
