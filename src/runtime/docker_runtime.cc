@@ -425,7 +425,8 @@ asio::awaitable<void> DockerInstance::run_stop(std::shared_ptr<DockerInstance> s
   if (!self->exited_) {
     if (grace == Millis(0)) {
       co_await kill(self);
-      co_await client.call("POST", path + "/wait?condition=not-running", "", kCallTimeout);
+      // Whatever the wait answers, the inspect below says whether it still runs.
+      (void)co_await client.call("POST", path + "/wait?condition=not-running", "", kCallTimeout);
     } else {
       const auto seconds = static_cast<long long>(std::ceil(grace.count() / 1000.0));
       auto reply = co_await client.call("POST", path + "/stop?t=" + std::to_string(seconds), "",
@@ -449,7 +450,7 @@ asio::awaitable<void> DockerInstance::run_stop(std::shared_ptr<DockerInstance> s
   }
   if (!self->spec_.docker.image.empty()) {
     // Ours, made from the config: the next start makes a fresh one, so none is left behind.
-    co_await client.call("DELETE", path + "?force=1", "", kCallTimeout);
+    (void)co_await client.call("DELETE", path + "?force=1", "", kCallTimeout);
   }
   self->finish_stop(killed);
 }
@@ -465,7 +466,8 @@ asio::awaitable<void> DockerInstance::follow_logs(std::shared_ptr<DockerInstance
     }
   };
   const auto since = self->launched_ns_ / 1'000'000'000;
-  co_await self->engine_->client().stream(
+  // The log ends when the stream does, however it ends; the container's exit is seen elsewhere.
+  (void)co_await self->engine_->client().stream(
       "/containers/" + self->id_ +
           "/logs?follow=1&stdout=1&stderr=1&since=" + std::to_string(since),
       on_data, self->log_control_);
