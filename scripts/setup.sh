@@ -9,6 +9,7 @@ packages=(
   curl procps
   docker.io busybox-static
   clang-format cppcheck
+  clang libclang-rt-14-dev  # scripts/fuzz.sh: clang++, libFuzzer and the sanitizer runtimes
   wrk nginx-light  # bench/proxy.sh: the load generator and the reference proxy
   chromium nodejs  # the dashboard test: Playwright drives Debian's Chromium
 )
