@@ -88,7 +88,8 @@ asio::awaitable<void> HttpServer::session(beast::tcp_stream stream) {
     stream.expires_after(kIdleTimeout);
     co_await http::async_read_header(stream, buffer, parser,
                                      asio::redirect_error(asio::use_awaitable, ec));
-    if (!ec) {
+    // A request without a body is complete with its header: no read to wait for.
+    if (!ec && !parser.is_done()) {
       parser.body_limit(body_limit_ ? body_limit_(parser.get().target()) : kBodyLimit);
       co_await http::async_read(stream, buffer, parser,
                                 asio::redirect_error(asio::use_awaitable, ec));

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -63,6 +64,16 @@ std::optional<std::string> model_of(const HttpRequest& request) {
   return parsed["model"].get<std::string>();
 }
 
+// A message's header fields as they go on the wire, each ending in CRLF.
+void append_fields(std::string& wire, const http::fields& fields) {
+  for (const auto& field : fields) {
+    wire.append(field.name_string());
+    wire += ": ";
+    wire.append(field.value());
+    wire += "\r\n";
+  }
+}
+
 HttpResponse proxy_error(const HttpRequest& request, const Error& error,
                          std::optional<int> retry_after = std::nullopt) {
   HttpResponse response = error_response(request, error);
@@ -73,9 +84,11 @@ HttpResponse proxy_error(const HttpRequest& request, const Error& error,
 }  // namespace
 
 struct Proxy::Route {
-  Route(asio::any_io_executor executor, const ServiceSpec& spec)
+  Route(asio::any_io_executor executor, const ServiceSpec& spec, ProxyStats& counted)
       : service(spec.name),
         upstream(parse_http_url(spec.proxy.url).value_or(HttpUrl{})),
+        endpoint(upstream.host, upstream.port),
+        stats(counted),
         linger(std::move(executor)) {}
 
   // A slot given back: to the first request waiting for one, else to nobody.
@@ -90,10 +103,16 @@ struct Proxy::Route {
   }
 
   std::string service;
-  HttpUrl upstream;              // proxy.url, parsed once (the config checked it)
+  HttpUrl upstream;  // proxy.url, parsed once (the config checked it)
+  UpstreamPool::Upstream endpoint;
+  ProxyStats& stats;
   unsigned in_flight = 0;        // requests holding the service busy
   std::optional<uint64_t> hold;  // the supervisor's token for that
+  // The hold is let go kLinger after the last request left. One timer runs while the route is
+  // idle and re-arms itself for what is left, so that requests never arm or cancel it.
   asio::steady_timer linger;
+  bool linger_armed = false;
+  std::chrono::steady_clock::time_point last_left;
   unsigned slots = 0;                                     // requests past the concurrency gate
   std::deque<std::shared_ptr<asio::steady_timer>> queue;  // waiting for a slot
 };
@@ -111,7 +130,7 @@ bool Proxy::owns(std::string_view target) {
 
 Proxy::Route& Proxy::route(const ServiceSpec& spec) {
   auto& r = routes_[spec.name];
-  if (!r) r = std::make_unique<Route>(executor_, spec);
+  if (!r) r = std::make_unique<Route>(executor_, spec, stats_[spec.name]);
   return *r;
 }
 
@@ -175,10 +194,17 @@ asio::awaitable<bool> Proxy::handle(beast::tcp_stream& client, HttpRequest& requ
     co_return co_await write_response(client, response) && keep;
   }
   const ServiceSpec& spec = *target->spec;
-  ProxyStats& stats = stats_[spec.name];
-  ++stats.requests;
   Route& r = route(spec);
-  const Status entered = co_await enter(r, spec);
+  ProxyStats& stats = r.stats;
+  ++stats.requests;
+  Status entered;
+  if (spec.proxy.concurrency == 0 && held(r)) {
+    // The service is ready and held for requests already: nothing to wait for.
+    ++r.slots;
+    ++r.in_flight;
+  } else {
+    entered = co_await enter(r, spec);
+  }
   if (!entered) {
     ++stats.errors;
     const bool waited_out = entered.error().code == ErrorCode::kTimeout;
@@ -192,7 +218,7 @@ asio::awaitable<bool> Proxy::handle(beast::tcp_stream& client, HttpRequest& requ
     ++stats.responses[response.result_int()];
     co_return co_await write_response(client, response) && keep;
   }
-  const bool again = co_await forward(client, request, *target, r.upstream, stats);
+  const bool again = co_await forward(client, request, *target, r);
   leave(r);
   co_return again&& keep;
 }
@@ -240,7 +266,6 @@ asio::awaitable<Status> Proxy::enter(Route& r, const ServiceSpec& spec) {
       r.hold = *hold;
     }
   }
-  r.linger.cancel();
   ++r.in_flight;
   co_return Status{};
 }
@@ -248,21 +273,34 @@ asio::awaitable<Status> Proxy::enter(Route& r, const ServiceSpec& spec) {
 void Proxy::leave(Route& r) {
   r.pass_slot();
   if (--r.in_flight > 0 || !r.hold) return;
-  r.linger.expires_after(kLinger);
+  r.last_left = std::chrono::steady_clock::now();
+  if (!r.linger_armed) linger(r, kLinger);
+}
+
+void Proxy::linger(Route& r, std::chrono::steady_clock::duration after) {
+  r.linger_armed = true;
+  r.linger.expires_after(after);
   r.linger.async_wait(
       [this, &r, alive = std::weak_ptr<bool>(alive_)](boost::system::error_code ec) {
-        if (ec || alive.expired() || r.in_flight > 0 || !r.hold) return;
+        if (alive.expired()) return;
+        r.linger_armed = false;
+        // Busy again: the request that takes in_flight back to 0 arms the timer anew.
+        if (ec || r.in_flight > 0 || !r.hold) return;
+        const auto idle = std::chrono::steady_clock::now() - r.last_left;
+        if (idle < kLinger) {
+          linger(r, kLinger - idle);
+          return;
+        }
         supervisor_.release(r.service, *r.hold);
         r.hold.reset();
       });
 }
 
 asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& request,
-                                     const Target& target, const HttpUrl& service_url,
-                                     ProxyStats& stats) {
-  const std::string& base = service_url.target;
-  const std::string& host = service_url.host;
-  const std::string& port = service_url.port;
+                                     const Target& target, Route& route) {
+  const std::string& base = route.upstream.target;
+  const UpstreamPool::Upstream& endpoint = route.endpoint;
+  ProxyStats& stats = route.stats;
   const auto started = std::chrono::steady_clock::now();
   const bool head = request.method() == http::verb::head;
 
@@ -271,10 +309,18 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
   // A proxy url with a path (http://host:port/base) prefixes every forwarded path.
   up.target((base.empty() || base == "/" ? "" : base) + target.path);
   drop_hop_headers(up);
-  up.set(http::field::host, host + ":" + port);
+  up.set(http::field::host, endpoint.key);
   up.erase(http::field::authorization);  // gpuvisor's key, not the service's
   up.keep_alive(true);
   up.prepare_payload();
+  // Head and body in one gathered send, without Beast's serializer: this is the hot path.
+  std::string up_head(up.method_string());
+  up_head += ' ';
+  up_head.append(up.target());
+  up_head += up.version() == 10 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n";
+  append_fields(up_head, up);
+  up_head += "\r\n";
+  const std::array<asio::const_buffer, 2> up_wire{asio::buffer(up_head), asio::buffer(up.body())};
 
   // The client leaving closes the upstream request, whether it is still waiting for the head
   // or reading the body: its socket turning readable with nothing to read means it hung up (a
@@ -308,7 +354,7 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
   std::string failure;
   // A kept-alive connection the service closed meanwhile fails at once: one retry, fresh.
   for (int attempt = 0; attempt < 2; ++attempt) {
-    auto taken = co_await pool_.take(host, port, attempt > 0);
+    auto taken = co_await pool_.take(endpoint, attempt > 0);
     if (!taken) {
       failure = taken.error().message;
       break;
@@ -324,7 +370,8 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
     reading->body_limit(std::numeric_limits<std::uint64_t>::max());
     if (head) reading->skip(true);
     ec = {};
-    co_await http::async_write(*lease.stream, up, asio::redirect_error(asio::use_awaitable, ec));
+    co_await asio::async_write(*lease.stream, up_wire,
+                               asio::redirect_error(asio::use_awaitable, ec));
     if (!ec) {
       co_await http::async_read_header(*lease.stream, buffer, *reading,
                                        asio::redirect_error(asio::use_awaitable, ec));
@@ -390,18 +437,13 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
     std::string wire = "HTTP/1.1 " + std::to_string(message.result_int()) + " ";
     wire.append(message.reason());
     wire += "\r\n";
-    for (const auto& field : message) {
-      wire.append(field.name_string());
-      wire += ": ";
-      wire.append(field.value());
-      wire += "\r\n";
-    }
+    append_fields(wire, message);
     wire += "\r\n";
     wire += message.body();
     co_await asio::async_write(client, asio::buffer(wire),
                                asio::redirect_error(asio::use_awaitable, ec));
     if (!ec && upstream_keep && lease.stream->is_open()) {
-      pool_.give_back(host, port, std::move(lease.stream));
+      pool_.give_back(endpoint, std::move(lease.stream));
     }
     if (ec) ++stats.client_gone;
     co_return !ec;
@@ -443,7 +485,7 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
   stop_watching();
   if (!client_ok || hung_up) ++stats.client_gone;
   if (client_ok && upstream_ok && parser.is_done() && upstream_keep && lease.stream->is_open()) {
-    pool_.give_back(host, port, std::move(lease.stream));
+    pool_.give_back(endpoint, std::move(lease.stream));
   }
   // A response cut short cannot be mended: the client's connection goes too.
   co_return client_ok&& upstream_ok;

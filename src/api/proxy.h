@@ -61,9 +61,9 @@ class Proxy {
   // Waits for a slot (proxy.concurrency), the service ready and held busy.
   boost::asio::awaitable<Status> enter(Route& route, const ServiceSpec& spec);
   void leave(Route& route);
+  void linger(Route& route, std::chrono::steady_clock::duration after);
   boost::asio::awaitable<bool> forward(boost::beast::tcp_stream& client, HttpRequest& request,
-                                       const Target& target, const HttpUrl& service_url,
-                                       ProxyStats& stats);
+                                       const Target& target, Route& route);
   Route& route(const ServiceSpec& spec);
   bool held(const Route& r) const;  // its busy hold is still the service's current one
 

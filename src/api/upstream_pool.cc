@@ -14,10 +14,9 @@ namespace {
 constexpr auto kConnectTimeout = std::chrono::seconds(10);
 }  // namespace
 
-asio::awaitable<Result<UpstreamPool::Lease>> UpstreamPool::take(const std::string& host,
-                                                                const std::string& port,
+asio::awaitable<Result<UpstreamPool::Lease>> UpstreamPool::take(const Upstream& upstream,
                                                                 bool fresh) {
-  const std::string key = host + ":" + port;
+  const std::string& key = upstream.key;
   if (!fresh) {
     auto& idle = idle_[key];
     while (!idle.empty()) {
@@ -30,8 +29,8 @@ asio::awaitable<Result<UpstreamPool::Lease>> UpstreamPool::take(const std::strin
   auto& endpoints = resolved_[key];
   if (endpoints.empty()) {
     tcp::resolver resolver(executor_);
-    const auto results =
-        co_await resolver.async_resolve(host, port, asio::redirect_error(asio::use_awaitable, ec));
+    const auto results = co_await resolver.async_resolve(
+        upstream.host, upstream.port, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       resolved_.erase(key);
       co_return make_error(ErrorCode::kUnavailable, "cannot resolve " + key + ": " + ec.message());
@@ -52,9 +51,8 @@ asio::awaitable<Result<UpstreamPool::Lease>> UpstreamPool::take(const std::strin
   co_return Lease{std::move(stream), false};
 }
 
-void UpstreamPool::give_back(const std::string& host, const std::string& port,
-                             std::unique_ptr<tcp::socket> stream) {
-  auto& idle = idle_[host + ":" + port];
+void UpstreamPool::give_back(const Upstream& upstream, std::unique_ptr<tcp::socket> stream) {
+  auto& idle = idle_[upstream.key];
   if (idle.size() < kMaxIdlePerUpstream) idle.push_back(std::move(stream));
 }
 

@@ -18,6 +18,15 @@ namespace gpuvisor {
 
 class UpstreamPool {
  public:
+  // Where a service is, with its map key built once (the proxy asks on every request).
+  struct Upstream {
+    Upstream(std::string h, std::string p)
+        : host(std::move(h)), port(std::move(p)), key(host + ":" + port) {}
+    std::string host;
+    std::string port;
+    std::string key;  // host:port
+  };
+
   struct Lease {
     std::unique_ptr<boost::asio::ip::tcp::socket> stream;
     bool reused = false;  // it carried a request before: it may have been closed since
@@ -27,10 +36,8 @@ class UpstreamPool {
 
   // An idle connection to host:port, or a new one (Unavailable, saying why, if it cannot be
   // made). fresh: never an idle one.
-  boost::asio::awaitable<Result<Lease>> take(const std::string& host, const std::string& port,
-                                             bool fresh);
-  void give_back(const std::string& host, const std::string& port,
-                 std::unique_ptr<boost::asio::ip::tcp::socket> stream);
+  boost::asio::awaitable<Result<Lease>> take(const Upstream& upstream, bool fresh);
+  void give_back(const Upstream& upstream, std::unique_ptr<boost::asio::ip::tcp::socket> stream);
 
  private:
   static constexpr size_t kMaxIdlePerUpstream = 256;
