@@ -3,14 +3,19 @@
 // answers, {"fail": true} answers an error; anything else streams two chunks, reports progress
 // and returns {"echo": input, "config": its config, "pid": its PID}. "reload" takes a new
 // config; "get_state" answers the config's "model" as its loaded resource. {"wait_for_reload":
-// true} is answered only after the next reload (a config saved mid-job).
+// true} is answered only after the next reload (a config saved mid-job). {"record": PATH} appends
+// the job's id to PATH, one line per run, before doing the rest (the fault tests count runs);
+// {"work_ms": N} takes N ms before answering (a job long enough to be interrupted).
 // --exit-on-init N: exits with status N when initialised (a worker that cannot load).
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 
 using nlohmann::json;
 
@@ -57,6 +62,18 @@ int main(int argc, char** argv) {
       const auto id = m.value("job_id", 0LL);
       const json input = m.value("input", json::object());
       ++executes;
+      if (const std::string path = input.value("record", ""); !path.empty()) {
+        // One O_APPEND write per run keeps lines whole when several workers share the file.
+        const std::string run = std::to_string(id) + "\n";
+        const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd < 0 || write(fd, run.data(), run.size()) != static_cast<ssize_t>(run.size())) {
+          std::cerr << "testworker: cannot record the run in " << path << "\n";
+        }
+        if (fd >= 0) close(fd);
+      }
+      if (const int ms = input.value("work_ms", 0); ms > 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(ms));  // the work itself, played
+      }
       if (input.value("crash", false)) return 3;
       if (input.value("wait_for_reload", false)) {
         parked = {{"id", id}, {"input", input}};
