@@ -211,14 +211,23 @@ void JobQueue::start(Job job) {
   job.state = JobState::kRunning;
   job.started_ms = unix_ms_now();
   ++job.attempts;
+  const int64_t id = job.id;
+  // The job goes to its service or worker only once this attempt is on disk: a daemon killed
+  // under it then always finds the run counted, so a job never runs more often than its
+  // attempts say (and kMaxAttempts holds).
   store_.update(job, [this, alive = std::weak_ptr<bool>(alive_), job](const Status& written) {
     if (alive.expired()) return;
     if (!written) spdlog::error("job {}: {}", job.id, written.error().message);
     publish(job, "job.started");
+    const auto r = running_.find(job.id);
+    if (r == running_.end()) return;
+    if (r->second.cancelled) {
+      finish(job.id, JobState::kCancelled, nullptr, "cancelled before it started");
+      return;
+    }
+    run(this, alive_, job.id);
   });
-  const int64_t id = job.id;
   running_[id] = Running{std::move(job)};
-  run(this, alive_, id);
 }
 
 void JobQueue::run(JobQueue* self, std::shared_ptr<bool> alive, int64_t id) {
