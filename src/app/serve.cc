@@ -172,6 +172,14 @@ int run_serve(const ServeOptions& options) {
     std::cerr << plugins.error().message << "\n";
     return 2;
   }
+  // A saved config that cannot be read is said once, by file name, now rather than at the first
+  // job; the API answers the same error until the config is set again or deleted.
+  for (const auto* p : plugins->list({})) {
+    if (!plugins->configured(p->id)) continue;
+    if (auto saved = plugins->config(p->id); !saved) {
+      spdlog::warn("plugin config: {}", saved.error().message);
+    }
+  }
   auto job_store = JobStore::open(store->dir() + "/jobs.db", io.get_executor());
   if (!job_store) {
     std::cerr << job_store.error().message << "\n";

@@ -1,6 +1,7 @@
 #include "supervisor/state_store.h"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -95,9 +96,16 @@ Status StateStore::save_measured_vram(const std::map<std::string, uint64_t>& byt
 
 std::map<std::string, uint64_t> StateStore::load_measured_vram() const {
   std::ifstream in(dir_ + "/vram.json");
-  const auto parsed = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
   std::map<std::string, uint64_t> out;
-  if (!parsed.is_object()) return out;
+  if (!in) return out;  // nothing measured yet
+  const auto parsed = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!parsed.is_object()) {
+    // Only a cache of measurements: plans fall back to the config's vram_mb, and the next
+    // measurement rewrites the file.
+    spdlog::warn("state directory: {}/vram.json: not valid JSON; VRAM measurements start over",
+                 dir_);
+    return out;
+  }
   for (const auto& [name, value] : parsed.items()) {
     if (value.is_number_unsigned()) out[name] = value.get<uint64_t>();
   }
