@@ -215,14 +215,8 @@ int run_serve(const ServeOptions& options) {
     std::cerr << bound.error().message << "\n";
     return 1;
   }
-  spdlog::info("config {}: {} services; state in {}; cgroups {}", config.path,
-               config.services.size(), store->dir(), cgroup_parent.empty() ? "off" : cgroup_parent);
-  // Said once: without NVML the daemon still runs services, with VRAM unknown.
-  spdlog::info("GPU inventory: {}", gpus->describe());
-  // Tests and scripts read this line to learn the port when listening on port 0.
-  std::cout << "gpuvisor listening on http://" << bound->address().to_string() << ":"
-            << bound->port() << std::endl;
-
+  // Before the listening line: whoever starts the daemon may send SIGTERM as soon as it reads
+  // that line, and must find it handled (services stopped), not the default action.
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
@@ -238,6 +232,14 @@ int run_serve(const ServeOptions& options) {
       if (!again) io.stop();
     });
   });
+  spdlog::info("config {}: {} services; state in {}; cgroups {}", config.path,
+               config.services.size(), store->dir(), cgroup_parent.empty() ? "off" : cgroup_parent);
+  // Said once: without NVML the daemon still runs services, with VRAM unknown.
+  spdlog::info("GPU inventory: {}", gpus->describe());
+  // Tests and scripts read this line to learn the port when listening on port 0.
+  std::cout << "gpuvisor listening on http://" << bound->address().to_string() << ":"
+            << bound->port() << std::endl;
+
   io.run();
   close(lock_fd);
   spdlog::info("stopped");
