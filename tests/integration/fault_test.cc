@@ -452,6 +452,16 @@ TEST(Fault, CorruptStateFilesAreNamedSetAsideAndNeverSignalAStranger) {
   waitpid(stranger, nullptr, 0);
 }
 
+// Guarantee: a SIGTERM sent the moment the daemon says it listens is handled (a clean exit, 0),
+// never the default action that would leave its services unstopped.
+TEST(Fault, ASigtermAsSoonAsTheDaemonListensIsAHandledShutdown) {
+  Daemon d("services: {}\n");
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(d.start()) << d.stderr_text();
+    ASSERT_EQ(0, d.terminate()) << "start " << i << ": killed by the signal, not shut down";
+  }
+}
+
 // Guarantee: a jobs.db that is not a database is refused by name (exit 1, no crash), and the
 // file is left as it was for a person to look at.
 TEST(Fault, AGarbageJobDatabaseIsRefusedByNameAndLeftAsItWas) {
