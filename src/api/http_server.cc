@@ -5,6 +5,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/read.hpp>
@@ -80,12 +81,47 @@ asio::awaitable<void> HttpServer::accept_loop() {
   }
 }
 
+namespace {
+
+// A connection's idle timeout: one timer that looks every kIdleTimeout, rather than a deadline
+// armed and cancelled around every read (a cost on each proxied request). A connection that
+// was waiting for a request at one look and still waits for the same one at the next is idle:
+// its read is cancelled.
+struct IdleWatch {
+  explicit IdleWatch(asio::any_io_executor executor) : timer(std::move(executor)) {}
+  asio::steady_timer timer;
+  bool open = true;
+  bool reading = false;
+  bool timed_out = false;
+  uint64_t requests = 0;
+  uint64_t seen = 0;
+};
+
+void watch_idle(const std::shared_ptr<IdleWatch>& idle, beast::tcp_stream& stream) {
+  idle->timer.expires_after(kIdleTimeout);
+  idle->timer.async_wait([idle, &stream](boost::system::error_code ec) {
+    if (ec || !idle->open) return;  // the session is over: stream is gone
+    if (idle->reading && idle->seen == idle->requests) {
+      idle->timed_out = true;
+      stream.cancel();
+      return;
+    }
+    idle->seen = idle->requests;
+    watch_idle(idle, stream);
+  });
+}
+
+}  // namespace
+
 asio::awaitable<void> HttpServer::session(beast::tcp_stream stream) {
   beast::flat_buffer buffer;
+  auto idle = std::make_shared<IdleWatch>(executor_);
+  watch_idle(idle, stream);
   for (;;) {
     boost::system::error_code ec;
     http::request_parser<http::string_body> parser;
-    stream.expires_after(kIdleTimeout);
+    ++idle->requests;
+    idle->reading = true;
     co_await http::async_read_header(stream, buffer, parser,
                                      asio::redirect_error(asio::use_awaitable, ec));
     // A request without a body is complete with its header: no read to wait for.
@@ -94,7 +130,8 @@ asio::awaitable<void> HttpServer::session(beast::tcp_stream stream) {
       co_await http::async_read(stream, buffer, parser,
                                 asio::redirect_error(asio::use_awaitable, ec));
     }
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+    idle->reading = false;
+    if (idle->timed_out || ec == http::error::end_of_stream ||
         ec == asio::error::connection_reset || ec == asio::error::eof) {
       break;
     }
@@ -108,11 +145,12 @@ asio::awaitable<void> HttpServer::session(beast::tcp_stream stream) {
       break;
     }
     // Handlers may wait for a long time (ensure) or stream forever (SSE): no idle timeout.
-    stream.expires_never();
     HttpRequest request = parser.release();
     const bool keep = co_await handler_(stream, request);
     if (!keep) break;
   }
+  idle->open = false;
+  idle->timer.cancel();
   boost::system::error_code ignored;  // the peer may already have gone
   stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
 }

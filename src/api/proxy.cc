@@ -32,6 +32,7 @@ namespace {
 // after another is not flipped between ready and busy (and evented) each time.
 constexpr auto kLinger = std::chrono::seconds(1);
 constexpr size_t kRelayBuffer = 16 * 1024;
+constexpr size_t kFirstRead = 4096;  // enough for the head of most answers, and small ones whole
 constexpr uint64_t kWholeLimit = 64 * 1024;
 
 // Connection-level headers: they describe one hop, never forwarded (RFC 9110 7.6.1).
@@ -324,25 +325,33 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
 
   // The client leaving closes the upstream request, whether it is still waiting for the head
   // or reading the body: its socket turning readable with nothing to read means it hung up (a
-  // pipelined next request leaves it alone).
+  // pipelined next request leaves it alone). The watch is armed only once the proxy has to
+  // wait for the service: an answer that is already there needs none, and under load most are.
   struct Watch {
+    bool armed = false;
     bool active = true;
     asio::ip::tcp::socket* upstream = nullptr;
   };
   auto watch = std::make_shared<Watch>();
-  client.socket().async_wait(
-      asio::socket_base::wait_read, [watch, &client](boost::system::error_code e) {
-        if (e || !watch->active) return;
-        char byte = 0;
-        const ssize_t n = recv(client.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-          watch->active = false;
-          boost::system::error_code ignored;
-          if (watch->upstream != nullptr) watch->upstream->close(ignored);
-        }
-      });
+  const auto start_watching = [&client, watch] {
+    if (watch->armed) return;
+    watch->armed = true;
+    client.socket().async_wait(
+        asio::socket_base::wait_read, [watch, &client](boost::system::error_code e) {
+          if (e || !watch->active) return;
+          char byte = 0;
+          const ssize_t n =
+              recv(client.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+          if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+            watch->active = false;
+            boost::system::error_code ignored;
+            if (watch->upstream != nullptr) watch->upstream->close(ignored);
+          }
+        });
+  };
   const auto stop_watching = [&client, watch] {
     watch->active = false;
+    if (!watch->armed) return;
     boost::system::error_code ignored;
     client.socket().cancel(ignored);
   };
@@ -372,6 +381,16 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
     ec = {};
     co_await asio::async_write(*lease.stream, up_wire,
                                asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec) {
+      // What has come already, without waiting (the pool's sockets are non-blocking); the
+      // parser takes it from the buffer before it reads the socket again.
+      const size_t got = lease.stream->read_some(buffer.prepare(kFirstRead), ec);
+      if (!ec) buffer.commit(got);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        ec = {};
+        start_watching();
+      }
+    }
     if (!ec) {
       co_await http::async_read_header(*lease.stream, buffer, *reading,
                                        asio::redirect_error(asio::use_awaitable, ec));
@@ -448,6 +467,7 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
     if (ec) ++stats.client_gone;
     co_return !ec;
   }
+  start_watching();  // a stream may go quiet for a long time: a hang-up must still end it
   http::response_serializer<http::buffer_body> serializer(response);
   bool client_ok = watch->active;
   bool upstream_ok = true;

@@ -48,6 +48,10 @@ asio::awaitable<Result<UpstreamPool::Lease>> UpstreamPool::take(const Upstream& 
     co_return make_error(ErrorCode::kUnavailable, "cannot connect to " + key + ": " + ec.message());
   }
   stream->set_option(tcp::no_delay(true), ec);
+  // The proxy reads what has already come without waiting (read_some), before it waits.
+  if (!ec) stream->non_blocking(true, ec);
+  if (ec)
+    co_return make_error(ErrorCode::kUnavailable, "cannot set up " + key + ": " + ec.message());
   co_return Lease{std::move(stream), false};
 }
 
