@@ -357,7 +357,6 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
   };
 
   UpstreamPool::Lease lease;
-  beast::flat_buffer buffer;
   std::optional<http::response_parser<http::buffer_body>> reading;
   boost::system::error_code ec;
   std::string failure;
@@ -369,9 +368,11 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
       break;
     }
     lease = std::move(*taken);
-    watch->upstream = lease.stream.get();
+    asio::ip::tcp::socket& socket = lease.connection->socket;
+    beast::flat_buffer& buffer = lease.connection->buffer;
+    watch->upstream = &socket;
     if (!watch->active) {  // it hung up while the connection was being made
-      lease.stream.reset();
+      lease.connection.reset();
       break;
     }
     buffer.clear();
@@ -379,12 +380,11 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
     reading->body_limit(std::numeric_limits<std::uint64_t>::max());
     if (head) reading->skip(true);
     ec = {};
-    co_await asio::async_write(*lease.stream, up_wire,
-                               asio::redirect_error(asio::use_awaitable, ec));
+    co_await asio::async_write(socket, up_wire, asio::redirect_error(asio::use_awaitable, ec));
     if (!ec) {
       // What has come already, without waiting (the pool's sockets are non-blocking); the
       // parser takes it from the buffer before it reads the socket again.
-      const size_t got = lease.stream->read_some(buffer.prepare(kFirstRead), ec);
+      const size_t got = socket.read_some(buffer.prepare(kFirstRead), ec);
       if (!ec) buffer.commit(got);
       if (ec == asio::error::would_block || ec == asio::error::try_again) {
         ec = {};
@@ -392,16 +392,16 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
       }
     }
     if (!ec) {
-      co_await http::async_read_header(*lease.stream, buffer, *reading,
+      co_await http::async_read_header(socket, buffer, *reading,
                                        asio::redirect_error(asio::use_awaitable, ec));
     }
     if (!ec) break;
     failure = ec.message();
     watch->upstream = nullptr;
-    lease.stream.reset();
+    lease.connection.reset();
     if (!lease.reused || !watch->active) break;
   }
-  if (!lease.stream) {
+  if (!lease.connection) {
     const bool gone = !watch->active;
     stop_watching();
     if (gone) {
@@ -433,7 +433,8 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
   drop_hop_headers(response);
   response.keep_alive(client_keep);
 
-  asio::ip::tcp::socket* upstream = lease.stream.get();
+  asio::ip::tcp::socket* upstream = &lease.connection->socket;
+  beast::flat_buffer& buffer = lease.connection->buffer;
   // A small response of known length, not a stream: read it whole and send head and body in
   // one write. Everything else is relayed piece by piece as it comes.
   // The parser's Content-Length: the message's own payload_size() knows nothing of a
@@ -461,8 +462,8 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
     wire += message.body();
     co_await asio::async_write(client, asio::buffer(wire),
                                asio::redirect_error(asio::use_awaitable, ec));
-    if (!ec && upstream_keep && lease.stream->is_open()) {
-      pool_.give_back(endpoint, std::move(lease.stream));
+    if (!ec && upstream_keep && upstream->is_open()) {
+      pool_.give_back(endpoint, std::move(lease.connection));
     }
     if (ec) ++stats.client_gone;
     co_return !ec;
@@ -474,11 +475,12 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
   co_await http::async_write_header(client, serializer,
                                     asio::redirect_error(asio::use_awaitable, ec));
   if (ec) client_ok = false;
-  char chunk[kRelayBuffer];
+  // On the heap, not in the coroutine's frame: every request would pay for a frame that big.
+  const auto chunk = std::make_unique<char[]>(kRelayBuffer);
   while (client_ok && !serializer.is_done()) {
     if (!parser.is_done()) {
-      response.body().data = chunk;
-      response.body().size = sizeof chunk;
+      response.body().data = chunk.get();
+      response.body().size = kRelayBuffer;
       // read_some: a token reaches the client as soon as the service writes it.
       co_await http::async_read_some(*upstream, buffer, parser,
                                      asio::redirect_error(asio::use_awaitable, ec));
@@ -487,8 +489,8 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
         upstream_ok = false;
         break;
       }
-      response.body().size = sizeof chunk - response.body().size;
-      response.body().data = chunk;
+      response.body().size = kRelayBuffer - response.body().size;
+      response.body().data = chunk.get();
       response.body().more = !parser.is_done();
       // Only a chunk header was parsed: an empty chunk would read as the end of the body.
       if (response.body().size == 0 && response.body().more) continue;
@@ -504,8 +506,8 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
   const bool hung_up = !watch->active;
   stop_watching();
   if (!client_ok || hung_up) ++stats.client_gone;
-  if (client_ok && upstream_ok && parser.is_done() && upstream_keep && lease.stream->is_open()) {
-    pool_.give_back(endpoint, std::move(lease.stream));
+  if (client_ok && upstream_ok && parser.is_done() && upstream_keep && upstream->is_open()) {
+    pool_.give_back(endpoint, std::move(lease.connection));
   }
   // A response cut short cannot be mended: the client's connection goes too.
   co_return client_ok&& upstream_ok;

@@ -20,9 +20,9 @@ asio::awaitable<Result<UpstreamPool::Lease>> UpstreamPool::take(const Upstream& 
   if (!fresh) {
     auto& idle = idle_[key];
     while (!idle.empty()) {
-      auto stream = std::move(idle.back());
+      auto connection = std::move(idle.back());
       idle.pop_back();
-      if (stream->is_open()) co_return Lease{std::move(stream), true};
+      if (connection->socket.is_open()) co_return Lease{std::move(connection), true};
     }
   }
   boost::system::error_code ec;
@@ -37,27 +37,28 @@ asio::awaitable<Result<UpstreamPool::Lease>> UpstreamPool::take(const Upstream& 
     }
     for (const auto& r : results) endpoints.push_back(r.endpoint());
   }
-  auto stream = std::make_unique<tcp::socket>(executor_);
+  auto connection = std::make_unique<Connection>(executor_);
+  tcp::socket& stream = connection->socket;
   asio::steady_timer limit(executor_, kConnectTimeout);
-  limit.async_wait([socket = stream.get()](boost::system::error_code e) {
+  limit.async_wait([socket = &stream](boost::system::error_code e) {
     if (!e) socket->close(e);  // too slow: the connect below fails
   });
-  co_await asio::async_connect(*stream, endpoints, asio::redirect_error(asio::use_awaitable, ec));
+  co_await asio::async_connect(stream, endpoints, asio::redirect_error(asio::use_awaitable, ec));
   limit.cancel();
   if (ec) {
     co_return make_error(ErrorCode::kUnavailable, "cannot connect to " + key + ": " + ec.message());
   }
-  stream->set_option(tcp::no_delay(true), ec);
+  stream.set_option(tcp::no_delay(true), ec);
   // The proxy reads what has already come without waiting (read_some), before it waits.
-  if (!ec) stream->non_blocking(true, ec);
+  if (!ec) stream.non_blocking(true, ec);
   if (ec)
     co_return make_error(ErrorCode::kUnavailable, "cannot set up " + key + ": " + ec.message());
-  co_return Lease{std::move(stream), false};
+  co_return Lease{std::move(connection), false};
 }
 
-void UpstreamPool::give_back(const Upstream& upstream, std::unique_ptr<tcp::socket> stream) {
+void UpstreamPool::give_back(const Upstream& upstream, std::unique_ptr<Connection> connection) {
   auto& idle = idle_[upstream.key];
-  if (idle.size() < kMaxIdlePerUpstream) idle.push_back(std::move(stream));
+  if (idle.size() < kMaxIdlePerUpstream) idle.push_back(std::move(connection));
 }
 
 }  // namespace gpuvisor

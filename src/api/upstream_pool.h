@@ -7,6 +7,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
 #include <map>
 #include <memory>
 #include <string>
@@ -27,8 +28,16 @@ class UpstreamPool {
     std::string key;  // host:port
   };
 
+  // A connection and the buffer its responses are read into, kept together so that the
+  // buffer's storage is reused by the next request rather than allocated for each.
+  struct Connection {
+    explicit Connection(const boost::asio::any_io_executor& executor) : socket(executor) {}
+    boost::asio::ip::tcp::socket socket;
+    boost::beast::flat_buffer buffer;
+  };
+
   struct Lease {
-    std::unique_ptr<boost::asio::ip::tcp::socket> stream;
+    std::unique_ptr<Connection> connection;
     bool reused = false;  // it carried a request before: it may have been closed since
   };
 
@@ -37,7 +46,7 @@ class UpstreamPool {
   // An idle connection to host:port, or a new one (Unavailable, saying why, if it cannot be
   // made). fresh: never an idle one.
   boost::asio::awaitable<Result<Lease>> take(const Upstream& upstream, bool fresh);
-  void give_back(const Upstream& upstream, std::unique_ptr<boost::asio::ip::tcp::socket> stream);
+  void give_back(const Upstream& upstream, std::unique_ptr<Connection> connection);
 
  private:
   static constexpr size_t kMaxIdlePerUpstream = 256;
@@ -45,7 +54,7 @@ class UpstreamPool {
   boost::asio::any_io_executor executor_;
   // Plain sockets rather than beast::tcp_stream: no per-operation timer bookkeeping on the
   // proxy's hot path (a connect has its own timeout; a service's reply may take minutes).
-  std::map<std::string, std::vector<std::unique_ptr<boost::asio::ip::tcp::socket>>> idle_;
+  std::map<std::string, std::vector<std::unique_ptr<Connection>>> idle_;
   std::map<std::string, std::vector<boost::asio::ip::tcp::endpoint>> resolved_;
 };
 
