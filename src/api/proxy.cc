@@ -433,62 +433,91 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
   drop_hop_headers(response);
   response.keep_alive(client_keep);
 
-  asio::ip::tcp::socket* upstream = &lease.connection->socket;
+  asio::ip::tcp::socket& upstream = lease.connection->socket;
   beast::flat_buffer& buffer = lease.connection->buffer;
-  // A small response of known length, not a stream: read it whole and send head and body in
-  // one write. Everything else is relayed piece by piece as it comes.
-  // The parser's Content-Length: the message's own payload_size() knows nothing of a
-  // buffer_body, which would send every response down the piecewise path.
+  // A small response of known length, not a stream: head and body go out in one send.
+  // Everything else is relayed piece by piece as it comes. (The parser's Content-Length: the
+  // message's own payload_size() knows nothing of a buffer_body.)
   const auto length = parser.content_length();
   const bool event_stream =
       response[http::field::content_type].find("text/event-stream") != std::string_view::npos;
-  if (!head && !response.chunked() && length && *length <= kWholeLimit && !event_stream) {
-    http::response_parser<http::string_body> whole(std::move(parser));
-    co_await http::async_read(*upstream, buffer, whole,
-                              asio::redirect_error(asio::use_awaitable, ec));
-    if (ec || !watch->active) {
-      stop_watching();
-      ++stats.client_gone;
-      co_return false;
-    }
+  if (head || response.chunked() || !length || *length > kWholeLimit || event_stream) {
+    start_watching();  // a stream may go quiet for a long time: a hang-up must still end it
+    const Relayed relayed = co_await relay(client, upstream, buffer, parser);
+    const bool hung_up = !watch->active;
     stop_watching();
-    // Head and body in one buffer, one send: Beast would write them apart.
-    const auto& message = whole.get();
-    std::string wire = "HTTP/1.1 " + std::to_string(message.result_int()) + " ";
-    wire.append(message.reason());
-    wire += "\r\n";
-    append_fields(wire, message);
-    wire += "\r\n";
-    wire += message.body();
-    co_await asio::async_write(client, asio::buffer(wire),
-                               asio::redirect_error(asio::use_awaitable, ec));
-    if (!ec && upstream_keep && upstream->is_open()) {
+    if (relayed == Relayed::kClientGone || hung_up) ++stats.client_gone;
+    const bool whole = relayed == Relayed::kWhole && !hung_up;
+    if (whole && parser.is_done() && upstream_keep && upstream.is_open()) {
       pool_.give_back(endpoint, std::move(lease.connection));
     }
-    if (ec) ++stats.client_gone;
-    co_return !ec;
+    // A response cut short cannot be mended: the client's connection goes too.
+    co_return whole;
   }
-  start_watching();  // a stream may go quiet for a long time: a hang-up must still end it
+  std::string wire = "HTTP/1.1 " + std::to_string(response.result_int()) + " ";
+  wire.append(response.reason());
+  wire += "\r\n";
+  append_fields(wire, response);
+  wire += "\r\n";
+  // Usually the body came with the head and is in the buffer already.
+  std::string rest;
+  if (buffer.size() < *length && !co_await read_rest(upstream, buffer, parser, rest)) {
+    stop_watching();
+    ++stats.client_gone;
+    co_return false;
+  }
+  const bool hung_up = !watch->active;
+  stop_watching();
+  if (hung_up) {
+    ++stats.client_gone;
+    co_return false;
+  }
+  const std::array<asio::const_buffer, 2> out{
+      asio::buffer(wire), rest.empty() && *length > 0
+                              ? asio::buffer(buffer.data(), static_cast<size_t>(*length))
+                              : asio::buffer(rest)};
+  co_await asio::async_write(client, out, asio::redirect_error(asio::use_awaitable, ec));
+  if (rest.empty()) buffer.consume(static_cast<size_t>(*length));
+  if (!ec && upstream_keep && upstream.is_open()) {
+    pool_.give_back(endpoint, std::move(lease.connection));
+  }
+  if (ec) ++stats.client_gone;
+  co_return !ec;
+}
+
+// The rest of a small body that did not come with its head. A coroutine of its own, as is
+// relay(): the frame of forward(), allocated for every request, stays small.
+asio::awaitable<bool> Proxy::read_rest(asio::ip::tcp::socket& upstream, beast::flat_buffer& buffer,
+                                       http::response_parser<http::buffer_body>& parser,
+                                       std::string& body) {
+  http::response_parser<http::string_body> whole(std::move(parser));
+  boost::system::error_code ec;
+  co_await http::async_read(upstream, buffer, whole, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return false;
+  body = std::move(whole.get().body());
+  co_return true;
+}
+
+asio::awaitable<Proxy::Relayed> Proxy::relay(beast::tcp_stream& client,
+                                             asio::ip::tcp::socket& upstream,
+                                             beast::flat_buffer& buffer,
+                                             http::response_parser<http::buffer_body>& parser) {
+  auto& response = parser.get();
   http::response_serializer<http::buffer_body> serializer(response);
-  bool client_ok = watch->active;
-  bool upstream_ok = true;
+  boost::system::error_code ec;
   co_await http::async_write_header(client, serializer,
                                     asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) client_ok = false;
-  // On the heap, not in the coroutine's frame: every request would pay for a frame that big.
+  if (ec) co_return Relayed::kClientGone;
   const auto chunk = std::make_unique<char[]>(kRelayBuffer);
-  while (client_ok && !serializer.is_done()) {
+  while (!serializer.is_done()) {
     if (!parser.is_done()) {
       response.body().data = chunk.get();
       response.body().size = kRelayBuffer;
       // read_some: a token reaches the client as soon as the service writes it.
-      co_await http::async_read_some(*upstream, buffer, parser,
+      co_await http::async_read_some(upstream, buffer, parser,
                                      asio::redirect_error(asio::use_awaitable, ec));
       if (ec == http::error::need_buffer) ec = {};
-      if (ec) {
-        upstream_ok = false;
-        break;
-      }
+      if (ec) co_return Relayed::kUpstreamFailed;
       response.body().size = kRelayBuffer - response.body().size;
       response.body().data = chunk.get();
       response.body().more = !parser.is_done();
@@ -501,16 +530,9 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
     }
     co_await http::async_write(client, serializer, asio::redirect_error(asio::use_awaitable, ec));
     if (ec == http::error::need_buffer) ec = {};
-    if (ec) client_ok = false;
+    if (ec) co_return Relayed::kClientGone;
   }
-  const bool hung_up = !watch->active;
-  stop_watching();
-  if (!client_ok || hung_up) ++stats.client_gone;
-  if (client_ok && upstream_ok && parser.is_done() && upstream_keep && upstream->is_open()) {
-    pool_.give_back(endpoint, std::move(lease.connection));
-  }
-  // A response cut short cannot be mended: the client's connection goes too.
-  co_return client_ok&& upstream_ok;
+  co_return Relayed::kWhole;
 }
 
 }  // namespace gpuvisor

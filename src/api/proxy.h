@@ -10,7 +10,10 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/parser.hpp>
 #include <deque>
 #include <map>
 #include <memory>
@@ -64,6 +67,16 @@ class Proxy {
   void linger(Route& route, std::chrono::steady_clock::duration after);
   boost::asio::awaitable<bool> forward(boost::beast::tcp_stream& client, HttpRequest& request,
                                        const Target& target, Route& route);
+  enum class Relayed { kWhole, kClientGone, kUpstreamFailed };
+  // A response of unknown or large length, or a stream, piece by piece as the service writes it.
+  boost::asio::awaitable<Relayed> relay(
+      boost::beast::tcp_stream& client, boost::asio::ip::tcp::socket& upstream,
+      boost::beast::flat_buffer& buffer,
+      boost::beast::http::response_parser<boost::beast::http::buffer_body>& parser);
+  boost::asio::awaitable<bool> read_rest(
+      boost::asio::ip::tcp::socket& upstream, boost::beast::flat_buffer& buffer,
+      boost::beast::http::response_parser<boost::beast::http::buffer_body>& parser,
+      std::string& body);
   Route& route(const ServiceSpec& spec);
   bool held(const Route& r) const;  // its busy hold is still the service's current one
 

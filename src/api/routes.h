@@ -29,6 +29,8 @@ class Api {
   boost::asio::awaitable<bool> handle(boost::beast::tcp_stream& stream, HttpRequest& request);
 
  private:
+  bool authorized(const HttpRequest& request) const;  // the bearer token, where one is set
+  boost::asio::awaitable<bool> route(boost::beast::tcp_stream& stream, HttpRequest& request);
   boost::asio::awaitable<bool> service_action(boost::beast::tcp_stream& stream,
                                               HttpRequest& request, const std::string& name,
                                               const std::string& action);

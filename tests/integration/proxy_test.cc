@@ -114,6 +114,17 @@ TEST(Proxy, UpstreamPathsForwardBodiesAndQueries) {
   ASSERT_TRUE(echoed);
   EXPECT_EQ(200u, echoed->status);
   EXPECT_EQ(R"({"text": "hi"})", echoed->body);
+  // Bodies that do not come in one piece with their head: small enough to be sent whole (under
+  // 64 KiB), and larger ones relayed as they come; each byte arrives, in order.
+  for (const size_t size : {size_t{40'000}, size_t{300'000}}) {
+    std::string big(size, 'x');
+    for (size_t i = 0; i < big.size(); i += 997) big[i] = static_cast<char>('a' + i % 26);
+    const auto large = d.call("POST", "/upstream/svc/echo", big);
+    ASSERT_TRUE(large);
+    EXPECT_EQ(200u, large->status);
+    EXPECT_TRUE(large->body == big)
+        << "a " << size << "-byte body came back as " << large->body.size() << " bytes";
+  }
   EXPECT_EQ(404u, d.call("GET", "/upstream/svc/nope")->status);  // the service's own 404
   EXPECT_EQ("no service 'ghost'", body(d.call("GET", "/upstream/ghost/x"))["error"]["message"]);
   EXPECT_EQ("service 'plain' has no proxy url: it is not proxied",
