@@ -1,6 +1,7 @@
 #include "api/responses.h"
 
 #include "api/json_views.h"
+#include "core/json_text.h"
 
 namespace gpuvisor {
 
@@ -12,9 +13,7 @@ HttpResponse json_response(const HttpRequest& request, http::status status,
   response.set(http::field::content_type, "application/json");
   response.set(http::field::server, "gpuvisor");
   response.keep_alive(request.keep_alive());
-  // Text from outside (a request's percent-decoded target, a service's log tail) need not be
-  // UTF-8; dump() would throw on it and the client would get no answer at all.
-  response.body() = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  response.body() = json_text(body) + "\n";
   return response;
 }
 

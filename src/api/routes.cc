@@ -14,6 +14,7 @@
 #include "api/request_parts.h"
 #include "api/responses.h"
 #include "api/sse.h"
+#include "core/json_text.h"
 #include "resources/gpu_status.h"
 
 namespace gpuvisor {
@@ -442,7 +443,7 @@ asio::awaitable<bool> Api::events_stream(boost::beast::tcp_stream& stream, HttpR
   const auto types = split_types(*parts);
   auto queue = std::make_shared<SseQueue>(stream.get_executor());
   auto frame = [](const Event& e) {
-    return sse_frame(std::to_string(e.id), e.type, e.to_json().dump());
+    return sse_frame(std::to_string(e.id), e.type, json_text(e.to_json()));
   };
   // A reconnecting client names the last event it saw; it gets what it missed first.
   for (const auto& e : events_.since(*after)) {
@@ -465,7 +466,7 @@ asio::awaitable<bool> Api::job_stream(boost::beast::tcp_stream& stream, HttpRequ
   (void)request;
   auto queue = std::make_shared<SseQueue>(stream.get_executor());
   const auto snapshot = [queue](const Job& j) {
-    queue->push(sse_frame("", "job", to_json(j).dump()));
+    queue->push(sse_frame("", "job", json_text(to_json(j))));
   };
   const auto ended = [](const std::string& state) {
     const auto parsed = parse_job_state(state);
@@ -477,7 +478,7 @@ asio::awaitable<bool> Api::job_stream(boost::beast::tcp_stream& stream, HttpRequ
   const bool over = is_final(job.state);
   if (!over) snapshot(job);
   for (const auto& e : events_.since(0)) {
-    if (about(e)) queue->push(sse_frame(std::to_string(e.id), e.type, e.to_json().dump()));
+    if (about(e)) queue->push(sse_frame(std::to_string(e.id), e.type, json_text(e.to_json())));
   }
   uint64_t subscription = 0;
   if (over) {
@@ -486,7 +487,7 @@ asio::awaitable<bool> Api::job_stream(boost::beast::tcp_stream& stream, HttpRequ
   } else {
     subscription = events_.subscribe([this, queue, about, snapshot, ended](const Event& e) {
       if (!about(e)) return;
-      queue->push(sse_frame(std::to_string(e.id), e.type, e.to_json().dump()));
+      queue->push(sse_frame(std::to_string(e.id), e.type, json_text(e.to_json())));
       if (!ended(e.data.value("state", ""))) return;
       // Published once durable: the store has the job as it ended.
       if (auto final_job = job_store_.get(e.data.value("id", int64_t{0}))) snapshot(*final_job);

@@ -3,6 +3,8 @@
 #include <boost/asio/post.hpp>
 #include <iterator>
 
+#include "core/json_text.h"
+
 namespace gpuvisor {
 
 namespace {
@@ -242,8 +244,8 @@ Status JobStore::apply(Op& op) {
   if (sqlite3_prepare_v2(writer_, sql, -1, &st.s, nullptr) != SQLITE_OK) {
     return db_error(writer_, "prepare");
   }
-  const std::string input = j.input.dump();
-  const std::string result = j.result.is_null() ? "" : j.result.dump();
+  const std::string input = json_text(j.input);
+  const std::string result = j.result.is_null() ? "" : json_text(j.result);
   if (op.kind != Op::kRemove) {
     if (op.kind == Op::kInsert) {
       sqlite3_bind_text(st.s, 1, j.plugin.c_str(), -1, SQLITE_TRANSIENT);

@@ -2,6 +2,7 @@
 
 #include "core/bytes.h"
 #include "core/duration.h"
+#include "core/json_text.h"
 #include "core/service_state.h"
 #include "core/url.h"
 
@@ -86,6 +87,11 @@ TEST(Bytes, SizesForPeople) {
   EXPECT_EQ("0 MiB", format_bytes(0));
   EXPECT_EQ("512 MiB", format_bytes(512ULL << 20));
   EXPECT_EQ("23.5 GiB", format_bytes(23ULL * (1ULL << 30) + (512ULL << 20)));
+}
+
+TEST(JsonText, BytesThatAreNotUtf8BecomeReplacementCharactersNotAnException) {
+  EXPECT_EQ("\"x\xEF\xBF\xBD\"", json_text(nlohmann::json(std::string("x\xff"))));
+  EXPECT_EQ(R"({"n":1})", json_text({{"n", 1}}));
 }
 
 }  // namespace

@@ -78,6 +78,20 @@ TEST(JobStore, KeepsWhatWasWrittenAndForgetsFinishedJobsPastTheCutOff) {
   EXPECT_TRUE(s.store->get(running.id));  // never purged, however old
 }
 
+// A service may answer a job with bytes that are not UTF-8 (an image, a cut message): the
+// store keeps the job, with those bytes replaced, rather than throwing in its commit.
+TEST(JobStore, AResultThatIsNotUtf8IsStoredWithReplacementCharacters) {
+  const std::string dir = fresh_dir("jobstore-utf8");
+  Store s(dir + "/jobs.db");
+  Job job = s.insert("p");
+  job.state = JobState::kCompleted;
+  job.result = nlohmann::json(std::string("PNG\x89\xff"));
+  s.update(job);
+  const auto stored = s.store->get(job.id);
+  ASSERT_TRUE(stored);
+  EXPECT_EQ("PNG\xEF\xBF\xBD\xEF\xBF\xBD", stored->result.get<std::string>());
+}
+
 TEST(JobStore, ADatabaseFromTheFirstReleaseIsMigratedInPlace) {
   const std::string dir = fresh_dir("jobstore");
   const std::string path = dir + "/jobs.db";
