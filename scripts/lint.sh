@@ -4,7 +4,7 @@
 # it is not run here; see docs/operations.md.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-files=$(git ls-files 'src/*.cc' 'src/*.h' 'tests/*.cc' 'tests/*.h' 'testkit/*' 'tools/*.cc' 'bench/*.cc' 'bench/*.h')
+files=$(git ls-files 'src/*.cc' 'src/*.h' 'tests/*.cc' 'tests/*.h' 'testkit/*' 'tools/*.cc' 'bench/*.cc' 'bench/*.h' 'fuzz/*.cc' 'fuzz/*.h')
 status=0
 if ! clang-format --dry-run --Werror $files; then
   echo "lint: clang-format differences above (run clang-format -i on those files)" >&2

@@ -6,8 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${ASAN_BUILD_DIR:-build-asan}
-cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGPUVISOR_SANITIZE=ON \
-  -DGPUVISOR_BUILD_BENCH=OFF > /dev/null
+# -O1 -g1: what the sanitizers need (line numbers in reports) at a fraction of the compile time
+# of -O2 -g, which matters on a 2-core CI machine with Asio's coroutines.
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" \
+  -DGPUVISOR_SANITIZE=ON -DGPUVISOR_BUILD_BENCH=OFF > /dev/null
 cmake --build "$BUILD_DIR" -j "$(nproc)"
 # Reports go to stderr and into log_path files, so that none is lost with a daemon's pipe.
 reports=$BUILD_DIR/sanitizer-reports
