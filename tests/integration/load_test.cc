@@ -527,7 +527,9 @@ TEST(Load, ConcurrentCallsAndProxiedConnectionsWhileServicesSwapAreAllAnswered) 
   for (std::string line; std::getline(report, line);) {
     pids.insert(json::parse(line)["pid"].get<pid_t>());
   }
-  for (const auto& s : json::parse(d.call("GET", "/api/v1/services")->body)["services"]) {
+  // Named: a range-for over a member of a temporary would outlive the temporary (C++20).
+  const json listed = json::parse(d.call("GET", "/api/v1/services")->body);
+  for (const auto& s : listed["services"]) {
     if (s.value("pid", 0) != 0) pids.insert(s["pid"].get<pid_t>());
   }
   EXPECT_LT(1u, pids.size());  // services did start, and more than one process of them
