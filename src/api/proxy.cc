@@ -65,6 +65,12 @@ std::optional<std::string> model_of(const HttpRequest& request) {
   return parsed["model"].get<std::string>();
 }
 
+// Whether the buffer holds a response's whole head (its blank line), so that no wait follows.
+bool whole_head(const beast::flat_buffer& buffer) {
+  const std::string_view text(static_cast<const char*>(buffer.data().data()), buffer.size());
+  return text.find("\r\n\r\n") != std::string_view::npos;
+}
+
 // A message's header fields as they go on the wire, each ending in CRLF.
 void append_fields(std::string& wire, const http::fields& fields) {
   for (const auto& field : fields) {
@@ -389,6 +395,8 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
       if (ec == asio::error::would_block || ec == asio::error::try_again) {
         ec = {};
         start_watching();
+      } else if (!ec && !whole_head(buffer)) {
+        start_watching();  // the rest of the head is still to come, perhaps not soon
       }
     }
     if (!ec) {

@@ -440,6 +440,7 @@ class Server {
         Exit(3);
       }
       if (c.stream_left > 0) return;  // more chunks come on their timer
+      if (c.hung) return;             // a partial answer, then nothing more
       if (!c.keep) return Close(c);
       c.in.erase(0, c.consumed);
       c.consumed = 0;
@@ -504,6 +505,8 @@ class Server {
       c.out = Response(200, "application/json", c.in.substr(body_at, c.consumed - body_at), c.keep);
     } else if (method == "POST" && path == "/hang") {
       c.hung = true;  // a job that never finishes: only a cancel ends it
+      // head=partial: the status line, then nothing (a head that never ends).
+      if (query == "head=partial") c.out = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n";
       return;
     } else if (method == "POST" && path == "/sleep") {
       // As vLLM's sleep mode: the server stays up and gives its VRAM back.
