@@ -58,6 +58,17 @@ pid_t read_pid_file(const std::string& path) {
   return pid;
 }
 
+nlohmann::json body(const Result<HttpReply>& reply) {
+  return reply ? nlohmann::json::parse(reply->body, nullptr, false) : nlohmann::json();
+}
+
+std::string service_yaml(const std::string& name, int port, const std::string& args,
+                         const std::string& extra) {
+  return "  " + name + ":\n    command: [$TESTSVC, --port, \"" + std::to_string(port) + "\"" +
+         args + "]\n    health:\n      http: http://127.0.0.1:" + std::to_string(port) +
+         "/health\n" + extra;
+}
+
 size_t count_lines(const std::string& path) {
   std::ifstream in(path);
   size_t n = 0;

@@ -24,6 +24,13 @@ int free_port();
 bool pid_alive(pid_t pid);
 pid_t read_pid_file(const std::string& path);
 size_t count_lines(const std::string& path);
+// A reply's body as JSON: null when there was no reply, discarded when it is not JSON.
+nlohmann::json body(const Result<HttpReply>& reply);
+// One test service named name on port, with an HTTP health check; args: more of its argv
+// (", --flag, value"); extra: more YAML lines (health keys first, indented 6; service keys after,
+// indented 4).
+std::string service_yaml(const std::string& name, int port, const std::string& args,
+                         const std::string& extra = "");
 
 struct CliResult {
   int exit_code = -1;

@@ -34,22 +34,9 @@ using nlohmann::json;
 
 // ---- helpers ------------------------------------------------------------------------------
 
-json body(const Result<HttpReply>& r) {
-  return r ? json::parse(r->body, nullptr, false) : json();
-}
-
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
   return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-// One test service with an HTTP health check; extra: more YAML lines for the service (health
-// keys first, indented 6; service keys after, indented 4).
-std::string service_yaml(const std::string& name, int port, const std::string& args,
-                         const std::string& extra = "") {
-  return "  " + name + ":\n    command: [$TESTSVC, --port, \"" + std::to_string(port) + "\"" +
-         args + "]\n    health:\n      http: http://127.0.0.1:" + std::to_string(port) +
-         "/health\n" + extra;
 }
 
 // One worker plugin, work_w, run by the project's test worker. The --tag argument is ignored by

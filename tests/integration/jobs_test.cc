@@ -22,10 +22,6 @@ std::string jobs_yaml(int port, const std::string& extra_manifest = "") {
          p + "/hang\"}}\n" + extra_manifest;
 }
 
-nlohmann::json body(const Result<HttpReply>& r) {
-  return r ? nlohmann::json::parse(r->body, nullptr, false) : nlohmann::json();
-}
-
 bool job_event(const nlohmann::json& e, const std::string& type, int64_t id) {
   return e["type"] == type && e["data"]["id"] == id;
 }

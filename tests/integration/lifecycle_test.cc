@@ -13,13 +13,6 @@
 namespace gpuvisor::itest {
 namespace {
 
-std::string service_yaml(const std::string& name, int port, const std::string& args,
-                         const std::string& extra = "") {
-  return "  " + name + ":\n    command: [$TESTSVC, --port, \"" + std::to_string(port) + "\"" +
-         args + "]\n    health:\n      http: http://127.0.0.1:" + std::to_string(port) +
-         "/health\n" + extra;
-}
-
 TEST(Lifecycle, EnsureStatusStopThroughTheCli) {
   const int port = free_port();
   Daemon d("services:\n" + service_yaml("web", port, ", --report, $DIR/report"));

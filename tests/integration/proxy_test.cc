@@ -15,10 +15,6 @@
 namespace gpuvisor::itest {
 namespace {
 
-nlohmann::json body(const Result<HttpReply>& r) {
-  return r ? nlohmann::json::parse(r->body, nullptr, false) : nlohmann::json();
-}
-
 // A service "NAME" on port, proxied, with extra settings appended to its proxy map.
 std::string proxied(const std::string& name, int port, const std::string& proxy_extra = "",
                     const std::string& service_extra = "", const std::string& args = "") {

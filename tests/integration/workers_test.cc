@@ -25,10 +25,6 @@ std::string pool_yaml(const std::string& worker_extra, int concurrency = 1,
          "          model: {type: string, default: small}\n";
 }
 
-nlohmann::json body(const Result<HttpReply>& r) {
-  return r ? nlohmann::json::parse(r->body, nullptr, false) : nlohmann::json();
-}
-
 int64_t submit(const Daemon& d, const std::string& input = "{}") {
   return body(d.call("POST", "/api/v1/plugins/work_w/jobs", input)).value("id", int64_t{0});
 }
