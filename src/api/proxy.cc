@@ -468,8 +468,10 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
   append_fields(wire, response);
   wire += "\r\n";
   // Usually the body came with the head and is in the buffer already.
+  const auto size = static_cast<size_t>(*length);
+  const bool in_buffer = buffer.size() >= size;
   std::string rest;
-  if (buffer.size() < *length && !co_await read_rest(upstream, buffer, parser, rest)) {
+  if (!in_buffer && !co_await read_rest(upstream, buffer, parser, rest)) {
     stop_watching();
     ++stats.client_gone;
     co_return false;
@@ -481,11 +483,9 @@ asio::awaitable<bool> Proxy::forward(beast::tcp_stream& client, HttpRequest& req
     co_return false;
   }
   const std::array<asio::const_buffer, 2> out{
-      asio::buffer(wire), rest.empty() && *length > 0
-                              ? asio::buffer(buffer.data(), static_cast<size_t>(*length))
-                              : asio::buffer(rest)};
+      asio::buffer(wire), in_buffer ? asio::buffer(buffer.data(), size) : asio::buffer(rest)};
   co_await asio::async_write(client, out, asio::redirect_error(asio::use_awaitable, ec));
-  if (rest.empty()) buffer.consume(static_cast<size_t>(*length));
+  if (in_buffer) buffer.consume(size);
   if (!ec && upstream_keep && upstream.is_open()) {
     pool_.give_back(endpoint, std::move(lease.connection));
   }
