@@ -3,6 +3,10 @@
 # under DIR, no bridge or iptables (containers use the host network), and a test image made
 # from busybox-static without a registry.
 #
+# containerd runs on its own, not as dockerd's child: dockerd gives a containerd it starts
+# 15 s to come up, a limit a loaded CI machine can miss on a restart; this script waits for
+# containerd itself, and a dockerd restart then leaves it running, as a packaged install does.
+#
 #   tests/docker/engine.sh start DIR   prints nothing; DIR/docker.sock answers when it returns
 #   tests/docker/engine.sh stop DIR    removes every container, then stops the engine by its PID
 #   tests/docker/engine.sh restart DIR stops the engine only (it stops its containers, as a
@@ -25,6 +29,24 @@ unavailable() {
   exit 0
 }
 
+# Waits for a process to exit, then kills it if it has not within 20 s; neither daemon hands a
+# pidfd to a shell, and tail --pid waits on the process, not on a fixed time.
+stop_pid() {
+  kill "$1" 2>/dev/null || true
+  timeout 20 tail --pid="$1" -f /dev/null || kill -9 "$1" 2>/dev/null || true
+}
+
+# Follows LOG until it shows PATTERN (inotify through tail -F), giving up if PID dies first.
+wait_log() {
+  timeout 60 grep -m1 -q "$3" < <(tail -F --pid="$1" "$2" 2>/dev/null)
+}
+
+stop_containerd() {
+  [[ -f $dir/containerd.pid ]] || return 0
+  stop_pid "$(cat "$dir/containerd.pid")"
+  rm -f "$dir/containerd.pid"
+}
+
 stop_engine() {
   [[ -f $dir/docker.pid ]] || return 0
   local pid
@@ -35,12 +57,13 @@ stop_engine() {
       api -X DELETE "http://localhost/containers/$id?force=1" >/dev/null || true
     done
   fi
-  kill "$pid" 2>/dev/null || true
-  # dockerd has no pidfd to hand out to a shell; its pid file goes away when it has exited.
-  timeout 20 tail --pid="$pid" -f /dev/null || kill -9 "$pid" 2>/dev/null || true
+  stop_pid "$pid"
   rm -f "$dir/docker.pid"
-  # dockerd leaves its network namespace mounted under the exec root; unmounted, so that the
-  # build tree can be deleted.
+}
+
+# dockerd leaves its network namespace mounted under the exec root; unmounted, so that the
+# build tree can be deleted.
+unmount_all() {
   { findmnt -rno TARGET | grep "^$dir/" || true; } | sort -r | while read -r m; do
     umount -l "$m" || true
   done
@@ -49,10 +72,15 @@ stop_engine() {
 case $cmd in
   stop)
     stop_engine
+    stop_containerd
+    unmount_all
     exit 0
     ;;
   restart)
     stop_engine keep-containers
+    unmount_all
+    # The new engine's log replaces this one; kept, for a test that fails after a restart.
+    mv -f "$dir/dockerd.log" "$dir/dockerd.log.1" 2>/dev/null || true
     ;;
   start) ;;
   *)
@@ -63,23 +91,37 @@ esac
 
 mkdir -p "$dir"
 rm -f "$dir/unavailable"
-[[ $cmd == restart ]] || stop_engine
+[[ $cmd == restart ]] || { stop_engine && stop_containerd && unmount_all; }
 command -v dockerd >/dev/null || unavailable "dockerd is not installed (scripts/setup.sh installs docker.io)"
 [[ $(id -u) == 0 ]] || unavailable "dockerd needs root"
 [[ -x /bin/busybox ]] || unavailable "busybox-static is not installed (scripts/setup.sh installs it)"
 
-mkdir -p "$dir/data" "$dir/exec"
+mkdir -p "$dir/data" "$dir/exec" "$dir/containerd"
+if [[ $cmd == start ]]; then
+  command -v containerd >/dev/null || unavailable "containerd is not installed (docker.io brings it)"
+  cat >"$dir/containerd/config.toml" <<EOF
+version = 2
+root = "$dir/containerd/root"
+state = "$dir/containerd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$dir/containerd/containerd.sock"
+EOF
+  containerd --config "$dir/containerd/config.toml" >"$dir/containerd.log" 2>&1 &
+  echo $! >"$dir/containerd.pid"
+  wait_log "$(cat "$dir/containerd.pid")" "$dir/containerd.log" "containerd successfully booted" ||
+    unavailable "containerd did not start: $(tail -n 3 "$dir/containerd.log" | tr '\n' ' ')"
+fi
+
 dockerd --host "unix://$sock" --data-root "$dir/data" --exec-root "$dir/exec" \
+  --containerd "$dir/containerd/containerd.sock" \
   --pidfile "$dir/docker.pid" --iptables=false --ip6tables=false --bridge=none \
   --storage-driver overlay2 --exec-opt native.cgroupdriver=cgroupfs \
   >"$dir/dockerd.log" 2>&1 &
-engine=$!
 
-# The engine logs "API listen on" once its socket serves; tail -F follows the log as it grows
-# (inotify), so this waits on the engine itself, and gives up if it dies first.
-if ! timeout 60 grep -m1 -q "API listen on" < <(tail -F --pid="$engine" "$dir/dockerd.log" 2>/dev/null); then
+# The engine logs "API listen on" once its socket serves.
+wait_log $! "$dir/dockerd.log" "API listen on" ||
   unavailable "dockerd did not start: $(tail -n 3 "$dir/dockerd.log" | tr '\n' ' ')"
-fi
 api http://localhost/_ping >/dev/null || unavailable "dockerd does not answer /_ping"
 
 [[ $cmd == restart ]] && exit 0
