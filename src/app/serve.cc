@@ -138,7 +138,7 @@ int run_serve(const ServeOptions& options) {
   boost::asio::io_context io;
   std::string cgroup_parent;
   if (config.daemon.use_cgroups) {
-    auto parent = Cgroup::default_parent();
+    auto parent = Cgroup::default_parent(store->dir());
     if (parent) {
       cgroup_parent = *parent;
     } else {
@@ -241,6 +241,8 @@ int run_serve(const ServeOptions& options) {
             << bound->port() << std::endl;
 
   io.run();
+  // Gone only when empty: a service left running keeps its cgroup, and the next daemon finds it.
+  if (!cgroup_parent.empty()) rmdir(cgroup_parent.c_str());
   close(lock_fd);
   spdlog::info("stopped");
   return 0;

@@ -65,15 +65,24 @@ bool write_file(const std::string& path, const std::string& text) {
 
 }  // namespace
 
-Result<std::string> Cgroup::default_parent() {
+Result<std::string> Cgroup::default_parent(const std::string& state_dir) {
   const auto mount = cgroup2_mount();
   if (!mount) return make_error(ErrorCode::kUnavailable, "no cgroup2 file system is mounted");
   const auto self = own_cgroup();
   if (!self) return make_error(ErrorCode::kUnavailable, "this process has no cgroup2 membership");
-  std::string parent = *mount + (*self == "/" ? "" : *self) + "/gpuvisor";
-  if (mkdir(parent.c_str(), 0755) != 0 && errno != EEXIST) {
+  struct stat st {};
+  if (stat(state_dir.c_str(), &st) != 0) {
     return make_error(ErrorCode::kUnavailable,
-                      "cannot create " + parent + ": " + std::strerror(errno));
+                      "cannot stat " + state_dir + ": " + std::strerror(errno));
+  }
+  const std::string gpuvisor = *mount + (*self == "/" ? "" : *self) + "/gpuvisor";
+  const std::string parent =
+      gpuvisor + "/state-" + std::to_string(st.st_dev) + "-" + std::to_string(st.st_ino);
+  for (const std::string& dir : {gpuvisor, parent}) {
+    if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+      return make_error(ErrorCode::kUnavailable,
+                        "cannot create " + dir + ": " + std::strerror(errno));
+    }
   }
   return parent;
 }

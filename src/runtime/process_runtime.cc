@@ -2,7 +2,10 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
+#include <csignal>
+#include <filesystem>
 #include <fstream>
 
 #include "core/duration.h"
@@ -115,6 +118,31 @@ void ProcessRuntime::discard(const InstanceRecord& record) {
   // Members of a cgroup this daemon created are ours whatever their PIDs.
   if (cgroup->populated()) cgroup->signal_all(SIGKILL);
   cgroup->remove();
+}
+
+std::vector<std::string> ProcessRuntime::reclaim(const std::vector<InstanceRecord>& records) {
+  std::vector<std::string> out;
+  if (cgroup_parent_.empty()) return out;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(cgroup_parent_, ec)) {
+    if (!entry.is_directory(ec)) continue;
+    const std::string dir = entry.path().string();
+    const bool named = std::any_of(records.begin(), records.end(),
+                                   [&](const InstanceRecord& r) { return r.cgroup == dir; });
+    auto cgroup = Cgroup::open_existing(dir);
+    if (named || !cgroup) continue;
+    const std::vector<pid_t> pids = cgroup->pids();
+    if (!pids.empty()) {
+      cgroup->signal_all(SIGKILL);
+      std::string list;
+      for (const pid_t pid : pids) list += (list.empty() ? "" : ", ") + std::to_string(pid);
+      out.push_back(dir + ": left running by an earlier daemon with no record of it; killed pid " +
+                    list);
+    }
+    // Empty now, or once the killed members are reaped: the next start removes it then.
+    cgroup->remove();
+  }
+  return out;
 }
 
 Result<std::shared_ptr<Instance>> ProcessRuntime::adopt_existing(const ServiceSpec& spec,

@@ -23,6 +23,10 @@ class ProcessRuntime : public Runtime {
   Result<std::shared_ptr<Instance>> adopt(const InstanceRecord& record, const ServiceSpec* spec,
                                           ExitCallback on_exit) override;
   void discard(const InstanceRecord& record) override;
+  // Each cgroup under cgroup_parent that no record names is a leftover: its members are
+  // killed (they are ours: only this daemon's predecessors create cgroups there) and the
+  // directory removed.
+  std::vector<std::string> reclaim(const std::vector<InstanceRecord>& records) override;
 
   // The process named by spec.pid_file, when it runs.
   Result<std::shared_ptr<Instance>> adopt_existing(const ServiceSpec& spec,

@@ -99,6 +99,12 @@ class Runtime {
   // A record whose main process is gone: ends what is left of its tree, where that can be
   // proven to be ours (its cgroup), and never signals the recorded PID.
   virtual void discard(const InstanceRecord& record) = 0;
+  // Ends what an earlier daemon on this state directory left running that none of records
+  // names: a tree in a cgroup it created whose record was never written (killed between the
+  // start and the save) or was lost. Returns a line for each, for the daemon's warnings.
+  virtual std::vector<std::string> reclaim(const std::vector<InstanceRecord>& /*records*/) {
+    return {};
+  }
   // Finds an instance of spec that someone else started (for processes: its pid_file), so
   // that ensure adopts it instead of starting a second one. NotFound when there is none.
   virtual Result<std::shared_ptr<Instance>> adopt_existing(const ServiceSpec& spec,

@@ -1,5 +1,7 @@
 #include "runtime/runtime_router.h"
 
+#include <algorithm>
+
 namespace gpuvisor {
 
 Result<Runtime*> RuntimeRouter::backend(RuntimeKind kind) const {
@@ -29,6 +31,18 @@ Result<std::shared_ptr<Instance>> RuntimeRouter::adopt(const InstanceRecord& rec
 
 void RuntimeRouter::discard(const InstanceRecord& record) {
   if (auto b = backend(record.runtime)) (*b)->discard(record);
+}
+
+std::vector<std::string> RuntimeRouter::reclaim(const std::vector<InstanceRecord>& records) {
+  std::vector<std::string> out;
+  std::vector<Runtime*> asked;  // one backend may serve several kinds
+  for (const auto& [kind, backend] : backends_) {
+    if (std::find(asked.begin(), asked.end(), backend) != asked.end()) continue;
+    asked.push_back(backend);
+    auto lines = backend->reclaim(records);
+    out.insert(out.end(), lines.begin(), lines.end());
+  }
+  return out;
 }
 
 Result<std::shared_ptr<Instance>> RuntimeRouter::adopt_existing(const ServiceSpec& spec,

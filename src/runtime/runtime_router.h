@@ -18,6 +18,7 @@ class RuntimeRouter : public Runtime {
   Result<std::shared_ptr<Instance>> adopt(const InstanceRecord& record, const ServiceSpec* spec,
                                           ExitCallback on_exit) override;
   void discard(const InstanceRecord& record) override;
+  std::vector<std::string> reclaim(const std::vector<InstanceRecord>& records) override;
   Result<std::shared_ptr<Instance>> adopt_existing(const ServiceSpec& spec,
                                                    ExitCallback on_exit) override;
   nlohmann::json details(const ServiceSpec& spec) const override;

@@ -66,6 +66,11 @@ void Supervisor::start() {
     }
     adopt(*u, *instance, "adopted " + describe(record) + " after daemon restart");
   }
+  // After the adoptions, so that every cgroup still in use is named by a record.
+  for (const auto& leftover : runtime_.reclaim(loaded.records)) {
+    spdlog::warn("{}", leftover);
+    events_.publish("daemon.warning", {{"message", leftover}});
+  }
   for (auto& [name, u] : units_) {
     if (u->instance || u->spec.pid_file.empty()) continue;
     const uint64_t generation = ++u->generation;

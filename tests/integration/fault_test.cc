@@ -5,6 +5,7 @@
 // docs/reliability.md with their tests.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <sys/mount.h>
@@ -22,6 +23,7 @@
 #include <set>
 #include <thread>
 
+#include "runtime/pidfd.h"
 #include "runtime/proc.h"
 #include "testkit/daemon.h"
 #include "testkit/fake_gpu.h"
@@ -437,6 +439,39 @@ TEST(Fault, CorruptStateFilesAreNamedSetAsideAndNeverSignalAStranger) {
   EXPECT_TRUE(pid_alive(stranger));
   kill(stranger, SIGKILL);
   waitpid(stranger, nullptr, 0);
+}
+
+// Guarantee: a service whose record is lost (the daemon killed between the start and the save,
+// or the file corrupt) is not left running beside the copy the next start makes: its cgroup,
+// which only a daemon on this state directory creates, proves it ours, and it is killed.
+TEST(Fault, AServiceWhoseRecordIsLostIsKilledNotLeftBesideASecondCopy) {
+  const std::string dir = make_temp_dir("lost-record");
+  Daemon d("services:\n" + service_yaml("web", free_port(), ", --report, $DIR/report"), dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  if (d.stderr_text().find("cgroups off") != std::string::npos) {
+    GTEST_SKIP() << "no cgroups here: without its record nothing proves the process ours";
+  }
+  ASSERT_EQ(0, d.cli({"ensure", "web"}).exit_code) << d.stderr_text();
+  const pid_t lost = d.service("web")["pid"];
+  const Pidfd watch = Pidfd::open(lost);
+  ASSERT_TRUE(watch.valid());
+  d.kill9();
+  std::ofstream(dir + "/state/run/web.json", std::ios::trunc) << "{";
+
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  EXPECT_NE(std::string::npos,
+            d.stderr_text().find("left running by an earlier daemon with no record of it; "
+                                 "killed pid " +
+                                 std::to_string(lost)))
+      << d.stderr_text();
+  pollfd exited{watch.fd(), POLLIN, 0};
+  ASSERT_EQ(1, poll(&exited, 1, 10'000)) << "pid " << lost << " still runs";
+  EXPECT_EQ("stopped", d.service("web")["state"]);
+  ASSERT_EQ(0, d.cli({"ensure", "web"}).exit_code) << d.stderr_text();
+  EXPECT_NE(lost, d.service("web")["pid"].get<pid_t>());
+  EXPECT_EQ(1u, processes_with_arg(dir + "/report").size());
+  EXPECT_EQ(0, d.terminate());
+  EXPECT_TRUE(processes_with_arg(dir + "/report").empty());
 }
 
 // Guarantee: a SIGTERM sent the moment the daemon says it listens is handled (a clean exit, 0),

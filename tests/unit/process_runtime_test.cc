@@ -52,11 +52,14 @@ class ProcessRuntimeTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     if (GetParam()) {
-      auto parent = Cgroup::default_parent();
+      auto parent = Cgroup::default_parent(dir_);
       if (!parent) GTEST_SKIP() << "no cgroup2 here: " << parent.error().message;
       cgroup_parent_ = *parent;
     }
     runtime_ = std::make_unique<ProcessRuntime>(io_.get_executor(), cgroup_parent_);
+  }
+  void TearDown() override {
+    if (!cgroup_parent_.empty()) rmdir(cgroup_parent_.c_str());
   }
 
   std::shared_ptr<Instance> start(const ServiceSpec& spec,
@@ -203,6 +206,34 @@ TEST_P(ProcessRuntimeTest, ExecFailureIsAnErrorNotAnExit) {
   ASSERT_FALSE(failed.ok());
   EXPECT_EQ("cannot execute '/nonexistent/binary': No such file or directory",
             failed.error().message);
+}
+
+TEST_P(ProcessRuntimeTest, ReclaimKillsTheTreesNoRecordNamesAndKeepsTheOthers) {
+  std::optional<ExitInfo> kept_exit, lost_exit;
+  auto kept = start(testsvc({}), &kept_exit);
+  auto lost = start(testsvc({}), &lost_exit);
+  // A successor daemon on the same state directory, which read only kept's record.
+  ProcessRuntime successor(io_.get_executor(), cgroup_parent_);
+  const auto lines = successor.reclaim({kept->record()});
+  if (!GetParam()) {
+    // Without cgroups nothing proves a process ours without its record: nothing is touched.
+    EXPECT_TRUE(lines.empty());
+  } else {
+    ASSERT_EQ(1u, lines.size());
+    EXPECT_EQ(lost->record().cgroup +
+                  ": left running by an earlier daemon with no record of it; killed pid " +
+                  std::to_string(lost->record().pid),
+              lines[0]);
+    ASSERT_TRUE(run_until(io_, [&] { return lost_exit.has_value(); }));
+    EXPECT_EQ(SIGKILL, lost_exit->signal);
+    lost->stop(Millis(0), [](StopOutcome) {});
+    ASSERT_TRUE(run_until(io_, [&] { return !Cgroup::open_existing(lost->record().cgroup); }))
+        << "the leftover's cgroup is removed once empty";
+  }
+  EXPECT_FALSE(kept_exit.has_value());
+  EXPECT_TRUE(same_process_alive(kept->record().pid, kept->record().start_time));
+  stop(*kept, Millis(5'000));
+  if (!GetParam()) stop(*lost, Millis(5'000));
 }
 
 INSTANTIATE_TEST_SUITE_P(Tracking, ProcessRuntimeTest, ::testing::Values(true, false),
