@@ -84,6 +84,10 @@ class FakeRuntime : public Runtime {
     return std::shared_ptr<Instance>(instance);
   }
   void discard(const InstanceRecord& record) override { discarded.push_back(record.service); }
+  std::vector<std::string> reclaim(const std::vector<InstanceRecord>& records) override {
+    for (const auto& r : records) reclaim_saw.push_back(r.service);
+    return reclaimed;
+  }
   Result<std::shared_ptr<Instance>> adopt_existing(const ServiceSpec&, ExitCallback) override {
     return make_error(ErrorCode::kNotFound, "none");
   }
@@ -91,6 +95,8 @@ class FakeRuntime : public Runtime {
   std::vector<std::string> started;
   std::vector<std::string> adopted;
   std::vector<std::string> discarded;
+  std::vector<std::string> reclaim_saw;  // the services whose records reclaim was told of
+  std::vector<std::string> reclaimed;    // what reclaim answers
   std::map<std::string, std::shared_ptr<FakeInstance>> instances;
   bool fail_start = false;
   bool adoptable = true;
