@@ -42,6 +42,7 @@ struct InstanceRecord {
   int64_t started_unix_ms = 0;
   RuntimeKind runtime = RuntimeKind::kProcess;
   std::string container{};  // docker: the container's name; remote: the instance id
+  int restarts = 0;         // the supervisor's: automatic restarts in a row up to this instance
 };
 
 // "pid 123" or "container 3f2a…" for messages.

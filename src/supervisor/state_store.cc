@@ -27,7 +27,8 @@ nlohmann::json to_json(const InstanceRecord& r) {
           {"start_time", r.start_time},
           {"cgroup", r.cgroup},
           {"from_pid_file", r.from_pid_file},
-          {"started_unix_ms", r.started_unix_ms}};
+          {"started_unix_ms", r.started_unix_ms},
+          {"restarts", r.restarts}};
 }
 
 Result<InstanceRecord> from_json(const nlohmann::json& j) {
@@ -50,6 +51,7 @@ Result<InstanceRecord> from_json(const nlohmann::json& j) {
     r.cgroup = j.value("cgroup", "");
     r.from_pid_file = j.value("from_pid_file", false);
     r.started_unix_ms = j.value("started_unix_ms", int64_t{0});
+    r.restarts = j.value("restarts", 0);
   } catch (const nlohmann::json::exception& e) {
     return make_error(ErrorCode::kBadRequest, e.what());
   }

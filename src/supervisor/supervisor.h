@@ -147,6 +147,8 @@ class Supervisor {
   void adopt(Unit& u, std::shared_ptr<Instance> instance, const std::string& why);
   // A pid_file that exists but names nothing adoptable (stale, reused PID) is worth a line.
   void note_not_adopted(Unit& u, const Error& why);
+  // The instance's record with the unit's restart count, so that a restarted daemon keeps it.
+  Status save_record(const Unit& u);
   ExitCallback exit_handler(const Unit& u, uint64_t generation);
 
   // Wraps a callback so it does nothing once the supervisor is gone.

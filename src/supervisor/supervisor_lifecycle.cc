@@ -5,6 +5,7 @@
 #include <boost/asio/post.hpp>
 #include <filesystem>
 
+#include "core/duration.h"
 #include "supervisor/readiness.h"
 #include "supervisor/supervisor.h"
 #include "supervisor/unit.h"
@@ -64,6 +65,11 @@ void Supervisor::start() {
       u->last_exit = instance.error().message;
       continue;
     }
+    // The restart budget goes on where the last daemon left it, unless this instance has
+    // already run long enough to have reset it.
+    const bool ran_long =
+        unix_ms_now() - record.started_unix_ms >= u->spec.restart_reset_after.count();
+    u->restarts = ran_long ? 0 : record.restarts;
     adopt(*u, *instance, "adopted " + describe(record) + " after daemon restart");
   }
   // After the adoptions, so that every cgroup still in use is named by a record.
@@ -89,12 +95,18 @@ void Supervisor::adopt(Unit& u, std::shared_ptr<Instance> instance, const std::s
   u.instance = std::move(instance);
   u.adopted = true;
   u.want_running = true;
-  if (const auto saved = store_.save(u.instance->record()); !saved) {
+  if (const auto saved = save_record(u); !saved) {
     spdlog::warn("{}: {}", u.spec.name, saved.error().message);
   }
   set_state(u, ServiceState::kUnknown, why);
   // It may have been adopted mid-start: give it the whole startup window to become healthy.
   watch_startup(u, why);
+}
+
+Status Supervisor::save_record(const Unit& u) {
+  InstanceRecord record = u.instance->record();
+  record.restarts = u.restarts;
+  return store_.save(record);
 }
 
 void Supervisor::note_not_adopted(Unit& u, const Error& why) {
@@ -140,7 +152,7 @@ void Supervisor::launch(Unit& u, const std::string& why, std::optional<unsigned>
   u.adopted = false;
   u.log->note("started " + describe(u.instance->record()) + " (" + why + ")");
   // Persisted before anyone hears it started: a daemon that dies now still finds it.
-  if (const auto saved = store_.save(u.instance->record()); !saved) {
+  if (const auto saved = save_record(u); !saved) {
     set_state(u, ServiceState::kStarting, why);
     on_failure(u, "cannot record the new instance: " + saved.error().message, true);
     return;

@@ -50,6 +50,36 @@ TEST(Daemon, KilledDaemonIsRestartedAndAdoptsWithoutStartingTwice) {
   EXPECT_EQ(1u, count_lines(dir + "/report"));  // started exactly once
 }
 
+// A crash loop cannot outlast restart_limit by way of daemon restarts: the count is kept in
+// the instance's record and goes on from there.
+TEST(Daemon, TheRestartCountSurvivesADaemonRestart) {
+  const std::string dir = make_temp_dir("restarts");
+  const std::string yaml = "services:\n" + service_yaml("web", free_port(), "",
+                                                        "    restart: on-failure\n"
+                                                        "    restart_backoff: 100ms\n");
+  Daemon d(yaml, dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  ASSERT_EQ(0, d.cli({"ensure", "web"}).exit_code) << d.stderr_text();
+  const pid_t first = d.service("web")["pid"];
+  ASSERT_EQ(0, kill(first, SIGKILL));  // a crash
+  int readies = 0;
+  ASSERT_TRUE(d.wait_event([&](const nlohmann::json& e) {
+    return e["type"] == "service.state_changed" && e["data"]["service"] == "web" &&
+           e["data"]["to"] == "ready" && ++readies == 2;
+  })) << d.stderr_text();
+  const pid_t second = d.service("web")["pid"];
+  ASSERT_EQ(1, d.service("web")["restarts"]);
+
+  d.kill9();
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  ASSERT_TRUE(d.wait_state("web", "ready")) << d.stderr_text();
+  const auto svc = d.service("web");
+  EXPECT_EQ(second, svc["pid"].get<pid_t>());
+  EXPECT_TRUE(svc["adopted"].get<bool>());
+  EXPECT_EQ(1, svc["restarts"]);
+  ASSERT_EQ(0, d.cli({"stop", "web"}).exit_code);
+}
+
 TEST(Daemon, ARecordWhosePidWasReusedIsNeverSignalled) {
   const int port = free_port();
   Daemon d(one_service(port));

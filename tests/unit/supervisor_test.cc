@@ -5,10 +5,12 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 
+#include "core/duration.h"
 #include "lib/fakes.h"
 #include "lib/supervisor_fixture.h"
 
@@ -232,6 +234,38 @@ TEST_F(SupervisorTest, AdoptsWhatAPreviousDaemonStarted) {
   EXPECT_EQ(4242, sup().get("llm")->pid);
   EXPECT_TRUE(sup().get("llm")->adopted);
   EXPECT_EQ((std::vector<std::string>{"unknown", "ready"}), transitions("llm"));
+}
+
+TEST_F(SupervisorTest, AnAdoptedInstanceKeepsItsRestartCountUnlessItRanLong) {
+  {
+    auto store = StateStore::open(state_dir_);
+    InstanceRecord recent{"llm", 4242, 77, "", false, unix_ms_now()};
+    recent.restarts = 2;
+    ASSERT_TRUE(store->save(recent).ok());
+    InstanceRecord old{"tts", 4343, 78, "", false, 1};  // started in 1970
+    old.restarts = 3;
+    ASSERT_TRUE(store->save(old).ok());
+  }
+  ASSERT_TRUE(wait_state("llm", ServiceState::kReady));
+  EXPECT_EQ(2, sup().get("llm")->restarts);
+  EXPECT_EQ(0, sup().get("tts")->restarts);
+  std::ifstream saved(std::filesystem::path(state_dir_) / "run" / "llm.json");
+  EXPECT_EQ(2, nlohmann::json::parse(saved).value("restarts", -1));
+}
+
+TEST_F(SupervisorTest, WhatTheRuntimeReclaimsIsAWarningAfterTheAdoptions) {
+  runtime_.reclaimed = {"/cg/llm.1.1: left running by an earlier daemon with no record of it"};
+  {
+    auto store = StateStore::open(state_dir_);
+    ASSERT_TRUE(store->save(InstanceRecord{"llm", 4242, 77, "", false, 1}).ok());
+  }
+  sup();
+  EXPECT_EQ(std::vector<std::string>{"llm"}, runtime_.reclaim_saw);
+  const auto events = events_.since(0);
+  const auto warning = std::find_if(events.begin(), events.end(),
+                                    [](const auto& e) { return e.type == "daemon.warning"; });
+  ASSERT_NE(events.end(), warning);
+  EXPECT_EQ(runtime_.reclaimed.front(), warning->data["message"]);
 }
 
 TEST_F(SupervisorTest, RecordOfAGoneProcessIsDiscardedNotSignalled) {
