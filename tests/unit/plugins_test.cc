@@ -105,6 +105,35 @@ TEST(PluginSchema, EveryViolationHasItsPath) {
   EXPECT_FALSE(validate(schema, json{{"voice", "x"}, {"speed", "1"}}).empty());  // no coercion
 }
 
+// Found by manifest_fuzz: valijson compiles a 'pattern' only when a value reaches it, and a bad
+// one threw out of the validation and ended the daemon.
+TEST(PluginSchema, ABadRegularExpressionIsRefusedWhereItIsNotThrownLater) {
+  const json bad = json::parse(R"({"type":"object","properties":{
+      "voice":{"type":"string","pattern":"[a"}}})");
+  const auto checked = check_schema(bad);
+  ASSERT_FALSE(checked.ok());
+  EXPECT_EQ(0u, checked.error().message.rfind("invalid config schema: /properties/voice/pattern "
+                                              "is not a valid regular expression (",
+                                              0))
+      << checked.error().message;
+  const auto v = validate(bad, json{{"voice", "alice"}});
+  ASSERT_EQ(1u, v.size());
+  EXPECT_EQ(checked.error().message, v[0].message);
+
+  const json names = json::parse(R"({"type":"object","patternProperties":{"(x":{}}})");
+  ASSERT_FALSE(check_schema(names).ok());
+  EXPECT_NE(std::string::npos, check_schema(names).error().message.find(
+                                   "/patternProperties/(x: the name is not a valid regular"));
+
+  // A property called "pattern", or a default that holds one, is not a pattern.
+  const json fine = json::parse(R"({"type":"object","properties":{
+      "pattern":{"type":"string","pattern":"^[a-z]+$","default":"abc"},
+      "opts":{"type":"object","default":{"pattern":"[a"}}}})");
+  EXPECT_TRUE(check_schema(fine).ok()) << check_schema(fine).error().message;
+  EXPECT_TRUE(validate(fine, json{{"pattern", "abc"}}).empty());
+  EXPECT_FALSE(validate(fine, json{{"pattern", "ABC"}}).empty());
+}
+
 TEST(PluginSchema, DefaultsAreFilledInAtEveryLevel) {
   const json schema = json::parse(R"({"type":"object","properties":{
       "speed":{"type":"number","default":1.0},
