@@ -74,11 +74,17 @@ void check_utf8(std::string_view text) {
   YAML::Mark mark;  // line and column (in characters) of i, both from 0 as yaml-cpp counts
   for (size_t i = 0; i < text.size();) {
     const size_t n = utf8_length(text, i);
-    if (n == 0) {
+    const auto byte = static_cast<unsigned char>(text[i]);
+    // YAML's printable set leaves out the C0 controls but tab, LF and CR, and DEL; yaml-cpp
+    // takes them, and reads "\0N" as a lone 0x85 byte, which is not UTF-8.
+    const bool control =
+        n == 1 && ((byte < 0x20 && byte != '\t' && byte != '\n' && byte != '\r') || byte == 0x7F);
+    if (n == 0 || control) {
       mark.pos = static_cast<int>(i);
       char hex[8];
-      std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(text[i]));
-      throw YAML::ParserException(mark, std::string("not valid UTF-8 (byte ") + hex + ")");
+      std::snprintf(hex, sizeof hex, "0x%02X", byte);
+      const char* what = control ? "a control character is not allowed" : "not valid UTF-8";
+      throw YAML::ParserException(mark, std::string(what) + " (byte " + hex + ")");
     }
     if (text[i] == '\n') {
       ++mark.line;

@@ -18,7 +18,8 @@ nlohmann::json yaml_text_to_json(const std::string& text);
 
 // yaml-cpp takes any bytes as text, but JSON (the API's replies, saved configs) takes only
 // UTF-8, and dumping a string that is not throws far from where it came in. Throws
-// YAML::ParserException at the first byte that is not part of valid UTF-8.
+// YAML::ParserException at the first byte that is not part of valid UTF-8, or that is a control
+// character YAML does not allow (all of C0 but tab, LF and CR; DEL).
 void check_utf8(std::string_view text);
 
 // YAML::LoadAll, which in yaml-cpp 0.7 never returns when a document starts with a token that

@@ -549,6 +549,16 @@ TEST(ConfigLoader, TextThatIsNotUtf8IsRefusedWithItsPosition) {
   EXPECT_TRUE(load_config_string("# caf\xc3\xa9 \xf0\x9f\x9a\x80\nservices: {}\n", "t").ok());
 }
 
+// yaml-cpp reads "\0N" as a lone 0x85 byte: a key that then made the error message itself
+// impossible to send as JSON (fuzz/manifest_fuzz).
+TEST(ConfigLoader, AControlCharacterIsRefusedWithItsPosition) {
+  EXPECT_EQ(errors_of(std::string("services:\n  a\0N:\n", 16)),
+            "test.yaml:2:4: YAML syntax error: a control character is not allowed (byte 0x00)");
+  EXPECT_EQ(errors_of("services: {}\nx: \x7f\n"),
+            "test.yaml:2:4: YAML syntax error: a control character is not allowed (byte 0x7F)");
+  EXPECT_TRUE(load_config_string("services: {}\r\n# a\ttab\r\n", "t").ok());
+}
+
 // Each problem is one located line, even when what it quotes has a newline (fuzz/config_fuzz).
 TEST(ConfigLoader, ProblemsQuotingANewlineStayOneLine) {
   const auto message = errors_of("services:\n  \"a\\nb\":\n    command: [x]\n");
