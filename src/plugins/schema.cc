@@ -50,10 +50,11 @@ std::optional<std::string> regex_problem(const std::string& pattern) {
   return std::nullopt;
 }
 
-// valijson compiles a 'pattern' (or a patternProperties key) only when a value reaches it, and
-// a bad one then throws out of the validation. Each is compiled here, once, so that such a
-// schema is refused when it is loaded, naming where the pattern is.
-std::optional<std::string> bad_pattern(const nlohmann::json& schema, const std::string& at) {
+// What valijson's parser lets through and its validation then fails on: a 'pattern' (or a
+// patternProperties name) is compiled only when a value reaches it, and a bad one throws; an
+// integer 'multipleOf' of 0 divides by zero. Each is checked here, so that such a schema is
+// refused when it is loaded, naming where the keyword is.
+std::optional<std::string> valijson_trap(const nlohmann::json& schema, const std::string& at) {
   // Keywords whose values are data, not schemas: a "pattern" inside them is not one.
   static const std::set<std::string> kData = {"enum", "const", "default", "examples"};
   // Keywords whose members are each a schema, whatever their names.
@@ -61,7 +62,7 @@ std::optional<std::string> bad_pattern(const nlohmann::json& schema, const std::
                                                     "definitions", "$defs", "dependencies"};
   if (schema.is_array()) {
     for (size_t i = 0; i < schema.size(); ++i) {
-      if (auto bad = bad_pattern(schema[i], at + "/" + std::to_string(i))) return bad;
+      if (auto bad = valijson_trap(schema[i], at + "/" + std::to_string(i))) return bad;
     }
     return std::nullopt;
   }
@@ -75,6 +76,9 @@ std::optional<std::string> bad_pattern(const nlohmann::json& schema, const std::
       }
       continue;
     }
+    if (key == "multipleOf" && !(value.is_number() && value.get<double>() > 0)) {
+      return here + " must be a number greater than 0, got " + value.dump();
+    }
     if (kSchemaMaps.count(key) != 0 && value.is_object()) {
       for (const auto& [name, sub] : value.items()) {
         const std::string member = here + "/" + pointer_token(name);
@@ -83,11 +87,11 @@ std::optional<std::string> bad_pattern(const nlohmann::json& schema, const std::
             return member + ": the name is not a valid regular expression (" + *why + ")";
           }
         }
-        if (auto bad = bad_pattern(sub, member)) return bad;
+        if (auto bad = valijson_trap(sub, member)) return bad;
       }
       continue;
     }
-    if (auto bad = bad_pattern(value, here)) return bad;
+    if (auto bad = valijson_trap(value, here)) return bad;
   }
   return std::nullopt;
 }
@@ -97,7 +101,7 @@ Result<std::unique_ptr<valijson::Schema>> parse(const nlohmann::json& schema) {
   if (!schema.is_object()) {
     return make_error(ErrorCode::kBadRequest, "the config schema must be a JSON object");
   }
-  if (auto bad = bad_pattern(schema, "")) {
+  if (auto bad = valijson_trap(schema, "")) {
     return make_error(ErrorCode::kBadRequest, "invalid config schema: " + *bad);
   }
   auto parsed = std::make_unique<valijson::Schema>();

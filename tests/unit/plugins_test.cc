@@ -125,6 +125,16 @@ TEST(PluginSchema, ABadRegularExpressionIsRefusedWhereItIsNotThrownLater) {
   EXPECT_NE(std::string::npos, check_schema(names).error().message.find(
                                    "/patternProperties/(x: the name is not a valid regular"));
 
+  // Found by manifest_fuzz too: valijson divides by an integer multipleOf.
+  const json zero = json::parse(R"({"properties":{"n":{"type":"integer","multipleOf":0}}})");
+  ASSERT_FALSE(check_schema(zero).ok());
+  EXPECT_EQ(
+      "invalid config schema: /properties/n/multipleOf must be a number greater than 0, "
+      "got 0",
+      check_schema(zero).error().message);
+  EXPECT_EQ(1u, validate(zero, json{{"n", 3}}).size());
+  EXPECT_TRUE(check_schema(json::parse(R"({"multipleOf":0.5})")).ok());
+
   // A property called "pattern", or a default that holds one, is not a pattern.
   const json fine = json::parse(R"({"type":"object","properties":{
       "pattern":{"type":"string","pattern":"^[a-z]+$","default":"abc"},
