@@ -1,14 +1,13 @@
 #include "plugins/schema.h"
 
 #include <memory>
-#include <optional>
-#include <regex>
-#include <set>
 #include <valijson/adapters/nlohmann_json_adapter.hpp>
 #include <valijson/schema.hpp>
 #include <valijson/schema_parser.hpp>
 #include <valijson/validation_results.hpp>
 #include <valijson/validator.hpp>
+
+#include "plugins/schema_traps.h"
 
 namespace gpuvisor {
 
@@ -35,73 +34,12 @@ bool summary(const std::string& description) {
          description.rfind("Failed to validate against child schema", 0) == 0;
 }
 
-std::string pointer_token(const std::string& key) {
-  std::string out;
-  for (const char c : key) out += c == '~' ? "~0" : c == '/' ? "~1" : std::string(1, c);
-  return out;
-}
-
-std::optional<std::string> regex_problem(const std::string& pattern) {
-  try {
-    std::regex compiled(pattern);  // the engine and syntax valijson uses
-  } catch (const std::regex_error& e) {
-    return e.what();
-  }
-  return std::nullopt;
-}
-
-// What valijson's parser lets through and its validation then fails on: a 'pattern' (or a
-// patternProperties name) is compiled only when a value reaches it, and a bad one throws; an
-// integer 'multipleOf' of 0 divides by zero. Each is checked here, so that such a schema is
-// refused when it is loaded, naming where the keyword is.
-std::optional<std::string> valijson_trap(const nlohmann::json& schema, const std::string& at) {
-  // Keywords whose values are data, not schemas: a "pattern" inside them is not one.
-  static const std::set<std::string> kData = {"enum", "const", "default", "examples"};
-  // Keywords whose members are each a schema, whatever their names.
-  static const std::set<std::string> kSchemaMaps = {"properties", "patternProperties",
-                                                    "definitions", "$defs", "dependencies"};
-  if (schema.is_array()) {
-    for (size_t i = 0; i < schema.size(); ++i) {
-      if (auto bad = valijson_trap(schema[i], at + "/" + std::to_string(i))) return bad;
-    }
-    return std::nullopt;
-  }
-  if (!schema.is_object()) return std::nullopt;
-  for (const auto& [key, value] : schema.items()) {
-    const std::string here = at + "/" + pointer_token(key);
-    if (kData.count(key) != 0) continue;
-    if (key == "pattern" && value.is_string()) {
-      if (auto why = regex_problem(value.get<std::string>())) {
-        return here + " is not a valid regular expression (" + *why + ")";
-      }
-      continue;
-    }
-    if (key == "multipleOf" && !(value.is_number() && value.get<double>() > 0)) {
-      return here + " must be a number greater than 0, got " + value.dump();
-    }
-    if (kSchemaMaps.count(key) != 0 && value.is_object()) {
-      for (const auto& [name, sub] : value.items()) {
-        const std::string member = here + "/" + pointer_token(name);
-        if (key == "patternProperties") {
-          if (auto why = regex_problem(name)) {
-            return member + ": the name is not a valid regular expression (" + *why + ")";
-          }
-        }
-        if (auto bad = valijson_trap(sub, member)) return bad;
-      }
-      continue;
-    }
-    if (auto bad = valijson_trap(value, here)) return bad;
-  }
-  return std::nullopt;
-}
-
 // valijson's Schema can be neither copied nor moved.
 Result<std::unique_ptr<valijson::Schema>> parse(const nlohmann::json& schema) {
   if (!schema.is_object()) {
     return make_error(ErrorCode::kBadRequest, "the config schema must be a JSON object");
   }
-  if (auto bad = valijson_trap(schema, "")) {
+  if (auto bad = find_schema_trap(schema)) {
     return make_error(ErrorCode::kBadRequest, "invalid config schema: " + *bad);
   }
   auto parsed = std::make_unique<valijson::Schema>();

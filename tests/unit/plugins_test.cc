@@ -107,7 +107,7 @@ TEST(PluginSchema, EveryViolationHasItsPath) {
 
 // Found by manifest_fuzz: valijson compiles a 'pattern' only when a value reaches it, and a bad
 // one threw out of the validation and ended the daemon.
-TEST(PluginSchema, ABadRegularExpressionIsRefusedWhereItIsNotThrownLater) {
+TEST(PluginSchema, WhatValijsonWouldFailOnIsRefusedWhenTheSchemaIsChecked) {
   const json bad = json::parse(R"({"type":"object","properties":{
       "voice":{"type":"string","pattern":"[a"}}})");
   const auto checked = check_schema(bad);
@@ -134,6 +134,33 @@ TEST(PluginSchema, ABadRegularExpressionIsRefusedWhereItIsNotThrownLater) {
       check_schema(zero).error().message);
   EXPECT_EQ(1u, validate(zero, json{{"n", 3}}).size());
   EXPECT_TRUE(check_schema(json::parse(R"({"multipleOf":0.5})")).ok());
+
+  // valijson's parser recursed until the stack ran out on a '$ref' that leads back.
+  for (const char* cyclic :
+       {R"({"$ref":"#"})", R"({"allOf":[{"$ref":"#"}]})",
+        R"({"properties":{"a":{"$ref":"#/properties/a"}}})",
+        R"({"$ref":"#/definitions/x","definitions":{"x":{"$ref":"#/definitions/y"},
+                                 "y":{"items":{"$ref":"#/definitions/x"}}}})"}) {
+    const auto refused = check_schema(json::parse(cyclic));
+    ASSERT_FALSE(refused.ok()) << cyclic;
+    EXPECT_NE(std::string::npos, refused.error().message.find(
+                                     "leads back to itself; recursive schemas are not supported"))
+        << refused.error().message;
+  }
+  EXPECT_EQ(
+      "invalid config schema: /properties/a/$ref: '#/properties/a' leads back to itself; "
+      "recursive schemas are not supported",
+      check_schema(json::parse(R"({"properties":{"a":{"$ref":"#/properties/a"}}})"))
+          .error()
+          .message);
+  // References that end somewhere are fine, and checked like any schema.
+  const json shared = json::parse(R"({"definitions":{"rate":{"type":"number","minimum":0}},
+      "properties":{"a":{"$ref":"#/definitions/rate"},"b":{"$ref":"#/definitions/rate"}}})");
+  EXPECT_TRUE(check_schema(shared).ok()) << check_schema(shared).error().message;
+  EXPECT_FALSE(validate(shared, json{{"a", -1}}).empty());
+  std::string deep = "{}";
+  for (int i = 0; i < 100; ++i) deep = R"({"items":)" + deep + "}";
+  EXPECT_NE(std::string::npos, check_schema(json::parse(deep)).error().message.find("levels deep"));
 
   // A property called "pattern", or a default that holds one, is not a pattern.
   const json fine = json::parse(R"({"type":"object","properties":{

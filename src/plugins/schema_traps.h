@@ -1,0 +1,20 @@
+// What valijson (0.7, Debian 12) lets through its schema parser and then fails on, found before
+// it sees a schema: each of these would end the daemon, not be an error.
+// - A 'pattern' (or a patternProperties name) is compiled only when a value reaches it, and a
+//   bad one throws std::regex_error out of the validation.
+// - An integer 'multipleOf' of 0 divides by zero.
+// - A '$ref' that leads back to where it started recurses in the parser until the stack ends.
+// - Nesting deep enough to end the stack in its recursive parser.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+namespace gpuvisor {
+
+// The first such problem, as "/properties/voice/pattern is not a valid regular expression
+// (...)"; nullopt when there is none.
+std::optional<std::string> find_schema_trap(const nlohmann::json& schema);
+
+}  // namespace gpuvisor
