@@ -91,7 +91,7 @@ nlohmann::json apply_defaults(const nlohmann::json& schema, nlohmann::json value
     if (!sub.is_object()) continue;
     if (!value.contains(key) && sub.contains("default")) {
       value[key] = sub["default"];
-    } else if (!value.contains(key) && sub.value("type", "") == "object" &&
+    } else if (!value.contains(key) && sub.contains("type") && sub["type"] == "object" &&
                sub.contains("properties")) {
       // An object with defaults inside gets them even when the object itself was left out.
       auto filled = apply_defaults(sub, nlohmann::json::object());

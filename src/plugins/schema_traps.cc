@@ -85,8 +85,8 @@ std::optional<std::string> keyword_trap(const json& schema, const std::string& a
   return std::nullopt;
 }
 
-// The schema a local '$ref' ("#", "#/definitions/x") names; null for any other (valijson then
-// refuses it itself).
+// The schema a local '$ref' ("#", "#/definitions/x") names; null when it names none (valijson
+// then refuses it itself).
 const json* resolve(const json& root, const std::string& ref) {
   if (ref.empty() || ref.front() != '#') return nullptr;
   try {
@@ -109,6 +109,18 @@ std::optional<std::string> ref_cycle(const json& root, const json& node, const s
     const auto ref = schema.find("$ref");
     if (ref == schema.end() || !ref->is_string()) return std::optional<std::string>();
     const std::string to = ref->get<std::string>();
+    if (to.empty() || to.front() != '#') {
+      // With nothing to fetch other documents by, valijson resolves a relative one against
+      // itself for ever.
+      return std::optional<std::string>(here + "/$ref: '" + to +
+                                        "' is not within the schema; only references that "
+                                        "start with '#' are supported");
+    }
+    if (to.find('%') != std::string::npos) {
+      // valijson decodes them (to bytes that need not be UTF-8); this check would not.
+      return std::optional<std::string>(here + "/$ref: '" + to +
+                                        "': percent escapes are not supported");
+    }
     const json* target = resolve(root, to);
     if (target == nullptr) return std::optional<std::string>();
     if (std::find(open.begin(), open.end(), target) != open.end()) {

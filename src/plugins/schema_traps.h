@@ -3,7 +3,9 @@
 // - A 'pattern' (or a patternProperties name) is compiled only when a value reaches it, and a
 //   bad one throws std::regex_error out of the validation.
 // - An integer 'multipleOf' of 0 divides by zero.
-// - A '$ref' that leads back to where it started recurses in the parser until the stack ends.
+// - A '$ref' that leads back to where it started, or one to another document (with no way to
+//   fetch it, a relative one resolves against itself), recurses in the parser until the stack
+//   ends.
 // - Nesting deep enough to end the stack in its recursive parser.
 #pragma once
 
