@@ -193,7 +193,14 @@ Result<PluginManifest> parse_manifest(const json& m, const std::string& origin) 
           "body)");
     } else {
       p.http_url = http["url"].get<std::string>();
-      p.http_method = http.value("method", "POST");
+      static const std::vector<std::string> kMethods = {"GET", "POST", "PUT", "PATCH", "DELETE"};
+      const json method = http.value("method", json("POST"));
+      if (method.is_string() && std::find(kMethods.begin(), kMethods.end(),
+                                          method.get<std::string>()) != kMethods.end()) {
+        p.http_method = method.get<std::string>();
+      } else {
+        c.bad("'http.method' must be one of GET, POST, PUT, PATCH, DELETE, got " + method.dump());
+      }
       if (http.contains("timeout")) {
         const auto t = http["timeout"].is_string()
                            ? parse_duration(http["timeout"].get<std::string>())

@@ -70,6 +70,18 @@ TEST(PluginManifest, BadManifestsNameEveryProblemAndWhere) {
   const auto http = parse_manifest(json{{"name", "n"}, {"category", "c"}, {"mode", "http"}}, "y");
   ASSERT_FALSE(http.ok());
   EXPECT_NE(std::string::npos, http.error().message.find("mode http needs 'http: {url:"));
+  // A method that is not a string threw out of the loader (a manifest could end the daemon).
+  for (const json& method : {json(5), json("FETCH")}) {
+    const auto bad =
+        parse_manifest(json{{"name", "n"},
+                            {"category", "c"},
+                            {"mode", "http"},
+                            {"http", {{"url", "http://127.0.0.1:1/x"}, {"method", method}}}},
+                       "m");
+    ASSERT_FALSE(bad.ok());
+    EXPECT_EQ("m: 'http.method' must be one of GET, POST, PUT, PATCH, DELETE, got " + method.dump(),
+              bad.error().message);
+  }
   const auto worker =
       parse_manifest(json{{"name", "n"}, {"category", "c"}, {"mode", "worker"}}, "z");
   ASSERT_FALSE(worker.ok());
@@ -153,6 +165,14 @@ TEST(PluginSchema, WhatValijsonWouldFailOnIsRefusedWhenTheSchemaIsChecked) {
       check_schema(json::parse(R"({"properties":{"a":{"$ref":"#/properties/a"}}})"))
           .error()
           .message);
+  EXPECT_EQ(
+      "invalid config schema: /$ref: 'other.json' is not within the schema; only "
+      "references that start with '#' are supported",
+      check_schema(json::parse(R"({"$ref":"other.json"})")).error().message);
+  EXPECT_EQ(
+      "invalid config schema: /$ref: '#/definitions/a%20b': percent escapes are not "
+      "supported",
+      check_schema(json::parse(R"({"$ref":"#/definitions/a%20b"})")).error().message);
   // References that end somewhere are fine, and checked like any schema.
   const json shared = json::parse(R"({"definitions":{"rate":{"type":"number","minimum":0}},
       "properties":{"a":{"$ref":"#/definitions/rate"},"b":{"$ref":"#/definitions/rate"}}})");
@@ -169,6 +189,15 @@ TEST(PluginSchema, WhatValijsonWouldFailOnIsRefusedWhenTheSchemaIsChecked) {
   EXPECT_TRUE(check_schema(fine).ok()) << check_schema(fine).error().message;
   EXPECT_TRUE(validate(fine, json{{"pattern", "abc"}}).empty());
   EXPECT_FALSE(validate(fine, json{{"pattern", "ABC"}}).empty());
+}
+
+// Found by manifest_fuzz: a "type" that is a list (valid JSON Schema) threw in apply_defaults.
+TEST(PluginSchema, DefaultsLeaveAPropertyWithATypeListAlone) {
+  const json schema = json::parse(R"({"type":"object","properties":{
+      "name":{"type":["string","null"]},
+      "speed":{"type":["number","null"],"default":1}}})");
+  ASSERT_TRUE(check_schema(schema).ok());
+  EXPECT_EQ(json::parse(R"({"speed":1})"), apply_defaults(schema, json::object()));
 }
 
 TEST(PluginSchema, DefaultsAreFilledInAtEveryLevel) {
