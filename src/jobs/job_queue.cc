@@ -359,14 +359,18 @@ void JobQueue::on_worker_message(int64_t id, const json& m) {
     events_.publish("job.chunk",
                     {{"id", id}, {"plugin", plugin}, {"data", m.value("data", json())}});
   } else if (type == "progress") {
+    const json progress = m.value("progress", json());
+    if (!progress.is_number()) return;  // a worker's mistake must not end the daemon
     auto& job = current->second.job;
-    job.progress = m.value("progress", 0.0);
+    job.progress = progress.get<double>();
     store_.update(job);
     events_.publish("job.progress", {{"id", id}, {"plugin", plugin}, {"progress", job.progress}});
   } else if (type == "result") {
     finish(id, JobState::kCompleted, m.value("result", json()), "");
   } else if (type == "error") {
-    finish(id, JobState::kFailed, nullptr, "worker: " + m.value("message", "error"));
+    const json message = m.value("message", json("error"));
+    finish(id, JobState::kFailed, nullptr,
+           "worker: " + (message.is_string() ? message.get<std::string>() : message.dump()));
   }
 }
 

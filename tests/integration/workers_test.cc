@@ -62,6 +62,24 @@ TEST(WorkerPools, APluginRunsUpToItsConcurrencyOfWorkersAtOnce) {
       << d.stderr_text();
 }
 
+// A worker's messages are its own: one whose progress is not a number, or whose error message is
+// not a string, must not end the daemon (a JSON type error, thrown out of the event loop).
+TEST(WorkerPools, MalformedWorkerMessagesNeverEndTheDaemon) {
+  Daemon d(pool_yaml(""));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const int64_t id = submit(d, R"({"say": [{"type": "progress", "progress": "half"},
+                                            {"type": "error", "message": {"code": 5}}]})");
+  ASSERT_TRUE(d.wait_event([&](const nlohmann::json& e) { return is(e, "job.failed", id); }))
+      << d.stderr_text();
+  const auto job = body(d.call("GET", "/api/v1/jobs/" + std::to_string(id)));
+  EXPECT_EQ("failed", job["state"]);
+  EXPECT_EQ("worker: {\"code\":5}", job["error"]) << job.dump();
+  // Still serving, and the next job runs.
+  const int64_t next = submit(d);
+  EXPECT_TRUE(d.wait_event([&](const nlohmann::json& e) { return is(e, "job.completed", next); }))
+      << d.stderr_text();
+}
+
 TEST(WorkerPools, TheRegistryKnowsEachWorkersPluginJobAndLoadedResource) {
   Daemon d(pool_yaml(""));
   ASSERT_TRUE(d.start()) << d.stderr_text();

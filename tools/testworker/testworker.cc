@@ -6,6 +6,7 @@
 // true} is answered only after the next reload (a config saved mid-job). {"record": PATH} appends
 // the job's id to PATH, one line per run, before doing the rest (the fault tests count runs);
 // {"work_ms": N} takes N ms before answering (a job long enough to be interrupted).
+// {"say": [messages]} sends each message, with the job's id, before the rest (a buggy worker).
 // --exit-on-init N: exits with status N when initialised (a worker that cannot load).
 #include <fcntl.h>
 #include <unistd.h>
@@ -73,6 +74,10 @@ int main(int argc, char** argv) {
       }
       if (const int ms = input.value("work_ms", 0); ms > 0) {
         std::this_thread::sleep_for(std::chrono::milliseconds(ms));  // the work itself, played
+      }
+      for (auto message : input.value("say", json::array())) {
+        message["job_id"] = id;
+        say(message);
       }
       if (input.value("crash", false)) return 3;
       if (input.value("wait_for_reload", false)) {
