@@ -91,10 +91,6 @@ bool is_remote_kind(std::string_view k) {
          k == "cloud_serverless" || k == "cloud_gpu" || k == "cloud_cpu";
 }
 
-bool is_http_method(std::string_view m) {
-  return m == "GET" || m == "POST" || m == "PUT" || m == "PATCH" || m == "DELETE";
-}
-
 bool is_docker_host(std::string_view host) {
   return host.rfind("unix:///", 0) == 0 || (!host.empty() && host.front() == '/');
 }

@@ -56,4 +56,9 @@ std::optional<HttpUrl> parse_http_url(std::string_view url) {
   return HttpUrl{host, "80", target};
 }
 
+bool is_http_method(std::string_view method) {
+  return method == "GET" || method == "POST" || method == "PUT" || method == "PATCH" ||
+         method == "DELETE";
+}
+
 }  // namespace gpuvisor

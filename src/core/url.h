@@ -25,4 +25,7 @@ struct HostPort {
 // "host:port" or "[v6]:port"; the port must be 0-65535.
 std::optional<HostPort> parse_host_port(std::string_view text);
 
+// The methods a config may name for what gpuvisor sends: hooks and http plugins.
+bool is_http_method(std::string_view method);
+
 }  // namespace gpuvisor

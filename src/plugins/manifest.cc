@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "config/yaml_json.h"
+#include "core/url.h"
 #include "plugins/schema.h"
 
 namespace gpuvisor {
@@ -193,10 +194,8 @@ Result<PluginManifest> parse_manifest(const json& m, const std::string& origin) 
           "body)");
     } else {
       p.http_url = http["url"].get<std::string>();
-      static const std::vector<std::string> kMethods = {"GET", "POST", "PUT", "PATCH", "DELETE"};
       const json method = http.value("method", json("POST"));
-      if (method.is_string() && std::find(kMethods.begin(), kMethods.end(),
-                                          method.get<std::string>()) != kMethods.end()) {
+      if (method.is_string() && is_http_method(method.get<std::string>())) {
         p.http_method = method.get<std::string>();
       } else {
         c.bad("'http.method' must be one of GET, POST, PUT, PATCH, DELETE, got " + method.dump());
