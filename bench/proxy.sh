@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The proxy benchmark: wrk on loopback against the test service straight, through gpuvisor's
-# /upstream/ proxy and through nginx configured as a plain reverse proxy (keep-alive upstream),
-# in the same run; then the time an SSE event takes to reach a client, straight and through
-# gpuvisor. Prints requests/s and p99 per target, and the ratios the issue sets floors for.
+# /upstream/ proxy, through nginx configured as a plain reverse proxy (keep-alive upstream) and
+# through Go's net/http/httputil.ReverseProxy (bench/goproxy: the core of llama-swap), in the
+# same run; then the time an SSE event takes to reach a client, straight and through gpuvisor.
+# Prints requests/s and p99 per target, the ratios the issue sets floors for (gpuvisor/nginx)
+# and gpuvisor's ratios to Go's proxy.
 #
-#   bench/proxy.sh [BUILD_DIR]     (needs wrk and nginx: scripts/setup.sh installs them)
+#   bench/proxy.sh [BUILD_DIR]     (needs wrk, nginx and go: scripts/setup.sh installs them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}
@@ -37,10 +39,18 @@ free_port() {
 }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
-# Three distinct ports: none of them listens yet, so free_port alone could pick one twice.
-svc=$(free_port); gv=$svc; ngx=$svc
+# Go's reverse proxy, built here with the standard library alone (no network needed), before
+# anything starts. The build cache is Go's usual one, so that a Go that does not ship the
+# standard library compiled builds it once; GOTOOLCHAIN=local keeps a newer go from looking
+# for another toolchain.
+(cd bench/goproxy && GOCACHE=${GOCACHE:-${XDG_CACHE_HOME:-${HOME:-$work}/.cache}/go-build} \
+  GOPATH=$work/gopath GOTOOLCHAIN=local GOFLAGS='' go build -o "$work/goproxy" .)
+
+# Four distinct ports: none of them listens yet, so free_port alone could pick one twice.
+svc=$(free_port); gv=$svc; ngx=$svc; gop=$svc
 while [[ $gv == "$svc" ]]; do gv=$(free_port); done
 while [[ $ngx == "$svc" || $ngx == "$gv" ]]; do ngx=$(free_port); done
+while [[ $gop == "$svc" || $gop == "$gv" || $gop == "$ngx" ]]; do gop=$(free_port); done
 cat > "$work/gpuvisor.yaml" <<YAML
 services:
   svc:
@@ -76,6 +86,12 @@ NGINX
 $SUT nginx -c "$work/nginx.conf" -p "$work" -e "$work/nginx.err"
 wait_port "$ngx"
 
+# Go's httputil.ReverseProxy (bench/goproxy/main.go), keep-alive upstream like nginx.
+$SUT "$work/goproxy" -listen "127.0.0.1:$gop" -upstream "http://127.0.0.1:$svc" \
+  > "$work/goproxy.out" 2> "$work/goproxy.err" &
+pids+=($!)
+wait_port "$gop"
+
 echo "== machine: $(nproc) cores, $(uname -r); wrk -t$THREADS -c$CONNECTIONS -d$DURATION${LOAD:+ ($LOAD; servers $SUT)}, GET / of gpuvisor-testsvc"
 run() {  # name url -> "name rps p99_ms"
   local out rps p99
@@ -86,25 +102,33 @@ run() {  # name url -> "name rps p99_ms"
   echo "$rps $p99"
 }
 read -r d_rps d_p99 < <(run direct "http://127.0.0.1:$svc/")
-# Rounds of gpuvisor and nginx back to back, the order swapped each round, so that a noisy
-# moment on a shared machine lands on one round of one of them and not on the verdict: the
-# ratios reported are the medians of the rounds'.
-ratios=()
+# Rounds of gpuvisor, nginx and Go's proxy back to back, the order rotated each round (each goes
+# first in one round of three), so that a noisy moment on a shared machine lands on one round of
+# one of them and not on the verdict: the ratios reported are the medians of the rounds'.
+measure() {  # target -> sets its rps and p99
+  case $1 in
+    gpuvisor) read -r g_rps g_p99 < <(run gpuvisor "http://127.0.0.1:$gv/upstream/svc/") ;;
+    nginx) read -r n_rps n_p99 < <(run nginx "http://127.0.0.1:$ngx/") ;;
+    goproxy) read -r o_rps o_p99 < <(run goproxy "http://127.0.0.1:$gop/") ;;
+  esac
+}
+targets=(gpuvisor nginx goproxy)
+ratios=()  # per round: gpuvisor/nginx throughput, p99; gpuvisor/go throughput, p99
 for ((round = 1; round <= ${ROUNDS:-3}; ++round)); do
-  if ((round % 2)); then
-    read -r g_rps g_p99 < <(run gpuvisor "http://127.0.0.1:$gv/upstream/svc/")
-    read -r n_rps n_p99 < <(run nginx "http://127.0.0.1:$ngx/")
-  else
-    read -r n_rps n_p99 < <(run nginx "http://127.0.0.1:$ngx/")
-    read -r g_rps g_p99 < <(run gpuvisor "http://127.0.0.1:$gv/upstream/svc/")
-  fi
-  ratios+=("$(awk -v g="$g_rps" -v n="$n_rps" -v gp="$g_p99" -v np="$n_p99" \
-    'BEGIN { printf "%.3f %.3f", g / n, gp / np }')")
-  printf 'round %d: gpuvisor/nginx throughput %s\n' "$round" "${ratios[-1]% *}x" >&2
+  for ((i = 0; i < ${#targets[@]}; ++i)); do
+    measure "${targets[(round - 1 + i) % ${#targets[@]}]}"
+  done
+  ratios+=("$(awk -v g="$g_rps" -v n="$n_rps" -v o="$o_rps" -v gp="$g_p99" -v np="$n_p99" -v op="$o_p99" \
+    'BEGIN { printf "%.3f %.3f %.3f %.3f", g / n, gp / np, g / o, gp / op }')")
+  read -r r_n _ r_o _ <<< "${ratios[-1]}"
+  printf 'round %d: gpuvisor/nginx throughput %s, gpuvisor/go-reverseproxy throughput %s\n' \
+    "$round" "${r_n}x" "${r_o}x" >&2
 done
 median() { printf '%s\n' "${ratios[@]}" | cut -d' ' -f"$1" | sort -n | sed -n "$(((${#ratios[@]} + 1) / 2))p"; }
-printf 'gpuvisor/nginx (median of %d rounds): throughput %.2fx (floor 0.9x), p99 %.2fx (ceiling 1.5x)\n' \
+printf 'gpuvisor/nginx (median of %d rounds): throughput %.2fx (floor 1.0x), p99 %.2fx (ceiling 1.5x)\n' \
   "${#ratios[@]}" "$(median 1)" "$(median 2)"
+printf 'gpuvisor/go-reverseproxy (median of %d rounds): throughput %.2fx, p99 %.2fx\n' \
+  "${#ratios[@]}" "$(median 3)" "$(median 4)"
 
 "$BUILD_DIR"/bench/bench_stream_latency --url "http://127.0.0.1:$svc/stream"
 "$BUILD_DIR"/bench/bench_stream_latency --url "http://127.0.0.1:$gv/upstream/svc/stream"

@@ -12,6 +12,8 @@ packages=(
   clang libclang-rt-14-dev  # scripts/fuzz.sh: clang++, libFuzzer and the sanitizer runtimes
   wrk nginx-light  # bench/proxy.sh: the load generator and the reference proxy
   chromium nodejs  # the dashboard test: Playwright drives Debian's Chromium
+  python3-httpx python3-pytest  # tests/clients: a real Python client through the proxy
+  golang-go  # bench/proxy.sh: Go's httputil.ReverseProxy, llama-swap's core, measured beside
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -28,7 +30,11 @@ if ! command -v npm > /dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
 fi
 # playwright-core only (no browser download: the test uses /usr/bin/chromium), pinned by the lock.
-dashboard="$(cd "$(dirname "$0")/../tests/dashboard" && pwd)"
-if [[ ! -d $dashboard/node_modules/playwright-core ]]; then
-  (cd "$dashboard" && npm ci --no-audit --no-fund --loglevel=error)
-fi
+# Each Node test folder installs from its own lock: exact versions, no registry drift.
+for dir in tests/dashboard tests/clients; do
+  dir="$(cd "$(dirname "$0")/.." && pwd)/$dir"
+  [[ -f $dir/package-lock.json ]] || continue
+  if [[ ! -d $dir/node_modules || $dir/package-lock.json -nt $dir/node_modules ]]; then
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+done

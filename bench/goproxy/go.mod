@@ -1,0 +1,3 @@
+module gpuvisor/bench/goproxy
+
+go 1.19
