@@ -64,6 +64,10 @@ http::status http_status(ErrorCode code) {
       return http::status::unauthorized;
     case ErrorCode::kMethodNotAllowed:
       return http::status::method_not_allowed;
+    case ErrorCode::kTooLarge:
+      return http::status::payload_too_large;
+    case ErrorCode::kBadGateway:
+      return http::status::bad_gateway;
   }
   return http::status::internal_server_error;
 }

@@ -20,6 +20,10 @@ const char* to_string(ErrorCode code) {
       return "unauthorized";
     case ErrorCode::kMethodNotAllowed:
       return "method_not_allowed";
+    case ErrorCode::kTooLarge:
+      return "too_large";
+    case ErrorCode::kBadGateway:
+      return "bad_gateway";
   }
   return "failed";
 }

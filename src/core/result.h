@@ -21,6 +21,8 @@ enum class ErrorCode {
   kUnavailable,       // 503: a dependency (cgroup, NVML, the daemon) cannot be reached
   kUnauthorized,      // 401: missing or wrong bearer token
   kMethodNotAllowed,  // 405: the route exists, with another method
+  kTooLarge,          // 413: a request body over its limit
+  kBadGateway,        // 502: a proxied service did not answer, or answered garbage
 };
 
 const char* to_string(ErrorCode code);
