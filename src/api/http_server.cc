@@ -7,9 +7,13 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/rfc7230.hpp>
 #include <boost/beast/http/write.hpp>
+#include <limits>
 
 namespace gpuvisor {
 
@@ -20,13 +24,10 @@ using asio::ip::tcp;
 
 namespace {
 constexpr auto kIdleTimeout = std::chrono::seconds(120);
-constexpr size_t kBodyLimit = 1024 * 1024;
 }  // namespace
 
-HttpServer::HttpServer(asio::any_io_executor executor, Handler handler, BodyLimit body_limit)
-    : executor_(std::move(executor)),
-      handler_(std::move(handler)),
-      body_limit_(std::move(body_limit)) {}
+HttpServer::HttpServer(asio::any_io_executor executor, Handler handler)
+    : executor_(std::move(executor)), handler_(std::move(handler)) {}
 
 HttpServer::~HttpServer() {
   close();
@@ -119,17 +120,15 @@ asio::awaitable<void> HttpServer::session(beast::tcp_stream stream) {
   watch_idle(idle, stream);
   for (;;) {
     boost::system::error_code ec;
-    http::request_parser<http::string_body> parser;
+    RequestParser parser;
+    // A head of the size Beast allows by default (8 KiB) is plenty for a request line and its
+    // fields; the body's limit is the handler's to set, once it knows who reads it. (Not
+    // boost::none: Beast 1.74 then refuses every Content-Length.)
+    parser.body_limit(std::numeric_limits<std::uint64_t>::max());
     ++idle->requests;
     idle->reading = true;
     co_await http::async_read_header(stream, buffer, parser,
                                      asio::redirect_error(asio::use_awaitable, ec));
-    // A request without a body is complete with its header: no read to wait for.
-    if (!ec && !parser.is_done()) {
-      parser.body_limit(body_limit_ ? body_limit_(parser.get().target()) : kBodyLimit);
-      co_await http::async_read(stream, buffer, parser,
-                                asio::redirect_error(asio::use_awaitable, ec));
-    }
     idle->reading = false;
     if (idle->timed_out || ec == http::error::end_of_stream ||
         ec == asio::error::connection_reset || ec == asio::error::eof) {
@@ -145,14 +144,53 @@ asio::awaitable<void> HttpServer::session(beast::tcp_stream stream) {
       break;
     }
     // Handlers may wait for a long time (ensure) or stream forever (SSE): no idle timeout.
-    HttpRequest request = parser.release();
-    const bool keep = co_await handler_(stream, request);
+    Incoming in{stream, buffer, parser, false};
+    const bool keep = co_await handler_(in);
     if (!keep) break;
   }
   idle->open = false;
   idle->timer.cancel();
   boost::system::error_code ignored;  // the peer may already have gone
   stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+}
+
+bool keep_alive(const RequestHead& head) {
+  const auto connection = head.find(http::field::connection);
+  if (connection == head.end()) return head.version() >= 11;
+  http::token_list tokens(connection->value());  // exists() is not const in Beast 1.74
+  return head.version() >= 11 ? !tokens.exists("close") : tokens.exists("keep-alive");
+}
+
+asio::awaitable<bool> continue_if_expected(Incoming& in) {
+  const auto expect = in.head().find(http::field::expect);
+  if (in.continued || in.parser.is_done() || expect == in.head().end() ||
+      !beast::iequals(expect->value(), "100-continue") || in.head().version() < 11) {
+    co_return true;
+  }
+  in.continued = true;
+  static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+  boost::system::error_code ec;
+  co_await asio::async_write(in.stream, asio::buffer(kContinue.data(), kContinue.size()),
+                             asio::redirect_error(asio::use_awaitable, ec));
+  co_return !ec;
+}
+
+asio::awaitable<Result<HttpRequest>> read_whole(Incoming& in, size_t limit) {
+  http::request_parser<http::string_body> whole(std::move(in.parser));
+  if (whole.is_done()) co_return whole.release();
+  whole.body_limit(limit);
+  if (!co_await continue_if_expected(in)) {
+    co_return make_error(ErrorCode::kBadRequest, "the client went away");
+  }
+  boost::system::error_code ec;
+  co_await http::async_read(in.stream, in.buffer, whole,
+                            asio::redirect_error(asio::use_awaitable, ec));
+  if (ec == http::error::body_limit) {
+    co_return make_error(ErrorCode::kTooLarge,
+                         "request body over " + std::to_string(limit) + " bytes");
+  }
+  if (ec) co_return make_error(ErrorCode::kBadRequest, "malformed HTTP request: " + ec.message());
+  co_return whole.release();
 }
 
 asio::awaitable<bool> write_response(beast::tcp_stream& stream, HttpResponse& response) {

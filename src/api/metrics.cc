@@ -222,6 +222,18 @@ std::string Metrics::render(const Scrape& now) const {
       w.sample("gpuvisor_proxy_client_disconnects_total",
                fmt::format("service=\"{}\"", esc(service)), static_cast<double>(st.client_gone));
     }
+    w.family("gpuvisor_proxy_upgrades_total", "counter",
+             "Connections the service switched to another protocol (WebSockets), per service");
+    for (const auto& [service, st] : *now.proxy) {
+      w.sample("gpuvisor_proxy_upgrades_total", fmt::format("service=\"{}\"", esc(service)),
+               static_cast<double>(st.upgrades));
+    }
+    w.family("gpuvisor_proxy_open_tunnels", "gauge",
+             "Upgraded connections (WebSockets) open now, per service");
+    for (const auto& [service, st] : *now.proxy) {
+      w.sample("gpuvisor_proxy_open_tunnels", fmt::format("service=\"{}\"", esc(service)),
+               static_cast<double>(st.open_tunnels));
+    }
     w.family("gpuvisor_proxy_response_head_seconds", "histogram",
              "Time from forwarding a request to the service's response head");
     for (const auto& [service, st] : *now.proxy) {

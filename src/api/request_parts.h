@@ -23,6 +23,10 @@ struct RequestParts {
 Result<RequestParts> parse_request(std::string_view target, std::string_view body,
                                    const std::vector<std::string>& allowed);
 
+// One query parameter of target, percent-decoded; nullopt when it is absent or malformed. For
+// targets that are not the API's own (the proxy's), where other parameters are the service's.
+std::optional<std::string> query_param(std::string_view target, std::string_view name);
+
 Result<bool> bool_param(const RequestParts& parts, const std::string& name, bool fallback);
 Result<Millis> duration_param(const RequestParts& parts, const std::string& name, Millis fallback);
 Result<long long> int_param(const RequestParts& parts, const std::string& name, long long fallback,

@@ -7,17 +7,17 @@ namespace gpuvisor {
 
 namespace http = boost::beast::http;
 
-HttpResponse json_response(const HttpRequest& request, http::status status,
+HttpResponse json_response(const RequestHead& request, http::status status,
                            const nlohmann::json& body) {
   HttpResponse response{status, request.version()};
   response.set(http::field::content_type, "application/json");
   response.set(http::field::server, "gpuvisor");
-  response.keep_alive(request.keep_alive());
+  response.keep_alive(keep_alive(request));
   response.body() = json_text(body) + "\n";
   return response;
 }
 
-HttpResponse error_response(const HttpRequest& request, const Error& error) {
+HttpResponse error_response(const RequestHead& request, const Error& error) {
   return json_response(request, http_status(error.code), error_json(error));
 }
 

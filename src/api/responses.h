@@ -8,9 +8,10 @@
 
 namespace gpuvisor {
 
-HttpResponse json_response(const HttpRequest& request, boost::beast::http::status status,
+// request: its version and keep-alive decide the response's.
+HttpResponse json_response(const RequestHead& request, boost::beast::http::status status,
                            const nlohmann::json& body);
 // The error's HTTP status and {"error": {"code", "message", ...}}.
-HttpResponse error_response(const HttpRequest& request, const Error& error);
+HttpResponse error_response(const RequestHead& request, const Error& error);
 
 }  // namespace gpuvisor

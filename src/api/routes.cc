@@ -41,6 +41,16 @@ bool same_secret(std::string_view given, const std::string& expected) {
   return diff == 0;
 }
 
+// The API takes small JSON; uploads go to services, through the proxy.
+constexpr size_t kApiBodyLimit = 1024 * 1024;
+
+HttpResponse unauthorized(const RequestHead& request) {
+  HttpResponse response = error_response(
+      request, make_error(ErrorCode::kUnauthorized, "missing or wrong bearer token"));
+  response.set(http::field::www_authenticate, "Bearer");
+  return response;
+}
+
 // 405 for an action route reached with another method.
 HttpResponse post_only(const HttpRequest& request, const std::string& action) {
   HttpResponse response =
@@ -182,7 +192,7 @@ std::string Api::metrics_text() const {
   return metrics_.render(now);
 }
 
-bool Api::authorized(const HttpRequest& request) const {
+bool Api::authorized(const RequestHead& request) const {
   if (token_.empty()) return true;
   const auto auth = request.find(http::field::authorization);
   return auth != request.end() && same_secret(auth->value(), "Bearer " + token_);
@@ -190,9 +200,27 @@ bool Api::authorized(const HttpRequest& request) const {
 
 // Not a coroutine itself: a proxied request goes straight to the proxy's, without a frame of
 // this one's on every request.
-asio::awaitable<bool> Api::handle(boost::beast::tcp_stream& stream, HttpRequest& request) {
-  if (Proxy::owns(request.target()) && authorized(request)) return proxy_.handle(stream, request);
-  return route(stream, request);
+asio::awaitable<bool> Api::handle(Incoming& in) {
+  if (Proxy::owns(in.head().target()) && authorized(in.head())) return proxy_.handle(in);
+  return serve(in);
+}
+
+asio::awaitable<bool> Api::serve(Incoming& in) {
+  // A refused upload to a service is not read: the connection ends after the answer instead.
+  if (Proxy::owns(in.head().target())) {
+    HttpResponse response = unauthorized(in.head());
+    if (!in.parser.is_done()) response.keep_alive(false);
+    const bool keep = response.keep_alive();
+    co_return co_await reply(in.stream, std::move(response)) && keep;
+  }
+  auto request = co_await read_whole(in, kApiBodyLimit);
+  if (!request) {
+    HttpResponse response = error_response(in.head(), request.error());
+    response.keep_alive(false);
+    co_await reply(in.stream, std::move(response));
+    co_return false;
+  }
+  co_return co_await route(in.stream, *request);
 }
 
 asio::awaitable<bool> Api::route(boost::beast::tcp_stream& stream, HttpRequest& request) {
@@ -209,20 +237,13 @@ asio::awaitable<bool> Api::route(boost::beast::tcp_stream& stream, HttpRequest& 
     page.body() = kDashboardHtml;
     co_return co_await reply(stream, std::move(page));
   }
-  const bool proxied = Proxy::owns(target);
   const bool metrics = target == "/metrics";
-  if (target.rfind("/api/", 0) != 0 && !proxied && !metrics) {
+  if (target.rfind("/api/", 0) != 0 && !metrics) {
     co_return co_await reply(
         stream, error_response(request, make_error(ErrorCode::kNotFound, "no route " + target)));
   }
   // One key guards the management API and the proxy alike.
-  if (!authorized(request)) {
-    HttpResponse response = error_response(
-        request, make_error(ErrorCode::kUnauthorized, "missing or wrong bearer token"));
-    response.set(http::field::www_authenticate, "Bearer");
-    co_return co_await reply(stream, std::move(response));
-  }
-  if (proxied) co_return co_await proxy_.handle(stream, request);
+  if (!authorized(request)) co_return co_await reply(stream, unauthorized(request));
   if (metrics) {
     HttpResponse response{http::status::ok, request.version()};
     response.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");

@@ -26,10 +26,12 @@ class Api {
       PluginRegistry& plugins, JobQueue& jobs, const JobStore& job_store, Proxy& proxy,
       const Metrics& metrics, std::string token, unsigned external_busy_percent);
 
-  boost::asio::awaitable<bool> handle(boost::beast::tcp_stream& stream, HttpRequest& request);
+  boost::asio::awaitable<bool> handle(Incoming& in);
 
  private:
-  bool authorized(const HttpRequest& request) const;  // the bearer token, where one is set
+  bool authorized(const RequestHead& request) const;  // the bearer token, where one is set
+  // A request for the API (or refused by it): its body read whole, small.
+  boost::asio::awaitable<bool> serve(Incoming& in);
   boost::asio::awaitable<bool> route(boost::beast::tcp_stream& stream, HttpRequest& request);
   boost::asio::awaitable<bool> service_action(boost::beast::tcp_stream& stream,
                                               HttpRequest& request, const std::string& name,

@@ -11,7 +11,9 @@
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
+#include <memory>
 #include <set>
+#include <vector>
 
 #include "api/http_server.h"
 #include "api/routes.h"
@@ -188,17 +190,27 @@ int run_serve(const ServeOptions& options) {
   JobQueue jobs(io.get_executor(), **job_store, *plugins, supervisor, events, workers,
                 {store->dir() + "/logs", config.daemon.conda, config.daemon.job_retention});
   plugins->on_config_change([&jobs](const std::string& id) { jobs.reload(id); });
-  Proxy proxy(io.get_executor(), supervisor, config);
+  Proxy proxy(io.get_executor(), supervisor, events, config, !token.empty());
   Metrics metrics(events);
   Api api(supervisor, events, *gpus, workers, *plugins, jobs, **job_store, proxy, metrics, token,
           config.daemon.external_busy_percent);
-  HttpServer server(
-      io.get_executor(),
-      [&api](auto& stream, auto& request) { return api.handle(stream, request); },
-      [](std::string_view target) -> size_t {
-        // Uploads to a service (audio, images) are its business; the API takes small JSON.
-        return Proxy::owns(target) ? 1024ULL * 1024 * 1024 : 1024 * 1024;
-      });
+  HttpServer server(io.get_executor(), [&api](Incoming& in) { return api.handle(in); });
+  // Each service's own port, bound before anything starts: one that is taken ends the daemon
+  // here, naming the service that wanted it.
+  std::vector<std::unique_ptr<HttpServer>> ports;
+  for (const auto& s : config.services) {
+    if (s.proxy.listen.empty()) continue;
+    const auto at = parse_host_port(s.proxy.listen);
+    auto port = std::make_unique<HttpServer>(
+        io.get_executor(), [&proxy, &s](Incoming& in) { return proxy.handle(in, &s); });
+    if (const auto bound = port->listen(at->host, at->port); !bound) {
+      std::cerr << "service '" << s.name << "' (proxy.listen): " << bound.error().message << "\n";
+      return 1;
+    }
+    spdlog::info("service {}: its own port {} (proxy.listen) forwards to {}", s.name,
+                 s.proxy.listen, s.proxy.url);
+    ports.push_back(std::move(port));
+  }
 
   supervisor.start();
   GpuWatch watch(io.get_executor(), *gpus, supervisor, workers, events,
@@ -223,6 +235,7 @@ int run_serve(const ServeOptions& options) {
     spdlog::info("received signal {}: shutting down{}", sig,
                  config.daemon.stop_services_on_exit ? " and stopping services" : "");
     server.close();
+    for (auto& port : ports) port->close();
     // Workers first (their jobs may use the services), then the services.
     jobs.shutdown(Millis(5000), [&] {
       supervisor.shutdown(config.daemon.stop_services_on_exit, [&io] { io.stop(); });

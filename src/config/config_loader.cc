@@ -31,6 +31,7 @@ constexpr std::string_view kMount = "\"/host/path:/container/path\" with optiona
 constexpr std::string_view kPort =
     "\"HOST:CONTAINER\" or \"IP:HOST:CONTAINER\", optional /tcp or /udp";
 constexpr std::string_view kHostPort = "HOST:PORT with a port 0-65535";
+constexpr std::string_view kListenPort = "HOST:PORT with a port 1-65535, e.g. 127.0.0.1:8188";
 constexpr std::string_view kAbsolutePath = "an absolute path";
 
 struct Problem {
@@ -97,6 +98,12 @@ bool is_docker_host(std::string_view host) {
 
 bool is_host_port(std::string_view text) {
   return parse_host_port(text).has_value();
+}
+
+// A port to listen on for good: a chosen one, not 0 (any).
+bool is_listen_port(std::string_view text) {
+  const auto hp = parse_host_port(text);
+  return hp && !hp->host.empty() && hp->port != "0";
 }
 
 bool is_http_url(std::string_view text) {
@@ -416,6 +423,41 @@ class Loader {
     };
     visit_map(root, "at the top level", handlers);
     if (!has_services) report(root.Mark(), "'services' is required");
+    check_listen_ports(root, config);
+  }
+
+  // A proxy.listen port is the service's alone: not another's, not the daemon's, and not the
+  // address it forwards to (that would be a loop back into itself).
+  void check_listen_ports(const YAML::Node& root, const Config& config) {
+    const auto same = [](const HostPort& a, const HostPort& b) {
+      const auto any = [](const std::string& h) { return h == "0.0.0.0" || h == "::"; };
+      return a.port == b.port && (a.host == b.host || any(a.host) || any(b.host));
+    };
+    std::vector<std::pair<HostPort, std::string>> taken;
+    if (auto daemon = parse_host_port(config.daemon.listen)) {
+      taken.emplace_back(*daemon, "the daemon's own address (daemon.listen)");
+    }
+    for (const auto& s : config.services) {
+      if (s.proxy.listen.empty()) continue;
+      const auto at = parse_host_port(s.proxy.listen);
+      if (!at) continue;  // reported where it was read
+      const YAML::Node node = root["services"][s.name]["proxy"]["listen"];
+      const YAML::Mark mark = node ? node.Mark() : root.Mark();
+      const std::string what =
+          "service " + quote(s.name) + ": proxy.listen " + quote(s.proxy.listen);
+      if (const auto url = parse_http_url(s.proxy.url);
+          url && same(*at, HostPort{url->host, url->port})) {
+        report(mark, what + " is the service's own proxy.url: it would forward to itself");
+        continue;
+      }
+      const auto clash = std::find_if(taken.begin(), taken.end(),
+                                      [&](const auto& t) { return same(*at, t.first); });
+      if (clash != taken.end()) {
+        report(mark, what + " is already " + clash->second + "; a port serves one service");
+        continue;
+      }
+      taken.emplace_back(*at, "service " + quote(s.name) + "'s proxy.listen");
+    }
   }
 
   void read_plugins(const Field& f, PluginsSpec& plugins) {
@@ -659,6 +701,7 @@ class Loader {
         {"models", [&](const Field& g) { read_argv(g, proxy.models); }},
         {"wait", duration(proxy.wait, true)},
         {"concurrency", number(proxy.concurrency, 0, 100'000)},
+        {"listen", checked(proxy.listen, is_listen_port, kListenPort)},
     };
     visit_map(f.value, "in 'proxy' of " + service, handlers);
     if (proxy.url.empty()) report(f.value.Mark(), service + ": 'proxy' needs 'url'");

@@ -104,6 +104,10 @@ struct ProxySpec {
   std::vector<std::string> models;  // names and aliases /v1 requests may use for it
   Millis wait{Millis(300'000)};     // longest a request waits for it to be ready, then 503
   unsigned concurrency = 0;         // requests at once; more wait their turn; 0: no limit
+  // HOST:PORT gpuvisor listens on for this service alone, forwarding everything that arrives
+  // (HTTP and WebSocket, any path) to url: the port users and apps already know, with the
+  // service started on the first request. Empty: only /upstream and /v1.
+  std::string listen;
 };
 
 struct ServiceSpec {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <utility>
 
 #include "testkit/daemon.h"
 
@@ -55,7 +56,22 @@ class RawClient {
     }
     return true;
   }
+  // Reads until the peer closes (true) or limit passes (false).
+  bool read_to_end(int limit_ms = 20'000) {
+    for (int waited = 0;; waited += 10) {
+      pollfd p{fd_, POLLIN, 0};
+      if (waited > limit_ms) return false;
+      if (poll(&p, 1, 10) <= 0) continue;
+      char buf[4096];
+      const ssize_t n = read(fd_, buf, sizeof buf);
+      if (n <= 0) return true;
+      received_.append(buf, static_cast<size_t>(n));
+    }
+  }
+  // Shuts the sending side: the request is all there is (nc -N, an HTTP/1.0 script).
+  void shut_write() { shutdown(fd_, SHUT_WR); }
   const std::string& received() const { return received_; }
+  std::string take() { return std::exchange(received_, {}); }
   void hang_up() {
     if (fd_ >= 0) close(fd_);
     fd_ = -1;
@@ -142,6 +158,77 @@ TEST(Proxy, AStreamReachesTheClientAsTheServiceWritesIt) {
   EXPECT_LT(c.received().find("data: 2 "), c.received().find("data: 1 "));
 }
 
+// Regression: the last chunk, "0\r\n\r\n", went out twice. curl stops at the first; Node's
+// parser and httpx take the second for the start of the next response and fail.
+TEST(Proxy, AChunkedResponseEndsOnceAndTheConnectionCarriesTheNextRequest) {
+  const int port = free_port();
+  Daemon d("services:\n" + proxied("svc", port));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  RawClient c(d.url());
+  const std::string stream =
+      "GET /upstream/svc/stream?n=3&interval_ms=5 HTTP/1.1\r\nHost: x\r\n\r\n";
+  // Pipelined: the next answer follows the last chunk at once, with nothing in between.
+  ASSERT_TRUE(c.send(stream + "GET /upstream/svc/health HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(c.read_until("\r\n\r\nok")) << c.received();
+  EXPECT_NE(std::string::npos, c.received().find("\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n"))
+      << c.received();
+  c.take();
+  // And alone: nothing comes after its end.
+  ASSERT_TRUE(c.send(stream));
+  ASSERT_TRUE(c.read_until("\r\n0\r\n\r\n")) << c.received();
+  EXPECT_FALSE(c.read_until("\r\n0\r\n\r\n0", 300)) << c.received();
+  EXPECT_EQ(c.received().size() - 7, c.received().rfind("\r\n0\r\n\r\n")) << c.received();
+}
+
+TEST(Proxy, AClientThatShutsItsSideWithItsRequestStillGetsTheWholeAnswer) {
+  const int port = free_port();
+  Daemon d("services:\n" + proxied("svc", port));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  ASSERT_EQ(0, d.cli({"ensure", "svc"}).exit_code);
+  RawClient c(d.url());
+  ASSERT_TRUE(c.send("GET /upstream/svc/stream?n=3&interval_ms=100 HTTP/1.1\r\nHost: x\r\n\r\n"));
+  c.shut_write();
+  ASSERT_TRUE(c.read_to_end()) << c.received();
+  EXPECT_NE(std::string::npos, c.received().find("data: 1 ")) << c.received();
+  EXPECT_NE(std::string::npos, c.received().find("Connection: close\r\n")) << c.received();
+  EXPECT_EQ(c.received().size() - 5, c.received().rfind("0\r\n\r\n")) << c.received();
+}
+
+TEST(Proxy, ABodyAfterExpect100ContinueIsAskedForThenStreamedThrough) {
+  const int port = free_port();
+  Daemon d("services:\n" + proxied("svc", port));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  // Larger than what comes with a head, so that it is streamed rather than sent whole.
+  const std::string body(200'000, 'b');
+  RawClient c(d.url());
+  ASSERT_TRUE(
+      c.send("POST /upstream/svc/echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+             "Content-Length: " +
+             std::to_string(body.size()) + "\r\n\r\n"));
+  // Asked for once the service is up (it was started for this request), not after a timeout.
+  ASSERT_TRUE(c.read_until("HTTP/1.1 100 Continue\r\n\r\n")) << c.received();
+  ASSERT_TRUE(c.send(body));
+  ASSERT_TRUE(c.read_until(body)) << c.received().substr(0, 300);
+  EXPECT_EQ(0u, c.received().find("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"))
+      << c.received().substr(0, 300);
+  // The service got the body, not the Expect: no interim answer of its own came through.
+  EXPECT_EQ(c.received().find("100 Continue"), c.received().rfind("100 Continue"));
+}
+
+TEST(Proxy, ANonChunkedStreamToAnHttp10ClientEndsWithTheConnection) {
+  const int port = free_port();
+  Daemon d("services:\n" + proxied("svc", port));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  RawClient c(d.url());
+  ASSERT_TRUE(c.send("GET /upstream/svc/stream?n=2&interval_ms=5 HTTP/1.0\r\n\r\n"));
+  ASSERT_TRUE(c.read_to_end()) << c.received();
+  const std::string& all = c.received();
+  EXPECT_EQ(std::string::npos, all.find("chunked")) << all;  // 1.0 has no chunked coding
+  EXPECT_NE(std::string::npos, all.find("Connection: close\r\n")) << all;
+  EXPECT_EQ(all.size() - 2, all.rfind("\n\n")) << all;  // ends with the last event, unframed
+  EXPECT_NE(std::string::npos, all.find("data: 1 ")) << all;
+}
+
 TEST(Proxy, AClientThatHangsUpEndsItsUpstreamRequestAndTheServiceIsIdleAgain) {
   const int port = free_port();
   Daemon d("services:\n" + proxied("svc", port));
@@ -225,6 +312,77 @@ TEST(Proxy, WithAKeyTheProxyWantsItAndDoesNotPassItOn) {
   const auto reply = keyed->request("POST", "/upstream/svc/echo", Millis(30'000), "{\"k\": 1}");
   ASSERT_TRUE(reply);
   EXPECT_EQ(200u, reply->status);
+}
+
+TEST(Proxy, AListenPortForwardsEverythingToItsServiceStartingItOnDemand) {
+  const int port = free_port();
+  const int own = free_port();
+  Daemon d("services:\n" + proxied("svc", port,
+                                   ", listen: \"127.0.0.1:" + std::to_string(own) + "\"",
+                                   "    idle_ttl: 300ms\n"));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  EXPECT_EQ("stopped", d.service("svc")["state"]);
+  // Any path, as it came: the service sees /echo, not /upstream/svc/echo.
+  RawClient c("http://127.0.0.1:" + std::to_string(own));
+  ASSERT_TRUE(c.send(post("/echo?x=1", R"({"k": 1})")));
+  ASSERT_TRUE(c.read_until(R"({"k": 1})")) << c.received();
+  EXPECT_EQ(0u, c.received().find("HTTP/1.1 200 OK\r\n")) << c.received();
+  c.hang_up();
+  EXPECT_TRUE(d.wait_state("svc", "stopped")) << "idle_ttl counts for the port too";
+  const auto metrics = d.call("GET", "/metrics");
+  EXPECT_NE(std::string::npos,
+            metrics->body.find("gpuvisor_proxy_requests_total{service=\"svc\"} 1\n"))
+      << metrics->body;
+}
+
+TEST(Proxy, AListenPortTakenAtStartUpNamesTheServiceThatWantedIt) {
+  const int taken = free_port();
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(taken));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  ASSERT_EQ(0, bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr));
+  ASSERT_EQ(0, listen(fd, 1));
+  Daemon d("services:\n" +
+           proxied("comfy", free_port(), ", listen: \"127.0.0.1:" + std::to_string(taken) + "\""));
+  EXPECT_FALSE(d.start());
+  close(fd);
+  EXPECT_NE(std::string::npos, d.stderr_text().find("service 'comfy' (proxy.listen): cannot listen "
+                                                    "on 127.0.0.1:" +
+                                                    std::to_string(taken)))
+      << d.stderr_text();
+}
+
+TEST(Proxy, BadListenPortsAreConfigErrors) {
+  Daemon d(
+      "daemon: {listen: \"127.0.0.1:7799\"}\n"
+      "services:\n"
+      "  a:\n    command: [x]\n    proxy: {url: \"http://127.0.0.1:1\", listen: "
+      "\"127.0.0.1:8188\"}\n"
+      "  b:\n    command: [x]\n    proxy: {url: \"http://127.0.0.1:2\", listen: \"0.0.0.0:8188\"}\n"
+      "  c:\n    command: [x]\n    proxy: {url: \"http://127.0.0.1:3\", listen: \"127.0.0.1:3\"}\n"
+      "  e:\n    command: [x]\n    proxy: {url: \"http://127.0.0.1:4\", listen: "
+      "\"127.0.0.1:7799\"}\n"
+      "  f:\n    command: [x]\n    proxy: {url: \"http://127.0.0.1:5\", listen: \"8188\"}\n"
+      "  g:\n    command: [x]\n    proxy: {url: \"http://127.0.0.1:6\", listen: "
+      "\"127.0.0.1:0\"}\n");
+  EXPECT_FALSE(d.start());
+  const std::string err = d.stderr_text();
+  EXPECT_NE(std::string::npos,
+            err.find("service 'b': proxy.listen '0.0.0.0:8188' is already service 'a''s "
+                     "proxy.listen; a port serves one service"))
+      << err;
+  EXPECT_NE(std::string::npos,
+            err.find("service 'c': proxy.listen '127.0.0.1:3' is the service's own proxy.url: it "
+                     "would forward to itself"))
+      << err;
+  EXPECT_NE(std::string::npos,
+            err.find("service 'e': proxy.listen '127.0.0.1:7799' is already the daemon's own "
+                     "address (daemon.listen)"))
+      << err;
+  EXPECT_NE(std::string::npos, err.find("HOST:PORT with a port 1-65535, e.g. 127.0.0.1:8188"))
+      << err;
 }
 
 TEST(Proxy, BadProxySettingsAreConfigErrors) {

@@ -1,0 +1,411 @@
+// One proxied exchange: the request forwarded (its body streamed, or sent whole when it is here
+// already), the response relayed and framed once for the client's hop, or the connection
+// tunnelled after a protocol switch.
+#include <sys/socket.h>
+
+#include <array>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/read.hpp>
+#include <cerrno>
+#include <limits>
+#include <optional>
+#include <vector>
+
+#include "api/proxy.h"
+#include "api/proxy_route.h"
+#include "api/responses.h"
+#include "api/tunnel.h"
+#include "api/wire.h"
+
+namespace gpuvisor {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::ip::tcp;
+using wire::Framing;
+
+namespace {
+
+constexpr size_t kPiece = 16 * 1024;  // a piece of a streamed body
+constexpr size_t kFirstRead = 4096;   // the head of most answers, and small ones whole
+constexpr std::string_view kCrlf = "\r\n";
+
+using ResponseParser = http::response_parser<http::buffer_body>;
+
+// Whether the buffer holds a response's whole head (its blank line), so that no wait follows.
+bool whole_head(const beast::flat_buffer& buffer) {
+  const std::string_view text(static_cast<const char*>(buffer.data().data()), buffer.size());
+  return text.find("\r\n\r\n") != std::string_view::npos;
+}
+
+std::string_view view(const beast::flat_buffer& buffer, size_t size) {
+  return {static_cast<const char*>(buffer.data().data()), size};
+}
+
+// The client's hang-up while the proxy waits for the service: its socket turning readable with
+// nothing to read. A client that shut its sending side together with its request (nc -N, an
+// HTTP/1.0 script) has not gone: it waits for the answer, and gets it. One that closes later,
+// while the service is still working, has given up, and its upstream request is closed, so that
+// the service stops work nobody waits for (nginx and Go do the same). A pipelined next request
+// leaves the watch alone.
+class HangupWatch {
+ public:
+  explicit HangupWatch(beast::tcp_stream& client)
+      : client_(client), state_(std::make_shared<State>()) {}
+  ~HangupWatch() { stop(); }
+  HangupWatch(const HangupWatch&) = delete;
+  HangupWatch& operator=(const HangupWatch&) = delete;
+
+  // Looks once, without waiting: has the client already shut its sending side?
+  bool half_closed() const {
+    char byte = 0;
+    return recv(client_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+  }
+  void upstream(tcp::socket* socket) { state_->upstream = socket; }
+  void arm() {
+    if (state_->armed || !state_->active) return;
+    state_->armed = true;
+    client_.socket().async_wait(
+        tcp::socket::wait_read, [state = state_, &client = client_](boost::system::error_code e) {
+          if (e || !state->active) return;
+          char byte = 0;
+          const ssize_t n =
+              recv(client.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+          if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+            state->active = false;
+            state->gone = true;
+            boost::system::error_code ignored;
+            if (state->upstream != nullptr) state->upstream->close(ignored);
+          }
+        });
+  }
+  bool gone() const { return state_->gone; }
+  void stop() {
+    if (!state_->active) return;
+    state_->active = false;
+    if (!state_->armed) return;
+    boost::system::error_code ignored;
+    client_.socket().cancel(ignored);
+  }
+
+ private:
+  struct State {
+    bool armed = false;
+    bool active = true;
+    bool gone = false;
+    tcp::socket* upstream = nullptr;
+  };
+  beast::tcp_stream& client_;
+  std::shared_ptr<State> state_;
+};
+
+// Writes size bytes of data as one piece of a body framed as framing: a chunk, or as they are.
+// last: the body ends with them (the chunked coding's last chunk follows, with trailers).
+template <typename Stream>
+asio::awaitable<bool> write_piece(Stream& to, Framing framing, const char* data, size_t size,
+                                  const std::string* last) {
+  std::string header;
+  std::array<asio::const_buffer, 4> out;
+  size_t n = 0;
+  if (framing == Framing::kChunked && size > 0) {
+    wire::append_chunk_header(header, size);
+    out[n++] = asio::buffer(header);
+  }
+  if (size > 0) out[n++] = asio::buffer(data, size);
+  if (framing == Framing::kChunked && size > 0) out[n++] = asio::buffer(kCrlf.data(), kCrlf.size());
+  if (framing == Framing::kChunked && last != nullptr) out[n++] = asio::buffer(*last);
+  if (n == 0) co_return true;
+  boost::system::error_code ec;
+  co_await asio::async_write(to, std::span(out.data(), n),
+                             asio::redirect_error(asio::use_awaitable, ec));
+  co_return !ec;
+}
+
+enum class Pumped { kWhole, kReaderFailed, kWriterFailed };
+
+// The rest of a message's body, read through parser from `from` and written to `to` as it
+// comes, framed for to's hop. A token reaches the client as soon as the service writes it.
+template <typename From, typename To, bool isRequest>
+asio::awaitable<Pumped> pump(From& from, beast::flat_buffer& buffer,
+                             http::parser<isRequest, http::buffer_body>& parser, To& to,
+                             Framing framing, size_t head_fields) {
+  const auto piece = std::make_unique<char[]>(kPiece);
+  auto& body = parser.get().body();
+  for (;;) {
+    size_t got = 0;
+    if (!parser.is_done()) {
+      body.data = piece.get();
+      body.size = kPiece;
+      boost::system::error_code ec;
+      co_await http::async_read_some(from, buffer, parser,
+                                     asio::redirect_error(asio::use_awaitable, ec));
+      if (ec && ec != http::error::need_buffer) co_return Pumped::kReaderFailed;
+      got = kPiece - body.size;
+    }
+    const bool done = parser.is_done();
+    if (got == 0 && !done) continue;  // only a chunk's header came
+    std::string last;
+    if (done && framing == Framing::kChunked) last = wire::last_chunk(parser.get(), head_fields);
+    if (!co_await write_piece(to, framing, piece.get(), got, done ? &last : nullptr)) {
+      co_return Pumped::kWriterFailed;
+    }
+    if (done) co_return Pumped::kWhole;
+  }
+}
+
+size_t field_count(const http::fields& fields) {
+  return static_cast<size_t>(std::distance(fields.begin(), fields.end()));
+}
+
+}  // namespace
+
+asio::awaitable<bool> Proxy::exchange(Incoming& in, const Target& target, Route& route,
+                                      std::string& body) {
+  const RequestHead& head = in.head();
+  RequestParser& request = in.parser;
+  ProxyStats& stats = route.stats;
+  const auto started = std::chrono::steady_clock::now();
+  const bool upgrade = wire::wants_upgrade(head);
+  const bool no_response_body = head.method() == http::verb::head;
+  const unsigned client_version = head.version();
+  bool client_keep = keep_alive(head) && !upgrade && !target.client_shut;
+
+  // The request body as forwarded: whole (it was read to route it, or it came with the head),
+  // or streamed through as it comes. Only a whole one can be sent again on a fresh connection.
+  const auto length = request.content_length();
+  const bool whole = request.is_done();
+  const bool in_buffer = !whole && body.empty() && length && in.buffer.size() >= *length;
+  wire::RequestLine line;
+  const std::string& base = route.upstream.target;
+  const std::string path = (target.as_is || base.empty() || base == "/" ? "" : base) + target.path;
+  line.target = path;
+  line.host = target.as_is ? std::string_view() : std::string_view(route.endpoint.key);
+  line.strip_authorization = strip_authorization_ && !target.as_is;
+  line.upgrade = upgrade;
+  std::string_view up_body;
+  if (whole) {
+    if (length || request.chunked() || !body.empty()) line.framing = Framing::kLength;
+    line.length = body.size();
+    up_body = body;
+  } else if (length) {
+    line.framing = Framing::kLength;
+    line.length = *length;
+    if (in_buffer) up_body = view(in.buffer, *length);
+  } else {
+    line.framing = Framing::kChunked;
+  }
+  const bool replayable = whole || in_buffer;
+  const std::string up_head = wire::request_head(head, line);
+
+  // Fields past these, after a chunked body, are its trailers.
+  const size_t head_fields = field_count(request.get());
+  HangupWatch watch(in.stream);
+  UpstreamPool::Lease lease;
+  std::optional<ResponseParser> reading;
+  bool client_failed = false;
+  boost::system::error_code ec;
+  std::string failure;
+  // A kept-alive connection the service closed meanwhile fails at once: one retry, fresh. A
+  // streamed body cannot be sent twice, so it always goes on a fresh connection.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto taken = co_await pool_.take(route.endpoint, attempt > 0 || !replayable || upgrade);
+    if (!taken) {
+      failure = taken.error().message;
+      break;
+    }
+    lease = std::move(*taken);
+    tcp::socket& socket = lease.connection->socket;
+    beast::flat_buffer& buffer = lease.connection->buffer;
+    buffer.clear();
+    ec = {};
+    if (replayable) {
+      const std::array<asio::const_buffer, 2> wire_out{asio::buffer(up_head),
+                                                       asio::buffer(up_body)};
+      co_await asio::async_write(socket, wire_out, asio::redirect_error(asio::use_awaitable, ec));
+    } else {
+      // The head, what routing read of the body, then the rest as the client sends it.
+      std::string first = up_head;
+      if (!body.empty() && line.framing == Framing::kChunked) {
+        wire::append_chunk_header(first, body.size());
+        first += body;
+        first += kCrlf;
+      } else {
+        first += body;
+      }
+      co_await asio::async_write(socket, asio::buffer(first),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+      if (!ec && !co_await continue_if_expected(in)) client_failed = true;
+      if (!ec && !client_failed) {
+        const Pumped pumped =
+            co_await pump(in.stream, in.buffer, request, socket, line.framing, head_fields);
+        if (pumped == Pumped::kReaderFailed) client_failed = true;
+        if (pumped == Pumped::kWriterFailed) ec = asio::error::broken_pipe;
+      }
+      // Its last byte read just now: a client that shut its side with it waits for the answer.
+      if (!client_failed && watch.half_closed()) {
+        client_keep = false;
+        watch.stop();
+      }
+    }
+    if (client_failed) break;
+    if (target.client_shut) watch.stop();  // it waits; a close cannot be told from its shut
+    watch.upstream(&socket);
+    reading.emplace();
+    reading->body_limit(std::numeric_limits<std::uint64_t>::max());
+    if (no_response_body) reading->skip(true);
+    if (!ec) {
+      // What has come already, without waiting (the pool's sockets are non-blocking); the
+      // parser takes it from the buffer before it reads the socket again.
+      const size_t got = socket.read_some(buffer.prepare(kFirstRead), ec);
+      if (!ec) buffer.commit(got);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        ec = {};
+        watch.arm();
+      } else if (!ec && !whole_head(buffer)) {
+        watch.arm();  // the rest of the head is still to come, perhaps not soon
+      }
+    }
+    // Interim answers (100 Continue, 103 Early Hints) are the service's business with
+    // gpuvisor: the client gets the final one. A 101 is final where an upgrade was asked for.
+    while (!ec) {
+      co_await http::async_read_header(socket, buffer, *reading,
+                                       asio::redirect_error(asio::use_awaitable, ec));
+      const unsigned status = reading->get().result_int();
+      if (ec || status >= 200 || (status == 101 && upgrade)) break;
+      reading.emplace();
+      reading->body_limit(std::numeric_limits<std::uint64_t>::max());
+      if (no_response_body) reading->skip(true);
+      watch.arm();
+    }
+    if (!ec) break;
+    failure = ec.message();
+    watch.upstream(nullptr);
+    lease.connection.reset();
+    if (!lease.reused || !replayable || watch.gone()) break;
+  }
+  if (client_failed || watch.gone()) {
+    ++stats.client_gone;
+    co_return false;
+  }
+  if (in_buffer) in.buffer.consume(*length);  // sent, for good: kept until then for a retry
+  if (!lease.connection) {
+    ++stats.errors;
+    HttpResponse response =
+        error_response(head, make_error(ErrorCode::kUnavailable,
+                                        "service '" + target.spec->name + "' did not answer at " +
+                                            target.spec->proxy.url + ": " + failure));
+    response.result(http::status::bad_gateway);
+    response.keep_alive(client_keep && (whole || in_buffer || request.is_done()));
+    ++stats.responses[502];
+    co_return co_await write_response(in.stream, response) && response.keep_alive();
+  }
+  const double to_head =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  for (size_t i = 0; i < std::size(ProxyStats::kBuckets); ++i) {
+    if (to_head <= ProxyStats::kBuckets[i]) ++stats.latency_counts[i];
+  }
+  ++stats.latency_count;
+  stats.latency_sum += to_head;
+
+  ResponseParser& parser = *reading;
+  const auto& response = parser.get();
+  const unsigned status = response.result_int();
+  ++stats.responses[status];
+  tcp::socket& upstream = lease.connection->socket;
+  beast::flat_buffer& buffer = lease.connection->buffer;
+
+  if (status == 101) {
+    watch.stop();
+    ++stats.upgrades;
+    ++stats.open_tunnels;
+    // The switch, with whatever the service sent after it, then what the client sent early.
+    const std::string switched = wire::response_head(response, Framing::kNone, 0, true, 11);
+    const std::array<asio::const_buffer, 2> out{asio::buffer(switched), buffer.data()};
+    co_await asio::async_write(in.stream.socket(), out,
+                               asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec && in.buffer.size() > 0) {
+      co_await asio::async_write(upstream, in.buffer.data(),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (!ec) {
+      route.tunnels.insert(&upstream);
+      co_await tunnel(in.stream.socket(), upstream);
+      route.tunnels.erase(&upstream);
+    }
+    --stats.open_tunnels;
+    co_return false;  // the connection was the tunnel's
+  }
+
+  // The response's framing on the client's hop.
+  const bool has_body = !no_response_body && status >= 200 && status != 204 && status != 304;
+  const auto response_length = parser.content_length();
+  Framing framing = Framing::kNone;
+  if (has_body) {
+    if (response_length && !parser.chunked()) {
+      framing = Framing::kLength;
+    } else {
+      // Chunked, or until the service closes: chunked for the client, whose connection can
+      // then carry another request; an HTTP/1.0 client gets it until the close instead.
+      framing = client_version >= 11 ? Framing::kChunked : Framing::kClose;
+    }
+  }
+  if (framing == Framing::kClose) client_keep = false;
+  // A body that ends with the service's close leaves nothing to keep.
+  const bool upstream_keep =
+      response.keep_alive() && (!has_body || response_length || parser.chunked());
+  const std::string out_head = wire::response_head(response, framing, response_length.value_or(0),
+                                                   client_keep, client_version);
+
+  const bool event_stream =
+      response[http::field::content_type].find("text/event-stream") != std::string_view::npos;
+  const bool here = framing == Framing::kNone ||
+                    (framing == Framing::kLength && buffer.size() >= *response_length);
+  if (here && !event_stream) {
+    // Small and complete: head and body in one send.
+    const size_t size = framing == Framing::kNone ? 0 : static_cast<size_t>(*response_length);
+    watch.stop();
+    if (watch.gone()) {
+      ++stats.client_gone;
+      co_return false;
+    }
+    const std::array<asio::const_buffer, 2> out{asio::buffer(out_head),
+                                                asio::buffer(view(buffer, size))};
+    co_await asio::async_write(in.stream, out, asio::redirect_error(asio::use_awaitable, ec));
+    buffer.consume(size);
+    if (ec) {
+      ++stats.client_gone;
+      co_return false;
+    }
+    if (upstream_keep && upstream.is_open()) {
+      pool_.give_back(route.endpoint, std::move(lease.connection));
+    }
+    co_return client_keep;
+  }
+
+  // Piece by piece as the service writes it. A stream may go quiet for a long time: a hang-up
+  // must still end it.
+  watch.arm();
+  co_await asio::async_write(in.stream, asio::buffer(out_head),
+                             asio::redirect_error(asio::use_awaitable, ec));
+  Pumped pumped = ec ? Pumped::kWriterFailed : Pumped::kWhole;
+  if (!ec && !parser.is_done()) {
+    pumped = co_await pump(upstream, buffer, parser, in.stream, framing, field_count(response));
+  }
+  watch.stop();
+  if (pumped == Pumped::kWriterFailed || watch.gone()) {
+    ++stats.client_gone;
+    co_return false;
+  }
+  // A response cut short by the service cannot be mended: the client's connection goes too,
+  // so that the client sees it short rather than take what follows for more of it.
+  if (pumped == Pumped::kReaderFailed) co_return false;
+  if (upstream_keep && framing != Framing::kClose && upstream.is_open()) {
+    pool_.give_back(route.endpoint, std::move(lease.connection));
+  }
+  co_return client_keep;
+}
+
+}  // namespace gpuvisor
