@@ -122,6 +122,40 @@ TEST(Docker, CreatesStartsAndStopsAContainerFromAnImage) {
   EXPECT_TRUE(inspect(sock, "gpuvisor-" + name).is_null());
 }
 
+// Runs curl with args; what it wrote to stdout.
+std::string curl(const std::string& args) {
+  std::string out;
+  if (FILE* p = popen(("curl -s " + args).c_str(), "r")) {
+    char buf[4096];
+    while (const size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+    pclose(p);
+  }
+  return out;
+}
+
+// busybox httpd, an upstream nobody here wrote: it answers HTTP/1.0-style and closes every
+// connection, which the proxy must not pass on to its client.
+TEST(Docker, BusyboxHttpdInAContainerIsProxiedOnDemandOverOneClientConnection) {
+  REQUIRE_ENGINE(sock);
+  const std::string name = unique("www");
+  const int port = free_port();
+  Daemon d(config(sock, owned_service(name, port,
+                                      "    proxy: {url: \"http://127.0.0.1:" +
+                                          std::to_string(port) + "\"}\n")));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const std::string url = d.url() + "/upstream/" + name + "/health";
+  // The first request starts the container; the second goes on the same client connection.
+  const std::string two = curl("-w '%{http_code} %{num_connects}\\n' " + url + " " + url);
+  EXPECT_EQ("ok\n200 1\nok\n200 0\n", two) << d.stderr_text();
+  EXPECT_EQ("busy", d.service(name)["state"]);
+  const std::string head = curl("-I " + url);
+  EXPECT_NE(std::string::npos, head.find("Content-Length: 3\r\n")) << head;
+  EXPECT_EQ(std::string::npos, head.find("Transfer-Encoding")) << head;
+  EXPECT_EQ("404",
+            curl("-o /dev/null -w '%{http_code}' " + d.url() + "/upstream/" + name + "/missing"));
+  EXPECT_EQ(0, d.cli({"stop", name}).exit_code);
+}
+
 TEST(Docker, AnExistingContainerIsStartedAndStoppedButKept) {
   REQUIRE_ENGINE(sock);
   const std::string name = unique("existing");
