@@ -26,8 +26,8 @@ namespace {
 constexpr auto kIdleTimeout = std::chrono::seconds(120);
 }  // namespace
 
-HttpServer::HttpServer(asio::any_io_executor executor, Handler handler)
-    : executor_(std::move(executor)), handler_(std::move(handler)) {}
+HttpServer::HttpServer(asio::any_io_executor executor, Handler handler, IoThreads* threads)
+    : executor_(std::move(executor)), handler_(std::move(handler)), threads_(threads) {}
 
 HttpServer::~HttpServer() {
   close();
@@ -69,8 +69,10 @@ asio::awaitable<void> HttpServer::accept_loop() {
   std::weak_ptr<bool> alive = alive_;
   for (;;) {
     boost::system::error_code ec;
+    // The connection lives on the thread it is given, from its first byte to its last.
     tcp::socket socket =
-        co_await acceptor_->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+        co_await acceptor_->async_accept(threads_ != nullptr ? threads_->next() : executor_,
+                                         asio::redirect_error(asio::use_awaitable, ec));
     if (alive.expired() || !acceptor_->is_open()) co_return;
     if (ec) {
       // EMFILE and friends: log and keep accepting rather than take the API down.
@@ -78,7 +80,11 @@ asio::awaitable<void> HttpServer::accept_loop() {
       continue;
     }
     socket.set_option(tcp::no_delay(true), ec);
-    asio::co_spawn(executor_, session(beast::tcp_stream(std::move(socket))), asio::detached);
+    // The proxy writes what the socket takes at once without a trip through the scheduler
+    // (proxy_exchange.cc); every other use of the socket is asynchronous, so unaffected.
+    if (!ec) socket.non_blocking(true, ec);
+    const auto on = socket.get_executor();
+    asio::co_spawn(on, session(beast::tcp_stream(std::move(socket))), asio::detached);
   }
 }
 
@@ -116,7 +122,7 @@ void watch_idle(const std::shared_ptr<IdleWatch>& idle, beast::tcp_stream& strea
 
 asio::awaitable<void> HttpServer::session(beast::tcp_stream stream) {
   beast::flat_buffer buffer;
-  auto idle = std::make_shared<IdleWatch>(executor_);
+  auto idle = std::make_shared<IdleWatch>(stream.get_executor());
   watch_idle(idle, stream);
   for (;;) {
     boost::system::error_code ec;
@@ -127,8 +133,7 @@ asio::awaitable<void> HttpServer::session(beast::tcp_stream stream) {
     parser.body_limit(std::numeric_limits<std::uint64_t>::max());
     ++idle->requests;
     idle->reading = true;
-    co_await http::async_read_header(stream, buffer, parser,
-                                     asio::redirect_error(asio::use_awaitable, ec));
+    co_await read_head(stream.socket(), buffer, parser, ec);
     idle->reading = false;
     if (idle->timed_out || ec == http::error::end_of_stream ||
         ec == asio::error::connection_reset || ec == asio::error::eof) {

@@ -195,15 +195,15 @@ std::string Metrics::render(const Scrape& now) const {
     w.sample("gpuvisor_gpu_conflict", fmt::format("gpu=\"{}\"", gpu), on ? 1 : 0);
   }
 
-  if (now.proxy != nullptr) {
+  if (!now.proxy.empty()) {
     w.family("gpuvisor_proxy_requests_total", "counter", "Requests the proxy took, per service");
-    for (const auto& [service, st] : *now.proxy) {
+    for (const auto& [service, st] : now.proxy) {
       w.sample("gpuvisor_proxy_requests_total", fmt::format("service=\"{}\"", esc(service)),
                static_cast<double>(st.requests));
     }
     w.family("gpuvisor_proxy_responses_total", "counter",
              "Responses the proxy sent, per service and status code");
-    for (const auto& [service, st] : *now.proxy) {
+    for (const auto& [service, st] : now.proxy) {
       for (const auto& [code, n] : st.responses) {
         w.sample("gpuvisor_proxy_responses_total",
                  fmt::format("service=\"{}\",code=\"{}\"", esc(service), code),
@@ -212,33 +212,33 @@ std::string Metrics::render(const Scrape& now) const {
     }
     w.family("gpuvisor_proxy_errors_total", "counter",
              "Requests gpuvisor answered itself with an error (not started, no answer, full)");
-    for (const auto& [service, st] : *now.proxy) {
+    for (const auto& [service, st] : now.proxy) {
       w.sample("gpuvisor_proxy_errors_total", fmt::format("service=\"{}\"", esc(service)),
                static_cast<double>(st.errors));
     }
     w.family("gpuvisor_proxy_client_disconnects_total", "counter",
              "Clients that left before their response ended");
-    for (const auto& [service, st] : *now.proxy) {
+    for (const auto& [service, st] : now.proxy) {
       w.sample("gpuvisor_proxy_client_disconnects_total",
                fmt::format("service=\"{}\"", esc(service)), static_cast<double>(st.client_gone));
     }
     w.family("gpuvisor_proxy_upgrades_total", "counter",
              "Connections the service switched to another protocol (WebSockets), per service");
-    for (const auto& [service, st] : *now.proxy) {
+    for (const auto& [service, st] : now.proxy) {
       w.sample("gpuvisor_proxy_upgrades_total", fmt::format("service=\"{}\"", esc(service)),
                static_cast<double>(st.upgrades));
     }
     w.family("gpuvisor_proxy_open_tunnels", "gauge",
              "Upgraded connections (WebSockets) open now, per service");
-    for (const auto& [service, st] : *now.proxy) {
+    for (const auto& [service, st] : now.proxy) {
       w.sample("gpuvisor_proxy_open_tunnels", fmt::format("service=\"{}\"", esc(service)),
                static_cast<double>(st.open_tunnels));
     }
     w.family("gpuvisor_proxy_response_head_seconds", "histogram",
              "Time from forwarding a request to the service's response head");
-    for (const auto& [service, st] : *now.proxy) {
+    for (const auto& [service, st] : now.proxy) {
       w.histogram("gpuvisor_proxy_response_head_seconds",
-                  fmt::format("service=\"{}\"", esc(service)), ProxyStats::kBuckets,
+                  fmt::format("service=\"{}\"", esc(service)), ProxyCounts::kBuckets,
                   st.latency_counts, st.latency_count, st.latency_sum);
     }
   }

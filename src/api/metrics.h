@@ -28,7 +28,7 @@ class Metrics {
     std::optional<GpuSnapshot> gpus;      // none without NVML
     std::map<pid_t, std::string> owners;  // our PIDs, to split GPU memory
     std::map<std::string, int64_t> jobs;  // by state
-    const std::map<std::string, ProxyStats>* proxy = nullptr;
+    std::map<std::string, ProxyCounts> proxy;
     std::vector<const WorkerInfo*> workers;
   };
   std::string render(const Scrape& now) const;

@@ -2,6 +2,8 @@
 
 #include <sys/socket.h>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http/read.hpp>
@@ -21,8 +23,8 @@ using nlohmann::json;
 
 namespace {
 
-// The busy hold outlives the last request by this much, so a service that serves one request
-// after another is not flipped between ready and busy (and evented) each time.
+// The busy hold outlives the last request by one to two of these, so a service that serves one
+// request after another is not flipped between ready and busy (and evented) each time.
 constexpr auto kLinger = std::chrono::seconds(1);
 // The most of a /v1 body read to find its model before anything is forwarded: a form whose
 // model field comes after a large file (as the OpenAI Node SDK sends them) is held to here.
@@ -68,13 +70,19 @@ HttpResponse proxy_error(const RequestHead& head, const Error& error,
 }  // namespace
 
 Proxy::Proxy(asio::any_io_executor executor, Supervisor& supervisor, EventBus& events,
-             const Config& config, bool strip_authorization)
+             const Config& config, bool strip_authorization, const IoThreads* threads)
     : executor_(executor),
       supervisor_(supervisor),
       events_(events),
       config_(config),
-      strip_authorization_(strip_authorization),
-      pool_(executor) {
+      strip_authorization_(strip_authorization) {
+  const size_t n = threads == nullptr ? 0 : threads->size();
+  pools_.push_back(std::make_unique<UpstreamPool>(executor));
+  for (size_t i = 0; i < n; ++i)
+    pools_.push_back(std::make_unique<UpstreamPool>(threads->executor(i)));
+  for (const auto& s : config.services) {
+    if (!s.proxy.url.empty()) routes_[s.name] = std::make_unique<Route>(executor, s, n + 1);
+  }
   subscription_ = events_.subscribe([this](const Event& e) { on_event(e); });
 }
 
@@ -87,41 +95,50 @@ bool Proxy::owns(std::string_view target) {
   return target.rfind("/upstream/", 0) == 0 || target.rfind("/v1/", 0) == 0;
 }
 
-Proxy::Route& Proxy::route(const ServiceSpec& spec) {
-  auto& r = routes_[spec.name];
-  if (!r) r = std::make_unique<Route>(executor_, spec, stats_[spec.name]);
-  return *r;
+std::map<std::string, ProxyCounts> Proxy::counts() const {
+  std::map<std::string, ProxyCounts> all;
+  for (const auto& [name, r] : routes_) {
+    ProxyCounts& c = all[name];
+    for (const auto& shard : r->stats) shard->add_to(c);
+  }
+  return all;
 }
 
 bool Proxy::held(const Route& r) const {
   return r.hold && supervisor_.held(r.service, *r.hold);
 }
 
-// A service that stops (or fails) takes its open WebSockets with it: their peer is gone.
+// A service that leaves ready and busy (it stops, fails, restarts) takes the proxy's hold with
+// it, so requests go by the main thread again; and its open WebSockets: their peer is gone.
 void Proxy::on_event(const Event& event) {
   if (event.type != "service.state_changed") return;
   const auto& to = event.data["to"];
-  if (to != "stopping" && to != "stopped" && to != "error") return;
+  if (to == "ready" || to == "busy") return;
   const auto it = routes_.find(event.data["service"].get<std::string>());
-  if (it != routes_.end()) it->second->close_tunnels();
+  if (it == routes_.end()) return;
+  Route& r = *it->second;
+  r.open.store(false);
+  r.hold.reset();
+  if (to == "stopping" || to == "stopped" || to == "error") r.close_tunnels();
 }
 
-asio::awaitable<Result<Proxy::Target>> Proxy::resolve(Incoming& in, std::string& body) const {
-  const std::string_view target = in.head().target();
-  if (target.rfind("/upstream/", 0) == 0) {
-    const std::string_view rest = target.substr(std::strlen("/upstream/"));
-    const auto cut = rest.find_first_of("/?");
-    const std::string name(rest.substr(0, cut));
-    const ServiceSpec* spec = config_.find(name);
-    if (spec == nullptr) co_return make_error(ErrorCode::kNotFound, "no service '" + name + "'");
-    if (spec->proxy.url.empty()) {
-      co_return make_error(ErrorCode::kNotFound,
-                           "service '" + name + "' has no proxy url: it is not proxied");
-    }
-    std::string path = cut == std::string_view::npos ? "/" : std::string(rest.substr(cut));
-    if (path.front() == '?') path = "/" + path;
-    co_return Target{spec, std::move(path), false};
+Result<Proxy::Target> Proxy::by_path(std::string_view target) const {
+  const std::string_view rest = target.substr(std::strlen("/upstream/"));
+  const auto cut = rest.find_first_of("/?");
+  const std::string name(rest.substr(0, cut));
+  const ServiceSpec* spec = config_.find(name);
+  if (spec == nullptr) return make_error(ErrorCode::kNotFound, "no service '" + name + "'");
+  if (spec->proxy.url.empty()) {
+    return make_error(ErrorCode::kNotFound,
+                      "service '" + name + "' has no proxy url: it is not proxied");
   }
+  std::string path = cut == std::string_view::npos ? "/" : std::string(rest.substr(cut));
+  if (path.front() == '?') path = "/" + path;
+  return Target{spec, std::move(path), false};
+}
+
+asio::awaitable<Result<Proxy::Target>> Proxy::by_model(Incoming& in, std::string& body) const {
+  const std::string_view target = in.head().target();
   // "?model=": how a WebSocket (e.g. /v1/realtime) names its model, having no body.
   auto model = query_param(target, "model");
   if (!model) {
@@ -194,29 +211,30 @@ asio::awaitable<bool> Proxy::handle(Incoming& in, const ServiceSpec* service) {
   std::string body;  // what routing read of the body: it goes first
   // Not a conditional expression around the co_await: g++ 12 destroys its result twice.
   Result<Target> target = Target{service, std::string(head.target()), true};
-  if (service == nullptr) target = co_await resolve(in, body);
-  if (!target) co_return co_await answer(in, proxy_error(head, target.error()));
-  // Looked at now, as the request's last byte is read: a client that shut its side with it
-  // (nc -N, an HTTP/1.0 script) waits for the answer. One that closes later, while the service
-  // starts or works, has given up (proxy_exchange.cc, HangupWatch).
-  const auto length = in.parser.content_length();
-  if (in.parser.is_done() || (length && body.empty() && in.buffer.size() >= *length)) {
-    target->client_shut = peer_shut(in.stream);
+  if (service == nullptr && head.target().rfind("/upstream/", 0) == 0) {
+    target = by_path(head.target());
+  } else if (service == nullptr) {
+    target = co_await by_model(in, body);
   }
+  if (!target) co_return co_await answer(in, proxy_error(head, target.error()));
   const ServiceSpec& spec = *target->spec;
-  Route& r = route(spec);
-  ProxyStats& stats = r.stats;
-  ++stats.requests;
+  Route& r = *routes_.at(spec.name);  // resolve() found it proxied
+  ProxyStats& stats = r.counted();
+  ProxyStats::add(stats.requests);
   Status entered;
-  if (spec.proxy.concurrency == 0 && held(r)) {
-    // The service is ready and held for requests already: nothing to wait for.
-    ++r.slots;
-    ++r.in_flight;
-  } else {
-    entered = co_await enter(r, spec);
+  // Ready and held for requests already: nothing to wait for, no thread to change.
+  if (r.concurrency > 0 || !r.pass()) {
+    // Looked at before the wait for a start or a slot, as the request's last byte is read: a
+    // client that shut its side with it (nc -N, an HTTP/1.0 script) waits for the answer; one
+    // that closes during the wait has given up (proxy_exchange.cc, HangupWatch).
+    const auto length = in.parser.content_length();
+    if (in.parser.is_done() || (length && body.empty() && in.buffer.size() >= *length)) {
+      target->client_shut = peer_shut(in.stream);
+    }
+    entered = co_await enter_on_main(r, spec);
   }
   if (!entered) {
-    ++stats.errors;
+    ProxyStats::add(stats.errors);
     const bool waited_out = entered.error().code == ErrorCode::kTimeout;
     Error error = entered.error();
     if (waited_out) error.code = ErrorCode::kUnavailable;  // 503, not 504: come back later
@@ -225,7 +243,7 @@ asio::awaitable<bool> Proxy::handle(Incoming& in, const ServiceSpec* service) {
         waited_out ? std::optional<int>(
                          static_cast<int>(std::max<int64_t>(1, spec.proxy.wait.count() / 10'000)))
                    : std::nullopt);
-    ++stats.responses[response.result_int()];
+    stats.respond(response.result_int());
     co_return co_await answer(in, std::move(response));
   }
   const bool again = co_await exchange(in, *target, r, body);
@@ -233,10 +251,16 @@ asio::awaitable<bool> Proxy::handle(Incoming& in, const ServiceSpec* service) {
   co_return again;
 }
 
+asio::awaitable<Status> Proxy::enter_on_main(Route& r, const ServiceSpec& spec) {
+  if (IoThreads::current() == 0) co_return co_await enter(r, spec);
+  auto on_main = asio::co_spawn(executor_, enter(r, spec), asio::use_awaitable);
+  co_return co_await std::move(on_main);
+}
+
 asio::awaitable<Status> Proxy::enter(Route& r, const ServiceSpec& spec) {
   const std::weak_ptr<bool> alive = alive_;
   const auto deadline = std::chrono::steady_clock::now() + spec.proxy.wait;
-  if (spec.proxy.concurrency > 0 && r.slots >= spec.proxy.concurrency) {
+  if (r.concurrency > 0 && r.slots >= r.concurrency) {
     auto turn = std::make_shared<asio::steady_timer>(executor_, deadline);
     r.queue.push_back(turn);
     boost::system::error_code ec;
@@ -250,7 +274,7 @@ asio::awaitable<Status> Proxy::enter(Route& r, const ServiceSpec& spec) {
                                                     format_duration(spec.proxy.wait));
     }
     // leave() passed its slot on: counted already.
-  } else {
+  } else if (r.concurrency > 0) {
     ++r.slots;
   }
   if (!held(r)) {
@@ -263,28 +287,38 @@ asio::awaitable<Status> Proxy::enter(Route& r, const ServiceSpec& spec) {
     auto ready = co_await await_result<ServiceView>(ensure);
     if (alive.expired()) co_return make_error(ErrorCode::kUnavailable, "daemon is shutting down");
     if (!*ready) {
-      r.pass_slot();
+      if (r.concurrency > 0) r.pass_slot();
       co_return ready->error();
     }
     // Another request may have taken the hold while this one waited.
     if (!held(r)) {
       auto hold = supervisor_.acquire(spec.name, "serving proxied requests");
       if (!hold) {
-        r.pass_slot();
+        if (r.concurrency > 0) r.pass_slot();
         co_return hold.error();
       }
       r.hold = *hold;
     }
   }
-  ++r.in_flight;
+  r.in_flight.fetch_add(1);
+  if (r.concurrency == 0) r.open.store(true);
+  if (!r.linger_armed) {
+    r.requests_seen = r.requests();
+    linger(r, kLinger);
+  }
   co_return Status{};
 }
 
 void Proxy::leave(Route& r) {
-  r.pass_slot();
-  if (--r.in_flight > 0 || !r.hold) return;
-  r.last_left = std::chrono::steady_clock::now();
-  if (!r.linger_armed) linger(r, kLinger);
+  r.left();
+  if (r.concurrency == 0) return;
+  if (IoThreads::current() == 0) {
+    r.pass_slot();
+  } else {
+    asio::post(executor_, [&r, alive = std::weak_ptr<bool>(alive_)] {
+      if (!alive.expired()) r.pass_slot();
+    });
+  }
 }
 
 void Proxy::linger(Route& r, std::chrono::steady_clock::duration after) {
@@ -294,11 +328,23 @@ void Proxy::linger(Route& r, std::chrono::steady_clock::duration after) {
       [this, &r, alive = std::weak_ptr<bool>(alive_)](boost::system::error_code ec) {
         if (alive.expired()) return;
         r.linger_armed = false;
-        // Busy again: the request that takes in_flight back to 0 arms the timer anew.
-        if (ec || r.in_flight > 0 || !r.hold) return;
-        const auto idle = std::chrono::steady_clock::now() - r.last_left;
-        if (idle < kLinger) {
-          linger(r, kLinger - idle);
+        if (ec || !r.hold) return;
+        if (!held(r)) {  // that instance is gone, and the hold with it
+          r.open.store(false);
+          r.hold.reset();
+          return;
+        }
+        const uint64_t requests = std::exchange(r.requests_seen, r.requests());
+        if (r.in_flight.load() > 0 || requests != r.requests_seen) {
+          linger(r, kLinger);
+          return;
+        }
+        // Shut the way past the main thread, then look again: a request that got in before
+        // the shut is counted by now (Route::pass()).
+        r.open.store(false);
+        if (r.in_flight.load() > 0) {
+          if (r.concurrency == 0) r.open.store(true);
+          linger(r, kLinger);
           return;
         }
         supervisor_.release(r.service, *r.hold);

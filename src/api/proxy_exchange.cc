@@ -7,6 +7,7 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/http/read.hpp>
 #include <cerrno>
 #include <limits>
@@ -50,11 +51,13 @@ std::string_view view(const beast::flat_buffer& buffer, size_t size) {
 // HTTP/1.0 script) has not gone: it waits for the answer, and gets it. One that closes later,
 // while the service is still working, has given up, and its upstream request is closed, so that
 // the service stops work nobody waits for (nginx and Go do the same). A pipelined next request
-// leaves the watch alone.
+// leaves the watch alone. Which of the two a close is, is looked at when the watch is first
+// needed (an answer that is there at once needs none, and no system call is spent on it),
+// unless the caller looked before it forwarded.
 class HangupWatch {
  public:
-  explicit HangupWatch(beast::tcp_stream& client)
-      : client_(client), state_(std::make_shared<State>()) {}
+  HangupWatch(beast::tcp_stream& client, std::optional<bool> shut)
+      : client_(client), shut_(shut), stopped_(shut.value_or(false)) {}
   ~HangupWatch() { stop(); }
   HangupWatch(const HangupWatch&) = delete;
   HangupWatch& operator=(const HangupWatch&) = delete;
@@ -64,10 +67,22 @@ class HangupWatch {
     char byte = 0;
     return recv(client_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
   }
-  void upstream(tcp::socket* socket) { state_->upstream = socket; }
+  void upstream(tcp::socket* socket) {
+    upstream_ = socket;
+    if (state_) state_->upstream = socket;
+  }
+  // The client shut its side with its request: no watch, and the connection ends after.
+  bool shut() const { return shut_.value_or(false); }
+  void decide_shut(bool shut) {
+    shut_ = shut;
+    if (shut) stop();
+  }
   void arm() {
-    if (state_->armed || !state_->active) return;
-    state_->armed = true;
+    if (!shut_) decide_shut(half_closed());
+    if (stopped_ || state_) return;
+    // Shared with the wait, which may complete after the exchange (cancelled) is over.
+    state_ = std::make_shared<State>();
+    state_->upstream = upstream_;
     client_.socket().async_wait(
         tcp::socket::wait_read, [state = state_, &client = client_](boost::system::error_code e) {
           if (e || !state->active) return;
@@ -82,24 +97,27 @@ class HangupWatch {
           }
         });
   }
-  bool gone() const { return state_->gone; }
+  bool gone() const { return state_ && state_->gone; }
   void stop() {
-    if (!state_->active) return;
+    if (stopped_) return;
+    stopped_ = true;
+    if (!state_ || !state_->active) return;
     state_->active = false;
-    if (!state_->armed) return;
     boost::system::error_code ignored;
     client_.socket().cancel(ignored);
   }
 
  private:
   struct State {
-    bool armed = false;
     bool active = true;
     bool gone = false;
     tcp::socket* upstream = nullptr;
   };
   beast::tcp_stream& client_;
-  std::shared_ptr<State> state_;
+  std::optional<bool> shut_;
+  bool stopped_;
+  tcp::socket* upstream_ = nullptr;
+  std::shared_ptr<State> state_;  // while armed
 };
 
 // Writes size bytes of data as one piece of a body framed as framing: a chunk, or as they are.
@@ -156,6 +174,25 @@ asio::awaitable<Pumped> pump(From& from, beast::flat_buffer& buffer,
   }
 }
 
+// Sends what the socket takes at once (gpuvisor's sockets are non-blocking), which spares a
+// trip through the scheduler on the hot path; returns how much, 0 on would-block.
+template <typename Buffers>
+size_t send_now(tcp::socket& socket, const Buffers& buffers, boost::system::error_code& ec) {
+  const size_t sent = socket.write_some(buffers, ec);
+  if (ec != asio::error::would_block && ec != asio::error::try_again) return sent;
+  ec = {};
+  return 0;
+}
+
+// Parses a response head that the buffer holds whole; false if it does not (read more).
+bool head_in(beast::flat_buffer& buffer, ResponseParser& parser, boost::system::error_code& ec) {
+  if (!whole_head(buffer)) return false;
+  buffer.consume(parser.put(buffer.data(), ec));
+  if (ec != http::error::need_more) return true;
+  ec = {};
+  return false;
+}
+
 size_t field_count(const http::fields& fields) {
   return static_cast<size_t>(std::distance(fields.begin(), fields.end()));
 }
@@ -166,12 +203,13 @@ asio::awaitable<bool> Proxy::exchange(Incoming& in, const Target& target, Route&
                                       std::string& body) {
   const RequestHead& head = in.head();
   RequestParser& request = in.parser;
-  ProxyStats& stats = route.stats;
+  ProxyStats& stats = route.counted();
+  UpstreamPool& pool = *pools_[IoThreads::current()];
   const auto started = std::chrono::steady_clock::now();
   const bool upgrade = wire::wants_upgrade(head);
   const bool no_response_body = head.method() == http::verb::head;
   const unsigned client_version = head.version();
-  bool client_keep = keep_alive(head) && !upgrade && !target.client_shut;
+  bool client_keep = keep_alive(head) && !upgrade;
 
   // The request body as forwarded: whole (it was read to route it, or it came with the head),
   // or streamed through as it comes. Only a whole one can be sent again on a fresh connection.
@@ -198,11 +236,10 @@ asio::awaitable<bool> Proxy::exchange(Incoming& in, const Target& target, Route&
     line.framing = Framing::kChunked;
   }
   const bool replayable = whole || in_buffer;
-  const std::string up_head = wire::request_head(head, line);
 
   // Fields past these, after a chunked body, are its trailers.
   const size_t head_fields = field_count(request.get());
-  HangupWatch watch(in.stream);
+  HangupWatch watch(in.stream, target.client_shut);
   UpstreamPool::Lease lease;
   std::optional<ResponseParser> reading;
   bool client_failed = false;
@@ -211,15 +248,21 @@ asio::awaitable<bool> Proxy::exchange(Incoming& in, const Target& target, Route&
   // A kept-alive connection the service closed meanwhile fails at once: one retry, fresh. A
   // streamed body cannot be sent twice, so it always goes on a fresh connection.
   for (int attempt = 0; attempt < 2; ++attempt) {
-    auto taken = co_await pool_.take(route.endpoint, attempt > 0 || !replayable || upgrade);
-    if (!taken) {
-      failure = taken.error().message;
-      break;
+    if (attempt == 0 && replayable && !upgrade) lease = pool.take_idle(route.endpoint);
+    if (!lease.connection) {
+      auto made = co_await pool.connect(route.endpoint);
+      if (!made) {
+        failure = made.error().message;
+        break;
+      }
+      lease = std::move(*made);
     }
-    lease = std::move(*taken);
     tcp::socket& socket = lease.connection->socket;
     beast::flat_buffer& buffer = lease.connection->buffer;
     buffer.clear();
+    std::string& up_head = lease.connection->head;
+    up_head.clear();
+    wire::request_head(up_head, head, line);
     ec = {};
     if (replayable) {
       const std::array<asio::const_buffer, 2> wire_out{asio::buffer(up_head),
@@ -227,15 +270,14 @@ asio::awaitable<bool> Proxy::exchange(Incoming& in, const Target& target, Route&
       co_await asio::async_write(socket, wire_out, asio::redirect_error(asio::use_awaitable, ec));
     } else {
       // The head, what routing read of the body, then the rest as the client sends it.
-      std::string first = up_head;
       if (!body.empty() && line.framing == Framing::kChunked) {
-        wire::append_chunk_header(first, body.size());
-        first += body;
-        first += kCrlf;
+        wire::append_chunk_header(up_head, body.size());
+        up_head += body;
+        up_head += kCrlf;
       } else {
-        first += body;
+        up_head += body;
       }
-      co_await asio::async_write(socket, asio::buffer(first),
+      co_await asio::async_write(socket, asio::buffer(up_head),
                                  asio::redirect_error(asio::use_awaitable, ec));
       if (!ec && !co_await continue_if_expected(in)) client_failed = true;
       if (!ec && !client_failed) {
@@ -245,13 +287,9 @@ asio::awaitable<bool> Proxy::exchange(Incoming& in, const Target& target, Route&
         if (pumped == Pumped::kWriterFailed) ec = asio::error::broken_pipe;
       }
       // Its last byte read just now: a client that shut its side with it waits for the answer.
-      if (!client_failed && watch.half_closed()) {
-        client_keep = false;
-        watch.stop();
-      }
+      if (!client_failed) watch.decide_shut(watch.half_closed());
     }
     if (client_failed) break;
-    if (target.client_shut) watch.stop();  // it waits; a close cannot be told from its shut
     watch.upstream(&socket);
     reading.emplace();
     reading->body_limit(std::numeric_limits<std::uint64_t>::max());
@@ -271,8 +309,8 @@ asio::awaitable<bool> Proxy::exchange(Incoming& in, const Target& target, Route&
     // Interim answers (100 Continue, 103 Early Hints) are the service's business with
     // gpuvisor: the client gets the final one. A 101 is final where an upgrade was asked for.
     while (!ec) {
-      co_await http::async_read_header(socket, buffer, *reading,
-                                       asio::redirect_error(asio::use_awaitable, ec));
+      // Usually all here already: parsed then without a coroutine frame or a read.
+      if (!head_in(buffer, *reading, ec)) co_await read_head(socket, buffer, *reading, ec);
       const unsigned status = reading->get().result_int();
       if (ec || status >= 200 || (status == 101 && upgrade)) break;
       reading.emplace();
@@ -287,42 +325,40 @@ asio::awaitable<bool> Proxy::exchange(Incoming& in, const Target& target, Route&
     if (!lease.reused || !replayable || watch.gone()) break;
   }
   if (client_failed || watch.gone()) {
-    ++stats.client_gone;
+    ProxyStats::add(stats.client_gone);
     co_return false;
   }
   if (in_buffer) in.buffer.consume(*length);  // sent, for good: kept until then for a retry
   if (!lease.connection) {
-    ++stats.errors;
+    ProxyStats::add(stats.errors);
     HttpResponse response =
         error_response(head, make_error(ErrorCode::kUnavailable,
                                         "service '" + target.spec->name + "' did not answer at " +
                                             target.spec->proxy.url + ": " + failure));
     response.result(http::status::bad_gateway);
     response.keep_alive(client_keep && (whole || in_buffer || request.is_done()));
-    ++stats.responses[502];
+    stats.respond(502);
     co_return co_await write_response(in.stream, response) && response.keep_alive();
   }
   const double to_head =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  for (size_t i = 0; i < std::size(ProxyStats::kBuckets); ++i) {
-    if (to_head <= ProxyStats::kBuckets[i]) ++stats.latency_counts[i];
-  }
-  ++stats.latency_count;
-  stats.latency_sum += to_head;
+  stats.head_after(to_head);
 
   ResponseParser& parser = *reading;
   const auto& response = parser.get();
   const unsigned status = response.result_int();
-  ++stats.responses[status];
+  stats.respond(status);
   tcp::socket& upstream = lease.connection->socket;
   beast::flat_buffer& buffer = lease.connection->buffer;
 
   if (status == 101) {
     watch.stop();
-    ++stats.upgrades;
-    ++stats.open_tunnels;
+    ProxyStats::add(stats.upgrades);
+    ProxyStats::add(stats.tunnels_opened);
     // The switch, with whatever the service sent after it, then what the client sent early.
-    const std::string switched = wire::response_head(response, Framing::kNone, 0, true, 11);
+    std::string& switched = lease.connection->head;
+    switched.clear();
+    wire::response_head(switched, response, Framing::kNone, 0, true, 11);
     const std::array<asio::const_buffer, 2> out{asio::buffer(switched), buffer.data()};
     co_await asio::async_write(in.stream.socket(), out,
                                asio::redirect_error(asio::use_awaitable, ec));
@@ -331,11 +367,18 @@ asio::awaitable<bool> Proxy::exchange(Incoming& in, const Target& target, Route&
                                  asio::redirect_error(asio::use_awaitable, ec));
     }
     if (!ec) {
-      route.tunnels.insert(&upstream);
+      auto end = std::make_shared<TunnelEnd>();
+      end->socket = &upstream;
+      {
+        std::lock_guard lock(route.tunnels_mutex);
+        route.tunnels.insert(end);
+      }
       co_await tunnel(in.stream.socket(), upstream);
-      route.tunnels.erase(&upstream);
+      end->open = false;
+      std::lock_guard lock(route.tunnels_mutex);
+      route.tunnels.erase(end);
     }
-    --stats.open_tunnels;
+    ProxyStats::add(stats.tunnels_closed);
     co_return false;  // the connection was the tunnel's
   }
 
@@ -352,42 +395,50 @@ asio::awaitable<bool> Proxy::exchange(Incoming& in, const Target& target, Route&
       framing = client_version >= 11 ? Framing::kChunked : Framing::kClose;
     }
   }
-  if (framing == Framing::kClose) client_keep = false;
-  // A body that ends with the service's close leaves nothing to keep.
-  const bool upstream_keep =
-      response.keep_alive() && (!has_body || response_length || parser.chunked());
-  const std::string out_head = wire::response_head(response, framing, response_length.value_or(0),
-                                                   client_keep, client_version);
-
   const bool event_stream =
       response[http::field::content_type].find("text/event-stream") != std::string_view::npos;
   const bool here = framing == Framing::kNone ||
                     (framing == Framing::kLength && buffer.size() >= *response_length);
+  // A stream may go quiet for a long time: a hang-up must still end it.
+  if (!here || event_stream) watch.arm();
+  if (framing == Framing::kClose || watch.shut()) client_keep = false;
+  // A body that ends with the service's close leaves nothing to keep.
+  const bool upstream_keep =
+      response.keep_alive() && (!has_body || response_length || parser.chunked());
+  std::string& out_head = lease.connection->head;  // the request's is sent: its storage is free
+  out_head.clear();
+  wire::response_head(out_head, response, framing, response_length.value_or(0), client_keep,
+                      client_version);
+
   if (here && !event_stream) {
     // Small and complete: head and body in one send.
     const size_t size = framing == Framing::kNone ? 0 : static_cast<size_t>(*response_length);
     watch.stop();
     if (watch.gone()) {
-      ++stats.client_gone;
+      ProxyStats::add(stats.client_gone);
       co_return false;
     }
     const std::array<asio::const_buffer, 2> out{asio::buffer(out_head),
                                                 asio::buffer(view(buffer, size))};
-    co_await asio::async_write(in.stream, out, asio::redirect_error(asio::use_awaitable, ec));
+    const size_t sent = send_now(in.stream.socket(), out, ec);
+    if (!ec && sent < asio::buffer_size(out)) {
+      beast::buffers_suffix<decltype(out)> rest(out);
+      rest.consume(sent);
+      co_await asio::async_write(in.stream.socket(), rest,
+                                 asio::redirect_error(asio::use_awaitable, ec));
+    }
     buffer.consume(size);
     if (ec) {
-      ++stats.client_gone;
+      ProxyStats::add(stats.client_gone);
       co_return false;
     }
     if (upstream_keep && upstream.is_open()) {
-      pool_.give_back(route.endpoint, std::move(lease.connection));
+      pool.give_back(route.endpoint, std::move(lease.connection));
     }
     co_return client_keep;
   }
 
-  // Piece by piece as the service writes it. A stream may go quiet for a long time: a hang-up
-  // must still end it.
-  watch.arm();
+  // Piece by piece as the service writes it.
   co_await asio::async_write(in.stream, asio::buffer(out_head),
                              asio::redirect_error(asio::use_awaitable, ec));
   Pumped pumped = ec ? Pumped::kWriterFailed : Pumped::kWhole;
@@ -396,14 +447,14 @@ asio::awaitable<bool> Proxy::exchange(Incoming& in, const Target& target, Route&
   }
   watch.stop();
   if (pumped == Pumped::kWriterFailed || watch.gone()) {
-    ++stats.client_gone;
+    ProxyStats::add(stats.client_gone);
     co_return false;
   }
   // A response cut short by the service cannot be mended: the client's connection goes too,
   // so that the client sees it short rather than take what follows for more of it.
   if (pumped == Pumped::kReaderFailed) co_return false;
   if (upstream_keep && framing != Framing::kClose && upstream.is_open()) {
-    pool_.give_back(route.endpoint, std::move(lease.connection));
+    pool.give_back(route.endpoint, std::move(lease.connection));
   }
   co_return client_keep;
 }

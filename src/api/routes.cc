@@ -1,6 +1,7 @@
 #include "api/routes.h"
 
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http/field.hpp>
 #include <charconv>
@@ -150,11 +151,12 @@ nlohmann::json logs_body(const std::string& name, const std::vector<LogLine>& li
 
 }  // namespace
 
-Api::Api(Supervisor& supervisor, EventBus& events, GpuInventory& gpus,
+Api::Api(asio::any_io_executor main, Supervisor& supervisor, EventBus& events, GpuInventory& gpus,
          const WorkerRegistry& workers, PluginRegistry& plugins, JobQueue& jobs,
          const JobStore& job_store, Proxy& proxy, const Metrics& metrics, std::string token,
          unsigned external_busy_percent)
-    : supervisor_(supervisor),
+    : main_(std::move(main)),
+      supervisor_(supervisor),
       events_(events),
       gpus_(gpus),
       workers_(workers),
@@ -187,7 +189,7 @@ std::string Api::metrics_text() const {
     if (auto snapshot = gpus_.snapshot()) now.gpus = std::move(*snapshot);
   }
   if (auto jobs = job_store_.count_by_state()) now.jobs = std::move(*jobs);
-  now.proxy = &proxy_.stats();
+  now.proxy = proxy_.counts();
   now.workers = workers_.all();
   return metrics_.render(now);
 }
@@ -202,7 +204,15 @@ bool Api::authorized(const RequestHead& request) const {
 // this one's on every request.
 asio::awaitable<bool> Api::handle(Incoming& in) {
   if (Proxy::owns(in.head().target()) && authorized(in.head())) return proxy_.handle(in);
-  return serve(in);
+  // The daemon's state lives on the main thread: the API runs there, whatever thread the
+  // connection is on.
+  if (IoThreads::current() == 0) return serve(in);
+  return serve_on_main(in);
+}
+
+asio::awaitable<bool> Api::serve_on_main(Incoming& in) {
+  auto on_main = asio::co_spawn(main_, serve(in), asio::use_awaitable);
+  co_return co_await std::move(on_main);
 }
 
 asio::awaitable<bool> Api::serve(Incoming& in) {

@@ -22,16 +22,19 @@ class Api {
  public:
   // token: when non-empty, every /api/ request needs "Authorization: Bearer <token>".
   // workers: their processes count as ours in the GPU views (the jobs layer registers them).
-  Api(Supervisor& supervisor, EventBus& events, GpuInventory& gpus, const WorkerRegistry& workers,
-      PluginRegistry& plugins, JobQueue& jobs, const JobStore& job_store, Proxy& proxy,
-      const Metrics& metrics, std::string token, unsigned external_busy_percent);
+  // main: the executor of the daemon's main thread, where the API runs.
+  Api(boost::asio::any_io_executor main, Supervisor& supervisor, EventBus& events,
+      GpuInventory& gpus, const WorkerRegistry& workers, PluginRegistry& plugins, JobQueue& jobs,
+      const JobStore& job_store, Proxy& proxy, const Metrics& metrics, std::string token,
+      unsigned external_busy_percent);
 
   boost::asio::awaitable<bool> handle(Incoming& in);
 
  private:
   bool authorized(const RequestHead& request) const;  // the bearer token, where one is set
-  // A request for the API (or refused by it): its body read whole, small.
+  // A request for the API (or refused by it): its body read whole, small. Main thread.
   boost::asio::awaitable<bool> serve(Incoming& in);
+  boost::asio::awaitable<bool> serve_on_main(Incoming& in);
   boost::asio::awaitable<bool> route(boost::beast::tcp_stream& stream, HttpRequest& request);
   boost::asio::awaitable<bool> service_action(boost::beast::tcp_stream& stream,
                                               HttpRequest& request, const std::string& name,
@@ -51,6 +54,7 @@ class Api {
   Result<nlohmann::json> gpu_view(const std::string& what) const;
   std::string metrics_text() const;
 
+  boost::asio::any_io_executor main_;
   Supervisor& supervisor_;
   EventBus& events_;
   GpuInventory& gpus_;

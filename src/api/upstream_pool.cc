@@ -14,17 +14,18 @@ namespace {
 constexpr auto kConnectTimeout = std::chrono::seconds(10);
 }  // namespace
 
-asio::awaitable<Result<UpstreamPool::Lease>> UpstreamPool::take(const Upstream& upstream,
-                                                                bool fresh) {
-  const std::string& key = upstream.key;
-  if (!fresh) {
-    auto& idle = idle_[key];
-    while (!idle.empty()) {
-      auto connection = std::move(idle.back());
-      idle.pop_back();
-      if (connection->socket.is_open()) co_return Lease{std::move(connection), true};
-    }
+UpstreamPool::Lease UpstreamPool::take_idle(const Upstream& upstream) {
+  auto& idle = idle_[&upstream];
+  while (!idle.empty()) {
+    auto connection = std::move(idle.back());
+    idle.pop_back();
+    if (connection->socket.is_open()) return Lease{std::move(connection), true};
   }
+  return {};
+}
+
+asio::awaitable<Result<UpstreamPool::Lease>> UpstreamPool::connect(const Upstream& upstream) {
+  const std::string& key = upstream.key;
   boost::system::error_code ec;
   auto& endpoints = resolved_[key];
   if (endpoints.empty()) {
@@ -57,7 +58,7 @@ asio::awaitable<Result<UpstreamPool::Lease>> UpstreamPool::take(const Upstream& 
 }
 
 void UpstreamPool::give_back(const Upstream& upstream, std::unique_ptr<Connection> connection) {
-  auto& idle = idle_[upstream.key];
+  auto& idle = idle_[&upstream];
   if (idle.size() < kMaxIdlePerUpstream) idle.push_back(std::move(connection));
 }
 

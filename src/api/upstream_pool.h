@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/result.h"
@@ -34,6 +35,7 @@ class UpstreamPool {
     explicit Connection(const boost::asio::any_io_executor& executor) : socket(executor) {}
     boost::asio::ip::tcp::socket socket;
     boost::beast::flat_buffer buffer;
+    std::string head;  // the head being sent on it, kept for its storage
   };
 
   struct Lease {
@@ -43,9 +45,10 @@ class UpstreamPool {
 
   explicit UpstreamPool(boost::asio::any_io_executor executor) : executor_(std::move(executor)) {}
 
-  // An idle connection to host:port, or a new one (Unavailable, saying why, if it cannot be
-  // made). fresh: never an idle one.
-  boost::asio::awaitable<Result<Lease>> take(const Upstream& upstream, bool fresh);
+  // An idle connection to host:port, if there is one (no coroutine: the hot path).
+  Lease take_idle(const Upstream& upstream);
+  // A new connection (Unavailable, saying why, if it cannot be made).
+  boost::asio::awaitable<Result<Lease>> connect(const Upstream& upstream);
   void give_back(const Upstream& upstream, std::unique_ptr<Connection> connection);
 
  private:
@@ -54,7 +57,9 @@ class UpstreamPool {
   boost::asio::any_io_executor executor_;
   // Plain sockets rather than beast::tcp_stream: no per-operation timer bookkeeping on the
   // proxy's hot path (a connect has its own timeout; a service's reply may take minutes).
-  std::map<std::string, std::vector<std::unique_ptr<Connection>>> idle_;
+  // By the Upstream object itself (each Route keeps one for good): no string compared per
+  // request.
+  std::unordered_map<const Upstream*, std::vector<std::unique_ptr<Connection>>> idle_;
   std::map<std::string, std::vector<boost::asio::ip::tcp::endpoint>> resolved_;
 };
 

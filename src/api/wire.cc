@@ -1,6 +1,5 @@
 #include "api/wire.h"
 
-#include <array>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/rfc7230.hpp>
 #include <charconv>
@@ -12,10 +11,30 @@ namespace http = beast::http;
 
 namespace {
 
-constexpr std::array<std::string_view, 8> kHopFields = {
-    "connection", "keep-alive", "proxy-connection",  "te",
-    "trailer",    "upgrade",    "transfer-encoding", "content-length",
-};
+bool is_hop_name(http::field name) {
+  switch (name) {
+    case http::field::connection:
+    case http::field::keep_alive:
+    case http::field::proxy_connection:
+    case http::field::te:
+    case http::field::trailer:
+    case http::field::upgrade:
+    case http::field::transfer_encoding:
+    case http::field::content_length:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Whether the Connection field (a list of field names, or none) names this one.
+bool named_in(std::string_view connection, std::string_view name) {
+  if (connection.empty()) return false;
+  for (const auto token : http::token_list(connection)) {
+    if (beast::iequals(token, name)) return true;
+  }
+  return false;
+}
 
 void append_field(std::string& out, std::string_view name, std::string_view value) {
   out.append(name);
@@ -27,9 +46,11 @@ void append_field(std::string& out, std::string_view name, std::string_view valu
 // The message's end-to-end fields, as they came.
 void append_end_to_end(std::string& out, const http::fields& fields, bool keep_host,
                        bool keep_authorization) {
+  // Looked up once: the hot path runs this for every field of every message.
+  const std::string_view connection = fields[http::field::connection];
   for (const auto& f : fields) {
     const std::string_view name = f.name_string();
-    if (is_hop_field(fields, name)) continue;
+    if (is_hop_name(f.name()) || named_in(connection, name)) continue;
     if (f.name() == http::field::host && !keep_host) continue;
     if (f.name() == http::field::authorization && !keep_authorization) continue;
     if (f.name() == http::field::expect) continue;
@@ -50,15 +71,8 @@ void append_framing(std::string& out, Framing framing, uint64_t length) {
 }  // namespace
 
 bool is_hop_field(const http::fields& fields, std::string_view name) {
-  for (const auto hop : kHopFields) {
-    if (beast::iequals(name, hop)) return true;
-  }
-  const auto connection = fields.find(http::field::connection);
-  if (connection == fields.end()) return false;
-  for (const auto token : http::token_list(connection->value())) {
-    if (beast::iequals(token, name)) return true;
-  }
-  return false;
+  return is_hop_name(http::string_to_field(name)) ||
+         named_in(fields[http::field::connection], name);
 }
 
 bool wants_upgrade(const http::request_header<>& head) {
@@ -67,9 +81,7 @@ bool wants_upgrade(const http::request_header<>& head) {
   return http::token_list(connection->value()).exists("upgrade");
 }
 
-std::string request_head(const http::request_header<>& head, const RequestLine& line) {
-  std::string out;
-  out.reserve(512);
+void request_head(std::string& out, const http::request_header<>& head, const RequestLine& line) {
   out.append(head.method_string());
   out += ' ';
   out.append(line.target);
@@ -82,13 +94,10 @@ std::string request_head(const http::request_header<>& head, const RequestLine& 
   }
   append_framing(out, line.framing, line.length);
   out += "\r\n";
-  return out;
 }
 
-std::string response_head(const http::response_header<>& head, Framing framing, uint64_t length,
-                          bool keep_alive, unsigned client_version) {
-  std::string out;
-  out.reserve(512);
+void response_head(std::string& out, const http::response_header<>& head, Framing framing,
+                   uint64_t length, bool keep_alive, unsigned client_version) {
   const unsigned status = head.result_int();
   out += "HTTP/1.1 ";
   out += std::to_string(status);
@@ -116,7 +125,6 @@ std::string response_head(const http::response_header<>& head, Framing framing, 
     }
   }
   out += "\r\n";
-  return out;
 }
 
 void append_chunk_header(std::string& out, size_t size) {

@@ -41,15 +41,17 @@ struct RequestLine {
 // The head gpuvisor sends a service for a client's request: always HTTP/1.1, kept alive (or
 // upgrading), without Expect (gpuvisor answers 100-continue itself), and with the body's
 // framing as forwarded.
-std::string request_head(const boost::beast::http::request_header<>& head, const RequestLine& line);
+// Appended to out, whose storage a caller may reuse from one request to the next.
+void request_head(std::string& out, const boost::beast::http::request_header<>& head,
+                  const RequestLine& line);
 
 // The head of a service's response as the client gets it. framing kNone keeps the service's
 // Content-Length (a HEAD or 304 answer describes the body it did not send); kLength writes
 // length; kChunked the chunked coding; kClose neither, and the connection then closes.
 // keep_alive: whether the client's connection carries another request (an HTTP/1.0 client is
 // told so, since it assumes the opposite).
-std::string response_head(const boost::beast::http::response_header<>& head, Framing framing,
-                          uint64_t length, bool keep_alive, unsigned client_version);
+void response_head(std::string& out, const boost::beast::http::response_header<>& head,
+                   Framing framing, uint64_t length, bool keep_alive, unsigned client_version);
 
 // "HEX\r\n": the line before a chunk of size bytes (size > 0). The chunk ends with "\r\n".
 void append_chunk_header(std::string& out, size_t size);

@@ -137,6 +137,10 @@ int run_serve(const ServeOptions& options) {
   std::signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
 
+  // Proxied connections run on threads of their own (io_threads.h); the rest of the daemon on
+  // this one. Declared first, so gone last: work that the main thread holds when it stops
+  // (an API call a proxy thread waits for) still names their io_contexts as it is destroyed.
+  IoThreads threads(IoThreads::count_for(config.daemon.io_threads));
   boost::asio::io_context io;
   std::string cgroup_parent;
   if (config.daemon.use_cgroups) {
@@ -190,11 +194,12 @@ int run_serve(const ServeOptions& options) {
   JobQueue jobs(io.get_executor(), **job_store, *plugins, supervisor, events, workers,
                 {store->dir() + "/logs", config.daemon.conda, config.daemon.job_retention});
   plugins->on_config_change([&jobs](const std::string& id) { jobs.reload(id); });
-  Proxy proxy(io.get_executor(), supervisor, events, config, !token.empty());
+  Proxy proxy(io.get_executor(), supervisor, events, config, !token.empty(), &threads);
   Metrics metrics(events);
-  Api api(supervisor, events, *gpus, workers, *plugins, jobs, **job_store, proxy, metrics, token,
-          config.daemon.external_busy_percent);
-  HttpServer server(io.get_executor(), [&api](Incoming& in) { return api.handle(in); });
+  Api api(io.get_executor(), supervisor, events, *gpus, workers, *plugins, jobs, **job_store, proxy,
+          metrics, token, config.daemon.external_busy_percent);
+  HttpServer server(
+      io.get_executor(), [&api](Incoming& in) { return api.handle(in); }, &threads);
   // Each service's own port, bound before anything starts: one that is taken ends the daemon
   // here, naming the service that wanted it.
   std::vector<std::unique_ptr<HttpServer>> ports;
@@ -202,7 +207,7 @@ int run_serve(const ServeOptions& options) {
     if (s.proxy.listen.empty()) continue;
     const auto at = parse_host_port(s.proxy.listen);
     auto port = std::make_unique<HttpServer>(
-        io.get_executor(), [&proxy, &s](Incoming& in) { return proxy.handle(in, &s); });
+        io.get_executor(), [&proxy, &s](Incoming& in) { return proxy.handle(in, &s); }, &threads);
     if (const auto bound = port->listen(at->host, at->port); !bound) {
       std::cerr << "service '" << s.name << "' (proxy.listen): " << bound.error().message << "\n";
       return 1;
@@ -254,6 +259,7 @@ int run_serve(const ServeOptions& options) {
             << bound->port() << std::endl;
 
   io.run();
+  threads.stop();  // before anything they use goes
   // Gone only when empty: a service left running keeps its cgroup, and the next daemon finds it.
   if (!cgroup_parent.empty()) rmdir(cgroup_parent.c_str());
   close(lock_fd);

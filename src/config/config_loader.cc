@@ -497,6 +497,7 @@ class Loader {
         {"docker_host", checked(daemon.docker_host, is_docker_host, kDockerHost)},
         {"conda", text(daemon.conda)},
         {"external_busy_percent", number(daemon.external_busy_percent, 1, 100)},
+        {"io_threads", number(daemon.io_threads, 0, 256)},
         {"preempt_busy_lower", flag(daemon.preempt_busy_lower)},
         {"vram_release_timeout", duration(daemon.vram_release_timeout, true)},
         {"gpu_watch_interval", duration(daemon.gpu_watch_interval, false)},

@@ -172,6 +172,9 @@ struct DaemonSpec {
   std::string conda;        // the conda (or mamba) executable; empty: conda from PATH
   // How often the GPUs are looked at unasked (measured VRAM, gpu.conflict events); 0: never.
   Millis gpu_watch_interval{Millis(5000)};
+  // Threads proxied connections run on (the rest of the daemon has one of its own); 0: two per
+  // core, at most 16, so that one thread waiting for the kernel leaves its core to another.
+  unsigned io_threads = 0;
   // Finished jobs older than this are deleted from the job store; 0: kept forever.
   Millis job_retention{Millis(30LL * 24 * 3600 * 1000)};
 };

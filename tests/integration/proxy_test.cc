@@ -229,6 +229,22 @@ TEST(Proxy, ANonChunkedStreamToAnHttp10ClientEndsWithTheConnection) {
   EXPECT_NE(std::string::npos, all.find("data: 1 ")) << all;
 }
 
+// Proxied connections run on threads of their own, and an API call from one of them runs on
+// the main thread: a SIGTERM while both are open must still end the daemon cleanly.
+TEST(Proxy, ADaemonStopsCleanlyWithAStreamAndAnEventStreamOpenOnItsThreads) {
+  const int port = free_port();
+  Daemon d("services:\n" + proxied("svc", port));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  RawClient events(d.url());
+  ASSERT_TRUE(events.send("GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(events.read_until("\r\n\r\n")) << events.received();
+  RawClient stream(d.url());
+  ASSERT_TRUE(
+      stream.send("GET /upstream/svc/stream?n=100&interval_ms=200 HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(stream.read_until("data: 100 ")) << stream.received();
+  EXPECT_EQ(0, d.terminate()) << d.stderr_text();
+}
+
 TEST(Proxy, AClientThatHangsUpEndsItsUpstreamRequestAndTheServiceIsIdleAgain) {
   const int port = free_port();
   Daemon d("services:\n" + proxied("svc", port));

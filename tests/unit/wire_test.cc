@@ -18,6 +18,19 @@ namespace {
 namespace http = boost::beast::http;
 using wire::Framing;
 
+std::string request_text(const http::request_header<>& head, const wire::RequestLine& line) {
+  std::string out;
+  wire::request_head(out, head, line);
+  return out;
+}
+
+std::string response_text(const http::response_header<>& head, Framing framing, uint64_t length,
+                          bool keep_alive, unsigned client_version) {
+  std::string out;
+  wire::response_head(out, head, framing, length, keep_alive, client_version);
+  return out;
+}
+
 // Parses text as one message; returns it with what was left over after its end.
 template <bool isRequest>
 std::pair<http::message<isRequest, http::string_body>, std::string> parse(
@@ -60,7 +73,7 @@ TEST(Wire, ARequestHeadDropsHopFieldsAndFramesTheBodyForItsOwnHop) {
   line.strip_authorization = true;
   line.framing = Framing::kLength;
   line.length = 5;
-  const std::string text = wire::request_head(head, line) + "hello";
+  const std::string text = request_text(head, line) + "hello";
   auto [request, rest] = parse<true>(text);
   EXPECT_EQ("", rest);
   EXPECT_EQ("/base/v1/chat", request.target());
@@ -80,7 +93,7 @@ TEST(Wire, AStreamedRequestIsChunkedAndAsIsKeepsHostAndAuthorization) {
   wire::RequestLine line;
   line.target = "/upload";
   line.framing = Framing::kChunked;
-  std::string text = wire::request_head(head, line);
+  std::string text = request_text(head, line);
   for (const std::string piece : {"abc", "defgh"}) {
     wire::append_chunk_header(text, piece.size());
     text += piece + "\r\n";
@@ -102,7 +115,7 @@ TEST(Wire, AnUpgradeKeepsItsConnectionAndUpgradeFields) {
   wire::RequestLine line;
   line.target = "/ws";
   line.upgrade = true;
-  auto [request, rest] = parse<true>(wire::request_head(head, line));
+  auto [request, rest] = parse<true>(request_text(head, line));
   EXPECT_EQ("websocket", request[http::field::upgrade]);
   EXPECT_TRUE(http::token_list(request[http::field::connection]).exists("upgrade"));
   EXPECT_EQ("dGhlIHNhbXBsZSBub25jZQ==", request["Sec-WebSocket-Key"]);
@@ -110,7 +123,7 @@ TEST(Wire, AnUpgradeKeepsItsConnectionAndUpgradeFields) {
   const auto switched = response_head(
       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
       "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n");
-  const std::string out = wire::response_head(switched, Framing::kNone, 0, true, 11);
+  const std::string out = response_text(switched, Framing::kNone, 0, true, 11);
   EXPECT_NE(std::string::npos, out.find("HTTP/1.1 101 Switching Protocols\r\n")) << out;
   EXPECT_NE(std::string::npos, out.find("Connection: Upgrade\r\nUpgrade: websocket\r\n")) << out;
   EXPECT_NE(std::string::npos, out.find("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
@@ -121,7 +134,7 @@ TEST(Wire, AChunkedResponseEndsOnceWithItsTrailers) {
   auto head = response_head(
       "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
       "Trailer: X-Checksum\r\n\r\n");
-  std::string text = wire::response_head(head, Framing::kChunked, 0, true, 11);
+  std::string text = response_text(head, Framing::kChunked, 0, true, 11);
   wire::append_chunk_header(text, 9);
   text += "data: 1\n\n\r\n";
   const size_t head_fields = 3;
@@ -138,7 +151,7 @@ TEST(Wire, AChunkedResponseEndsOnceWithItsTrailers) {
 TEST(Wire, ResponsesWithoutABodyKeepTheLengthTheyDescribe) {
   const auto head =
       response_head("HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nETag: \"v1\"\r\n\r\n");
-  const std::string out = wire::response_head(head, Framing::kNone, 0, true, 11);
+  const std::string out = response_text(head, Framing::kNone, 0, true, 11);
   auto [response, rest] = parse<false>(out + "HTTP/1.1 304 Not Modified\r\n\r\n", true);
   EXPECT_EQ("1234", response[http::field::content_length]);
   EXPECT_EQ("", response.body());
@@ -147,10 +160,10 @@ TEST(Wire, ResponsesWithoutABodyKeepTheLengthTheyDescribe) {
 
 TEST(Wire, AnHttp10ClientGetsACloseDelimitedBodyOrKeepAliveSaidAloud) {
   const auto head = response_head("HTTP/1.0 200 OK\r\nServer: SimpleHTTP/0.6\r\n\r\n");
-  const std::string closing = wire::response_head(head, Framing::kClose, 0, true, 10);
+  const std::string closing = response_text(head, Framing::kClose, 0, true, 10);
   EXPECT_NE(std::string::npos, closing.find("Connection: close\r\n")) << closing;
   EXPECT_EQ(std::string::npos, closing.find("Transfer-Encoding")) << closing;
-  const std::string kept = wire::response_head(head, Framing::kLength, 3, true, 10);
+  const std::string kept = response_text(head, Framing::kLength, 3, true, 10);
   EXPECT_NE(std::string::npos, kept.find("Connection: keep-alive\r\n")) << kept;
   EXPECT_NE(std::string::npos, kept.find("Content-Length: 3\r\n")) << kept;
 }

@@ -1,0 +1,54 @@
+#include "api/io_threads.h"
+
+#include <algorithm>
+
+namespace gpuvisor {
+
+namespace {
+thread_local size_t t_current = 0;
+}  // namespace
+
+IoThreads::IoThreads(unsigned count) {
+  for (unsigned i = 0; i < std::max(count, 1u); ++i) {
+    auto t = std::make_unique<Thread>();
+    t->thread = std::thread([io = &t->io, index = i + 1] {
+      t_current = index;
+      io->run();
+    });
+    threads_.push_back(std::move(t));
+  }
+}
+
+IoThreads::~IoThreads() {
+  stop();
+}
+
+boost::asio::any_io_executor IoThreads::next() {
+  const size_t i = next_++ % threads_.size();
+  return threads_[i]->io.get_executor();
+}
+
+boost::asio::any_io_executor IoThreads::executor(size_t i) const {
+  return threads_.at(i)->io.get_executor();
+}
+
+void IoThreads::stop() {
+  for (auto& t : threads_) {
+    t->work.reset();
+    t->io.stop();
+  }
+  for (auto& t : threads_) {
+    if (t->thread.joinable()) t->thread.join();
+  }
+}
+
+size_t IoThreads::current() {
+  return t_current;
+}
+
+unsigned IoThreads::count_for(unsigned configured) {
+  if (configured > 0) return configured;
+  return std::clamp(2 * std::thread::hardware_concurrency(), 2u, 16u);
+}
+
+}  // namespace gpuvisor
