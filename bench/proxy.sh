@@ -51,7 +51,9 @@ svc=$(free_port); gv=$svc; ngx=$svc; gop=$svc
 while [[ $gv == "$svc" ]]; do gv=$(free_port); done
 while [[ $ngx == "$svc" || $ngx == "$gv" ]]; do ngx=$(free_port); done
 while [[ $gop == "$svc" || $gop == "$gv" || $gop == "$ngx" ]]; do gop=$(free_port); done
+# IO_THREADS: daemon.io_threads (0, the default: two per core the daemon may run on).
 cat > "$work/gpuvisor.yaml" <<YAML
+daemon: {io_threads: ${IO_THREADS:-0}}
 services:
   svc:
     command: [$PWD/$BUILD_DIR/gpuvisor-testsvc, --port, "$svc"]

@@ -1,5 +1,7 @@
 #include "api/io_threads.h"
 
+#include <sched.h>
+
 #include <algorithm>
 
 namespace gpuvisor {
@@ -48,7 +50,13 @@ size_t IoThreads::current() {
 
 unsigned IoThreads::count_for(unsigned configured) {
   if (configured > 0) return configured;
-  return std::clamp(2 * std::thread::hardware_concurrency(), 2u, 16u);
+  // The cores this process may run on (taskset, a cgroup's cpuset), not all the machine's.
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  const int cores = sched_getaffinity(0, sizeof cpus, &cpus) == 0
+                        ? CPU_COUNT(&cpus)
+                        : static_cast<int>(std::thread::hardware_concurrency());
+  return static_cast<unsigned>(std::clamp(2 * cores, 2, 16));
 }
 
 }  // namespace gpuvisor
