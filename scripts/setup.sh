@@ -13,6 +13,7 @@ packages=(
   wrk nginx-light  # bench/proxy.sh: the load generator and the reference proxy
   chromium nodejs  # the dashboard test: Playwright drives Debian's Chromium
   python3-httpx python3-pytest  # tests/clients: a real Python client through the proxy
+  prometheus  # tests/clients: promtool check metrics reads /metrics
   golang-go  # bench/proxy.sh: Go's httputil.ReverseProxy, llama-swap's core, measured beside
 )
 missing=()

@@ -483,3 +483,15 @@ def test_expect_100_continue(daemon, how):
     # Diagnostic only: curl waits 1 s for "100 Continue" before it sends anyway.
     print(f"curl {how} with Expect: {elapsed:.2f} s"
           f"{' (stalled waiting for 100 Continue?)' if elapsed > 0.9 else ''}")
+
+
+# After all the traffic above: the proxy's counters, per service and status code, as Prometheus's
+# own checker reads the exposition (parse errors and lint: names, types, help, units).
+def test_metrics_pass_promtool(daemon):
+    with httpx.Client(base_url=daemon.url) as client:
+        text = client.get("/metrics").text
+    assert 'gpuvisor_proxy_requests_total{service="chat"}' in text
+    assert 'gpuvisor_proxy_responses_total{service="web",code="304"}' in text
+    out = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -87,6 +87,13 @@ describe("ws through /upstream and /v1/realtime", () => {
     const states = await daemon.watchStates();
     try {
       await daemon.waitState("rt", "busy", 5000);
+      const metric = async (name) => {
+        const text = await (await fetch(`${daemon.url}/metrics`)).text();
+        const line = text.split("\n").find((l) => l.startsWith(`${name}{service="rt"} `));
+        return Number(line?.split(" ")[1]);
+      };
+      assert.equal(await metric("gpuvisor_proxy_open_tunnels"), 1);
+      assert.ok((await metric("gpuvisor_proxy_upgrades_total")) >= 1);
       // Three times idle_ttl (1s) plus the proxy's linger, quiet: still busy, no stop.
       await sleep(3500);
       assert.equal(await daemon.state("rt"), "busy");
@@ -96,6 +103,7 @@ describe("ws through /upstream and /v1/realtime", () => {
       ws.close();
       await ws.closed;
       await daemon.waitState("rt", "stopped", 15_000);
+      assert.equal(await metric("gpuvisor_proxy_open_tunnels"), 0);
       const stops = states.seen.filter((e) => e.service === "rt" && e.to === "stopping");
       assert.equal(stops.length, 1, JSON.stringify(states.seen));
       assert.ok(stops[0].at >= closedAt, "stopped only after the socket closed");
