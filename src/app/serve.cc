@@ -138,8 +138,8 @@ int run_serve(const ServeOptions& options) {
   raise_fd_limit();
 
   // Proxied connections run on threads of their own (io_threads.h); the rest of the daemon on
-  // this one. Declared first, so gone last: work that the main thread holds when it stops
-  // (an API call a proxy thread waits for) still names their io_contexts as it is destroyed.
+  // this one. Their io_contexts outlive this one (IoThreads keeps them to the process's exit):
+  // work that the main thread holds when it stops still names them as it is destroyed.
   IoThreads threads(IoThreads::count_for(config.daemon.io_threads));
   boost::asio::io_context io;
   std::string cgroup_parent;
