@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -68,8 +69,17 @@ class RawClient {
       received_.append(buf, static_cast<size_t>(n));
     }
   }
-  // Shuts the sending side: the request is all there is (nc -N, an HTTP/1.0 script).
-  void shut_write() { shutdown(fd_, SHUT_WR); }
+  // Sends the request and shuts the sending side with it, in one segment (corked until the
+  // shutdown), as `nc -N` or an HTTP/1.0 script does on a quiet machine: the request is all
+  // there is. Without the cork a loaded machine may deliver the FIN much later, which the
+  // proxy must then take for a client that gave up.
+  bool send_and_shut(const std::string& request) {
+    const int on = 1;
+    setsockopt(fd_, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+    const bool sent = send(request);
+    shutdown(fd_, SHUT_WR);
+    return sent;
+  }
   const std::string& received() const { return received_; }
   std::string take() { return std::exchange(received_, {}); }
   void hang_up() {
@@ -186,8 +196,8 @@ TEST(Proxy, AClientThatShutsItsSideWithItsRequestStillGetsTheWholeAnswer) {
   ASSERT_TRUE(d.start()) << d.stderr_text();
   ASSERT_EQ(0, d.cli({"ensure", "svc"}).exit_code);
   RawClient c(d.url());
-  ASSERT_TRUE(c.send("GET /upstream/svc/stream?n=3&interval_ms=100 HTTP/1.1\r\nHost: x\r\n\r\n"));
-  c.shut_write();
+  ASSERT_TRUE(
+      c.send_and_shut("GET /upstream/svc/stream?n=3&interval_ms=100 HTTP/1.1\r\nHost: x\r\n\r\n"));
   ASSERT_TRUE(c.read_to_end()) << c.received();
   EXPECT_NE(std::string::npos, c.received().find("data: 1 ")) << c.received();
   EXPECT_NE(std::string::npos, c.received().find("Connection: close\r\n")) << c.received();
