@@ -82,9 +82,24 @@ std::optional<std::string> keyword_trap(const json& schema, const Pointer& at) {
 
 // Where a local '$ref' ("#", "#/definitions/x") points, and the schema there; nullopt when it
 // names none (valijson then refuses it itself).
+// valijson skips empty reference tokens ("#/" is the root, "#//a" is "#/a"); so does this, or
+// a cycle through one would pass here and recurse for ever there.
+std::string as_valijson_reads(std::string_view fragment) {
+  if (fragment.empty() || fragment.front() != '/') return std::string(fragment);
+  std::string out;
+  while (!fragment.empty()) {
+    const auto next = fragment.find('/', 1);
+    const std::string_view token = fragment.substr(1, next == fragment.npos ? next : next - 1);
+    if (!token.empty()) (out += '/') += token;
+    if (next == fragment.npos) break;
+    fragment.remove_prefix(next);
+  }
+  return out;
+}
+
 std::optional<std::pair<Pointer, const json*>> resolve(const json& root, const std::string& ref) {
   try {
-    Pointer to(ref.substr(1));
+    Pointer to(as_valijson_reads(std::string_view(ref).substr(1)));
     const json* target = &root.at(to);
     return std::make_pair(std::move(to), target);
   } catch (const json::exception&) {

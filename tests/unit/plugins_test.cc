@@ -149,7 +149,8 @@ TEST(PluginSchema, WhatValijsonWouldFailOnIsRefusedWhenTheSchemaIsChecked) {
 
   // valijson's parser recursed until the stack ran out on a '$ref' that leads back.
   for (const char* cyclic :
-       {R"({"$ref":"#"})", R"({"allOf":[{"$ref":"#"}]})",
+       {R"({"$ref":"#"})", R"({"allOf":[{"$ref":"#"}]})", R"({"allOf":[{"$ref":"#/"}]})",
+        R"({"properties":{"a":{"$ref":"#//properties//a"}}})",
         R"({"properties":{"a":{"$ref":"#/properties/a"}}})",
         R"({"$ref":"#/definitions/x","definitions":{"x":{"$ref":"#/definitions/y"},
                                  "y":{"items":{"$ref":"#/definitions/x"}}}})"}) {
