@@ -11,6 +11,9 @@ namespace http = beast::http;
 
 namespace {
 
+// Fields that describe one hop and are never forwarded (RFC 9110 7.6.1), besides those the
+// Connection field names: the body's framing (Content-Length) among them, which the proxy
+// writes for its own hop.
 bool is_hop_name(http::field name) {
   switch (name) {
     case http::field::connection:
@@ -69,11 +72,6 @@ void append_framing(std::string& out, Framing framing, uint64_t length) {
 }
 
 }  // namespace
-
-bool is_hop_field(const http::fields& fields, std::string_view name) {
-  return is_hop_name(http::string_to_field(name)) ||
-         named_in(fields[http::field::connection], name);
-}
 
 bool wants_upgrade(const http::request_header<>& head) {
   const auto connection = head.find(http::field::connection);

@@ -20,11 +20,6 @@ enum class Framing {
   kClose,    // the body ends when the connection does (HTTP/1.0 servers, Python's http.server)
 };
 
-// Fields that describe one hop and are never forwarded (RFC 9110 7.6.1): Connection and every
-// field it names, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade, and the
-// body's framing (Content-Length), which the proxy writes for its own hop.
-bool is_hop_field(const boost::beast::http::fields& fields, std::string_view name);
-
 // Whether a request asks to switch protocols (a WebSocket handshake): "Connection: upgrade"
 // with an Upgrade field.
 bool wants_upgrade(const boost::beast::http::request_header<>& head);
