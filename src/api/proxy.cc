@@ -1,7 +1,5 @@
 #include "api/proxy.h"
 
-#include <sys/socket.h>
-
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -53,11 +51,6 @@ ModelSearch find_model(std::string_view type, const std::string& body, bool comp
     return {};
   }
   return {parsed["model"].get<std::string>(), false};
-}
-
-bool peer_shut(beast::tcp_stream& stream) {
-  char byte = 0;
-  return recv(stream.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
 }
 
 HttpResponse proxy_error(const RequestHead& head, const Error& error,
@@ -229,7 +222,7 @@ asio::awaitable<bool> Proxy::handle(Incoming& in, const ServiceSpec* service) {
     // that closes during the wait has given up (proxy_exchange.cc, HangupWatch).
     const auto length = in.parser.content_length();
     if (in.parser.is_done() || (length && body.empty() && in.buffer.size() >= *length)) {
-      target->client_shut = peer_shut(in.stream);
+      target->client_shut = peek_client(in.stream.socket()) == 0;
     }
     entered = co_await enter_on_main(r, spec);
   }

@@ -1,7 +1,6 @@
 // One proxied exchange: the request forwarded (its body streamed, or sent whole when it is here
 // already), the response relayed and framed once for the client's hop, or the connection
 // tunnelled after a protocol switch.
-#include <sys/socket.h>
 
 #include <array>
 #include <boost/asio/redirect_error.hpp>
@@ -63,10 +62,7 @@ class HangupWatch {
   HangupWatch& operator=(const HangupWatch&) = delete;
 
   // Looks once, without waiting: has the client already shut its sending side?
-  bool half_closed() const {
-    char byte = 0;
-    return recv(client_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
-  }
+  bool half_closed() const { return peek_client(client_.socket()) == 0; }
   void upstream(tcp::socket* socket) {
     upstream_ = socket;
     if (state_) state_->upstream = socket;
@@ -86,9 +82,7 @@ class HangupWatch {
     client_.socket().async_wait(
         tcp::socket::wait_read, [state = state_, &client = client_](boost::system::error_code e) {
           if (e || !state->active) return;
-          char byte = 0;
-          const ssize_t n =
-              recv(client.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+          const ssize_t n = peek_client(client.socket());
           if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
             state->active = false;
             state->gone = true;

@@ -2,6 +2,8 @@
 // (proxy_exchange.cc). Private to the proxy. Fields say which thread may touch them.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -19,6 +21,13 @@
 #include "core/url.h"
 
 namespace gpuvisor {
+
+// A look at the client's connection that takes nothing and never waits: recv's result for one
+// byte peeked, 0 once the client has shut its sending side (-1 with EAGAIN: nothing yet).
+inline ssize_t peek_client(boost::asio::ip::tcp::socket& client) {
+  char byte = 0;
+  return recv(client.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+}
 
 struct Proxy::Target {
   const ServiceSpec* spec = nullptr;
