@@ -21,6 +21,7 @@
 #include "app/embedded_config.h"
 #include "app/gpu_watch.h"
 #include "config/config_loader.h"
+#include "core/asio_clock.h"
 #include "core/url.h"
 #include "events/event_bus.h"
 #include "gpu/inventory.h"
@@ -164,7 +165,8 @@ int run_serve(const ServeOptions& options) {
   EventBus events;
   Backends backends(io.get_executor(), config, cgroup_parent, *docker_socket, store->dir(), events);
   RuntimeRouter& runtime = backends.router;
-  Supervisor supervisor(io.get_executor(), config, runtime, prober, *store, events);
+  AsioClock clock(io.get_executor());
+  Supervisor supervisor(io.get_executor(), clock, config, runtime, prober, *store, events);
   const auto gpus = open_nvml_inventory(
       config.daemon.nvml_library.empty() ? default_nvml_library() : config.daemon.nvml_library);
   supervisor.set_gpu_inventory(gpus.get(), config.daemon.preempt_busy_lower);

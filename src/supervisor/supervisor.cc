@@ -11,18 +11,19 @@ namespace gpuvisor {
 
 namespace {}  // namespace
 
-Supervisor::Supervisor(boost::asio::any_io_executor executor, const Config& config,
+Supervisor::Supervisor(boost::asio::any_io_executor executor, Clock& clock, const Config& config,
                        Runtime& runtime, Prober& prober, StateStore& store, EventBus& events)
     : executor_(std::move(executor)),
+      clock_(clock),
       config_(config),
       runtime_(runtime),
       prober_(prober),
       store_(store),
       events_(events),
-      placement_timer_(executor_) {
+      placement_timer_(clock.make_timer()) {
   for (const auto& spec : config_.services) {
-    auto unit = std::make_unique<Unit>(executor_, spec);
-    unit->since_unix_ms = unix_ms_now();
+    auto unit = std::make_unique<Unit>(clock_, spec);
+    unit->since_unix_ms = clock_.unix_ms();
     unit->log = std::make_shared<LogTail>(executor_, store_.log_path(spec.name),
                                           config_.daemon.log_ring_lines);
     units_.emplace(spec.name, std::move(unit));
@@ -99,11 +100,11 @@ void Supervisor::set_state(Unit& u, ServiceState state, std::string reason) {
   const ServiceState from = u.state;
   u.state = state;
   u.reason = std::move(reason);
-  u.since_unix_ms = unix_ms_now();
+  u.since_unix_ms = clock_.unix_ms();
   if (state == ServiceState::kReady) {
     arm_idle(u);
   } else {
-    u.idle_timer.cancel();
+    u.idle_timer->cancel();
   }
   const pid_t pid = u.instance && !u.instance->exited() ? u.instance->record().pid : 0;
   spdlog::info("{}: {} -> {} ({})", u.spec.name, to_string(from), to_string(state), u.reason);
@@ -119,22 +120,21 @@ void Supervisor::add_waiter(Unit& u, Millis timeout, Done done) {
   Waiter waiter;
   waiter.id = next_waiter_++;
   waiter.done = std::move(done);
-  waiter.timer = std::make_unique<boost::asio::steady_timer>(executor_, timeout);
-  waiter.timer->async_wait(
-      guarded([this, name = u.spec.name, id = waiter.id, timeout](boost::system::error_code ec) {
-        Unit* unit = find(name);
-        if (ec || unit == nullptr) return;
-        for (auto it = unit->ensure_waiters.begin(); it != unit->ensure_waiters.end(); ++it) {
-          if (it->id != id) continue;
-          std::string message = "'" + name + "' not ready after " + format_duration(timeout) +
-                                " (state " + to_string(unit->state) + ": " + unit->reason + ")";
-          if (!unit->last_probe.empty()) message += "; last health check: " + unit->last_probe;
-          auto waiter_done = std::move(it->done);
-          unit->ensure_waiters.erase(it);
-          waiter_done(make_error(ErrorCode::kTimeout, message));
-          return;
-        }
-      }));
+  waiter.timer = clock_.make_timer();
+  waiter.timer->arm_after(timeout, [this, name = u.spec.name, id = waiter.id, timeout] {
+    Unit* unit = find(name);
+    if (unit == nullptr) return;
+    for (auto it = unit->ensure_waiters.begin(); it != unit->ensure_waiters.end(); ++it) {
+      if (it->id != id) continue;
+      std::string message = "'" + name + "' not ready after " + format_duration(timeout) +
+                            " (state " + to_string(unit->state) + ": " + unit->reason + ")";
+      if (!unit->last_probe.empty()) message += "; last health check: " + unit->last_probe;
+      auto waiter_done = std::move(it->done);
+      unit->ensure_waiters.erase(it);
+      waiter_done(make_error(ErrorCode::kTimeout, message));
+      return;
+    }
+  });
   u.ensure_waiters.push_back(std::move(waiter));
 }
 
@@ -156,26 +156,24 @@ void Supervisor::fail_waiters(Unit& u, const Error& error) {
 }
 
 void Supervisor::cancel_timers(Unit& u) {
-  u.probe_timer.cancel();
-  u.deadline_timer.cancel();
-  u.backoff_timer.cancel();
-  u.idle_timer.cancel();
+  u.probe_timer->cancel();
+  u.deadline_timer->cancel();
+  u.backoff_timer->cancel();
+  u.idle_timer->cancel();
 }
 
 void Supervisor::arm_idle(Unit& u) {
   if (u.spec.idle_ttl.count() <= 0) return;
-  u.idle_timer.expires_after(u.spec.idle_ttl);
-  u.idle_timer.async_wait(
-      guarded([this, name = u.spec.name, generation = u.generation](boost::system::error_code ec) {
-        Unit* unit = current(name, generation);
-        // Busy (a job, a proxied request) cancels the timer; ready again re-arms it.
-        if (ec || unit == nullptr || unit->state != ServiceState::kReady || !unit->instance) {
-          return;
-        }
-        unit->want_running = false;
-        begin_stop(*unit, unit->spec.stop_grace,
-                   "idle for " + format_duration(unit->spec.idle_ttl) + " (idle_ttl)");
-      }));
+  u.idle_timer->arm_after(u.spec.idle_ttl, [this, name = u.spec.name, generation = u.generation] {
+    Unit* unit = current(name, generation);
+    // Busy (a job, a proxied request) cancels the timer; ready again re-arms it.
+    if (unit == nullptr || unit->state != ServiceState::kReady || !unit->instance) {
+      return;
+    }
+    unit->want_running = false;
+    begin_stop(*unit, unit->spec.stop_grace,
+               "idle for " + format_duration(unit->spec.idle_ttl) + " (idle_ttl)");
+  });
 }
 
 void Supervisor::ensure(const std::string& name, Millis timeout, Done done) {
@@ -187,12 +185,10 @@ void Supervisor::ensure(const std::string& name, Millis timeout, Done done) {
     return;
   }
   u->want_running = true;
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = clock_.now();
   u->uses = u->recent_uses(now) + 1;
   u->uses_at = now;
-  u->last_used_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                        std::chrono::system_clock::now().time_since_epoch())
-                        .count();
+  u->last_used_ms = clock_.unix_ms();
   if (u->instance) u->instance->touch();
   if (u->state == ServiceState::kReady) arm_idle(*u);  // a use: the idle time starts over
   switch (u->state) {
@@ -209,7 +205,7 @@ void Supervisor::ensure(const std::string& name, Millis timeout, Done done) {
     case ServiceState::kError:
       add_waiter(*u, timeout, std::move(done));
       u->restarts = 0;  // a person asked: the automatic restart budget starts over
-      u->backoff_timer.cancel();
+      u->backoff_timer->cancel();
       // In error with an instance: its cleanup is running; on_cleaned() starts it.
       if (!u->instance) begin_start(*u, "ensure requested");
       return;
@@ -333,7 +329,7 @@ void Supervisor::shutdown(bool stop_services, std::function<void()> done) {
   };
   for (auto& [name, u] : units_) {
     fail_waiters(*u, make_error(ErrorCode::kUnavailable, "daemon is shutting down"));
-    u->backoff_timer.cancel();
+    u->backoff_timer->cancel();
     if (stop_services && u->instance && !u->instance->record().from_pid_file) {
       ++*remaining;
       stop(name, false, one_done);

@@ -7,7 +7,6 @@
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <deque>
 #include <functional>
@@ -17,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/result.h"
 #include "core/service_spec.h"
 #include "core/service_state.h"
@@ -53,8 +53,9 @@ class Supervisor {
  public:
   using Done = std::function<void(Result<ServiceView>)>;
 
-  Supervisor(boost::asio::any_io_executor executor, const Config& config, Runtime& runtime,
-             Prober& prober, StateStore& store, EventBus& events);
+  // Every wait (probes, start-up deadline, backoff, idle_ttl, VRAM release) is a clock timer.
+  Supervisor(boost::asio::any_io_executor executor, Clock& clock, const Config& config,
+             Runtime& runtime, Prober& prober, StateStore& store, EventBus& events);
   ~Supervisor();
   Supervisor(const Supervisor&) = delete;
   Supervisor& operator=(const Supervisor&) = delete;
@@ -136,7 +137,7 @@ class Supervisor {
                        const std::map<pid_t, std::string>& owners) const;
 
   void begin_stop(Unit& u, Millis grace, const std::string& why);
-  void watch_startup(Unit& u, const std::string& why);
+  void watch_startup(Unit& u);
   void readiness_probe(Unit& u);
   void liveness_probe(Unit& u);
   void on_ready(Unit& u, const std::string& detail);
@@ -156,6 +157,7 @@ class Supervisor {
   auto guarded(F f) const;
 
   boost::asio::any_io_executor executor_;
+  Clock& clock_;
   const Config& config_;
   Runtime& runtime_;
   Prober& prober_;
@@ -167,12 +169,12 @@ class Supervisor {
   GpuInventory* gpus_ = nullptr;
   bool preempt_busy_lower_ = false;
   std::deque<std::pair<std::string, std::string>> placement_queue_;  // name, why
-  boost::asio::steady_timer placement_timer_;
+  std::unique_ptr<Timer> placement_timer_;
   struct Placement {
     std::string name;
     unsigned gpu = 0;
     std::vector<pid_t> gone;  // the victims' processes, which NVML must stop listing
-    std::chrono::steady_clock::time_point deadline;
+    SteadyTime deadline;
     Millis interval{1};
     std::string why;
   };

@@ -68,7 +68,7 @@ void Supervisor::start() {
     // The restart budget goes on where the last daemon left it, unless this instance has
     // already run long enough to have reset it.
     const bool ran_long =
-        unix_ms_now() - record.started_unix_ms >= u->spec.restart_reset_after.count();
+        clock_.unix_ms() - record.started_unix_ms >= u->spec.restart_reset_after.count();
     u->restarts = ran_long ? 0 : record.restarts;
     adopt(*u, *instance, "adopted " + describe(record) + " after daemon restart");
   }
@@ -100,7 +100,7 @@ void Supervisor::adopt(Unit& u, std::shared_ptr<Instance> instance, const std::s
   }
   set_state(u, ServiceState::kUnknown, why);
   // It may have been adopted mid-start: give it the whole startup window to become healthy.
-  watch_startup(u, why);
+  watch_startup(u);
 }
 
 Status Supervisor::save_record(const Unit& u) {
@@ -117,7 +117,7 @@ void Supervisor::note_not_adopted(Unit& u, const Error& why) {
 }
 
 void Supervisor::launch(Unit& u, const std::string& why, std::optional<unsigned> gpu) {
-  u.backoff_timer.cancel();
+  u.backoff_timer->cancel();
   u.gpu.reset();  // an instance adopted below was not placed by us
   const uint64_t generation = ++u.generation;
   if (!u.spec.pid_file.empty()) {
@@ -158,41 +158,36 @@ void Supervisor::launch(Unit& u, const std::string& why, std::optional<unsigned>
     return;
   }
   set_state(u, ServiceState::kStarting, why);
-  watch_startup(u, why);
+  watch_startup(u);
 }
 
-void Supervisor::watch_startup(Unit& u, const std::string& why) {
+void Supervisor::watch_startup(Unit& u) {
   u.liveness_failures = 0;
-  u.started_at = std::chrono::steady_clock::now();
-  u.startup_deadline = std::chrono::steady_clock::now() + u.spec.startup_timeout;
-  u.deadline_timer.expires_at(u.startup_deadline);
-  u.deadline_timer.async_wait(guarded(
-      [this, name = u.spec.name, generation = u.generation, why](boost::system::error_code ec) {
+  u.started_at = clock_.now();
+  u.startup_deadline = u.started_at + u.spec.startup_timeout;
+  u.deadline_timer->arm_at(
+      u.startup_deadline, [this, name = u.spec.name, generation = u.generation] {
         Unit* unit = current(name, generation);
-        if (ec || unit == nullptr) return;
+        if (unit == nullptr) return;
         std::string what =
             "not healthy within startup_timeout " + format_duration(unit->spec.startup_timeout);
         if (!unit->last_probe.empty()) what += " (last health check: " + unit->last_probe + ")";
         on_failure(*unit, what, true);
-      }));
+      });
   readiness_probe(u);
 }
 
 void Supervisor::readiness_probe(Unit& u) {
-  const auto remaining =
-      std::chrono::duration_cast<Millis>(u.startup_deadline - std::chrono::steady_clock::now());
+  const auto remaining = std::chrono::duration_cast<Millis>(u.startup_deadline - clock_.now());
   const Millis timeout = std::clamp(remaining, Millis(1), u.spec.health.timeout);
   if (!u.instance->launched()) {
     u.last_probe = "not started yet";
-    const auto elapsed =
-        std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - u.started_at);
-    u.probe_timer.expires_after(
-        readiness_poll_delay(elapsed, u.spec.health.startup_poll_cap, false));
-    u.probe_timer.async_wait(guarded(
-        [this, name = u.spec.name, generation = u.generation](boost::system::error_code ec) {
-          Unit* again = current(name, generation);
-          if (!ec && again != nullptr) readiness_probe(*again);
-        }));
+    const auto elapsed = std::chrono::duration_cast<Millis>(clock_.now() - u.started_at);
+    u.probe_timer->arm_after(readiness_poll_delay(elapsed, u.spec.health.startup_poll_cap, false),
+                             [this, name = u.spec.name, generation = u.generation] {
+                               Unit* again = current(name, generation);
+                               if (again != nullptr) readiness_probe(*again);
+                             });
     return;
   }
   prober_.check(u.spec.health, timeout,
@@ -204,22 +199,21 @@ void Supervisor::readiness_probe(Unit& u) {
                     return;
                   }
                   unit->last_probe = r.detail;
-                  const auto elapsed = std::chrono::duration_cast<Millis>(
-                      std::chrono::steady_clock::now() - unit->started_at);
-                  unit->probe_timer.expires_after(
-                      readiness_poll_delay(elapsed, unit->spec.health.startup_poll_cap, r.refused));
-                  unit->probe_timer.async_wait(
-                      guarded([this, name, generation](boost::system::error_code ec) {
+                  const auto elapsed =
+                      std::chrono::duration_cast<Millis>(clock_.now() - unit->started_at);
+                  unit->probe_timer->arm_after(
+                      readiness_poll_delay(elapsed, unit->spec.health.startup_poll_cap, r.refused),
+                      [this, name, generation] {
                         Unit* again = current(name, generation);
-                        if (!ec && again != nullptr) readiness_probe(*again);
-                      }));
+                        if (again != nullptr) readiness_probe(*again);
+                      });
                 }));
 }
 
 void Supervisor::on_ready(Unit& u, const std::string& detail) {
-  u.deadline_timer.cancel();
+  u.deadline_timer->cancel();
   u.last_probe.clear();
-  u.ready_at = std::chrono::steady_clock::now();
+  u.ready_at = clock_.now();
   if (!u.adopted) {  // an adopted instance's start-up was not watched from its beginning
     u.reload_seconds = std::chrono::duration<double>(*u.ready_at - u.started_at).count();
   }
@@ -228,42 +222,39 @@ void Supervisor::on_ready(Unit& u, const std::string& detail) {
                                   : "health check passed (" + detail + ")");
   resolve_waiters(u);
   if (!u.spec.health.empty()) {
-    u.probe_timer.expires_after(u.spec.health.interval);
-    u.probe_timer.async_wait(guarded(
-        [this, name = u.spec.name, generation = u.generation](boost::system::error_code ec) {
-          Unit* unit = current(name, generation);
-          if (!ec && unit != nullptr) liveness_probe(*unit);
-        }));
+    u.probe_timer->arm_after(u.spec.health.interval,
+                             [this, name = u.spec.name, generation = u.generation] {
+                               Unit* unit = current(name, generation);
+                               if (unit != nullptr) liveness_probe(*unit);
+                             });
   }
 }
 
 void Supervisor::liveness_probe(Unit& u) {
   u.instance->refresh();
-  prober_.check(u.spec.health, u.spec.health.timeout,
-                guarded([this, name = u.spec.name, generation = u.generation](ProbeResult r) {
-                  Unit* unit = current(name, generation);
-                  if (unit == nullptr) return;
-                  if (r.ok) {
-                    unit->liveness_failures = 0;
-                    unit->last_probe.clear();
-                  } else {
-                    unit->last_probe = r.detail;
-                    if (++unit->liveness_failures >= unit->spec.health.failure_threshold) {
-                      on_failure(*unit,
-                                 "liveness check failed " +
-                                     std::to_string(unit->liveness_failures) + " times in a row (" +
-                                     r.detail + ")",
-                                 true);
-                      return;
-                    }
-                  }
-                  unit->probe_timer.expires_after(unit->spec.health.interval);
-                  unit->probe_timer.async_wait(
-                      guarded([this, name, generation](boost::system::error_code ec) {
-                        Unit* again = current(name, generation);
-                        if (!ec && again != nullptr) liveness_probe(*again);
-                      }));
-                }));
+  prober_.check(
+      u.spec.health, u.spec.health.timeout,
+      guarded([this, name = u.spec.name, generation = u.generation](ProbeResult r) {
+        Unit* unit = current(name, generation);
+        if (unit == nullptr) return;
+        if (r.ok) {
+          unit->liveness_failures = 0;
+          unit->last_probe.clear();
+        } else {
+          unit->last_probe = r.detail;
+          if (++unit->liveness_failures >= unit->spec.health.failure_threshold) {
+            on_failure(*unit,
+                       "liveness check failed " + std::to_string(unit->liveness_failures) +
+                           " times in a row (" + r.detail + ")",
+                       true);
+            return;
+          }
+        }
+        unit->probe_timer->arm_after(unit->spec.health.interval, [this, name, generation] {
+          Unit* again = current(name, generation);
+          if (again != nullptr) liveness_probe(*again);
+        });
+      }));
 }
 
 void Supervisor::on_exit(const std::string& name, uint64_t generation, const ExitInfo& info) {
@@ -292,7 +283,7 @@ void Supervisor::on_failure(Unit& u, const std::string& what, bool failed) {
   const uint64_t generation = ++u.generation;
   u.busy_holds = 0;  // the work on it is lost; its releases must not make the next one ready
   cancel_timers(u);
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = clock_.now();
   if (u.ready_at && now - *u.ready_at >= u.spec.restart_reset_after) u.restarts = 0;
   u.ready_at.reset();
 
@@ -338,14 +329,13 @@ void Supervisor::on_cleaned(const std::string& name, uint64_t generation) {
     return;
   }
   if (!u->restart_delay) return;
-  u->backoff_timer.expires_after(*u->restart_delay);
-  u->backoff_timer.async_wait(guarded([this, name, generation](boost::system::error_code ec) {
+  u->backoff_timer->arm_after(*u->restart_delay, [this, name, generation] {
     Unit* unit = current(name, generation);
-    if (ec || unit == nullptr || !unit->want_running) return;
+    if (unit == nullptr || !unit->want_running) return;
     unit->restart_delay.reset();
     begin_start(*unit, "restart " + std::to_string(unit->restarts) + " of " +
                            std::to_string(unit->spec.restart_limit) + " after failure");
-  }));
+  });
 }
 
 }  // namespace gpuvisor

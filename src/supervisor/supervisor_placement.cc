@@ -102,7 +102,7 @@ PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot,
     s.sleeps = u->spec.runtime == RuntimeKind::kExternal;
     s.unevictable = s.sleeps && u->spec.external.sleep.empty();
     s.starting_for_request = u->state == ServiceState::kStarting && !u->ensure_waiters.empty();
-    s.recent_uses = u->recent_uses(std::chrono::steady_clock::now());
+    s.recent_uses = u->recent_uses(clock_.now());
     s.reload_seconds = u->reload_seconds;
     s.gpu = u->gpu;
     if (const auto h = held.find(name); h != held.end()) {
@@ -190,13 +190,12 @@ void Supervisor::place_next() {
       }
     }
     set_state(*u, ServiceState::kStarting, "waiting for GPU memory: " + plan.reason);
-    placement_ = Placement{
-        name,
-        plan.gpu,
-        std::move(gone),
-        std::chrono::steady_clock::now() + longest_grace + config_.daemon.vram_release_timeout,
-        kFirstMemoryPoll,
-        why + "; " + plan.reason};
+    placement_ = Placement{name,
+                           plan.gpu,
+                           std::move(gone),
+                           clock_.now() + longest_grace + config_.daemon.vram_release_timeout,
+                           kFirstMemoryPoll,
+                           why + "; " + plan.reason};
     await_memory();
   }
 }
@@ -229,7 +228,7 @@ void Supervisor::await_memory() {
       return;
     }
   }
-  if (std::chrono::steady_clock::now() >= p.deadline) {
+  if (clock_.now() >= p.deadline) {
     const std::string what = "GPU " + std::to_string(p.gpu) +
                              " memory was not freed in time after evicting for " + p.name +
                              (snapshot ? "" : " (" + snapshot.error().message + ")");
@@ -240,18 +239,17 @@ void Supervisor::await_memory() {
     place_next();
     return;
   }
-  placement_timer_.expires_after(p.interval);
+  placement_timer_->arm_after(p.interval, [this] {
+    if (placement_) await_memory();
+  });
   p.interval = std::min(p.interval * 2, kMaxMemoryPoll);
-  placement_timer_.async_wait(guarded([this](boost::system::error_code ec) {
-    if (!ec && placement_) await_memory();
-  }));
 }
 
 void Supervisor::victim_stopped() {
   // The moment a victim is gone is the moment to look again, not the next poll.
   if (!placement_) return;
   placement_->interval = kFirstMemoryPoll;
-  placement_timer_.cancel();
+  placement_timer_->cancel();
   await_memory();
 }
 

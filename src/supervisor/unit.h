@@ -1,7 +1,6 @@
 // Supervisor's private per-service record. Only supervisor*.cc include this.
 #pragma once
 
-#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cmath>
 #include <list>
@@ -16,16 +15,16 @@ namespace gpuvisor {
 struct Supervisor::Waiter {
   uint64_t id = 0;
   Done done;
-  std::unique_ptr<boost::asio::steady_timer> timer;
+  std::unique_ptr<Timer> timer;
 };
 
 struct Supervisor::Unit {
-  Unit(boost::asio::any_io_executor executor, const ServiceSpec& s)
+  Unit(Clock& clock, const ServiceSpec& s)
       : spec(s),
-        probe_timer(executor),
-        deadline_timer(executor),
-        backoff_timer(executor),
-        idle_timer(executor) {}
+        probe_timer(clock.make_timer()),
+        deadline_timer(clock.make_timer()),
+        backoff_timer(clock.make_timer()),
+        idle_timer(clock.make_timer()) {}
 
   const ServiceSpec& spec;
   ServiceState state = ServiceState::kStopped;
@@ -45,9 +44,9 @@ struct Supervisor::Unit {
   int keep_for_phase = 0;       // > 0 while a phase it belongs to is being ensured
   // Use, for the planner: ensures counted with a half-life, and its last start-up time.
   double uses = 0;
-  std::chrono::steady_clock::time_point uses_at;
+  SteadyTime uses_at;
   double reload_seconds = 0;
-  double recent_uses(std::chrono::steady_clock::time_point now) const {
+  double recent_uses(SteadyTime now) const {
     return uses *
            std::exp2(-std::chrono::duration<double>(now - uses_at).count() / kUseHalfLifeSeconds);
   }
@@ -56,17 +55,17 @@ struct Supervisor::Unit {
   int busy_holds = 0;  // acquires not yet released
   int restarts = 0;
   std::optional<Millis> restart_delay;  // decided at a failure, applied once it is cleaned up
-  std::optional<std::chrono::steady_clock::time_point> ready_at;
+  std::optional<SteadyTime> ready_at;
   std::string last_exit;
   std::string last_probe;
 
-  std::chrono::steady_clock::time_point startup_deadline;
-  std::chrono::steady_clock::time_point started_at;  // of the current readiness watch
+  SteadyTime startup_deadline;
+  SteadyTime started_at;  // of the current readiness watch
   int liveness_failures = 0;
-  boost::asio::steady_timer probe_timer;
-  boost::asio::steady_timer deadline_timer;
-  boost::asio::steady_timer backoff_timer;
-  boost::asio::steady_timer idle_timer;  // idle_ttl: armed while ready, restarted by any use
+  std::unique_ptr<Timer> probe_timer;
+  std::unique_ptr<Timer> deadline_timer;
+  std::unique_ptr<Timer> backoff_timer;
+  std::unique_ptr<Timer> idle_timer;  // idle_ttl: armed while ready, restarted by any use
 
   std::list<Waiter> ensure_waiters;
   std::vector<Done> stop_waiters;

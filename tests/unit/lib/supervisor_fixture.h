@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <optional>
 
+#include "core/asio_clock.h"
 #include "fakes.h"
 #include "supervisor/supervisor.h"
 
@@ -57,8 +58,9 @@ class SupervisorTest : public ::testing::Test {
       auto opened = StateStore::open(state_dir_);
       EXPECT_TRUE(opened.ok());
       store_.emplace(std::move(*opened));
-      supervisor_ = std::make_unique<Supervisor>(io_.get_executor(), config_, runtime_, prober_,
-                                                 *store_, events_);
+      Clock& clock = fake_clock_ ? static_cast<Clock&>(*fake_clock_) : asio_clock_;
+      supervisor_ = std::make_unique<Supervisor>(io_.get_executor(), clock, config_, runtime_,
+                                                 prober_, *store_, events_);
       supervisor_->start();
     }
     return *supervisor_;
@@ -79,6 +81,25 @@ class SupervisorTest : public ::testing::Test {
     sup().stop(name, force, [slot](Result<ServiceView> r) { *slot = std::move(r); });
     return slot;
   }
+  // Time stands still for the supervisor until advance(): call before the first sup().
+  void use_fake_clock() { fake_clock_.emplace(); }
+  // Moves the fake time on, then runs what that set off (probes, exits, callbacks) until the
+  // loop is idle: the state an instant after `by`, with no real waiting.
+  // Steps from one due timer to the next, running the loop between them, so that a probe's
+  // answer is seen before the next timer fires, as it would be in real time.
+  void advance(Millis by) {
+    const SteadyTime target = fake_clock_->now() + by;
+    for (;;) {
+      io_.restart();
+      io_.poll();
+      const auto next = fake_clock_->next_deadline();
+      if (!next || *next > target) break;
+      fake_clock_->advance(std::chrono::duration_cast<Millis>(*next - fake_clock_->now()));
+    }
+    fake_clock_->advance(std::chrono::duration_cast<Millis>(target - fake_clock_->now()));
+    io_.restart();
+    io_.poll();
+  }
   bool wait(const std::shared_ptr<std::optional<Result<ServiceView>>>& slot) {
     return run_until(io_, [&] { return slot->has_value(); });
   }
@@ -96,6 +117,8 @@ class SupervisorTest : public ::testing::Test {
   }
 
   boost::asio::io_context io_;
+  AsioClock asio_clock_{io_.get_executor()};
+  std::optional<FakeClock> fake_clock_;
   Config config_;
   FakeRuntime runtime_{io_};
   FakeProber prober_{io_};
