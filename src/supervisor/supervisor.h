@@ -1,9 +1,9 @@
 // The one owner of all service state (DESIGN.md). Every method runs on the daemon's strand;
 // completions come back through callbacks posted to it, never from inside the call.
 //
-// Each asynchronous step (a probe, an exit, a stop, a backoff) carries the service's generation
-// when it was started. ensure, stop and every failure bump the generation, so a completion that
-// arrives after a newer operation changes nothing (STYLE.md practice 5).
+// The rules of each service's lifecycle are a pure reducer (supervisor/lifecycle.h); this class
+// interprets it: it feeds it inputs (calls, exits, probe results, timers) and carries out its
+// effects through Runtime, Prober, Clock and EventBus. Placement across services lives here too.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -25,6 +25,7 @@
 #include "planner/planner.h"
 #include "runtime/log_tail.h"
 #include "runtime/runtime.h"
+#include "supervisor/lifecycle.h"
 #include "supervisor/probe.h"
 #include "supervisor/state_store.h"
 
@@ -111,17 +112,17 @@ class Supervisor {
   struct Waiter;
 
   Unit* find(const std::string& name) const;
-  // The unit, only if no newer operation has happened since generation.
-  Unit* current(const std::string& name, uint64_t generation) const;
   Error not_found(const std::string& name) const;
   ServiceView view(const Unit& u) const;
 
-  void set_state(Unit& u, ServiceState state, std::string reason);
-  void add_waiter(Unit& u, Millis timeout, Done done);
-  void resolve_waiters(Unit& u);
-  void fail_waiters(Unit& u, const Error& error);
-  void cancel_timers(Unit& u);
-  void arm_idle(Unit& u);  // stops u after spec.idle_ttl of being ready and unused
+  // The interpreter (supervisor_effects.cc): steps u's reducer and carries out its effects.
+  void apply(Unit& u, const lifecycle::Input& in);
+  void perform(Unit& u, const lifecycle::Effect& effect);
+  void probe(Unit& u, const lifecycle::effect::Probe& p);
+  void drop_instance(Unit& u, const std::string& after);
+  void note(Unit& u, const lifecycle::effect::Note& n);
+  void finish_waiters(Unit& u, const std::vector<lifecycle::WaiterId>& ids,
+                      const Result<ServiceView>& result);
 
   // Starts u: through the planner (evicting what must go, waiting for the VRAM) when there is
   // a GPU inventory and u declares vram_mb; directly otherwise.
@@ -136,21 +137,13 @@ class Supervisor {
   PlanInput plan_input(const GpuSnapshot& snapshot,
                        const std::map<pid_t, std::string>& owners) const;
 
-  void begin_stop(Unit& u, Millis grace, const std::string& why);
-  void watch_startup(Unit& u);
-  void readiness_probe(Unit& u);
-  void liveness_probe(Unit& u);
-  void on_ready(Unit& u, const std::string& detail);
-  void on_exit(const std::string& name, uint64_t generation, const ExitInfo& info);
-  void on_failure(Unit& u, const std::string& what, bool failed);
-  void on_cleaned(const std::string& name, uint64_t generation);
-  void on_stopped(const std::string& name, uint64_t generation, const StopOutcome& outcome);
-  void adopt(Unit& u, std::shared_ptr<Instance> instance, const std::string& why);
+  void adopt(Unit& u, std::shared_ptr<Instance> instance, const std::string& why,
+             std::optional<int> restarts = std::nullopt);
   // A pid_file that exists but names nothing adoptable (stale, reused PID) is worth a line.
   void note_not_adopted(Unit& u, const Error& why);
   // The instance's record with the unit's restart count, so that a restarted daemon keeps it.
   Status save_record(const Unit& u);
-  ExitCallback exit_handler(const Unit& u, uint64_t generation);
+  ExitCallback exit_handler(const Unit& u);
 
   // Wraps a callback so it does nothing once the supervisor is gone.
   template <typename F>

@@ -44,7 +44,7 @@ void Supervisor::begin_start(Unit& u, const std::string& why) {
   const auto queued = std::find_if(placement_queue_.begin(), placement_queue_.end(),
                                    [&](const auto& q) { return q.first == u.spec.name; });
   if (queued == placement_queue_.end()) placement_queue_.emplace_back(u.spec.name, why);
-  set_state(u, ServiceState::kStarting, why + "; waiting for its turn to be placed on a GPU");
+  apply(u, lifecycle::input::Queued{why});
   if (!placement_) place_next();
 }
 
@@ -94,16 +94,16 @@ PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot,
     s.priority = u->spec.priority;
     s.need_bytes =
         std::max(static_cast<uint64_t>(std::max(0LL, u->spec.vram_mb)) * kMiB, u->measured_bytes);
-    s.running = u->instance != nullptr && holds_memory(u->state);
-    s.busy = u->state == ServiceState::kBusy;
+    s.running = u->instance != nullptr && holds_memory(u->life.state);
+    s.busy = u->life.state == ServiceState::kBusy;
     s.last_used_ms = u->last_used_ms;
     s.pinned_gpu = u->spec.gpu;
     s.keep = u->keep_for_phase > 0;
     s.sleeps = u->spec.runtime == RuntimeKind::kExternal;
     s.unevictable = s.sleeps && u->spec.external.sleep.empty();
-    s.starting_for_request = u->state == ServiceState::kStarting && !u->ensure_waiters.empty();
+    s.starting_for_request = u->life.state == ServiceState::kStarting && !u->waiters.empty();
     s.recent_uses = u->recent_uses(clock_.now());
-    s.reload_seconds = u->reload_seconds;
+    s.reload_seconds = u->life.reload_seconds;
     s.gpu = u->gpu;
     if (const auto h = held.find(name); h != held.end()) {
       // Where it really holds memory wins over where it was put (adopted ones were not).
@@ -145,7 +145,7 @@ void Supervisor::place_next() {
     placement_queue_.pop_front();
     Unit* u = find(name);
     // Stopped, or already started by someone else, since it queued: nothing to place.
-    if (u == nullptr || !u->want_running || u->instance || shutting_down_) continue;
+    if (u == nullptr || !u->life.want_running || u->instance || shutting_down_) continue;
     auto snapshot = gpus_->snapshot();
     if (!snapshot) {
       // VRAM unknown right now: start it as if there were no inventory, and say so.
@@ -163,9 +163,7 @@ void Supervisor::place_next() {
                      {"evict", plan.evict},
                      {"reason", plan.reason}});
     if (!plan.ok) {
-      u->want_running = false;
-      set_state(*u, ServiceState::kError, plan.reason);
-      fail_waiters(*u, make_error(ErrorCode::kConflict, plan.reason));
+      apply(*u, lifecycle::input::PlacementFailed{make_error(ErrorCode::kConflict, plan.reason)});
       continue;
     }
     if (plan.evict.empty()) {
@@ -182,14 +180,9 @@ void Supervisor::place_next() {
         if (owner == victim) gone.push_back(pid);
       }
       longest_grace = std::max(longest_grace, v->spec.stop_grace);
-      v->want_running = false;
-      v->evicted_for = name;
-      fail_waiters(*v, make_error(ErrorCode::kConflict, "evicted to make room for " + name));
-      if (v->state != ServiceState::kStopping) {
-        begin_stop(*v, v->spec.stop_grace, "evicted to make room for " + name);
-      }
+      apply(*v, lifecycle::input::Evict{name});
     }
-    set_state(*u, ServiceState::kStarting, "waiting for GPU memory: " + plan.reason);
+    apply(*u, lifecycle::input::AwaitingMemory{plan.reason});
     placement_ = Placement{name,
                            plan.gpu,
                            std::move(gone),
@@ -203,7 +196,7 @@ void Supervisor::place_next() {
 void Supervisor::await_memory() {
   Placement& p = *placement_;
   Unit* u = find(p.name);
-  if (u == nullptr || !u->want_running || shutting_down_) {
+  if (u == nullptr || !u->life.want_running || shutting_down_) {
     placement_.reset();
     place_next();
     return;
@@ -233,9 +226,7 @@ void Supervisor::await_memory() {
                              " memory was not freed in time after evicting for " + p.name +
                              (snapshot ? "" : " (" + snapshot.error().message + ")");
     placement_.reset();
-    u->want_running = false;
-    set_state(*u, ServiceState::kError, what);
-    fail_waiters(*u, make_error(ErrorCode::kTimeout, what));
+    apply(*u, lifecycle::input::PlacementFailed{make_error(ErrorCode::kTimeout, what)});
     place_next();
     return;
   }
