@@ -19,11 +19,6 @@ constexpr Millis kMaxMemoryPoll{4};
 
 constexpr uint64_t kMiB = 1ULL << 20;
 
-bool holds_memory(ServiceState s) {
-  return s == ServiceState::kStarting || s == ServiceState::kReady || s == ServiceState::kBusy ||
-         s == ServiceState::kUnknown || s == ServiceState::kStopping;
-}
-
 }  // namespace
 
 void Supervisor::set_gpu_inventory(GpuInventory* inventory, bool preempt_busy_lower) {
@@ -94,7 +89,7 @@ PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot,
     s.priority = u->spec.priority;
     s.need_bytes =
         std::max(static_cast<uint64_t>(std::max(0LL, u->spec.vram_mb)) * kMiB, u->measured_bytes);
-    s.running = u->instance != nullptr && holds_memory(u->life.state);
+    s.running = u->instance != nullptr && holds_vram(u->life.state);
     s.busy = u->life.state == ServiceState::kBusy;
     s.last_used_ms = u->last_used_ms;
     s.pinned_gpu = u->spec.gpu;
@@ -134,9 +129,7 @@ Result<Plan> Supervisor::plan(const std::string& name) {
   }
   auto snapshot = gpus_->snapshot();
   if (!snapshot) return snapshot.error();
-  const auto owners = owned_pids();
-  observe(*snapshot, owners);
-  return plan_ensure(plan_input(*snapshot, owners), name);
+  return plan_ensure(plan_input(*snapshot, owned_pids()), name);
 }
 
 void Supervisor::place_next() {

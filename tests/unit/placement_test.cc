@@ -56,6 +56,20 @@ TEST_F(PlacementTest, MemoryThatNeverComesBackFailsTheEnsureInTime) {
   EXPECT_EQ(std::vector<std::string>{"llm"}, runtime_.started);  // tts was never started
 }
 
+// A failed service whose cleanup is still running holds its memory: the planner counts it,
+// and may evict it, rather than call its process external.
+TEST_F(PlacementTest, AFailedServiceStillBeingCleanedUpIsEvictableAndNamed) {
+  ASSERT_TRUE(wait(ensure("llm")));
+  runtime_.instances["llm"]->hold_stop = true;
+  runtime_.instances["llm"]->exit(1);
+  ASSERT_TRUE(wait_state("llm", ServiceState::kError));
+  inventory_.next = gpu_with({pid_of("llm")});
+  const auto plan = sup().plan("tts");
+  ASSERT_TRUE(plan.ok()) << plan.error().message;
+  EXPECT_TRUE(plan->ok) << plan->reason;
+  EXPECT_EQ(std::vector<std::string>{"llm"}, plan->evict);
+}
+
 TEST_F(PlacementTest, TheStartWaitsUntilNvmlShowsTheMemoryFree) {
   ASSERT_TRUE(wait(ensure("llm")));
   inventory_.next = gpu_with({pid_of("llm")});
