@@ -13,15 +13,17 @@ namespace {
 
 using gpuvisor::Error;
 
-// The parameter lists of src/api/routes.cc, and none: an unknown name is an error naming it.
+// The parameter lists of the route table (Api::add_routes), and none: an unknown name is an
+// error naming it.
 const std::vector<std::vector<std::string>> kAllowed = {
     {},
     {"timeout"},
     {"force"},
     {"since", "types"},
     {"n", "follow"},
-    {"timeout", "force", "n", "follow", "since", "category", "mode", "configured", "location",
-     "state", "plugin", "limit", "types"},
+    {"timeout", "force", "n", "follow", "since"},
+    {"category", "mode", "location", "configured"},
+    {"state", "plugin", "limit"},
 };
 
 // Every refusal says what is wrong. (The reply it becomes replaces what is not UTF-8, see

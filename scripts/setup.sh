@@ -6,6 +6,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libboost-dev nlohmann-json3-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
   libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev libvalijson-dev
+  libre2-dev  # plugin schemas' 'pattern' in linear time (src/plugins/re2_pattern.h)
   curl procps
   docker.io busybox-static
   clang-format cppcheck

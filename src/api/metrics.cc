@@ -52,11 +52,134 @@ class Writer {
     sample(name + "_sum", labels, sum);
     sample(name + "_count", labels, static_cast<double>(count));
   }
+  // A family with one sample per item: labels(item) and value(item).
+  template <typename Items, typename Labels, typename Value>
+  void each(const char* name, const char* type, const char* help, const Items& items,
+            const Labels& labels, const Value& value) {
+    family(name, type, help);
+    for (const auto& item : items) sample(name, labels(item), static_cast<double>(value(item)));
+  }
   std::string take() { return std::move(out_); }
 
  private:
   std::string out_;
 };
+
+std::string service_label(std::string_view service) {
+  return fmt::format("service=\"{}\"", esc(service));
+}
+
+void render_services(Writer& w, const std::vector<ServiceView>& services) {
+  w.family("gpuvisor_service_state", "gauge",
+           "1 for the state each service is in, 0 for the others");
+  for (const auto& s : services) {
+    for (const auto state : kStates) {
+      w.sample("gpuvisor_service_state",
+               fmt::format("service=\"{}\",state=\"{}\"", esc(s.spec->name), to_string(state)),
+               s.state == state ? 1 : 0);
+    }
+  }
+  const auto service = [](const ServiceView& s) { return service_label(s.spec->name); };
+  w.each("gpuvisor_service_priority", "gauge", "Each service's configured priority", services,
+         service, [](const ServiceView& s) { return s.spec->priority; });
+  w.each("gpuvisor_service_vram_bytes", "gauge",
+         "The most GPU memory each service was seen holding (NVML)", services, service,
+         [](const ServiceView& s) { return s.measured_vram_bytes; });
+  w.each("gpuvisor_service_restarts", "gauge", "Automatic restarts in a row, per service", services,
+         service, [](const ServiceView& s) { return s.restarts; });
+}
+
+void render_gpus(Writer& w, const GpuSnapshot& gpus, const std::map<pid_t, std::string>& owners) {
+  std::map<unsigned, std::pair<uint64_t, uint64_t>> split;  // ours, external
+  std::map<std::pair<unsigned, std::string>, uint64_t> per_service;
+  for (const auto& p : gpus.processes) {
+    const uint64_t bytes = p.used_bytes.value_or(0);
+    const auto owner = owners.find(p.pid);
+    if (owner == owners.end()) {
+      split[p.gpu].second += bytes;
+    } else {
+      split[p.gpu].first += bytes;
+      per_service[{p.gpu, owner->second}] += bytes;
+    }
+  }
+  w.each(
+      "gpuvisor_gpu_memory_total_bytes", "gauge", "Each GPU's memory", gpus.devices,
+      [](const GpuDevice& d) {
+        return fmt::format("gpu=\"{}\",uuid=\"{}\",name=\"{}\"", d.index, esc(d.uuid), esc(d.name));
+      },
+      [](const GpuDevice& d) { return d.total_bytes; });
+  w.each(
+      "gpuvisor_gpu_memory_used_bytes", "gauge", "Each GPU's memory in use, as NVML says",
+      gpus.devices, [](const GpuDevice& d) { return fmt::format("gpu=\"{}\"", d.index); },
+      [](const GpuDevice& d) { return d.used_bytes; });
+  w.family("gpuvisor_gpu_memory_process_bytes", "gauge",
+           "GPU memory held by processes, gpuvisor's own (owner=\"gpuvisor\") or not "
+           "(owner=\"external\")");
+  for (const auto& d : gpus.devices) {
+    const auto held = split[d.index];
+    w.sample("gpuvisor_gpu_memory_process_bytes",
+             fmt::format("gpu=\"{}\",owner=\"gpuvisor\"", d.index),
+             static_cast<double>(held.first));
+    w.sample("gpuvisor_gpu_memory_process_bytes",
+             fmt::format("gpu=\"{}\",owner=\"external\"", d.index),
+             static_cast<double>(held.second));
+  }
+  w.each(
+      "gpuvisor_service_gpu_memory_bytes", "gauge",
+      "GPU memory each service (or worker) holds now, per GPU", per_service,
+      [](const auto& kv) {
+        return fmt::format("gpu=\"{}\",service=\"{}\"", kv.first.first, esc(kv.first.second));
+      },
+      [](const auto& kv) { return kv.second; });
+}
+
+void render_proxy(Writer& w, const std::map<std::string, ProxyCounts>& proxy) {
+  const auto service = [](const auto& kv) { return service_label(kv.first); };
+  w.each("gpuvisor_proxy_requests_total", "counter", "Requests the proxy took, per service", proxy,
+         service, [](const auto& kv) { return kv.second.requests; });
+  w.family("gpuvisor_proxy_responses_total", "counter",
+           "Responses the proxy sent, per service and status code");
+  for (const auto& [name, st] : proxy) {
+    for (const auto& [code, n] : st.responses) {
+      w.sample("gpuvisor_proxy_responses_total",
+               fmt::format("service=\"{}\",code=\"{}\"", esc(name), code), static_cast<double>(n));
+    }
+  }
+  w.each("gpuvisor_proxy_errors_total", "counter",
+         "Requests gpuvisor answered itself with an error (not started, no answer, full)", proxy,
+         service, [](const auto& kv) { return kv.second.errors; });
+  w.each("gpuvisor_proxy_client_disconnects_total", "counter",
+         "Clients that left before their response ended", proxy, service,
+         [](const auto& kv) { return kv.second.client_gone; });
+  w.each("gpuvisor_proxy_upgrades_total", "counter",
+         "Connections the service switched to another protocol (WebSockets), per service", proxy,
+         service, [](const auto& kv) { return kv.second.upgrades; });
+  w.each("gpuvisor_proxy_open_tunnels", "gauge",
+         "Upgraded connections (WebSockets) open now, per service", proxy, service,
+         [](const auto& kv) { return kv.second.open_tunnels; });
+  w.family("gpuvisor_proxy_response_head_seconds", "histogram",
+           "Time from forwarding a request to the service's response head");
+  for (const auto& [name, st] : proxy) {
+    w.histogram("gpuvisor_proxy_response_head_seconds", service_label(name), ProxyCounts::kBuckets,
+                st.latency_counts, st.latency_count, st.latency_sum);
+  }
+}
+
+void render_jobs_and_workers(Writer& w, const Metrics::Scrape& now) {
+  w.each(
+      "gpuvisor_jobs", "gauge", "Jobs in the job store, by state", now.jobs,
+      [](const auto& kv) { return fmt::format("state=\"{}\"", kv.first); },
+      [](const auto& kv) { return kv.second; });
+  std::map<std::pair<std::string, std::string>, int> workers;
+  for (const WorkerInfo* wi : now.workers) ++workers[{wi->plugin, wi->status}];
+  w.each(
+      "gpuvisor_workers", "gauge", "Registered workers, by plugin and status", workers,
+      [](const auto& kv) {
+        return fmt::format("plugin=\"{}\",status=\"{}\"", esc(kv.first.first),
+                           esc(kv.first.second));
+      },
+      [](const auto& kv) { return kv.second; });
+}
 
 }  // namespace
 
@@ -105,155 +228,29 @@ void Metrics::on_event(const Event& e) {
 
 std::string Metrics::render(const Scrape& now) const {
   Writer w;
-  w.family("gpuvisor_service_state", "gauge",
-           "1 for the state each service is in, 0 for the others");
-  for (const auto& s : now.services) {
-    for (const auto state : kStates) {
-      w.sample("gpuvisor_service_state",
-               fmt::format("service=\"{}\",state=\"{}\"", esc(s.spec->name), to_string(state)),
-               s.state == state ? 1 : 0);
-    }
-  }
-  w.family("gpuvisor_service_priority", "gauge", "Each service's configured priority");
-  for (const auto& s : now.services) {
-    w.sample("gpuvisor_service_priority", fmt::format("service=\"{}\"", esc(s.spec->name)),
-             s.spec->priority);
-  }
-  w.family("gpuvisor_service_vram_bytes", "gauge",
-           "The most GPU memory each service was seen holding (NVML)");
-  for (const auto& s : now.services) {
-    w.sample("gpuvisor_service_vram_bytes", fmt::format("service=\"{}\"", esc(s.spec->name)),
-             static_cast<double>(s.measured_vram_bytes));
-  }
-  w.family("gpuvisor_service_restarts", "gauge", "Automatic restarts in a row, per service");
-  for (const auto& s : now.services) {
-    w.sample("gpuvisor_service_restarts", fmt::format("service=\"{}\"", esc(s.spec->name)),
-             s.restarts);
-  }
+  render_services(w, now.services);
   w.family("gpuvisor_service_start_duration_seconds", "histogram",
            "Time from starting to ready, per service");
   for (const auto& [service, t] : starts_) {
-    w.histogram("gpuvisor_service_start_duration_seconds",
-                fmt::format("service=\"{}\"", esc(service)), kStartBuckets, t.counts, t.count,
-                t.sum);
+    w.histogram("gpuvisor_service_start_duration_seconds", service_label(service), kStartBuckets,
+                t.counts, t.count, t.sum);
   }
-  w.family("gpuvisor_evictions_total", "counter",
-           "Services stopped (or put to sleep) to make room, by victim and by whom it was for");
-  for (const auto& [key, n] : evictions_) {
-    w.sample("gpuvisor_evictions_total",
-             fmt::format("service=\"{}\",for=\"{}\"", esc(key.first), esc(key.second)),
-             static_cast<double>(n));
-  }
-
-  if (now.gpus) {
-    std::map<unsigned, std::pair<uint64_t, uint64_t>> split;  // ours, external
-    std::map<std::pair<unsigned, std::string>, uint64_t> per_service;
-    for (const auto& p : now.gpus->processes) {
-      const uint64_t bytes = p.used_bytes.value_or(0);
-      const auto owner = now.owners.find(p.pid);
-      if (owner == now.owners.end()) {
-        split[p.gpu].second += bytes;
-      } else {
-        split[p.gpu].first += bytes;
-        per_service[{p.gpu, owner->second}] += bytes;
-      }
-    }
-    w.family("gpuvisor_gpu_memory_total_bytes", "gauge", "Each GPU's memory");
-    for (const auto& d : now.gpus->devices) {
-      w.sample("gpuvisor_gpu_memory_total_bytes",
-               fmt::format("gpu=\"{}\",uuid=\"{}\",name=\"{}\"", d.index, esc(d.uuid), esc(d.name)),
-               static_cast<double>(d.total_bytes));
-    }
-    w.family("gpuvisor_gpu_memory_used_bytes", "gauge", "Each GPU's memory in use, as NVML says");
-    for (const auto& d : now.gpus->devices) {
-      w.sample("gpuvisor_gpu_memory_used_bytes", fmt::format("gpu=\"{}\"", d.index),
-               static_cast<double>(d.used_bytes));
-    }
-    w.family("gpuvisor_gpu_memory_process_bytes", "gauge",
-             "GPU memory held by processes, gpuvisor's own (owner=\"gpuvisor\") or not "
-             "(owner=\"external\")");
-    for (const auto& d : now.gpus->devices) {
-      const auto held = split[d.index];
-      w.sample("gpuvisor_gpu_memory_process_bytes",
-               fmt::format("gpu=\"{}\",owner=\"gpuvisor\"", d.index),
-               static_cast<double>(held.first));
-      w.sample("gpuvisor_gpu_memory_process_bytes",
-               fmt::format("gpu=\"{}\",owner=\"external\"", d.index),
-               static_cast<double>(held.second));
-    }
-    w.family("gpuvisor_service_gpu_memory_bytes", "gauge",
-             "GPU memory each service (or worker) holds now, per GPU");
-    for (const auto& [key, bytes] : per_service) {
-      w.sample("gpuvisor_service_gpu_memory_bytes",
-               fmt::format("gpu=\"{}\",service=\"{}\"", key.first, esc(key.second)),
-               static_cast<double>(bytes));
-    }
-  }
-  w.family("gpuvisor_gpu_conflict", "gauge",
-           "1 while processes gpuvisor did not start hold a large share of the GPU");
-  for (const auto& [gpu, on] : conflicts_) {
-    w.sample("gpuvisor_gpu_conflict", fmt::format("gpu=\"{}\"", gpu), on ? 1 : 0);
-  }
-
-  if (!now.proxy.empty()) {
-    w.family("gpuvisor_proxy_requests_total", "counter", "Requests the proxy took, per service");
-    for (const auto& [service, st] : now.proxy) {
-      w.sample("gpuvisor_proxy_requests_total", fmt::format("service=\"{}\"", esc(service)),
-               static_cast<double>(st.requests));
-    }
-    w.family("gpuvisor_proxy_responses_total", "counter",
-             "Responses the proxy sent, per service and status code");
-    for (const auto& [service, st] : now.proxy) {
-      for (const auto& [code, n] : st.responses) {
-        w.sample("gpuvisor_proxy_responses_total",
-                 fmt::format("service=\"{}\",code=\"{}\"", esc(service), code),
-                 static_cast<double>(n));
-      }
-    }
-    w.family("gpuvisor_proxy_errors_total", "counter",
-             "Requests gpuvisor answered itself with an error (not started, no answer, full)");
-    for (const auto& [service, st] : now.proxy) {
-      w.sample("gpuvisor_proxy_errors_total", fmt::format("service=\"{}\"", esc(service)),
-               static_cast<double>(st.errors));
-    }
-    w.family("gpuvisor_proxy_client_disconnects_total", "counter",
-             "Clients that left before their response ended");
-    for (const auto& [service, st] : now.proxy) {
-      w.sample("gpuvisor_proxy_client_disconnects_total",
-               fmt::format("service=\"{}\"", esc(service)), static_cast<double>(st.client_gone));
-    }
-    w.family("gpuvisor_proxy_upgrades_total", "counter",
-             "Connections the service switched to another protocol (WebSockets), per service");
-    for (const auto& [service, st] : now.proxy) {
-      w.sample("gpuvisor_proxy_upgrades_total", fmt::format("service=\"{}\"", esc(service)),
-               static_cast<double>(st.upgrades));
-    }
-    w.family("gpuvisor_proxy_open_tunnels", "gauge",
-             "Upgraded connections (WebSockets) open now, per service");
-    for (const auto& [service, st] : now.proxy) {
-      w.sample("gpuvisor_proxy_open_tunnels", fmt::format("service=\"{}\"", esc(service)),
-               static_cast<double>(st.open_tunnels));
-    }
-    w.family("gpuvisor_proxy_response_head_seconds", "histogram",
-             "Time from forwarding a request to the service's response head");
-    for (const auto& [service, st] : now.proxy) {
-      w.histogram("gpuvisor_proxy_response_head_seconds",
-                  fmt::format("service=\"{}\"", esc(service)), ProxyCounts::kBuckets,
-                  st.latency_counts, st.latency_count, st.latency_sum);
-    }
-  }
-
-  w.family("gpuvisor_jobs", "gauge", "Jobs in the job store, by state");
-  for (const auto& [state, n] : now.jobs) {
-    w.sample("gpuvisor_jobs", fmt::format("state=\"{}\"", state), static_cast<double>(n));
-  }
-  w.family("gpuvisor_workers", "gauge", "Registered workers, by plugin and status");
-  std::map<std::pair<std::string, std::string>, int> workers;
-  for (const WorkerInfo* wi : now.workers) ++workers[{wi->plugin, wi->status}];
-  for (const auto& [key, n] : workers) {
-    w.sample("gpuvisor_workers",
-             fmt::format("plugin=\"{}\",status=\"{}\"", esc(key.first), esc(key.second)), n);
-  }
+  w.each(
+      "gpuvisor_evictions_total", "counter",
+      "Services stopped (or put to sleep) to make room, by victim and by whom it was for",
+      evictions_,
+      [](const auto& kv) {
+        return fmt::format("service=\"{}\",for=\"{}\"", esc(kv.first.first), esc(kv.first.second));
+      },
+      [](const auto& kv) { return kv.second; });
+  if (now.gpus) render_gpus(w, *now.gpus, now.owners);
+  w.each(
+      "gpuvisor_gpu_conflict", "gauge",
+      "1 while processes gpuvisor did not start hold a large share of the GPU", conflicts_,
+      [](const auto& kv) { return fmt::format("gpu=\"{}\"", kv.first); },
+      [](const auto& kv) { return kv.second ? 1 : 0; });
+  if (!now.proxy.empty()) render_proxy(w, now.proxy);
+  render_jobs_and_workers(w, now);
   return w.take();
 }
 

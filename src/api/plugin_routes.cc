@@ -1,6 +1,8 @@
+// The plugin routes of Api (docs/api.md, "Plugins"), and the plugin object they answer with.
 #include "api/plugin_routes.h"
 
 #include "api/responses.h"
+#include "api/routes.h"
 
 namespace gpuvisor {
 
@@ -44,44 +46,19 @@ Result<PluginFilter> filter_from(const RequestParts& parts) {
   return f;
 }
 
-HttpResponse method_not_allowed(const HttpRequest& request, const std::string& allowed) {
-  HttpResponse response =
-      error_response(request, make_error(ErrorCode::kMethodNotAllowed,
-                                         std::string(request.method_string()) +
-                                             " is not allowed here (allowed: " + allowed + ")"));
-  response.set(http::field::allow, allowed);
-  return response;
+// The {id} of a plugin route, refused before it names a file.
+Result<std::string> plugin_id(const RouteMatch& match) {
+  const std::string& id = match.arg("id");
+  if (!valid_plugin_id(id)) {
+    return make_error(
+        ErrorCode::kBadRequest,
+        "invalid plugin id '" + id + "' (letters, digits, '_', '-', '.'; no path separators)");
+  }
+  return id;
 }
 
-HttpResponse config_response(PluginRegistry& plugins, const HttpRequest& request,
-                             const std::string& id) {
-  const auto ok = [&](const json& body) { return json_response(request, http::status::ok, body); };
-  switch (request.method()) {
-    case http::verb::get: {
-      auto config = plugins.config_or_defaults(id);
-      if (!config) return error_response(request, config.error());
-      return ok({{"plugin", id}, {"configured", plugins.configured(id)}, {"config", *config}});
-    }
-    case http::verb::put: {
-      const auto body = json::parse(request.body(), nullptr, false);
-      if (!body.is_object()) {
-        return error_response(request, make_error(ErrorCode::kBadRequest,
-                                                  "the body must be the plugin's config, a JSON "
-                                                  "object"));
-      }
-      auto saved = plugins.set_config(id, body);
-      if (!saved) return error_response(request, saved.error());
-      return ok({{"plugin", id}, {"configured", true}, {"config", *saved}});
-    }
-    case http::verb::delete_: {
-      if (auto deleted = plugins.delete_config(id); !deleted) {
-        return error_response(request, deleted.error());
-      }
-      return ok({{"plugin", id}, {"configured", false}});
-    }
-    default:
-      return method_not_allowed(request, "GET, PUT, DELETE");
-  }
+HttpResponse ok(const HttpRequest& request, const json& body) {
+  return json_response(request, http::status::ok, body);
 }
 
 }  // namespace
@@ -118,44 +95,63 @@ json plugin_json(const PluginRegistry& plugins, const PluginManifest& p,
   return out;
 }
 
-HttpResponse plugin_response(PluginRegistry& plugins, const Supervisor& supervisor,
-                             const HttpRequest& request, const RequestParts& parts) {
-  const auto& seg = parts.segments;  // api v1 plugins ...
-  const bool get = request.method() == http::verb::get;
-  const auto ok = [&](const json& body) { return json_response(request, http::status::ok, body); };
-  if (seg.size() == 3) {
-    if (!get) return method_not_allowed(request, "GET");
-    auto filter = filter_from(parts);
-    if (!filter) return error_response(request, filter.error());
-    json list = json::array();
-    for (const auto* p : plugins.list(*filter))
-      list.push_back(plugin_json(plugins, *p, supervisor));
-    json categories = json::object();
-    for (const auto& [id, name] : plugins.categories()) categories[id] = name;
-    return ok({{"plugins", list}, {"categories", categories}});
+HttpResponse Api::plugins(const Call& call) {
+  auto filter = filter_from(call.match.parts);
+  if (!filter) return error_response(call.request, filter.error());
+  json list = json::array();
+  for (const auto* p : plugins_.list(*filter))
+    list.push_back(plugin_json(plugins_, *p, supervisor_));
+  json categories = json::object();
+  for (const auto& [id, name] : plugins_.categories()) categories[id] = name;
+  return ok(call.request, {{"plugins", list}, {"categories", categories}});
+}
+
+HttpResponse Api::plugin_stats(const Call& call) {
+  return ok(call.request,
+            plugins_.stats([this](const std::string& s) { return running(supervisor_, s); }));
+}
+
+HttpResponse Api::plugin(const Call& call) {
+  const auto id = plugin_id(call.match);
+  if (!id) return error_response(call.request, id.error());
+  const auto* p = plugins_.find(*id);
+  if (p == nullptr) {
+    return error_response(call.request,
+                          make_error(ErrorCode::kNotFound, "no plugin '" + *id + "'"));
   }
-  if (seg.size() == 4 && seg[3] == "stats") {
-    if (!get) return method_not_allowed(request, "GET");
-    return ok(plugins.stats([&](const std::string& s) { return running(supervisor, s); }));
+  return ok(call.request, plugin_json(plugins_, *p, supervisor_));
+}
+
+HttpResponse Api::plugin_config(const Call& call) {
+  const auto id = plugin_id(call.match);
+  if (!id) return error_response(call.request, id.error());
+  auto config = plugins_.config_or_defaults(*id);
+  if (!config) return error_response(call.request, config.error());
+  return ok(call.request,
+            {{"plugin", *id}, {"configured", plugins_.configured(*id)}, {"config", *config}});
+}
+
+HttpResponse Api::put_plugin_config(const Call& call) {
+  const auto id = plugin_id(call.match);
+  if (!id) return error_response(call.request, id.error());
+  const auto body = json::parse(call.request.body(), nullptr, false);
+  if (!body.is_object()) {
+    return error_response(
+        call.request,
+        make_error(ErrorCode::kBadRequest, "the body must be the plugin's config, a JSON object"));
   }
-  const std::string& id = seg[3];
-  if (!valid_plugin_id(id)) {
-    return error_response(request,
-                          make_error(ErrorCode::kBadRequest,
-                                     "invalid plugin id '" + id +
-                                         "' (letters, digits, '_', '-', '.'; no path separators)"));
+  auto saved = plugins_.set_config(*id, body);
+  if (!saved) return error_response(call.request, saved.error());
+  return ok(call.request, {{"plugin", *id}, {"configured", true}, {"config", *saved}});
+}
+
+HttpResponse Api::delete_plugin_config(const Call& call) {
+  const auto id = plugin_id(call.match);
+  if (!id) return error_response(call.request, id.error());
+  if (auto deleted = plugins_.delete_config(*id); !deleted) {
+    return error_response(call.request, deleted.error());
   }
-  if (seg.size() == 4) {
-    if (!get) return method_not_allowed(request, "GET");
-    const auto* p = plugins.find(id);
-    if (p == nullptr) {
-      return error_response(request, make_error(ErrorCode::kNotFound, "no plugin '" + id + "'"));
-    }
-    return ok(plugin_json(plugins, *p, supervisor));
-  }
-  if (seg.size() == 5 && seg[4] == "config") return config_response(plugins, request, id);
-  return error_response(
-      request, make_error(ErrorCode::kNotFound, "no route " + std::string(request.target())));
+  return ok(call.request, {{"plugin", *id}, {"configured", false}});
 }
 
 }  // namespace gpuvisor

@@ -50,17 +50,21 @@ std::optional<std::string> query_param(std::string_view target, std::string_view
   return std::nullopt;
 }
 
-Result<RequestParts> parse_request(std::string_view target, std::string_view body,
-                                   const std::vector<std::string>& allowed) {
-  RequestParts parts;
-  const auto q = target.find('?');
-  std::string_view path = target.substr(0, q);
+std::vector<std::string> split_path(std::string_view path) {
+  std::vector<std::string> segments;
   while (!path.empty()) {
     const auto slash = path.find('/');
-    if (slash != 0) parts.segments.emplace_back(path.substr(0, slash));
+    if (slash != 0) segments.emplace_back(path.substr(0, slash));
     if (slash == std::string_view::npos) break;
     path.remove_prefix(slash + 1);
   }
+  return segments;
+}
+
+Result<std::map<std::string, std::string>> parse_params(std::string_view query,
+                                                        std::string_view body,
+                                                        const std::vector<std::string>& allowed) {
+  std::map<std::string, std::string> params;
   auto accept = [&](const std::string& key, std::string value) -> Status {
     if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
       std::string list;
@@ -68,24 +72,21 @@ Result<RequestParts> parse_request(std::string_view target, std::string_view bod
       return bad("unknown parameter '" + key + "'" +
                  (list.empty() ? " (this route takes none)" : " (allowed: " + list + ")"));
     }
-    parts.params[key] = std::move(value);
+    params[key] = std::move(value);
     return {};
   };
-  if (q != std::string_view::npos) {
-    std::string_view query = target.substr(q + 1);
-    while (!query.empty()) {
-      const auto amp = query.find('&');
-      const std::string_view pair = query.substr(0, amp);
-      const auto eq = pair.find('=');
-      const auto key = percent_decode(pair.substr(0, eq));
-      const auto value = percent_decode(eq == std::string_view::npos ? "" : pair.substr(eq + 1));
-      if (!key || !value) return bad("malformed query string near '" + std::string(pair) + "'");
-      if (!key->empty()) {
-        if (auto ok = accept(*key, *value); !ok) return ok.error();
-      }
-      if (amp == std::string_view::npos) break;
-      query.remove_prefix(amp + 1);
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    const auto eq = pair.find('=');
+    const auto key = percent_decode(pair.substr(0, eq));
+    const auto value = percent_decode(eq == std::string_view::npos ? "" : pair.substr(eq + 1));
+    if (!key || !value) return bad("malformed query string near '" + std::string(pair) + "'");
+    if (!key->empty()) {
+      if (auto ok = accept(*key, *value); !ok) return ok.error();
     }
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
   }
   if (body.find_first_not_of(" \t\r\n") != std::string_view::npos) {
     const auto json = nlohmann::json::parse(body, nullptr, false);
@@ -103,7 +104,16 @@ Result<RequestParts> parse_request(std::string_view target, std::string_view bod
       if (auto ok = accept(key, std::move(text)); !ok) return ok.error();
     }
   }
-  return parts;
+  return params;
+}
+
+Result<RequestParts> parse_request(std::string_view target, std::string_view body,
+                                   const std::vector<std::string>& allowed) {
+  const auto q = target.find('?');
+  const std::string_view query = q == std::string_view::npos ? "" : target.substr(q + 1);
+  auto params = parse_params(query, body, allowed);
+  if (!params) return params.error();
+  return RequestParts{split_path(target.substr(0, q)), std::move(*params)};
 }
 
 Result<bool> bool_param(const RequestParts& parts, const std::string& name, bool fallback) {

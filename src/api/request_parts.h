@@ -19,7 +19,16 @@ struct RequestParts {
   std::map<std::string, std::string> params;  // from the query string and the JSON body
 };
 
-// allowed: the parameter names this route takes; anything else is a 400 naming it.
+// "/api//v1/x/" -> {api, v1, x}: empty segments are skipped, nothing is percent-decoded.
+std::vector<std::string> split_path(std::string_view path);
+
+// The parameters of a query string (what follows the '?') and of a JSON object body, decoded.
+// allowed: the names the route takes; anything else is a 400 naming it and them.
+Result<std::map<std::string, std::string>> parse_params(std::string_view query,
+                                                        std::string_view body,
+                                                        const std::vector<std::string>& allowed);
+
+// split_path and parse_params of one request target and body.
 Result<RequestParts> parse_request(std::string_view target, std::string_view body,
                                    const std::vector<std::string>& allowed);
 

@@ -21,4 +21,10 @@ HttpResponse error_response(const RequestHead& request, const Error& error) {
   return json_response(request, http_status(error.code), error_json(error));
 }
 
+boost::asio::awaitable<bool> reply(boost::beast::tcp_stream& stream, HttpResponse response) {
+  const bool keep = response.keep_alive();
+  const bool written = co_await write_response(stream, response);
+  co_return written&& keep;
+}
+
 }  // namespace gpuvisor

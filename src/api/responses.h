@@ -1,6 +1,7 @@
 // JSON replies, shared by the route handlers.
 #pragma once
 
+#include <boost/asio/awaitable.hpp>
 #include <nlohmann/json.hpp>
 
 #include "api/http_server.h"
@@ -13,5 +14,8 @@ HttpResponse json_response(const RequestHead& request, boost::beast::http::statu
                            const nlohmann::json& body);
 // The error's HTTP status and {"error": {"code", "message", ...}}.
 HttpResponse error_response(const RequestHead& request, const Error& error);
+
+// Writes response; true when the connection may take the next request (written, kept alive).
+boost::asio::awaitable<bool> reply(boost::beast::tcp_stream& stream, HttpResponse response);
 
 }  // namespace gpuvisor

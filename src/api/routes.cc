@@ -11,7 +11,6 @@
 #include "api/dashboard.h"
 #include "api/gpu_views.h"
 #include "api/json_views.h"
-#include "api/plugin_routes.h"
 #include "api/request_parts.h"
 #include "api/responses.h"
 #include "api/sse.h"
@@ -52,20 +51,6 @@ HttpResponse unauthorized(const RequestHead& request) {
   return response;
 }
 
-// 405 for an action route reached with another method.
-HttpResponse post_only(const HttpRequest& request, const std::string& action) {
-  HttpResponse response =
-      error_response(request, make_error(ErrorCode::kMethodNotAllowed, action + " takes POST"));
-  response.set(http::field::allow, "POST");
-  return response;
-}
-
-asio::awaitable<bool> reply(boost::beast::tcp_stream& stream, HttpResponse response) {
-  const bool keep = response.keep_alive();
-  const bool written = co_await write_response(stream, response);
-  co_return written&& keep;
-}
-
 // The id a reconnecting client saw last (Last-Event-ID, or ?since=); 0 when none.
 Result<uint64_t> last_event_id(const HttpRequest& request, const RequestParts& parts) {
   std::string text;
@@ -84,20 +69,11 @@ Result<uint64_t> last_event_id(const HttpRequest& request, const RequestParts& p
   return id;
 }
 
-// g++ 12 miscompiles braced initialiser lists inside coroutines ("array used as initializer"),
-// so every list a coroutine needs is built here, outside one.
-const std::vector<std::string> kAllParams{"timeout",  "force", "n",          "follow",   "since",
-                                          "category", "mode",  "configured", "location", "state",
-                                          "plugin",   "limit", "types"};
-const std::vector<std::string> kStopParams{"force"};
-const std::vector<std::string> kEnsureParams{"timeout"};
-
 nlohmann::json phase_body(int phase, const std::vector<ServiceView>& views) {
   nlohmann::json services = nlohmann::json::array();
   for (const auto& v : views) services.push_back(to_json(v));
   return {{"phase", phase}, {"services", services}};
 }
-const std::vector<std::string> kEventParams{"since", "types"};
 
 // ?types=job.,service.state_changed: exact types, or prefixes ending in '.'; empty: all.
 std::vector<std::string> split_types(const RequestParts& parts) {
@@ -121,21 +97,6 @@ bool wanted(const std::vector<std::string>& types, const std::string& type) {
     return t == type || (t.back() == '.' && type.rfind(t, 0) == 0);
   });
 }
-const std::vector<std::string> kLogParams{"n", "follow"};
-
-nlohmann::json jobs_body(const std::vector<Job>& list) {
-  nlohmann::json jobs = nlohmann::json::array();
-  for (const auto& j : list) jobs.push_back(to_json(j));
-  return {{"jobs", jobs}};
-}
-
-nlohmann::json result_body(const Job& job) {
-  return {{"id", job.id}, {"result", job.result}};
-}
-
-nlohmann::json health_body() {
-  return {{"status", "ok"}};
-}
 
 nlohmann::json services_body(const std::vector<ServiceView>& views) {
   nlohmann::json list = nlohmann::json::array();
@@ -147,6 +108,16 @@ nlohmann::json logs_body(const std::string& name, const std::vector<LogLine>& li
   nlohmann::json out = nlohmann::json::array();
   for (const auto& line : lines) out.push_back({{"seq", line.seq}, {"text", line.text}});
   return {{"service", name}, {"lines", out}};
+}
+
+// g++ 12 miscompiles braced initialiser lists inside coroutines ("array used as initializer"),
+// so a body a coroutine needs is built here, outside one.
+nlohmann::json health_body() {
+  return {{"status", "ok"}};
+}
+
+HttpResponse ok(const HttpRequest& request, const nlohmann::json& body) {
+  return json_response(request, http::status::ok, body);
 }
 
 }  // namespace
@@ -166,7 +137,53 @@ Api::Api(asio::any_io_executor main, Supervisor& supervisor, EventBus& events, G
       proxy_(proxy),
       metrics_(metrics),
       token_(std::move(token)),
-      external_busy_percent_(external_busy_percent) {}
+      external_busy_percent_(external_busy_percent) {
+  add_routes();
+}
+
+void Api::add(RouteSpec spec, Handler handler) {
+  table_.add(std::move(spec));
+  handlers_.push_back(handler);
+}
+
+// docs/api.md, route by route. /healthz is not here: it answers any method and no query (see
+// route()).
+void Api::add_routes() {
+  using http::verb;
+  // These take no parameters but accept and ignore the names other routes take, as docs/api.md
+  // promises, for clients that send one set of parameters everywhere.
+  const std::vector<std::string> ignored{"timeout", "force", "n", "follow", "since"};
+  constexpr bool kBodyParams = true;  // a JSON object body holds parameters too
+  add({{verb::get}, "/", {}}, &Api::dashboard);
+  add({{verb::get}, "/index.html", {}}, &Api::dashboard);
+  add({{verb::get}, "/metrics", {}}, &Api::metrics_page);
+  add({{verb::get}, "/api/v1/services", ignored}, &Api::services);
+  add({{verb::get}, "/api/v1/services/{name}", ignored}, &Api::service);
+  add({{verb::post}, "/api/v1/services/{name}/ensure", {"timeout"}, kBodyParams}, &Api::ensure);
+  add({{verb::post}, "/api/v1/services/{name}/stop", {"force"}, kBodyParams}, &Api::stop);
+  add({{verb::post}, "/api/v1/services/{name}/restart", {"timeout"}, kBodyParams}, &Api::restart);
+  add({{verb::get}, "/api/v1/services/{name}/logs", {"n", "follow"}}, &Api::logs);
+  add({{verb::post}, "/api/v1/phases/{n}/ensure", {"timeout"}, kBodyParams}, &Api::phase_ensure);
+  add({{verb::get}, "/api/v1/plan/{name}", ignored}, &Api::plan);
+  add({{verb::get}, "/api/v1/gpus", ignored}, &Api::gpus);
+  add({{verb::get}, "/api/v1/processes", ignored}, &Api::gpus);
+  add({{verb::get}, "/api/v1/resources", ignored}, &Api::gpus);
+  add({{verb::get}, "/api/v1/events", {"since", "types"}}, &Api::events_stream);
+  add({{verb::get}, "/api/v1/workers", {}}, &Api::workers);
+  add({{verb::get}, "/api/v1/plugins", {"category", "mode", "location", "configured"}},
+      &Api::plugins);
+  add({{verb::get}, "/api/v1/plugins/stats", {}}, &Api::plugin_stats);
+  add({{verb::get}, "/api/v1/plugins/{id}", {}}, &Api::plugin);
+  add({{verb::get}, "/api/v1/plugins/{id}/config", {}}, &Api::plugin_config);
+  add({{verb::put}, "/api/v1/plugins/{id}/config", {}}, &Api::put_plugin_config);
+  add({{verb::delete_}, "/api/v1/plugins/{id}/config", {}}, &Api::delete_plugin_config);
+  add({{verb::post}, "/api/v1/plugins/{id}/jobs", {}}, &Api::submit_job);
+  add({{verb::get}, "/api/v1/jobs", {"state", "plugin", "limit"}}, &Api::jobs);
+  add({{verb::get}, "/api/v1/jobs/{id}", {}}, &Api::job);
+  add({{verb::get}, "/api/v1/jobs/{id}/result", {}}, &Api::job_result);
+  add({{verb::get}, "/api/v1/jobs/{id}/stream", {}}, &Api::job_stream);
+  add({{verb::post}, "/api/v1/jobs/{id}/cancel", {}}, &Api::cancel_job);
+}
 
 Result<nlohmann::json> Api::gpu_view(const std::string& what) const {
   auto snapshot = gpus_.snapshot();
@@ -234,203 +251,102 @@ asio::awaitable<bool> Api::serve(Incoming& in) {
 }
 
 asio::awaitable<bool> Api::route(boost::beast::tcp_stream& stream, HttpRequest& request) {
-  const std::string target(request.target());
+  const std::string_view target = request.target();
+  // The liveness check answers any method without the token; a query makes it a 404.
   if (target == "/healthz") {
-    co_return co_await reply(stream, json_response(request, http::status::ok, health_body()));
+    co_return co_await reply(stream, ok(request, health_body()));
   }
-  // The page holds no data: what it shows it fetches through the API, with the token if set.
-  if ((target == "/" || target == "/index.html") && request.method() == http::verb::get) {
-    HttpResponse page{http::status::ok, request.version()};
-    page.set(http::field::content_type, "text/html; charset=utf-8");
-    page.set(http::field::cache_control, "no-cache");
-    page.keep_alive(request.keep_alive());
-    page.body() = kDashboardHtml;
-    co_return co_await reply(stream, std::move(page));
+  // One key guards the management API, /metrics and the proxy alike. It is asked before the
+  // route is looked up, so that without it the API does not say which paths exist.
+  const std::string_view path = target.substr(0, target.find('?'));
+  if ((path.rfind("/api/", 0) == 0 || path == "/metrics") && !authorized(request)) {
+    co_return co_await reply(stream, unauthorized(request));
   }
-  const bool metrics = target == "/metrics";
-  if (target.rfind("/api/", 0) != 0 && !metrics) {
-    co_return co_await reply(
-        stream, error_response(request, make_error(ErrorCode::kNotFound, "no route " + target)));
+  auto routed = table_.match(request);
+  if (const auto* miss = std::get_if<RouteMiss>(&routed)) {
+    co_return co_await reply(stream, miss_response(request, *miss));
   }
-  // One key guards the management API and the proxy alike.
-  if (!authorized(request)) co_return co_await reply(stream, unauthorized(request));
-  if (metrics) {
-    HttpResponse response{http::status::ok, request.version()};
-    response.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
-    response.keep_alive(request.keep_alive());
-    response.body() = metrics_text();
-    co_return co_await reply(stream, std::move(response));
+  Call call{stream, request, std::move(std::get<RouteMatch>(routed))};
+  const Handler handler = handlers_.at(call.match.route);
+  if (const auto* respond = std::get_if<Respond>(&handler)) {
+    co_return co_await reply(stream, (this->*(*respond))(call));
   }
-  auto peek = parse_request(target, "", kAllParams);
-  if (!peek) co_return co_await reply(stream, error_response(request, peek.error()));
-  const auto& seg = peek->segments;
-  if (seg.size() < 3 || seg[1] != "v1") {
-    co_return co_await reply(
-        stream, error_response(request, make_error(ErrorCode::kNotFound, "no route " + target)));
-  }
-  const bool get = request.method() == http::verb::get;
-  const bool post = request.method() == http::verb::post;
-
-  if ((seg.size() >= 3 && seg[2] == "jobs") ||
-      (seg.size() == 5 && seg[2] == "plugins" && seg[4] == "jobs")) {
-    co_return co_await jobs_route(stream, request, *peek);
-  }
-  if (seg.size() >= 3 && seg[2] == "plugins") {
-    co_return co_await reply(stream, plugin_response(plugins_, supervisor_, request, *peek));
-  }
-  if (seg.size() == 3 && seg[2] == "events" && get)
-    co_return co_await events_stream(stream, request);
-  if (seg.size() == 3 && seg[2] == "workers" && get) {
-    co_return co_await reply(stream,
-                             json_response(request, http::status::ok, workers_json(workers_)));
-  }
-  if (seg.size() == 3 && get &&
-      (seg[2] == "gpus" || seg[2] == "processes" || seg[2] == "resources")) {
-    auto body = gpu_view(seg[2]);
-    if (!body) co_return co_await reply(stream, error_response(request, body.error()));
-    co_return co_await reply(stream, json_response(request, http::status::ok, *body));
-  }
-  if (seg.size() == 5 && seg[2] == "phases" && seg[4] == "ensure") {
-    if (!post) co_return co_await reply(stream, post_only(request, "ensure"));
-    co_return co_await phase_ensure(stream, request, seg[3]);
-  }
-  if (seg.size() == 4 && seg[2] == "plan" && get) {
-    auto plan = supervisor_.plan(seg[3]);
-    if (!plan) co_return co_await reply(stream, error_response(request, plan.error()));
-    co_return co_await reply(stream, json_response(request, http::status::ok, plan_json(*plan)));
-  }
-  if (seg.size() == 3 && seg[2] == "services" && get) {
-    co_return co_await reply(
-        stream, json_response(request, http::status::ok, services_body(supervisor_.list())));
-  }
-  if (seg.size() == 4 && seg[2] == "services" && get) {
-    auto view = supervisor_.get(seg[3]);
-    if (!view) co_return co_await reply(stream, error_response(request, view.error()));
-    co_return co_await reply(stream, json_response(request, http::status::ok, to_json(*view)));
-  }
-  if (seg.size() == 5 && seg[2] == "services" && seg[4] == "logs" && get) {
-    co_return co_await logs(stream, request, seg[3]);
-  }
-  if (seg.size() == 5 && seg[2] == "services" &&
-      (seg[4] == "ensure" || seg[4] == "stop" || seg[4] == "restart")) {
-    if (!post) co_return co_await reply(stream, post_only(request, seg[4]));
-    co_return co_await service_action(stream, request, seg[3], seg[4]);
-  }
-  co_return co_await reply(
-      stream,
-      error_response(
-          request, make_error(ErrorCode::kNotFound,
-                              "no route " + std::string(request.method_string()) + " " + target)));
+  co_return co_await (this->*std::get<Serve>(handler))(call);
 }
 
-asio::awaitable<bool> Api::jobs_route(boost::beast::tcp_stream& stream, HttpRequest& request,
-                                      const RequestParts& parts) {
-  const auto& seg = parts.segments;
-  const bool get = request.method() == http::verb::get;
-  const bool post = request.method() == http::verb::post;
-  const auto ok = [&](const nlohmann::json& body) {
-    return json_response(request, http::status::ok, body);
-  };
-  if (seg[2] == "plugins") {  // POST /api/v1/plugins/{id}/jobs: submit
-    if (!post) co_return co_await reply(stream, post_only(request, "submitting a job"));
-    auto input = request.body().empty() ? nlohmann::json::object()
-                                        : nlohmann::json::parse(request.body(), nullptr, false);
-    if (input.is_discarded()) {
-      co_return co_await reply(
-          stream, error_response(request, make_error(ErrorCode::kBadRequest,
-                                                     "the body must be the job's input, as "
-                                                     "JSON")));
-    }
-    const auto submit = [this, &seg, &input](auto done) {
-      jobs_.submit(seg[3], std::move(input), done);
-    };
-    auto job = co_await await_result<Job>(submit);
-    if (!*job) co_return co_await reply(stream, error_response(request, job->error()));
-    co_return co_await reply(stream, ok(to_json(**job)));
-  }
-  if (seg.size() == 3) {  // GET /api/v1/jobs
-    if (!get)
-      co_return co_await reply(
-          stream,
-          error_response(request, make_error(ErrorCode::kMethodNotAllowed, "jobs takes GET")));
-    const auto state = parts.params.count("state") ? parts.params.at("state") : "";
-    if (!state.empty() && !parse_job_state(state)) {
-      co_return co_await reply(
-          stream, error_response(request, make_error(ErrorCode::kBadRequest,
-                                                     "bad state '" + state +
-                                                         "': expected pending, running, "
-                                                         "completed, failed or cancelled")));
-    }
-    const auto limit = int_param(parts, "limit", 100, 1, 10'000);
-    if (!limit) co_return co_await reply(stream, error_response(request, limit.error()));
-    const auto plugin = parts.params.count("plugin") ? parts.params.at("plugin") : "";
-    auto list = job_store_.list(state, plugin, static_cast<size_t>(*limit));
-    if (!list) co_return co_await reply(stream, error_response(request, list.error()));
-    co_return co_await reply(stream, ok(jobs_body(*list)));
-  }
-  int64_t id = 0;
-  const auto& text = seg[3];
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
-  if (ec != std::errc() || end != text.data() + text.size() || id <= 0) {
-    co_return co_await reply(
-        stream, error_response(
-                    request, make_error(ErrorCode::kBadRequest,
-                                        "bad job id '" + text + "': expected a positive integer")));
-  }
-  if (seg.size() == 4 && get) {
-    auto job = job_store_.get(id);
-    if (!job) co_return co_await reply(stream, error_response(request, job.error()));
-    co_return co_await reply(stream, ok(to_json(*job)));
-  }
-  if (seg.size() == 5 && seg[4] == "result" && get) {
-    auto job = job_store_.get(id);
-    if (!job) co_return co_await reply(stream, error_response(request, job.error()));
-    if (job->state != JobState::kCompleted) {
-      co_return co_await reply(
-          stream,
-          error_response(request, make_error(ErrorCode::kConflict,
-                                             "job " + text + " is " + to_string(job->state) +
-                                                 (job->error.empty() ? "" : ": " + job->error))));
-    }
-    co_return co_await reply(stream, ok(result_body(*job)));
-  }
-  if (seg.size() == 5 && seg[4] == "stream" && get) {
-    auto job = job_store_.get(id);
-    if (!job) co_return co_await reply(stream, error_response(request, job.error()));
-    co_return co_await job_stream(stream, request, *job);
-  }
-  if (seg.size() == 5 && seg[4] == "cancel") {
-    if (!post) co_return co_await reply(stream, post_only(request, "cancel"));
-    const auto cancel = [this, id](auto done) { jobs_.cancel(id, done); };
-    auto job = co_await await_result<Job>(cancel);
-    if (!*job) co_return co_await reply(stream, error_response(request, job->error()));
-    co_return co_await reply(stream, ok(to_json(**job)));
-  }
-  co_return co_await reply(
-      stream, error_response(request, make_error(ErrorCode::kNotFound,
-                                                 "no route " + std::string(request.target()))));
+// The page holds no data: what it shows it fetches through the API, with the token if set.
+HttpResponse Api::dashboard(const Call& call) {
+  HttpResponse page{http::status::ok, call.request.version()};
+  page.set(http::field::content_type, "text/html; charset=utf-8");
+  page.set(http::field::cache_control, "no-cache");
+  page.keep_alive(call.request.keep_alive());
+  page.body() = kDashboardHtml;
+  return page;
 }
 
-asio::awaitable<bool> Api::service_action(boost::beast::tcp_stream& stream, HttpRequest& request,
-                                          const std::string& name, const std::string& action) {
-  auto parts = parse_request(request.target(), request.body(),
-                             action == "stop" ? kStopParams : kEnsureParams);
-  if (!parts) co_return co_await reply(stream, error_response(request, parts.error()));
+HttpResponse Api::metrics_page(const Call& call) {
+  HttpResponse response{http::status::ok, call.request.version()};
+  response.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+  response.keep_alive(call.request.keep_alive());
+  response.body() = metrics_text();
+  return response;
+}
 
+HttpResponse Api::services(const Call& call) {
+  return ok(call.request, services_body(supervisor_.list()));
+}
+
+HttpResponse Api::service(const Call& call) {
+  auto view = supervisor_.get(call.arg("name"));
+  if (!view) return error_response(call.request, view.error());
+  return ok(call.request, to_json(*view));
+}
+
+HttpResponse Api::plan(const Call& call) {
+  auto decided = supervisor_.plan(call.arg("name"));
+  if (!decided) return error_response(call.request, decided.error());
+  return ok(call.request, plan_json(*decided));
+}
+
+HttpResponse Api::gpus(const Call& call) {
+  auto body = gpu_view(call.match.parts.segments.back());
+  if (!body) return error_response(call.request, body.error());
+  return ok(call.request, *body);
+}
+
+HttpResponse Api::workers(const Call& call) {
+  return ok(call.request, workers_json(workers_));
+}
+
+asio::awaitable<bool> Api::ensure(Call& call) {
+  return service_action(call, "ensure");
+}
+asio::awaitable<bool> Api::stop(Call& call) {
+  return service_action(call, "stop");
+}
+asio::awaitable<bool> Api::restart(Call& call) {
+  return service_action(call, "restart");
+}
+
+asio::awaitable<bool> Api::service_action(Call& call, const std::string& action) {
+  auto& stream = call.stream;
+  const auto& request = call.request;
+  const auto& params = call.match.parts;
+  const std::string& name = call.arg("name");
   std::shared_ptr<Result<ServiceView>> result;
   if (action == "stop") {
-    const auto force = bool_param(*parts, "force", false);
+    const auto force = bool_param(params, "force", false);
     if (!force) co_return co_await reply(stream, error_response(request, force.error()));
     const auto start = [this, &name, force = *force](auto done) {
       supervisor_.stop(name, force, done);
     };
     result = co_await await_service(start);
   } else {
-    const auto timeout = duration_param(*parts, "timeout", kDefaultEnsureTimeout);
+    const auto timeout = duration_param(params, "timeout", kDefaultEnsureTimeout);
     if (!timeout) co_return co_await reply(stream, error_response(request, timeout.error()));
-    const bool restart = action == "restart";
-    const auto start = [this, &name, restart, t = *timeout](auto done) {
-      if (restart) {
+    const bool again = action == "restart";
+    const auto start = [this, &name, again, t = *timeout](auto done) {
+      if (again) {
         supervisor_.restart(name, t, done);
       } else {
         supervisor_.ensure(name, t, done);
@@ -439,13 +355,13 @@ asio::awaitable<bool> Api::service_action(boost::beast::tcp_stream& stream, Http
     result = co_await await_service(start);
   }
   if (!*result) co_return co_await reply(stream, error_response(request, result->error()));
-  co_return co_await reply(stream, json_response(request, http::status::ok, to_json(**result)));
+  co_return co_await reply(stream, ok(request, to_json(**result)));
 }
 
-asio::awaitable<bool> Api::phase_ensure(boost::beast::tcp_stream& stream, HttpRequest& request,
-                                        const std::string& phase_text) {
-  auto parts = parse_request(request.target(), request.body(), kEnsureParams);
-  if (!parts) co_return co_await reply(stream, error_response(request, parts.error()));
+asio::awaitable<bool> Api::phase_ensure(Call& call) {
+  auto& stream = call.stream;
+  const auto& request = call.request;
+  const std::string& phase_text = call.arg("n");
   int phase = 0;
   const auto [end, ec] =
       std::from_chars(phase_text.data(), phase_text.data() + phase_text.size(), phase);
@@ -455,23 +371,21 @@ asio::awaitable<bool> Api::phase_ensure(boost::beast::tcp_stream& stream, HttpRe
                                                    "bad phase '" + phase_text +
                                                        "': expected a non-negative integer")));
   }
-  const auto timeout = duration_param(*parts, "timeout", kDefaultEnsureTimeout);
+  const auto timeout = duration_param(call.match.parts, "timeout", kDefaultEnsureTimeout);
   if (!timeout) co_return co_await reply(stream, error_response(request, timeout.error()));
   const auto start = [this, phase, t = *timeout](auto done) {
     supervisor_.ensure_phase(phase, t, done);
   };
   const auto result = co_await await_result<std::vector<ServiceView>>(start);
   if (!*result) co_return co_await reply(stream, error_response(request, result->error()));
-  co_return co_await reply(stream,
-                           json_response(request, http::status::ok, phase_body(phase, **result)));
+  co_return co_await reply(stream, ok(request, phase_body(phase, **result)));
 }
 
-asio::awaitable<bool> Api::events_stream(boost::beast::tcp_stream& stream, HttpRequest& request) {
-  auto parts = parse_request(request.target(), "", kEventParams);
-  if (!parts) co_return co_await reply(stream, error_response(request, parts.error()));
-  const auto after = last_event_id(request, *parts);
-  if (!after) co_return co_await reply(stream, error_response(request, after.error()));
-  const auto types = split_types(*parts);
+asio::awaitable<bool> Api::events_stream(Call& call) {
+  auto& stream = call.stream;
+  const auto after = last_event_id(call.request, call.match.parts);
+  if (!after) co_return co_await reply(stream, error_response(call.request, after.error()));
+  const auto types = split_types(call.match.parts);
   auto queue = std::make_shared<SseQueue>(stream.get_executor());
   auto frame = [](const Event& e) {
     return sse_frame(std::to_string(e.id), e.type, json_text(e.to_json()));
@@ -488,54 +402,12 @@ asio::awaitable<bool> Api::events_stream(boost::beast::tcp_stream& stream, HttpR
   co_return false;
 }
 
-// One job's story as SSE: the job as it is now (event "job"), what the event history still
-// holds about it (job.* events, chunks included), then its events as they come; after the one
-// that ends it, the job as it ended (with its result), and the stream closes. A job already
-// over gets its history and its final state at once.
-asio::awaitable<bool> Api::job_stream(boost::beast::tcp_stream& stream, HttpRequest& request,
-                                      const Job& job) {
-  (void)request;
-  auto queue = std::make_shared<SseQueue>(stream.get_executor());
-  const auto snapshot = [queue](const Job& j) {
-    queue->push(sse_frame("", "job", json_text(to_json(j))));
-  };
-  const auto ended = [](const std::string& state) {
-    const auto parsed = parse_job_state(state);
-    return parsed && is_final(*parsed);
-  };
-  const auto about = [id = job.id](const Event& e) {
-    return e.type.rfind("job.", 0) == 0 && e.data.value("id", int64_t{0}) == id;
-  };
-  const bool over = is_final(job.state);
-  if (!over) snapshot(job);
-  for (const auto& e : events_.since(0)) {
-    if (about(e)) queue->push(sse_frame(std::to_string(e.id), e.type, json_text(e.to_json())));
-  }
-  uint64_t subscription = 0;
-  if (over) {
-    snapshot(job);
-    queue->finish();
-  } else {
-    subscription = events_.subscribe([this, queue, about, snapshot, ended](const Event& e) {
-      if (!about(e)) return;
-      queue->push(sse_frame(std::to_string(e.id), e.type, json_text(e.to_json())));
-      if (!ended(e.data.value("state", ""))) return;
-      // Published once durable: the store has the job as it ended.
-      if (auto final_job = job_store_.get(e.data.value("id", int64_t{0}))) snapshot(*final_job);
-      queue->finish();
-    });
-  }
-  co_await queue->run(stream);
-  if (subscription != 0) events_.unsubscribe(subscription);
-  co_return false;
-}
-
-asio::awaitable<bool> Api::logs(boost::beast::tcp_stream& stream, HttpRequest& request,
-                                const std::string& name) {
-  auto parts = parse_request(request.target(), "", kLogParams);
-  if (!parts) co_return co_await reply(stream, error_response(request, parts.error()));
-  const auto n = int_param(*parts, "n", 100, 0, 100'000);
-  const auto follow = bool_param(*parts, "follow", false);
+asio::awaitable<bool> Api::logs(Call& call) {
+  auto& stream = call.stream;
+  const auto& request = call.request;
+  const std::string& name = call.arg("name");
+  const auto n = int_param(call.match.parts, "n", 100, 0, 100'000);
+  const auto follow = bool_param(call.match.parts, "follow", false);
   if (!n || !follow) {
     co_return co_await reply(stream, error_response(request, !n ? n.error() : follow.error()));
   }
@@ -545,8 +417,7 @@ asio::awaitable<bool> Api::logs(boost::beast::tcp_stream& stream, HttpRequest& r
   }
   const auto lines = tail->last(static_cast<size_t>(*n));
   if (!*follow) {
-    co_return co_await reply(stream,
-                             json_response(request, http::status::ok, logs_body(name, lines)));
+    co_return co_await reply(stream, ok(request, logs_body(name, lines)));
   }
   auto queue = std::make_shared<SseQueue>(stream.get_executor());
   auto frame = [](const LogLine& line) {

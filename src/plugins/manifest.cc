@@ -218,7 +218,10 @@ Result<PluginManifest> parse_manifest(const json& m, const std::string& origin) 
   if (m.contains("config_schema")) {
     p.config_schema = m["config_schema"];
     if (auto checked = check_schema(p.config_schema); !checked) {
-      c.bad("'config_schema': " + checked.error().message);
+      // An inline manifest's origin is only its index: the id says which plugin it is.
+      const bool named = !p.name.empty() && !p.category.empty();
+      c.bad("'config_schema'" + (named ? " of plugin " + p.id : std::string()) + ": " +
+            checked.error().message);
     }
   }
   if (!c.problems.empty()) {

@@ -7,6 +7,7 @@
 #include <valijson/validation_results.hpp>
 #include <valijson/validator.hpp>
 
+#include "plugins/re2_pattern.h"
 #include "plugins/schema_traps.h"
 
 namespace gpuvisor {
@@ -42,10 +43,18 @@ Result<std::unique_ptr<valijson::Schema>> parse(const nlohmann::json& schema) {
   if (auto bad = find_schema_trap(schema)) {
     return make_error(ErrorCode::kBadRequest, "invalid config schema: " + *bad);
   }
+  // valijson never sees a 'pattern' keyword, so never its std::regex (re2_pattern.h).
+  nlohmann::json for_valijson = schema;
+  for (const auto& at : pattern_keywords(schema)) {
+    auto& sub = for_valijson.at(at);
+    sub[kRe2PatternKey] = std::move(sub["pattern"]);
+    sub.erase("pattern");
+  }
   auto parsed = std::make_unique<valijson::Schema>();
   try {
     valijson::SchemaParser parser;
-    valijson::adapters::NlohmannJsonAdapter adapter(schema);
+    add_re2_pattern(parser);
+    valijson::adapters::NlohmannJsonAdapter adapter(for_valijson);
     parser.populateSchema(adapter, *parsed);
   } catch (const std::exception& e) {
     return make_error(ErrorCode::kBadRequest, std::string("invalid config schema: ") + e.what());

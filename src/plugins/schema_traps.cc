@@ -6,6 +6,8 @@
 #include <set>
 #include <vector>
 
+#include "plugins/re2_pattern.h"
+
 namespace gpuvisor {
 
 namespace {
@@ -50,6 +52,7 @@ std::optional<std::string> walk(const json& schema, const Pointer& at, const Vis
   return std::nullopt;
 }
 
+// patternProperties names are still valijson's, through std::regex.
 std::optional<std::string> regex_problem(const std::string& pattern) {
   try {
     std::regex compiled(pattern);  // the engine and syntax valijson uses
@@ -61,8 +64,9 @@ std::optional<std::string> regex_problem(const std::string& pattern) {
 
 std::optional<std::string> keyword_trap(const json& schema, const Pointer& at) {
   if (const auto p = schema.find("pattern"); p != schema.end() && p->is_string()) {
-    if (auto why = regex_problem(p->get<std::string>())) {
-      return (at / "pattern").to_string() + " is not a valid regular expression (" + *why + ")";
+    if (auto why = re2_problem(p->get<std::string>())) {
+      return (at / "pattern").to_string() + " is not a valid regular expression (RE2: " + *why +
+             ")";
     }
   }
   if (const auto m = schema.find("multipleOf");
@@ -148,6 +152,31 @@ std::optional<std::string> ref_cycle(const json& root, const json& node, const P
 }
 
 }  // namespace
+
+std::vector<Pointer> pattern_keywords(const json& schema) {
+  std::vector<Pointer> found;
+  std::set<std::string> seen;    // subschemas with a pattern, as pointers
+  std::set<std::string> walked;  // where a walk began: the root and each '$ref' target
+  std::vector<Pointer> todo{Pointer()};
+  while (!todo.empty()) {
+    const Pointer from = todo.back();
+    todo.pop_back();
+    if (!walked.insert(from.to_string()).second) continue;
+    (void)walk(schema.at(from), from, [&](const json& sub, const Pointer& at) {
+      // A 'pattern' that is not a string stays valijson's to refuse, as it always was.
+      const auto p = sub.find("pattern");
+      if (p != sub.end() && p->is_string() && seen.insert(at.to_string()).second) {
+        found.push_back(at);
+      }
+      const auto ref = sub.find("$ref");
+      if (ref != sub.end() && ref->is_string() && ref->get<std::string>().rfind('#', 0) == 0) {
+        if (auto target = resolve(schema, ref->get<std::string>())) todo.push_back(target->first);
+      }
+      return std::optional<std::string>();
+    });
+  }
+  return found;
+}
 
 std::optional<std::string> find_schema_trap(const nlohmann::json& schema) {
   if (auto bad = walk(schema, Pointer(), keyword_trap)) return bad;

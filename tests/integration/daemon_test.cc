@@ -225,6 +225,57 @@ TEST(Daemon, ApiErrorsAreJsonWithFittingStatus) {
   EXPECT_EQ(200u, health->status);
 }
 
+// One route table makes every 404, 405 and unknown-parameter 400 (src/api/route_table.h).
+TEST(Daemon, AKnownPathWithAnotherMethodIs405WithEveryMethodItTakesInAllow) {
+  Daemon d(one_service(free_port()));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  auto allow = [&](const std::string& method, const std::string& target) {
+    const auto reply = d.call(method, target);
+    EXPECT_TRUE(reply.ok()) << target;
+    if (!reply.ok()) return std::string();
+    EXPECT_EQ(405u, reply->status) << method << " " << target << ": " << reply->body;
+    EXPECT_EQ("method_not_allowed", nlohmann::json::parse(reply->body)["error"]["code"]);
+    return reply->headers.count("allow") != 0 ? reply->headers.at("allow") : "(none)";
+  };
+  EXPECT_EQ("GET", allow("POST", "/api/v1/services"));  // was a 404 before the table
+  EXPECT_EQ("GET", allow("DELETE", "/api/v1/services/web"));
+  EXPECT_EQ("POST", allow("GET", "/api/v1/services/web/stop"));
+  EXPECT_EQ("POST", allow("PUT", "/api/v1/phases/1/ensure"));
+  EXPECT_EQ("GET", allow("POST", "/api/v1/jobs"));
+  EXPECT_EQ("POST", allow("GET", "/api/v1/jobs/1/cancel"));
+  EXPECT_EQ("GET, PUT, DELETE", allow("POST", "/api/v1/plugins/x/config"));
+  EXPECT_EQ("GET", allow("POST", "/"));
+  const auto unknown = d.call("POST", "/api/v1/nothing");
+  ASSERT_TRUE(unknown.ok());
+  EXPECT_EQ(404u, unknown->status);
+  EXPECT_EQ("no route POST /api/v1/nothing",
+            nlohmann::json::parse(unknown->body)["error"]["message"].get<std::string>());
+}
+
+TEST(Daemon, EveryRouteRefusesAParameterItDoesNotTakeButTheDocumentedFewIgnoreTheirs) {
+  Daemon d(one_service(free_port()));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  auto message = [&](const std::string& target) {
+    const auto reply = d.call("GET", target);
+    EXPECT_TRUE(reply.ok()) << target;
+    if (!reply.ok()) return std::string();
+    EXPECT_EQ(400u, reply->status) << target << ": " << reply->body;
+    return nlohmann::json::parse(reply->body)["error"]["message"].get<std::string>();
+  };
+  // These were silently ignored before the route table.
+  EXPECT_EQ("unknown parameter 'force' (this route takes none)",
+            message("/api/v1/workers?force=1"));
+  EXPECT_EQ("unknown parameter 'state' (allowed: timeout, force, n, follow, since)",
+            message("/api/v1/services?state=ready"));
+  EXPECT_EQ("unknown parameter 'limit' (this route takes none)",
+            message("/api/v1/plugins/x?limit=1"));
+  EXPECT_EQ("unknown parameter 'mode' (allowed: state, plugin, limit)",
+            message("/api/v1/jobs?mode=http"));
+  // docs/api.md: the parameterless service views ignore the names other routes take.
+  EXPECT_EQ(200u, d.call("GET", "/api/v1/services?timeout=1s&force")->status);
+  EXPECT_EQ(200u, d.call("GET", "/api/v1/services/web?n=3")->status);
+}
+
 TEST(Daemon, ATokenGuardsTheApiButNotHealthz) {
   setenv("GPUVISOR_TOKEN", "s3cret", 1);  // the daemon and the CLI both read it
   Daemon d(one_service(free_port()));

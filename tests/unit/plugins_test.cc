@@ -192,6 +192,61 @@ TEST(PluginSchema, WhatValijsonWouldFailOnIsRefusedWhenTheSchemaIsChecked) {
   EXPECT_FALSE(validate(fine, json{{"pattern", "ABC"}}).empty());
 }
 
+// 'pattern' goes through RE2 (plugins/re2_pattern.h): std::regex recursed once per character of
+// the value, and a long one ended the daemon's stack.
+TEST(PluginSchema, APatternMatchesAMegabyteValueInLinearTime) {
+  const std::string long_a(1'000'000, 'a');
+  const json alternation = json::parse(R"({"properties":{"v":{"type":"string",
+      "pattern":"^(a|aa)*$"}}})");
+  ASSERT_TRUE(check_schema(alternation).ok()) << check_schema(alternation).error().message;
+  EXPECT_TRUE(validate(alternation, json{{"v", long_a}}).empty());
+  EXPECT_EQ(1u, validate(alternation, json{{"v", long_a + "b"}}).size());
+  // Exponential for a backtracking engine: no 'b' anywhere, so every split of the a's is tried.
+  const json nested = json::parse(R"({"properties":{"v":{"type":"string","pattern":"(a*)*b"}}})");
+  const auto refused = validate(nested, json{{"v", long_a}});
+  ASSERT_EQ(1u, refused.size());
+  EXPECT_EQ("/v", refused[0].path);
+  EXPECT_EQ("Failed to match regex specified by 'pattern' constraint.", refused[0].message);
+  EXPECT_TRUE(validate(nested, json{{"v", long_a + "b"}}).empty());
+}
+
+TEST(PluginSchema, APatternSearchesAndLooksAtStringsOnly) {
+  const json schema = json::parse(R"({"properties":{"v":{"pattern":"b+c"}}})");
+  EXPECT_TRUE(validate(schema, json{{"v", "xxbbcxx"}}).empty());  // unanchored, like JSON Schema
+  EXPECT_FALSE(validate(schema, json{{"v", "bx"}}).empty());
+  EXPECT_TRUE(validate(schema, json{{"v", 7}}).empty());
+  // valijson reads a '$ref' target as a schema wherever it is, even inside data: RE2 there too.
+  const json via_ref = json::parse(R"({"properties":{"v":{"$ref":"#/properties/w/default"},
+      "w":{"default":{"type":"string","pattern":"(a*)*b"}}}})");
+  ASSERT_TRUE(check_schema(via_ref).ok()) << check_schema(via_ref).error().message;
+  EXPECT_EQ(1u, validate(via_ref, json{{"v", std::string(1'000'000, 'a')}}).size());
+  EXPECT_TRUE(validate(via_ref, json{{"v", "ab"}}).empty());
+  // A pattern that is not a string is refused, as valijson always did, not moved and lost.
+  const auto odd = check_schema(json::parse(R"({"pattern":{"pattern":"a"}})"));
+  ASSERT_FALSE(odd.ok());
+  EXPECT_EQ(0u, odd.error().message.rfind("invalid config schema: ", 0)) << odd.error().message;
+}
+
+TEST(PluginSchema, APatternRe2CannotCompileIsAManifestErrorWithWhereAndWhy) {
+  const json backreference = json::parse(R"({"properties":{"voice":{"pattern":"(a)\\1"}}})");
+  const auto checked = check_schema(backreference);
+  ASSERT_FALSE(checked.ok());
+  EXPECT_EQ(
+      "invalid config schema: /properties/voice/pattern is not a valid regular expression "
+      "(RE2: invalid escape sequence: \\1)",
+      checked.error().message);
+  const auto manifest = parse_manifest(json{{"name", "cosyvoice"},
+                                            {"category", "tts"},
+                                            {"mode", "http"},
+                                            {"http", {{"url", "http://127.0.0.1:1/tts"}}},
+                                            {"config_schema", backreference}},
+                                       "plugins.manifests[0]");
+  ASSERT_FALSE(manifest.ok());
+  EXPECT_EQ(
+      "plugins.manifests[0]: 'config_schema' of plugin tts_cosyvoice: " + checked.error().message,
+      manifest.error().message);
+}
+
 // Found by manifest_fuzz: a "type" that is a list (valid JSON Schema) threw in apply_defaults.
 TEST(PluginSchema, DefaultsLeaveAPropertyWithATypeListAlone) {
   const json schema = json::parse(R"({"type":"object","properties":{
