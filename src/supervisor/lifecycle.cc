@@ -25,6 +25,7 @@ class Reducer {
   void on(const input::Shutdown& in);
   void on(const input::Adopted& in);
   void on(const input::NotAdopted& in) { s().last_exit = in.why; }
+  void on(const input::ResumeRestart& in);
   void on(const input::NewInstance& in);
   void on(const input::Launched& in);
   void on(const input::LaunchFailed& in);
@@ -49,6 +50,8 @@ class Reducer {
   void set_state(ServiceState to, std::string reason);
   void arm(TimerKind kind, SteadyTime at) { emit(effect::Arm{kind, at, s().generation}); }
   void cancel_timers();
+  void cancel_backoff();
+  void arm_backoff(SteadyTime at);
   void arm_idle();
   void fail_waiters(Error error, bool with_log = false);
   void resolve_waiters();
@@ -77,10 +80,21 @@ void Reducer::set_state(ServiceState to, std::string reason) {
 }
 
 void Reducer::cancel_timers() {
-  for (const auto kind :
-       {TimerKind::kProbe, TimerKind::kStartup, TimerKind::kBackoff, TimerKind::kIdle}) {
+  for (const auto kind : {TimerKind::kProbe, TimerKind::kStartup, TimerKind::kIdle}) {
     emit(effect::Cancel{kind});
   }
+  cancel_backoff();
+}
+
+void Reducer::cancel_backoff() {
+  emit(effect::Cancel{TimerKind::kBackoff});
+  if (std::exchange(s().restart_pending, false)) emit(effect::PendingRestart{});
+}
+
+void Reducer::arm_backoff(SteadyTime at) {
+  arm(TimerKind::kBackoff, at);
+  s().restart_pending = true;
+  emit(effect::PendingRestart{at, s().restarts});
 }
 
 void Reducer::arm_idle() {
@@ -114,7 +128,7 @@ void Reducer::on(const input::Ensure& in) {
     case ServiceState::kError:
       s().waiters.push_back(in.waiter);
       s().restarts = 0;  // a person asked: the automatic restart budget starts over
-      emit(effect::Cancel{TimerKind::kBackoff});
+      cancel_backoff();
       // In error with an instance: its cleanup is running, and Cleaned starts it.
       if (!s().has_instance) emit(effect::Start{"ensure requested"});
       return;
@@ -168,12 +182,24 @@ void Reducer::on(const input::WaiterTimedOut& in) {
 
 void Reducer::on(const input::Shutdown& in) {
   fail_waiters(make_error(ErrorCode::kUnavailable, "daemon is shutting down"));
-  emit(effect::Cancel{TimerKind::kBackoff});
   if (in.stop_waiter && s().has_instance) {
     on(input::Stop{*in.stop_waiter, false});
-  } else {
-    cancel_timers();
+    return;
   }
+  // A pending restart stays recorded: the next daemon carries it out.
+  for (const auto kind :
+       {TimerKind::kProbe, TimerKind::kStartup, TimerKind::kBackoff, TimerKind::kIdle}) {
+    emit(effect::Cancel{kind});
+  }
+}
+
+void Reducer::on(const input::ResumeRestart& in) {
+  s().want_running = true;
+  s().restarts = in.restarts;
+  set_state(ServiceState::kError, "restart " + std::to_string(in.restarts) + " of " +
+                                      std::to_string(spec_.restart_limit) +
+                                      " was pending when the previous daemon stopped");
+  arm_backoff(std::max(in.due, now()));
 }
 
 void Reducer::on(const input::Adopted& in) {
@@ -187,7 +213,7 @@ void Reducer::on(const input::Adopted& in) {
 }
 
 void Reducer::on(const input::NewInstance&) {
-  emit(effect::Cancel{TimerKind::kBackoff});
+  cancel_backoff();
   ++s().generation;
 }
 
@@ -318,6 +344,8 @@ void Reducer::on(const input::TimerFired& in) {
       return;
     }
     case TimerKind::kBackoff:
+      s().restart_pending = false;
+      emit(effect::PendingRestart{});
       if (!s().want_running) return;
       s().restart_delay.reset();
       emit(effect::Start{"restart " + std::to_string(s().restarts) + " of " +
@@ -420,7 +448,7 @@ void Reducer::on(const input::Cleaned& in) {
     emit(effect::Start{"ensure requested"});  // a person asked while it was failing
     return;
   }
-  if (s().restart_delay) arm(TimerKind::kBackoff, now() + *s().restart_delay);
+  if (s().restart_delay) arm_backoff(now() + *s().restart_delay);
 }
 
 }  // namespace

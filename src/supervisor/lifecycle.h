@@ -41,6 +41,8 @@ struct UnitState {
   std::string evicted_for;   // the stop in progress makes room for this service
   int restarts = 0;          // automatic restarts in a row
   std::optional<Millis> restart_delay;  // decided at a failure, applied once cleaned up
+  // The backoff is running: persisted, so that a daemon killed meanwhile does not forget it.
+  bool restart_pending = false;
   std::optional<SteadyTime> ready_at;
   SteadyTime started_at{};  // of the current readiness watch
   SteadyTime startup_deadline{};
@@ -82,6 +84,11 @@ struct Adopted {
 };
 struct NotAdopted {
   std::string why;
+};
+// A previous daemon was waiting out this service's restart backoff when it went down.
+struct ResumeRestart {
+  int restarts;
+  SteadyTime due;
 };
 // About to start or adopt an instance: the generation its exit belongs to is set here.
 struct NewInstance {};
@@ -133,10 +140,10 @@ struct Cleaned {  // what a failure left of the instance is gone
 
 using Input =
     std::variant<input::Ensure, input::Stop, input::Acquire, input::Release, input::WaiterTimedOut,
-                 input::Shutdown, input::Adopted, input::NotAdopted, input::NewInstance,
-                 input::Launched, input::LaunchFailed, input::Queued, input::AwaitingMemory,
-                 input::PlacementFailed, input::Evict, input::ProbeDone, input::TimerFired,
-                 input::Exited, input::StopDone, input::Cleaned>;
+                 input::Shutdown, input::Adopted, input::NotAdopted, input::ResumeRestart,
+                 input::NewInstance, input::Launched, input::LaunchFailed, input::Queued,
+                 input::AwaitingMemory, input::PlacementFailed, input::Evict, input::ProbeDone,
+                 input::TimerFired, input::Exited, input::StopDone, input::Cleaned>;
 
 namespace effect {
 struct Publish {  // the state changed (or its reason did)
@@ -188,12 +195,17 @@ struct ResolveStops {
   std::vector<WaiterId> waiters;
 };
 struct VictimStopped {};  // a placement waiting for memory may look again
+// Persist (due set) or forget (unset) that the service restarts at due with restarts spent.
+struct PendingRestart {
+  std::optional<SteadyTime> due;
+  int restarts = 0;
+};
 }  // namespace effect
 
-using Effect =
-    std::variant<effect::Publish, effect::Arm, effect::Cancel, effect::Probe, effect::Start,
-                 effect::StopInstance, effect::KillNow, effect::DropInstance, effect::Note,
-                 effect::Resolve, effect::Fail, effect::ResolveStops, effect::VictimStopped>;
+using Effect = std::variant<effect::Publish, effect::Arm, effect::Cancel, effect::Probe,
+                            effect::Start, effect::StopInstance, effect::KillNow,
+                            effect::DropInstance, effect::Note, effect::Resolve, effect::Fail,
+                            effect::ResolveStops, effect::VictimStopped, effect::PendingRestart>;
 
 struct Context {
   const ServiceSpec& spec;

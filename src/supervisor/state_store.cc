@@ -114,6 +114,50 @@ std::map<std::string, uint64_t> StateStore::load_measured_vram() const {
   return out;
 }
 
+std::map<std::string, StateStore::PendingRestart> StateStore::load_pending_restarts() const {
+  std::ifstream in(dir_ + "/restarts.json");
+  std::map<std::string, PendingRestart> out;
+  if (!in) return out;
+  const auto parsed = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!parsed.is_object()) {
+    spdlog::warn("state directory: {}/restarts.json: not valid JSON; pending restarts dropped",
+                 dir_);
+    return out;
+  }
+  for (const auto& [name, value] : parsed.items()) {
+    if (!value.is_object() || !value.value("restarts", nlohmann::json()).is_number_integer() ||
+        !value.value("due_unix_ms", nlohmann::json()).is_number_integer()) {
+      spdlog::warn("state directory: {}/restarts.json: entry '{}' is malformed; dropped", dir_,
+                   name);
+      continue;
+    }
+    out[name] = {value["restarts"].get<int>(), value["due_unix_ms"].get<int64_t>()};
+  }
+  return out;
+}
+
+namespace {
+nlohmann::json pending_json(const std::map<std::string, StateStore::PendingRestart>& all) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [name, p] : all) {
+    j[name] = {{"restarts", p.restarts}, {"due_unix_ms", p.due_unix_ms}};
+  }
+  return j;
+}
+}  // namespace
+
+Status StateStore::save_pending_restart(const std::string& service, const PendingRestart& restart) {
+  auto all = load_pending_restarts();
+  all[service] = restart;
+  return write_file_atomically(dir_ + "/restarts.json", pending_json(all).dump() + "\n");
+}
+
+Status StateStore::forget_pending_restart(const std::string& service) {
+  auto all = load_pending_restarts();
+  if (all.erase(service) == 0) return {};
+  return write_file_atomically(dir_ + "/restarts.json", pending_json(all).dump() + "\n");
+}
+
 StateStore::Loaded StateStore::load_all() const {
   Loaded out;
   std::error_code ec;

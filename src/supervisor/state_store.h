@@ -3,8 +3,12 @@
 //
 //   <state_dir>/run/<service>.json   one InstanceRecord, written before a start is acknowledged
 //   <state_dir>/logs/<service>.log   the service's stdout and stderr
+//   <state_dir>/restarts.json        restarts waiting out their backoff, so that a daemon killed
+//                                    meanwhile does not leave the service stopped
+//   <state_dir>/vram.json            the most VRAM each service was seen holding
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -36,6 +40,15 @@ class StateStore {
   // measurement over a config estimate across daemon restarts. Unreadable: empty.
   Status save_measured_vram(const std::map<std::string, uint64_t>& bytes);
   std::map<std::string, uint64_t> load_measured_vram() const;
+
+  struct PendingRestart {
+    int restarts = 0;         // automatic restarts spent, counting this one
+    int64_t due_unix_ms = 0;  // when the backoff ends
+  };
+  Status save_pending_restart(const std::string& service, const PendingRestart& restart);
+  Status forget_pending_restart(const std::string& service);
+  // Unreadable: empty, with a warning (the services then wait for an ensure, as before).
+  std::map<std::string, PendingRestart> load_pending_restarts() const;
 
  private:
   explicit StateStore(std::string dir) : dir_(std::move(dir)) {}

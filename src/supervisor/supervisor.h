@@ -121,6 +121,7 @@ class Supervisor {
   void probe(Unit& u, const lifecycle::effect::Probe& p);
   void drop_instance(Unit& u, const std::string& after);
   void note(Unit& u, const lifecycle::effect::Note& n);
+  void persist_restart(Unit& u, const lifecycle::effect::PendingRestart& p);
   void finish_waiters(Unit& u, const std::vector<lifecycle::WaiterId>& ids,
                       const Result<ServiceView>& result);
 
@@ -139,6 +140,8 @@ class Supervisor {
 
   void adopt(Unit& u, std::shared_ptr<Instance> instance, const std::string& why,
              std::optional<int> restarts = std::nullopt);
+  // Restarts a previous daemon was waiting out the backoff of when it went down.
+  void resume_pending_restarts();
   // A pid_file that exists but names nothing adoptable (stale, reused PID) is worth a line.
   void note_not_adopted(Unit& u, const Error& why);
   // The instance's record with the unit's restart count, so that a restarted daemon keeps it.

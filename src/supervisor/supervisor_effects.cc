@@ -90,6 +90,7 @@ void Supervisor::perform(Unit& u, const Effect& e) {
             }
           },
           [&](const effect::VictimStopped&) { victim_stopped(); },
+          [&](const effect::PendingRestart& p) { persist_restart(u, p); },
       },
       e);
 }
@@ -112,6 +113,18 @@ void Supervisor::note(Unit& u, const effect::Note& n) {
     prefix = "pid " + std::to_string(u.instance->record().pid) + " ";
   }
   u.log->note(prefix + n.text);
+}
+
+void Supervisor::persist_restart(Unit& u, const effect::PendingRestart& p) {
+  const Status saved =
+      p.due
+          ? store_.save_pending_restart(
+                u.spec.name,
+                {p.restarts, clock_.unix_ms() +
+                                 std::chrono::duration_cast<Millis>(*p.due - clock_.now()).count()})
+          : store_.forget_pending_restart(u.spec.name);
+  // Only a daemon killed during this backoff would notice: worth a line, not a failure.
+  if (!saved) spdlog::warn("{}: pending restart: {}", u.spec.name, saved.error().message);
 }
 
 void Supervisor::probe(Unit& u, const effect::Probe& p) {

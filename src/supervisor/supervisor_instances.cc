@@ -69,6 +69,7 @@ void Supervisor::start() {
     spdlog::warn("{}", leftover);
     events_.publish("daemon.warning", {{"message", leftover}});
   }
+  resume_pending_restarts();
   for (auto& [name, u] : units_) {
     if (u->instance || u->spec.pid_file.empty()) continue;
     apply(*u, input::NewInstance{});
@@ -80,6 +81,18 @@ void Supervisor::start() {
     } else {
       note_not_adopted(*u, instance.error());
     }
+  }
+}
+
+void Supervisor::resume_pending_restarts() {
+  for (const auto& [name, pending] : store_.load_pending_restarts()) {
+    Unit* u = find(name);
+    if (u == nullptr || u->instance) {  // no longer configured, or its new instance was adopted
+      (void)store_.forget_pending_restart(name);
+      continue;
+    }
+    const SteadyTime due = clock_.now() + Millis(pending.due_unix_ms - clock_.unix_ms());
+    apply(*u, input::ResumeRestart{pending.restarts, due});
   }
 }
 

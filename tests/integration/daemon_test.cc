@@ -52,6 +52,32 @@ TEST(Daemon, KilledDaemonIsRestartedAndAdoptsWithoutStartingTwice) {
 
 // A crash loop cannot outlast restart_limit by way of daemon restarts: the count is kept in
 // the instance's record and goes on from there.
+// The daemon is SIGKILLed while a crashed service waits out its restart backoff: the next
+// daemon carries the restart out instead of leaving the service stopped.
+TEST(Daemon, ARestartPendingWhenTheDaemonIsKilledIsCarriedOutByTheNext) {
+  const std::string dir = make_temp_dir("pending-restart");
+  const std::string yaml = "services:\n" + service_yaml("web", free_port(), "",
+                                                        "    restart: on-failure\n"
+                                                        "    restart_backoff: 2s\n");
+  Daemon d(yaml, dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  ASSERT_EQ(0, d.cli({"ensure", "web"}).exit_code) << d.stderr_text();
+  ASSERT_EQ(0, kill(d.service("web")["pid"].get<pid_t>(), SIGKILL));  // a crash
+  ASSERT_TRUE(d.wait_event([](const nlohmann::json& e) {
+    return e["type"] == "service.process_gone" && e["data"]["service"] == "web";
+  })) << d.stderr_text();
+  ASSERT_NE(std::string::npos,
+            d.service("web")["reason"].get<std::string>().find("restarting in 2s"));
+  d.kill9();
+
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  ASSERT_TRUE(d.wait_state("web", "ready")) << d.stderr_text();
+  const auto svc = d.service("web");
+  EXPECT_FALSE(svc["adopted"].get<bool>());
+  EXPECT_EQ(1, svc["restarts"]);
+  ASSERT_EQ(0, d.cli({"stop", "web"}).exit_code);
+}
+
 TEST(Daemon, TheRestartCountSurvivesADaemonRestart) {
   const std::string dir = make_temp_dir("restarts");
   const std::string yaml = "services:\n" + service_yaml("web", free_port(), "",

@@ -288,5 +288,44 @@ TEST_F(LifecycleTest, AWaiterThatTimesOutIsToldTheStateAndTheLastProbe) {
   EXPECT_EQ(ServiceState::kStarting, state_.state);
 }
 
+TEST_F(LifecycleTest, ABackoffIsPersistedWhileItRunsAndForgottenOnceOver) {
+  make_ready();
+  feed(input::Exited{state_.generation, "exited with status 1", false, false});
+  feed(input::Cleaned{state_.generation});
+  const auto pending = one<effect::PendingRestart>();
+  EXPECT_EQ(now_ + seconds(1), pending.due);
+  EXPECT_EQ(1, pending.restarts);
+  feed(input::TimerFired{state_.generation, TimerKind::kBackoff}, seconds(1));
+  EXPECT_FALSE(one<effect::PendingRestart>().due);
+  EXPECT_FALSE(state_.restart_pending);
+}
+
+TEST_F(LifecycleTest, AStopDuringABackoffForgetsThePendingRestartButShutdownKeepsIt) {
+  make_ready();
+  feed(input::Exited{state_.generation, "exited with status 1", false, false});
+  feed(input::Cleaned{state_.generation});
+  shutting_down_ = true;
+  feed(input::Shutdown{std::nullopt});
+  EXPECT_TRUE(all<effect::PendingRestart>().empty());
+  EXPECT_TRUE(state_.restart_pending);
+  shutting_down_ = false;
+  feed(input::Stop{1, false});
+  EXPECT_FALSE(one<effect::PendingRestart>().due);
+}
+
+TEST_F(LifecycleTest, ARestartPendingFromThePreviousDaemonHappensWhenItWasDue) {
+  feed(input::ResumeRestart{2, now_ + seconds(3)});
+  EXPECT_EQ(ServiceState::kError, state_.state);
+  EXPECT_TRUE(state_.want_running);
+  EXPECT_EQ(2, state_.restarts);
+  EXPECT_EQ(now_ + seconds(3), armed(TimerKind::kBackoff));
+  feed(input::TimerFired{state_.generation, TimerKind::kBackoff}, seconds(3));
+  EXPECT_EQ("restart 2 of 3 after failure", one<effect::Start>().why);
+  // Overdue (the daemon was down longer than the backoff): at once.
+  state_ = {};
+  feed(input::ResumeRestart{1, now_ - seconds(60)});
+  EXPECT_EQ(now_, armed(TimerKind::kBackoff));
+}
+
 }  // namespace
 }  // namespace gpuvisor::lifecycle
