@@ -98,7 +98,7 @@ std::map<std::string, ProxyCounts> Proxy::counts() const {
 }
 
 bool Proxy::held(const Route& r) const {
-  return r.hold && supervisor_.held(r.service, *r.hold);
+  return r.hold.active();
 }
 
 // A service that leaves ready and busy (it stops, fails, restarts) takes the proxy's hold with
@@ -111,7 +111,7 @@ void Proxy::on_event(const Event& event) {
   if (it == routes_.end()) return;
   Route& r = *it->second;
   r.open.store(false);
-  r.hold.reset();
+  r.hold.release();
   if (to == "stopping" || to == "stopped" || to == "error") r.close_tunnels();
 }
 
@@ -271,27 +271,21 @@ asio::awaitable<Status> Proxy::enter(Route& r, const ServiceSpec& spec) {
     ++r.slots;
   }
   if (!held(r)) {
-    r.hold.reset();
+    r.hold.release();
     const auto left =
         std::chrono::duration_cast<Millis>(deadline - std::chrono::steady_clock::now());
-    const auto ensure = [this, &spec, left](auto done) {
-      supervisor_.ensure(spec.name, std::max(left, Millis(1)), done);
+    const auto ensure_held = [this, &spec, left](auto done) {
+      supervisor_.ensure_held(spec.name, std::max(left, Millis(1)), "serving proxied requests",
+                              done);
     };
-    auto ready = co_await await_result<ServiceView>(ensure);
+    auto hold = co_await await_result<Hold>(ensure_held);
     if (alive.expired()) co_return make_error(ErrorCode::kUnavailable, "daemon is shutting down");
-    if (!*ready) {
+    if (!*hold) {
       if (r.concurrency > 0) r.pass_slot();
-      co_return ready->error();
+      co_return hold->error();
     }
-    // Another request may have taken the hold while this one waited.
-    if (!held(r)) {
-      auto hold = supervisor_.acquire(spec.name, "serving proxied requests");
-      if (!hold) {
-        if (r.concurrency > 0) r.pass_slot();
-        co_return hold.error();
-      }
-      r.hold = *hold;
-    }
+    // Another request may have taken a hold while this one waited: one is kept, either.
+    r.hold = std::move(**hold);
   }
   r.in_flight.fetch_add(1);
   if (r.concurrency == 0) r.open.store(true);
@@ -321,10 +315,10 @@ void Proxy::linger(Route& r, std::chrono::steady_clock::duration after) {
       [this, &r, alive = std::weak_ptr<bool>(alive_)](boost::system::error_code ec) {
         if (alive.expired()) return;
         r.linger_armed = false;
-        if (ec || !r.hold) return;
-        if (!held(r)) {  // that instance is gone, and the hold with it
+        if (ec) return;
+        if (!held(r)) {  // released, or that instance is gone and the hold with it
           r.open.store(false);
-          r.hold.reset();
+          r.hold.release();
           return;
         }
         const uint64_t requests = std::exchange(r.requests_seen, r.requests());
@@ -340,8 +334,7 @@ void Proxy::linger(Route& r, std::chrono::steady_clock::duration after) {
           linger(r, kLinger);
           return;
         }
-        supervisor_.release(r.service, *r.hold);
-        r.hold.reset();
+        r.hold.release();
       });
 }
 

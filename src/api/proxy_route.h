@@ -112,7 +112,7 @@ struct Proxy::Route {
   std::atomic<bool> open{false};       // pass() lets requests through
 
   // Main thread.
-  std::optional<uint64_t> hold;  // the supervisor's token for the busy hold
+  Hold hold;  // the service kept busy while the route has traffic
   // One timer runs while the hold is taken and lets it go once the route has had no request for
   // a whole kLinger, so that requests never arm or cancel it.
   boost::asio::steady_timer linger;

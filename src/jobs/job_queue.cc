@@ -227,7 +227,9 @@ void JobQueue::start(Job job) {
     }
     run(this, alive_, job.id);
   });
-  running_[id] = Running{std::move(job)};
+  Running running;
+  running.job = std::move(job);
+  running_[id] = std::move(running);
 }
 
 void JobQueue::run(JobQueue* self, std::shared_ptr<bool> alive, int64_t id) {
@@ -248,27 +250,24 @@ void JobQueue::run(JobQueue* self, std::shared_ptr<bool> alive, int64_t id) {
   // The service first: started (evicting per the planner) if it is not running, then kept
   // busy for the job, so no plan evicts it under the job.
   const std::string service = r.service;
-  self->supervisor_.ensure(
-      service, kEnsureTimeout, [self, alive, id, service, go](Result<ServiceView> view) {
+  self->supervisor_.ensure_held(
+      service, kEnsureTimeout, "running job " + std::to_string(id),
+      [self, alive, id, service, go](Result<Hold> hold) {
         if (!*alive) return;
         auto& running = self->running_.at(id);
         if (running.cancelled) {
           self->finish(id, JobState::kCancelled, nullptr, "cancelled before it started");
           return;
         }
-        if (!view) {
-          self->finish(id, JobState::kFailed, nullptr,
-                       "service " + service + ": " + view.error().message);
-          return;
-        }
-        auto hold = self->supervisor_.acquire(service, "running job " + std::to_string(id));
         if (!hold) {
           self->finish(id, JobState::kFailed, nullptr,
                        "service " + service + ": " + hold.error().message);
           return;
         }
-        running.hold = *hold;
-        if (view->pid > 0) self->ran_by(id, view->pid);
+        running.hold = std::move(*hold);
+        if (const auto view = self->supervisor_.get(service); view && view->pid > 0) {
+          self->ran_by(id, view->pid);
+        }
         go();
       });
 }
@@ -380,8 +379,7 @@ void JobQueue::finish(int64_t id, JobState state, json result, std::string error
   auto it = running_.find(id);
   if (it == running_.end()) return;
   Job job = std::move(it->second.job);
-  if (it->second.hold) supervisor_.release(it->second.service, *it->second.hold);
-  running_.erase(it);
+  running_.erase(it);  // and its hold on the service with it
   job.state = state;
   job.finished_ms = unix_ms_now();
   job.result = std::move(result);

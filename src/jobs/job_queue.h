@@ -59,8 +59,8 @@ class JobQueue {
     Job job;
     std::shared_ptr<StreamControl> control = std::make_shared<StreamControl>();
     bool cancelled = false;
-    std::string service{};                        // held busy for the job, when it has one
-    std::optional<uint64_t> hold = std::nullopt;  // the supervisor's token for that hold
+    std::string service{};  // held busy for the job, when it has one
+    Hold hold;              // the service kept busy for the job
   };
   void pump(const std::string& plugin);
   void start(Job job);

@@ -145,6 +145,24 @@ bool Supervisor::held(const std::string& name, uint64_t token) const {
          u->life.state == ServiceState::kBusy;
 }
 
+Result<Hold> Supervisor::hold(const std::string& name, const std::string& why) {
+  auto token = acquire(name, why);
+  if (!token) return token.error();
+  return Hold(*this, alive_, name, *token);
+}
+
+void Supervisor::ensure_held(const std::string& name, Millis timeout, const std::string& why,
+                             std::function<void(Result<Hold>)> done) {
+  ensure(name, timeout,
+         guarded([this, name, why, done = std::move(done)](const Result<ServiceView>& ready) {
+           if (!ready) {
+             done(ready.error());
+             return;
+           }
+           done(hold(name, why));
+         }));
+}
+
 void Supervisor::restart(const std::string& name, Millis timeout, Done done) {
   stop(name, false,
        guarded([this, name, timeout, done = std::move(done)](Result<ServiceView> stopped) mutable {

@@ -25,6 +25,7 @@
 #include "planner/planner.h"
 #include "runtime/log_tail.h"
 #include "runtime/runtime.h"
+#include "supervisor/hold.h"
 #include "supervisor/lifecycle.h"
 #include "supervisor/probe.h"
 #include "supervisor/state_store.h"
@@ -82,6 +83,11 @@ class Supervisor {
   // Whether token (from acquire) still holds the service busy: false once that instance
   // failed or was stopped.
   bool held(const std::string& name, uint64_t token) const;
+  // acquire, as a lease that releases itself (supervisor/hold.h).
+  Result<Hold> hold(const std::string& name, const std::string& why);
+  // ensure, then hold: done gets a Hold on the ready service, or why it is not ready.
+  void ensure_held(const std::string& name, Millis timeout, const std::string& why,
+                   std::function<void(Result<Hold>)> done);
   // Ensures every service whose phases include phase, none evicting another of them. done
   // gets their views once all are ready, or the first failure (NotFound: no such phase).
   void ensure_phase(int phase, Millis timeout,

@@ -300,5 +300,51 @@ TEST_F(SupervisorTest, ShutdownStopsWhatItStarted) {
   EXPECT_EQ(1u, runtime_.instances["llm"]->stop_graces.size());
 }
 
+TEST_F(SupervisorTest, AHoldKeepsTheServiceBusyUntilItGoesOutOfScope) {
+  ASSERT_TRUE(wait(ensure("llm")));
+  {
+    auto first = sup().hold("llm", "a job");
+    ASSERT_TRUE(first.ok());
+    Hold moved = std::move(*first);
+    EXPECT_TRUE(moved.active());
+    EXPECT_FALSE(first->active());  // moved from: holds nothing, releases nothing
+    EXPECT_EQ(ServiceState::kBusy, state("llm"));
+  }
+  EXPECT_EQ(ServiceState::kReady, state("llm"));
+}
+
+TEST_F(SupervisorTest, AHoldOnAFailedInstanceIsInactiveAndLettingItGoLeavesTheNextAlone) {
+  spec("llm").restart = RestartPolicy::kAlways;
+  ASSERT_TRUE(wait(ensure("llm")));
+  auto old = sup().hold("llm", "a job");
+  ASSERT_TRUE(old.ok());
+  runtime_.instances["llm"]->exit(1);
+  ASSERT_TRUE(wait_state("llm", ServiceState::kError));
+  EXPECT_FALSE(old->active());
+  ASSERT_TRUE(wait_state("llm", ServiceState::kReady));
+  auto current = sup().hold("llm", "another job");
+  ASSERT_TRUE(current.ok());
+  old->release();
+  EXPECT_EQ(ServiceState::kBusy, state("llm"));
+  EXPECT_TRUE(current->active());
+}
+
+TEST_F(SupervisorTest, EnsureHeldStartsTheServiceAndHandsBackAHold) {
+  std::optional<Result<Hold>> got;
+  sup().ensure_held("llm", Millis(10'000), "a job",
+                    [&](Result<Hold> hold) { got.emplace(std::move(hold)); });
+  ASSERT_TRUE(run_until(io_, [&] { return got.has_value(); }));
+  ASSERT_TRUE(got->ok()) << got->error().message;
+  EXPECT_EQ(ServiceState::kBusy, state("llm"));
+  got.reset();
+  EXPECT_EQ(ServiceState::kReady, state("llm"));
+
+  std::optional<Result<Hold>> refused;
+  sup().ensure_held("nope", Millis(10), "a job",
+                    [&](Result<Hold> hold) { refused.emplace(std::move(hold)); });
+  ASSERT_TRUE(run_until(io_, [&] { return refused.has_value(); }));
+  EXPECT_EQ(ErrorCode::kNotFound, refused->error().code);
+}
+
 }  // namespace
 }  // namespace gpuvisor
