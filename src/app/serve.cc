@@ -191,8 +191,9 @@ int run_serve(const ServeOptions& options) {
     std::cerr << job_store.error().message << "\n";
     return 1;
   }
-  JobQueue jobs(io.get_executor(), **job_store, *plugins, supervisor, events, workers,
-                {store->dir() + "/logs", config.daemon.conda, config.daemon.job_retention});
+  JobQueue jobs(
+      io.get_executor(), **job_store, *plugins, supervisor, events, workers,
+      {store->dir() + "/logs", config.daemon.conda, config.daemon.job_retention, cgroup_parent});
   plugins->on_config_change([&jobs](const std::string& id) { jobs.reload(id); });
   Proxy proxy(io.get_executor(), supervisor, events, config, !token.empty(), &threads);
   Metrics metrics(events);

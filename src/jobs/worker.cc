@@ -13,7 +13,8 @@ using nlohmann::json;
 
 Result<std::shared_ptr<Worker>> Worker::start(asio::any_io_executor executor,
                                               const std::vector<std::string>& argv,
-                                              const std::string& log_path, OnMessage on_message,
+                                              const std::string& log_path,
+                                              const std::string& cgroup_dir, OnMessage on_message,
                                               OnExit on_exit) {
   int to_worker[2], from_worker[2];
   if (pipe2(to_worker, O_CLOEXEC) != 0) {
@@ -24,7 +25,7 @@ Result<std::shared_ptr<Worker>> Worker::start(asio::any_io_executor executor,
     close(to_worker[1]);
     return make_error(ErrorCode::kFailed, std::string("pipe: ") + std::strerror(errno));
   }
-  ChildSpec spec{argv, {}, "", log_path};
+  ChildSpec spec{argv, {}, "", log_path, cgroup_dir};
   spec.stdin_fd = to_worker[0];
   spec.stdout_fd = from_worker[1];
   auto child = ChildProcess::spawn(executor, spec);
@@ -110,6 +111,9 @@ void Worker::watch() {
     self->kill_timer_.cancel();
     self->in_.close();
     self->out_.close();
+    // A worker's job is over with it: what it started and left behind (a setsid() helper, a
+    // server it forked) would hold memory for nobody.
+    self->child_->stop(Millis(0), [](StopOutcome) {});
     if (self->on_exit_) self->on_exit_(exit.describe());
   });
 }

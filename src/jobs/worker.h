@@ -2,8 +2,9 @@
 // sends {"type": "init", "config"}, {"type": "execute", "job_id", "input"} and {"type": "stop"};
 // the worker answers {"type": "ready"}, {"type": "stream_chunk", "job_id", "data"},
 // {"type": "progress", "job_id", "progress"}, {"type": "result", "job_id", "result"} or
-// {"type": "error", "job_id", "message"}. Its stderr goes to a log file. It is a ChildProcess,
-// so stopping it (SIGTERM, then SIGKILL) stops its whole tree; never by name.
+// {"type": "error", "job_id", "message"}. Its stderr goes to a log file. It is a ChildProcess:
+// in a cgroup of its own where the machine allows one, so stopping it (SIGTERM, then SIGKILL)
+// stops whatever it started too, even a descendant that called setsid(); never by name.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -26,12 +27,13 @@ class Worker : public std::enable_shared_from_this<Worker> {
   using OnMessage = std::function<void(const nlohmann::json&)>;
   using OnExit = std::function<void(const std::string& how)>;
 
-  // Starts argv; messages and the exit arrive on executor. A line that is not a JSON object
-  // is reported as {"type": "error", "message": "worker sent ..."}. on_exit hears how it ended
-  // (ExitInfo::describe()).
+  // Starts argv (in cgroup_dir, unless empty); messages and the exit arrive on executor. A line
+  // that is not a JSON object is reported as {"type": "error", "message": "worker sent ..."}.
+  // on_exit hears how it ended (ExitInfo::describe()); whatever it left running is then ended.
   static Result<std::shared_ptr<Worker>> start(boost::asio::any_io_executor executor,
                                                const std::vector<std::string>& argv,
-                                               const std::string& log_path, OnMessage on_message,
+                                               const std::string& log_path,
+                                               const std::string& cgroup_dir, OnMessage on_message,
                                                OnExit on_exit);
   ~Worker();
 
