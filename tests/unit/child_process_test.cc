@@ -1,18 +1,23 @@
 // The one child-process type against real processes: how a child is started, what its exit
-// reads as, and that a stop or a kill leaves nothing of its tree.
+// reads as, and that a stop or a kill leaves nothing of its tree; and the cgroups that daemons
+// killed with SIGKILL left behind, cleared without touching anything in use.
 #include "runtime/child_process.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "lib/fakes.h"
+#include "runtime/cgroup_parent.h"
 #include "runtime/proc.h"
 
 namespace gpuvisor {
@@ -143,6 +148,93 @@ TEST(ChildEnvironment, TheChildsOwnEnvironmentOverridesTheDaemons) {
   const auto env = merged_environment({{"PATH", "/custom"}, {"GV_X", "1"}});
   EXPECT_NE(env.end(), std::find(env.begin(), env.end(), "PATH=/custom"));
   EXPECT_NE(env.end(), std::find(env.begin(), env.end(), "GV_X=1"));
+}
+
+// Under a root of the test's own, beside the real daemons' state directories.
+class CgroupLeftoversTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto real = CgroupParent::root();
+    if (!real) GTEST_SKIP() << "no cgroup2 here: " << real.error().message;
+    root_ = *real + "/test-leftovers-" + std::to_string(getpid());
+    ASSERT_EQ(0, mkdir(root_.c_str(), 0755)) << std::strerror(errno);
+  }
+  void TearDown() override {
+    if (root_.empty()) return;
+    std::error_code ec;
+    for (const auto& state : std::filesystem::directory_iterator(root_, ec)) {
+      if (!state.is_directory(ec)) continue;
+      for (const auto& child : std::filesystem::directory_iterator(state.path(), ec)) {
+        if (child.is_directory(ec)) rmdir(child.path().c_str());
+      }
+      rmdir(state.path().c_str());
+    }
+    rmdir(root_.c_str());
+  }
+  void backdate(const std::string& dir) {
+    const timespec an_hour_ago{time(nullptr) - 3600, 0};
+    const timespec times[2] = {an_hour_ago, an_hour_ago};
+    EXPECT_EQ(0, utimensat(AT_FDCWD, dir.c_str(), times, 0)) << std::strerror(errno);
+  }
+  // Makes root_/name (if it is not there yet), and its parent first where name has one.
+  std::string make_cgroup(const std::string& name, bool old) {
+    const std::string dir = root_ + "/" + name;
+    const std::string parent = dir.substr(0, dir.rfind('/'));
+    if (parent != root_) mkdir(parent.c_str(), 0755);
+    EXPECT_TRUE(mkdir(dir.c_str(), 0755) == 0 || errno == EEXIST)
+        << dir << ": " << std::strerror(errno);
+    if (old) backdate(dir);
+    return dir;
+  }
+  std::string root_;
+};
+
+TEST_F(CgroupLeftoversTest, OnlyEmptyOldCgroupsThatNoDaemonHoldsAreRemoved) {
+  // Parents backdated last: making a cgroup inside one makes it look new.
+  const std::string gone_child = make_cgroup("state-gone/svc.1", true);
+  const std::string gone = make_cgroup("state-gone", true);
+  make_cgroup("state-young", false);
+  const std::string busy_child = make_cgroup("state-busy/svc.1", true);
+  make_cgroup("state-busy", true);
+  // A process inside: the tree of a service a killed daemon left running, which its next
+  // daemon adopts.
+  boost::asio::io_context io;
+  auto member = ChildProcess::spawn(io.get_executor(), {{"/bin/sleep", "1000"}});
+  ASSERT_TRUE(member.ok()) << member.error().message;
+  {
+    std::ofstream procs(busy_child + "/cgroup.procs");
+    procs << (*member)->pid() << std::endl;
+  }
+  const auto removed = CgroupParent::remove_leftovers(root_, std::chrono::minutes(10));
+
+  EXPECT_EQ((std::vector<std::string>{gone_child, gone}), removed);
+  EXPECT_FALSE(std::filesystem::exists(gone));
+  EXPECT_TRUE(std::filesystem::exists(root_ + "/state-young"));
+  EXPECT_TRUE(std::filesystem::exists(busy_child));
+  EXPECT_TRUE(same_process_alive((*member)->pid(), read_proc_stat((*member)->pid())->start_time));
+  (*member)->kill_now();
+  ASSERT_TRUE(run_until(io, [&] { return rmdir(busy_child.c_str()) == 0; }));
+}
+
+TEST_F(CgroupLeftoversTest, ADirectoryADaemonHoldsIsNeverRemovedAndItsLastHolderRemovesIt) {
+  const std::string state_dir = temp_dir();
+  auto claim = [&] {
+    auto held = CgroupParent::claim(root_, state_dir);
+    EXPECT_TRUE(held.ok()) << held.error().message;
+    return std::optional<CgroupParent>(std::move(*held));
+  };
+  auto first = claim();
+  const std::string dir = first->dir();
+  backdate(dir);
+  // A second claim on the same state directory shares it; a removal cannot take it.
+  auto second = claim();
+  EXPECT_EQ(dir, second->dir());
+  EXPECT_TRUE(CgroupParent::remove_leftovers(root_, std::chrono::seconds(0)).empty());
+  // The first to let go leaves it to the other; the last removes it, empty as it is.
+  first.reset();
+  EXPECT_TRUE(std::filesystem::exists(dir));
+  second.reset();
+  EXPECT_FALSE(std::filesystem::exists(dir));
 }
 
 }  // namespace

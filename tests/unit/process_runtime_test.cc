@@ -12,6 +12,7 @@
 
 #include "lib/fakes.h"
 #include "runtime/cgroup.h"
+#include "runtime/cgroup_parent.h"
 #include "runtime/log_tail.h"
 #include "runtime/proc.h"
 
@@ -48,9 +49,10 @@ class ProcessRuntimeTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     if (GetParam()) {
-      auto parent = Cgroup::default_parent(dir_);
+      auto parent = CgroupParent::claim(dir_);
       if (!parent) GTEST_SKIP() << "no cgroup2 here: " << parent.error().message;
-      cgroup_parent_ = *parent;
+      cgroup_parent_ = parent->dir();
+      held_.emplace(std::move(*parent));
     }
     runtime_ = std::make_unique<ProcessRuntime>(io_.get_executor(), cgroup_parent_);
   }
@@ -76,6 +78,7 @@ class ProcessRuntimeTest : public ::testing::TestWithParam<bool> {
   }
 
   boost::asio::io_context io_;
+  std::optional<CgroupParent> held_;
   std::string cgroup_parent_;
   std::string dir_ = temp_dir();
   std::unique_ptr<ProcessRuntime> runtime_;
