@@ -10,6 +10,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -50,6 +52,29 @@ int free_port() {
 bool pid_alive(pid_t pid) {
   const auto st = read_proc_stat(pid);
   return st && st->state != 'Z';
+}
+
+bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds limit) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  auto pause = std::chrono::milliseconds(1);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    // poll() with no descriptors: a bounded pause between two looks, not a wait for an event.
+    poll(nullptr, 0, static_cast<int>(pause.count()));
+    pause = std::min(pause * 2, std::chrono::milliseconds(50));
+  }
+  return true;
+}
+
+bool wait_gone(pid_t pid, std::chrono::milliseconds limit) {
+  const Pidfd fd = Pidfd::open(pid);
+  if (!fd.valid()) return true;  // already reaped
+  pollfd exited{fd.fd(), POLLIN, 0};
+  int rc = 0;
+  do {
+    rc = poll(&exited, 1, static_cast<int>(limit.count()));
+  } while (rc < 0 && errno == EINTR);
+  return rc > 0;
 }
 
 pid_t read_pid_file(const std::string& path) {

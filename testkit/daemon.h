@@ -22,6 +22,12 @@ std::string make_temp_dir(const std::string& tag);
 // A TCP port that was free a moment ago (for services whose health URL must name it).
 int free_port();
 bool pid_alive(pid_t pid);
+// Checks pred with a growing pause between looks (1 ms up to 50 ms) until it holds or limit
+// passes: waiting on something the test cannot be told about (a process's end, a file).
+bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds limit = 10s);
+// Waits on the process's pidfd until it has exited (a zombie counts as gone); false if it still
+// runs after limit.
+bool wait_gone(pid_t pid, std::chrono::milliseconds limit = 10s);
 pid_t read_pid_file(const std::string& path);
 size_t count_lines(const std::string& path);
 // A reply's body as JSON: null when there was no reply, discarded when it is not JSON.

@@ -8,10 +8,12 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -28,9 +30,9 @@
 #include "jobs/job_queue.h"
 #include "jobs/job_store.h"
 #include "plugins/registry.h"
-#include "runtime/cgroup.h"
+#include "runtime/cgroup_parent.h"
+#include "runtime/child_process.h"
 #include "runtime/docker_client.h"
-#include "runtime/spawn.h"
 #include "supervisor/probe.h"
 #include "supervisor/state_store.h"
 #include "supervisor/supervisor.h"
@@ -70,6 +72,19 @@ int lock_state_dir(const std::string& dir) {
     (void)ignored;  // the PID in the lock file is a courtesy for people; the lock is the flock
   }
   return fd;
+}
+
+// Daemons killed with SIGKILL (on this state directory or any other) leave empty cgroups behind.
+void remove_cgroup_leftovers() {
+  // Old enough that a daemon of an earlier version, which holds no lock on its directory, has
+  // long since started what it runs there.
+  constexpr std::chrono::minutes kMinAge{10};
+  const auto root = CgroupParent::root();
+  if (!root) return;
+  const auto removed = CgroupParent::remove_leftovers(*root, kMinAge);
+  if (!removed.empty()) {
+    spdlog::info("removed {} empty cgroups left by daemons that were killed", removed.size());
+  }
 }
 
 // The engine's socket: the config, else DOCKER_HOST, else the usual path. A bad value matters
@@ -143,11 +158,12 @@ int run_serve(const ServeOptions& options) {
   // work that the main thread holds when it stops still names them as it is destroyed.
   IoThreads threads(IoThreads::count_for(config.daemon.io_threads));
   boost::asio::io_context io;
-  std::string cgroup_parent;
+  std::optional<CgroupParent> cgroups;
   if (config.daemon.use_cgroups) {
-    auto parent = Cgroup::default_parent(store->dir());
+    auto parent = CgroupParent::claim(store->dir());
     if (parent) {
-      cgroup_parent = *parent;
+      cgroups = std::move(*parent);
+      remove_cgroup_leftovers();
     } else {
       spdlog::warn(
           "cgroups unavailable ({}); tracking descendants and session members through "
@@ -156,6 +172,7 @@ int run_serve(const ServeOptions& options) {
           parent.error().message);
     }
   }
+  const std::string cgroup_parent = cgroups ? cgroups->dir() : "";
   const auto docker_socket = docker_socket_for(config);
   if (!docker_socket) {
     std::cerr << docker_socket.error().message << "\n";
@@ -193,8 +210,9 @@ int run_serve(const ServeOptions& options) {
     std::cerr << job_store.error().message << "\n";
     return 1;
   }
-  JobQueue jobs(io.get_executor(), **job_store, *plugins, supervisor, events, workers,
-                {store->dir() + "/logs", config.daemon.conda, config.daemon.job_retention});
+  JobQueue jobs(
+      io.get_executor(), **job_store, *plugins, supervisor, events, workers,
+      {store->dir() + "/logs", config.daemon.conda, config.daemon.job_retention, cgroup_parent});
   plugins->on_config_change([&jobs](const std::string& id) { jobs.reload(id); });
   Proxy proxy(io.get_executor(), supervisor, events, config, !token.empty(), &threads);
   Metrics metrics(events);

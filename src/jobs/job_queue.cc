@@ -313,7 +313,8 @@ WorkerPool& JobQueue::pool(const PluginManifest& plugin) {
                                 auto config = plugins_.config_or_defaults(id);
                                 return config ? *config : json::object();
                               },
-                              remote};
+                              remote,
+                              options_.cgroup_parent};
   WorkerPool::JobEvents hooks{[this, alive](int64_t job, pid_t pid) {
                                 if (!alive.expired()) ran_by(job, pid);
                               },

@@ -28,6 +28,8 @@ class JobQueue {
     std::string log_dir;  // where workers' stderr goes (<log_dir>/worker-<plugin>.log)
     std::string conda;    // the executable for workers with a conda_env; empty: from PATH
     Millis retention{0};  // finished jobs older than this are deleted; 0: kept forever
+    // Where each worker gets a cgroup of its own (CgroupParent::dir()); empty: none.
+    std::string cgroup_parent{};
   };
   JobQueue(boost::asio::any_io_executor executor, JobStore& store, const PluginRegistry& plugins,
            Supervisor& supervisor, EventBus& events, WorkerRegistry& workers, Options options);

@@ -1,16 +1,10 @@
 #include "jobs/worker.h"
 
 #include <fcntl.h>
-#include <poll.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <boost/asio/write.hpp>
-#include <csignal>
 #include <cstring>
-
-#include "runtime/spawn.h"
 
 namespace gpuvisor {
 
@@ -19,7 +13,8 @@ using nlohmann::json;
 
 Result<std::shared_ptr<Worker>> Worker::start(asio::any_io_executor executor,
                                               const std::vector<std::string>& argv,
-                                              const std::string& log_path, OnMessage on_message,
+                                              const std::string& log_path,
+                                              const std::string& cgroup_dir, OnMessage on_message,
                                               OnExit on_exit) {
   int to_worker[2], from_worker[2];
   if (pipe2(to_worker, O_CLOEXEC) != 0) {
@@ -30,30 +25,28 @@ Result<std::shared_ptr<Worker>> Worker::start(asio::any_io_executor executor,
     close(to_worker[1]);
     return make_error(ErrorCode::kFailed, std::string("pipe: ") + std::strerror(errno));
   }
-  SpawnRequest request{argv, merged_environment({}), "", log_path, ""};
-  request.stdin_fd = to_worker[0];
-  request.stdout_fd = from_worker[1];
-  auto spawned = spawn_process(request);
+  ChildSpec spec{argv, {}, "", log_path, cgroup_dir};
+  spec.stdin_fd = to_worker[0];
+  spec.stdout_fd = from_worker[1];
+  auto child = ChildProcess::spawn(executor, spec);
   close(to_worker[0]);
   close(from_worker[1]);
-  if (!spawned) {
+  if (!child) {
     close(to_worker[1]);
     close(from_worker[0]);
-    return spawned.error();
+    return child.error();
   }
-  auto worker = std::shared_ptr<Worker>(
-      new Worker(std::move(executor), spawned->pid, spawned->pidfd.release(), to_worker[1],
-                 from_worker[0], std::move(on_message), std::move(on_exit)));
+  auto worker = std::shared_ptr<Worker>(new Worker(std::move(executor), std::move(*child),
+                                                   to_worker[1], from_worker[0],
+                                                   std::move(on_message), std::move(on_exit)));
   worker->read();
   worker->watch();
   return worker;
 }
 
-Worker::Worker(asio::any_io_executor executor, pid_t pid, int pidfd, int in, int out,
+Worker::Worker(asio::any_io_executor executor, std::shared_ptr<ChildProcess> child, int in, int out,
                OnMessage on_message, OnExit on_exit)
-    : executor_(executor),
-      pid_(pid),
-      pidfd_(executor, pidfd),
+    : child_(std::move(child)),
       in_(executor, in),
       out_(executor, out),
       kill_timer_(executor),
@@ -62,20 +55,17 @@ Worker::Worker(asio::any_io_executor executor, pid_t pid, int pidfd, int in, int
 
 Worker::~Worker() {
   // Never left running behind us: a worker outliving its owner holds VRAM nobody accounts for.
-  if (!exited_) {
-    syscall(SYS_pidfd_send_signal, pidfd_.native_handle(), SIGKILL, nullptr, 0);
-    waitpid(pid_, nullptr, 0);
-  }
+  if (!child_->exited()) child_->kill_now();
 }
 
 void Worker::send(const json& message) {
-  if (exited_) return;
+  if (child_->exited()) return;
   queue_.push_back(message.dump() + "\n");
   if (!writing_) flush();
 }
 
 void Worker::flush() {
-  if (queue_.empty() || exited_) {
+  if (queue_.empty() || child_->exited()) {
     writing_ = false;
     return;
   }
@@ -114,46 +104,30 @@ void Worker::read() {
 }
 
 void Worker::watch() {
-  pidfd_.async_wait(asio::posix::stream_descriptor::wait_read,
-                    [self = shared_from_this()](boost::system::error_code ec) {
-                      if (ec || self->exited_) return;
-                      // Confirm before believing: a wake-up may be meant for a reused number.
-                      pollfd p{self->pidfd_.native_handle(), POLLIN, 0};
-                      if (poll(&p, 1, 0) == 0) {
-                        self->watch();
-                        return;
-                      }
-                      int status = 0;
-                      waitpid(self->pid_, &status, 0);
-                      self->exited_ = true;
-                      self->kill_timer_.cancel();
-                      std::string how =
-                          WIFSIGNALED(status)
-                              ? "killed by signal " + std::to_string(WTERMSIG(status))
-                              : "exited with status " + std::to_string(WEXITSTATUS(status));
-                      self->in_.close();
-                      self->out_.close();
-                      if (self->on_exit_) self->on_exit_(how);
-                    });
+  // Weak: the child keeps this callback, and this worker keeps the child.
+  child_->watch([weak = weak_from_this()](const ExitInfo& exit) {
+    const auto self = weak.lock();
+    if (!self) return;
+    self->kill_timer_.cancel();
+    self->in_.close();
+    self->out_.close();
+    // A worker's job is over with it: what it started and left behind (a setsid() helper, a
+    // server it forked) would hold memory for nobody.
+    self->child_->stop(Millis(0), [](StopOutcome) {});
+    if (self->on_exit_) self->on_exit_(exit.describe());
+  });
 }
 
 void Worker::stop(Millis grace, Millis ask) {
-  if (exited_) return;
+  if (child_->exited()) return;
   if (ask.count() > 0) {
     kill_timer_.expires_after(ask);
     kill_timer_.async_wait([self = shared_from_this(), grace](boost::system::error_code ec) {
-      if (!ec && !self->exited_) self->stop(grace);
+      if (!ec && !self->child_->exited()) self->stop(grace);
     });
     return;
   }
-  syscall(SYS_pidfd_send_signal, pidfd_.native_handle(), grace.count() > 0 ? SIGTERM : SIGKILL,
-          nullptr, 0);
-  if (grace.count() <= 0) return;
-  kill_timer_.expires_after(grace);
-  kill_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-    if (ec || self->exited_) return;
-    syscall(SYS_pidfd_send_signal, self->pidfd_.native_handle(), SIGKILL, nullptr, 0);
-  });
+  child_->stop(grace, [](StopOutcome) {});  // the exit, not the stop's end, is what on_exit says
 }
 
 }  // namespace gpuvisor

@@ -1,6 +1,7 @@
 #include "jobs/worker_pool.h"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <boost/asio/post.hpp>
@@ -160,9 +161,14 @@ Status WorkerPool::spawn(const std::string& replaces) {
   const auto& spec = plugin_.worker;
   const auto argv =
       spec.conda_env.empty() ? spec.command : conda_run(env_.conda, spec.conda_env, spec.command);
+  // Named for this daemon too: a leftover of an earlier one (reclaimed at start-up) can never
+  // be mistaken for it.
+  const std::string cgroup = env_.cgroup_parent.empty()
+                                 ? ""
+                                 : env_.cgroup_parent + "/" + id + "." + std::to_string(getpid());
   const std::weak_ptr<bool> alive = alive_;
   auto worker = Worker::start(
-      env_.executor, argv, env_.log_path,
+      env_.executor, argv, env_.log_path, cgroup,
       [this, alive, id](const json& m) {
         if (!alive.expired()) on_message(id, m);
       },

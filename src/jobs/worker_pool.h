@@ -43,6 +43,8 @@ class WorkerPool {
     WorkerRegistry& registry;
     std::function<nlohmann::json()> config;  // the plugin's config, as a worker is initialised
     std::string remote;                      // the remote service its jobs use, if any
+    // Each worker's tree goes in a cgroup of its own under this directory; empty: no cgroups.
+    std::string cgroup_parent{};
   };
 
   WorkerPool(const PluginManifest& plugin, Environment env, JobEvents jobs);

@@ -9,7 +9,6 @@
 #include <csignal>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 
 #include "runtime/pidfd.h"
 
@@ -24,37 +23,6 @@ bool on_cgroup2(const std::string& path) {
   return statfs(path.c_str(), &fs) == 0 && fs.f_type == kCgroup2Magic;
 }
 
-// The cgroup2 mount point, from /proc/self/mountinfo (field 5 is the mount point; the fs type
-// follows the " - " separator).
-std::optional<std::string> cgroup2_mount() {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    const auto sep = line.find(" - ");
-    if (sep == std::string::npos) continue;
-    std::istringstream tail(line.substr(sep + 3));
-    std::string fstype;
-    tail >> fstype;
-    if (fstype != "cgroup2") continue;
-    std::istringstream head(line.substr(0, sep));
-    std::string field;
-    for (int i = 1; i <= 5 && head >> field; ++i) {
-      if (i == 5) return field;
-    }
-  }
-  return std::nullopt;
-}
-
-// The "0::/path" line of /proc/self/cgroup: this process's place in the v2 hierarchy.
-std::optional<std::string> own_cgroup() {
-  std::ifstream in("/proc/self/cgroup");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("0::", 0) == 0) return line.substr(3);
-  }
-  return std::nullopt;
-}
-
 bool write_file(const std::string& path, const std::string& text) {
   const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) return false;
@@ -64,28 +32,6 @@ bool write_file(const std::string& path, const std::string& text) {
 }
 
 }  // namespace
-
-Result<std::string> Cgroup::default_parent(const std::string& state_dir) {
-  const auto mount = cgroup2_mount();
-  if (!mount) return make_error(ErrorCode::kUnavailable, "no cgroup2 file system is mounted");
-  const auto self = own_cgroup();
-  if (!self) return make_error(ErrorCode::kUnavailable, "this process has no cgroup2 membership");
-  struct stat st {};
-  if (stat(state_dir.c_str(), &st) != 0) {
-    return make_error(ErrorCode::kUnavailable,
-                      "cannot stat " + state_dir + ": " + std::strerror(errno));
-  }
-  const std::string gpuvisor = *mount + (*self == "/" ? "" : *self) + "/gpuvisor";
-  const std::string parent =
-      gpuvisor + "/state-" + std::to_string(st.st_dev) + "-" + std::to_string(st.st_ino);
-  for (const std::string& dir : {gpuvisor, parent}) {
-    if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
-      return make_error(ErrorCode::kUnavailable,
-                        "cannot create " + dir + ": " + std::strerror(errno));
-    }
-  }
-  return parent;
-}
 
 Result<Cgroup> Cgroup::create(const std::string& dir) {
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {

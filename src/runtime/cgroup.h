@@ -1,6 +1,6 @@
-// A cgroup v2 directory that holds one service's process tree. Membership is how gpuvisor finds
-// every descendant, including one that called setsid() or outlived its parent; cgroup.kill
-// (Linux 5.14) ends them all at once.
+// A cgroup v2 directory that holds one child's process tree (a service's, a worker's). Membership
+// is how gpuvisor finds every descendant, including one that called setsid() or outlived its
+// parent; cgroup.kill (Linux 5.14) ends them all at once.
 #pragma once
 
 #include <sys/types.h>
@@ -15,14 +15,6 @@ namespace gpuvisor {
 
 class Cgroup {
  public:
-  // The directory under which a daemon on state_dir creates service cgroups: "<cgroup2
-  // mount><own cgroup>/gpuvisor/state-<device>-<inode>", named for the state directory so that
-  // whatever lies under it was started by a daemon on that directory and no other (two daemons
-  // started from one shell share their own cgroup, not this). Created if needed. An error with
-  // a reason when the machine does not allow it (no cgroup2 mount, read-only, not delegated);
-  // callers fall back to tracking descendants and session members through /proc.
-  static Result<std::string> default_parent(const std::string& state_dir);
-
   // Creates (or reuses) dir. Refuses a dir that does not live on a cgroup2 mount.
   static Result<Cgroup> create(const std::string& dir);
   // An existing cgroup, e.g. from a persisted record after a daemon restart.

@@ -1,7 +1,5 @@
 #include "runtime/oneshot.h"
 
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -14,13 +12,13 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 #include <charconv>
-#include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <optional>
 
 #include "core/url.h"
-#include "runtime/spawn.h"
+#include "runtime/child_process.h"
 
 namespace gpuvisor {
 
@@ -136,12 +134,6 @@ std::string last_line(std::string text) {
   return text.size() > 200 ? text.substr(0, 200) : text;
 }
 
-std::string CommandOutcome::describe() const {
-  if (!error.empty()) return error;
-  if (signal != 0) return "killed by signal " + std::to_string(signal);
-  return code == 0 ? "exit 0" : "exited with status " + std::to_string(code);
-}
-
 asio::awaitable<CommandOutcome> run_command(std::vector<std::string> argv, Millis timeout,
                                             bool capture) {
   CommandOutcome out;
@@ -158,36 +150,36 @@ asio::awaitable<CommandOutcome> run_command(std::vector<std::string> argv, Milli
     close(fd);
     output_path = name;
   }
-  auto spawned = spawn_process(SpawnRequest{argv, merged_environment({}), "", output_path, ""});
-  if (!spawned) {
+  auto child = ChildProcess::spawn(executor, ChildSpec{argv, {}, "", output_path});
+  if (!child) {
     if (!output_path.empty()) unlink(output_path.c_str());
-    out.error = spawned.error().message;
+    out.error = child.error().message;
     co_return out;
   }
-  // Shared with the deadline's handler, which may still be queued after this frame is gone.
+  // Shared with the handlers, which may still be queued after this frame is gone. wake never
+  // expires: the exit cancels it.
   struct Wait {
-    asio::posix::stream_descriptor pidfd;
-    pid_t pid;
+    std::optional<ExitInfo> exit;
     bool timed_out = false;
-    bool reaped = false;
+    asio::steady_timer wake;
   };
-  auto wait = std::make_shared<Wait>(
-      Wait{asio::posix::stream_descriptor(executor, spawned->pidfd.release()), spawned->pid});
+  auto wait = std::make_shared<Wait>(Wait{std::nullopt, false, asio::steady_timer(executor)});
+  wait->wake.expires_at(asio::steady_timer::time_point::max());
+  (*child)->watch([wait](ExitInfo info) {
+    wait->exit = std::move(info);
+    wait->wake.cancel();
+  });
   asio::steady_timer deadline(executor, timeout);
-  deadline.async_wait([wait](const boost::system::error_code& ec) {
-    if (ec || wait->reaped) return;
+  deadline.async_wait([wait, tree = *child](const boost::system::error_code& ec) {
+    if (ec || wait->exit) return;
     wait->timed_out = true;
-    // Our unreaped child, so neither its PID nor its group can be reused yet.
-    syscall(SYS_pidfd_send_signal, wait->pidfd.native_handle(), SIGKILL, nullptr, 0);
-    kill(-wait->pid, SIGKILL);
+    tree->stop(Millis(0), [](StopOutcome) {});  // its exit ends the wait below
   });
   boost::system::error_code ec;
-  co_await wait->pidfd.async_wait(asio::posix::stream_descriptor::wait_read,
-                                  asio::redirect_error(asio::use_awaitable, ec));
+  while (!wait->exit) {
+    co_await wait->wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
   deadline.cancel();
-  int status = 0;
-  waitpid(wait->pid, &status, 0);
-  wait->reaped = true;
   if (!output_path.empty()) {
     std::ifstream in(output_path);
     out.output.resize(kMaxOutput);
@@ -197,11 +189,8 @@ asio::awaitable<CommandOutcome> run_command(std::vector<std::string> argv, Milli
   }
   if (wait->timed_out) {
     out.error = "timed out after " + format_duration(timeout);
-  } else if (WIFEXITED(status)) {
-    out.exited = true;
-    out.code = WEXITSTATUS(status);
-  } else if (WIFSIGNALED(status)) {
-    out.signal = WTERMSIG(status);
+  } else {
+    out.exit = *wait->exit;
   }
   co_return out;
 }

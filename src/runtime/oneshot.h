@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/duration.h"
+#include "runtime/exit_info.h"
 
 namespace gpuvisor {
 
@@ -39,21 +40,19 @@ boost::asio::awaitable<HttpOutcome> http_request(std::string method, std::string
 boost::asio::awaitable<HttpOutcome> tcp_connect(std::string host, std::string port, Millis timeout);
 
 struct CommandOutcome {
-  std::string error;  // could not run, or timed out ("timed out after 5s"), or empty
-  bool exited = false;
-  int code = 0;        // exit status, when exited
-  int signal = 0;      // terminating signal, when killed
+  std::string error;   // could not run, or timed out ("timed out after 5s"), or empty
+  ExitInfo exit;       // how it ended, when error is empty
   std::string output;  // stdout and stderr together, up to 1 MiB, when asked for
-  bool ok() const { return error.empty() && exited && code == 0; }
-  // "exit 0", "exited with status 3", "killed by signal 9", or the error.
-  std::string describe() const;
+  bool ok() const { return error.empty() && exit.success(); }
+  // The error, else how it ended ("exited with status 3", ExitInfo::describe()).
+  std::string describe() const { return error.empty() ? exit.describe() : error; }
 };
 
 // The last non-empty line of a command's output, at most 200 characters: what an error
 // message quotes of it.
 std::string last_line(std::string text);
 
-// Runs argv (a new process group, killed whole at the timeout) and waits on its pidfd.
+// Runs argv as a ChildProcess (its tree killed whole at the timeout) and waits for its exit.
 boost::asio::awaitable<CommandOutcome> run_command(std::vector<std::string> argv, Millis timeout,
                                                    bool capture);
 

@@ -21,9 +21,9 @@ Pidfd Pidfd::open(pid_t pid) {
   return Pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
 }
 
-bool Pidfd::send_signal(int sig) const {
-  if (fd_ < 0) return false;
-  return syscall(SYS_pidfd_send_signal, fd_, sig, nullptr, 0) == 0;
+bool Pidfd::send_signal(int pidfd, int sig) {
+  if (pidfd < 0) return false;
+  return syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0) == 0;
 }
 
 }  // namespace gpuvisor

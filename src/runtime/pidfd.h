@@ -27,7 +27,9 @@ class Pidfd {
     return fd;
   }
   // False when the process has exited (ESRCH) or the fd is invalid.
-  bool send_signal(int sig) const;
+  bool send_signal(int sig) const { return send_signal(fd_, sig); }
+  // The same through a pidfd owned elsewhere (an Asio descriptor watching it).
+  static bool send_signal(int pidfd, int sig);
 
  private:
   int fd_ = -1;

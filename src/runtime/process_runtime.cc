@@ -11,7 +11,6 @@
 #include "core/duration.h"
 #include "runtime/proc.h"
 #include "runtime/process_instance.h"
-#include "runtime/spawn.h"
 
 namespace gpuvisor {
 
@@ -27,15 +26,6 @@ std::vector<std::string> service_argv(const ServiceSpec& spec, const std::string
 }
 
 }  // namespace
-
-std::string ExitInfo::describe() const {
-  if (!detail.empty()) return detail;
-  if (!known) return "exited (status unknown: not a child of this daemon)";
-  if (signal != 0) {
-    return "killed by signal " + std::to_string(signal) + " (" + strsignal(signal) + ")";
-  }
-  return "exited with status " + std::to_string(code);
-}
 
 std::string describe(const InstanceRecord& record) {
   if (!record.container.empty() && record.pid <= 0) {
@@ -57,37 +47,24 @@ ProcessRuntime::ProcessRuntime(boost::asio::any_io_executor executor, std::strin
 Result<std::shared_ptr<Instance>> ProcessRuntime::start(const ServiceSpec& spec,
                                                         const LaunchOptions& options,
                                                         ExitCallback on_exit) {
-  std::vector<std::pair<std::string, std::string>> env(spec.env.begin(), spec.env.end());
-  env.insert(env.end(), options.extra_env.begin(), options.extra_env.end());
-  SpawnRequest request{service_argv(spec, conda_), merged_environment(env), spec.cwd,
-                       options.log_path, ""};
-
-  std::optional<Cgroup> cgroup;
+  ChildSpec child{
+      service_argv(spec, conda_), {spec.env.begin(), spec.env.end()}, spec.cwd, options.log_path};
+  child.env.insert(child.env.end(), options.extra_env.begin(), options.extra_env.end());
   if (!cgroup_parent_.empty()) {
     // A fresh cgroup per instance: leftovers of a previous one can never be mistaken for it.
-    const std::string dir = cgroup_parent_ + "/" + spec.name + "." + std::to_string(getpid()) +
-                            "." + std::to_string(++next_instance_);
-    auto created = Cgroup::create(dir);
-    if (!created) return created.error();
-    cgroup = std::move(*created);
-    request.cgroup_dir = cgroup->dir();
+    child.cgroup_dir = cgroup_parent_ + "/" + spec.name + "." + std::to_string(getpid()) + "." +
+                       std::to_string(++next_instance_);
   }
-
-  auto spawned = spawn_process(request);
-  if (!spawned) {
-    if (cgroup) cgroup->remove();
-    return spawned.error();
-  }
+  auto spawned = ChildProcess::spawn(executor_, child);
+  if (!spawned) return spawned.error();
   InstanceRecord record;
   record.service = spec.name;
-  record.pid = spawned->pid;
-  record.cgroup = cgroup ? cgroup->dir() : "";
+  record.pid = (*spawned)->pid();
+  record.cgroup = (*spawned)->cgroup_dir();
   record.started_unix_ms = unix_ms_now();
-  if (const auto st = read_proc_stat(spawned->pid)) record.start_time = st->start_time;
+  if (const auto st = read_proc_stat(record.pid)) record.start_time = st->start_time;
 
-  auto instance = std::make_shared<ProcessInstance>(executor_, std::move(record),
-                                                    std::move(spawned->pidfd), std::move(cgroup),
-                                                    /*is_child=*/true);
+  auto instance = std::make_shared<ProcessInstance>(std::move(record), std::move(*spawned));
   instance->watch(std::move(on_exit));
   return std::shared_ptr<Instance>(instance);
 }
@@ -105,9 +82,9 @@ Result<std::shared_ptr<Instance>> ProcessRuntime::adopt(const InstanceRecord& re
                                                 " now belongs to another process (start time "
                                                 "differs); it will not be touched");
   }
-  auto instance = std::make_shared<ProcessInstance>(executor_, record, std::move(pidfd),
-                                                    Cgroup::open_existing(record.cgroup), false);
-  instance->refresh();
+  auto instance = std::make_shared<ProcessInstance>(
+      record, ChildProcess::adopt(executor_, record.pid, std::move(pidfd),
+                                  Cgroup::open_existing(record.cgroup)));
   instance->watch(std::move(on_exit));
   return std::shared_ptr<Instance>(instance);
 }
@@ -179,9 +156,8 @@ Result<std::shared_ptr<Instance>> ProcessRuntime::adopt_existing(const ServiceSp
   record.start_time = st->start_time;
   record.from_pid_file = true;
   record.started_unix_ms = unix_ms_now();
-  auto instance = std::make_shared<ProcessInstance>(executor_, std::move(record), std::move(pidfd),
-                                                    std::nullopt, false);
-  instance->refresh();
+  auto instance = std::make_shared<ProcessInstance>(
+      record, ChildProcess::adopt(executor_, pid, std::move(pidfd), std::nullopt));
   instance->watch(std::move(on_exit));
   return std::shared_ptr<Instance>(instance);
 }

@@ -1,5 +1,5 @@
-// Runtime for native processes: spawn_process() plus a pidfd to watch the exit, a cgroup (or,
-// where none can be made, the process group and observed descendants) to find the whole tree.
+// Runtime for native processes: each instance is a ChildProcess, in a cgroup of its own under
+// cgroup_parent where the machine allows one.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -13,7 +13,7 @@ namespace gpuvisor {
 class ProcessRuntime : public Runtime {
  public:
   // cgroup_parent: directory under which each service gets its own cgroup; empty disables
-  // cgroups (see Cgroup::default_parent()). conda: the executable that runs services with a
+  // cgroups (see CgroupParent). conda: the executable that runs services with a
   // conda_env (empty: conda from PATH).
   ProcessRuntime(boost::asio::any_io_executor executor, std::string cgroup_parent,
                  std::string conda = "");

@@ -17,20 +17,9 @@
 #include "core/duration.h"
 #include "core/result.h"
 #include "core/service_spec.h"
+#include "runtime/exit_info.h"
 
 namespace gpuvisor {
-
-struct ExitInfo {
-  bool known = false;    // false for adopted processes: only their parent can read the status
-  int code = 0;          // exit status, when exited normally
-  int signal = 0;        // terminating signal, or 0
-  std::string detail{};  // when set, says it all: "container x does not exist: ...", "OOM-killed"
-  bool planned = false;  // ended on purpose by its backend (idle, budget): stopped, not failed
-
-  bool success() const { return known && signal == 0 && code == 0 && detail.empty(); }
-  // "exited with status 3", "killed by signal 9 (Killed)", "exited (status unknown)"
-  std::string describe() const;
-};
 
 // What the daemon persists about a running instance so that a restarted daemon can adopt it.
 struct InstanceRecord {
@@ -47,11 +36,6 @@ struct InstanceRecord {
 
 // "pid 123" or "container 3f2a…" for messages.
 std::string describe(const InstanceRecord& record);
-
-struct StopOutcome {
-  bool killed = false;  // SIGKILL was needed (grace ran out, or grace was zero)
-  std::string how{};    // when set, what the stop did instead ("put to sleep ...")
-};
 
 class Instance {
  public:

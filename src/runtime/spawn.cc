@@ -14,6 +14,8 @@
 #include <map>
 #include <utility>
 
+#include "runtime/child_process.h"
+
 extern char** environ;
 
 namespace gpuvisor {

@@ -1,7 +1,7 @@
-// fork/exec of one service process, done so that the daemon can always find and stop all of it:
-// a new session and process group, a cgroup it is born into (so every descendant is in it),
-// output straight into a log file (so it survives a daemon restart), and an exec failure
-// reported back as an error instead of a mysterious exit 127.
+// fork/exec of one child process, for ChildProcess (its only caller), done so that the daemon
+// can always find and stop all of it: a new session and process group, a cgroup it is born into (so
+// every descendant is in it), output straight into a log file (so it survives a daemon restart),
+// and an exec failure reported back as an error instead of a mysterious exit 127.
 #pragma once
 
 #include <sys/types.h>
@@ -32,15 +32,5 @@ struct Spawned {
 };
 
 Result<Spawned> spawn_process(const SpawnRequest& request);
-
-// Raises the daemon's soft descriptor limit to its hard limit (each event stream, log follower
-// and proxied connection is a descriptor; 1024 is soon reached). Processes spawned afterwards
-// get the original soft limit back.
-void raise_fd_limit();
-
-// The daemon's environment without GPUVISOR_TOKEN, merged with overrides (overrides win), as
-// "KEY=value" strings.
-std::vector<std::string> merged_environment(
-    const std::vector<std::pair<std::string, std::string>>& overrides);
 
 }  // namespace gpuvisor

@@ -32,10 +32,7 @@ asio::awaitable<ProbeResult> exec_check(std::vector<std::string> argv, Millis ti
   const auto r = co_await run_command(std::move(argv), timeout, false);
   if (r.ok()) co_return ProbeResult{true, "exit 0"};
   if (!r.error.empty()) co_return ProbeResult{false, r.error};
-  if (r.signal != 0) {
-    co_return ProbeResult{false, "check killed by signal " + std::to_string(r.signal)};
-  }
-  co_return ProbeResult{false, "check exited with status " + std::to_string(r.code)};
+  co_return ProbeResult{false, "check " + r.exit.describe()};
 }
 
 }  // namespace

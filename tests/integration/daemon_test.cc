@@ -1,13 +1,16 @@
 // The daemon as a whole: restarts and adoption, signals, bad config, the API's errors, events.
 #include "testkit/daemon.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 
+#include "runtime/cgroup_parent.h"
 #include "runtime/proc.h"
 
 namespace gpuvisor::itest {
@@ -157,6 +160,28 @@ TEST(Daemon, SigtermStopsServicesUnlessToldToLeaveThem) {
     EXPECT_EQ(0, next.cli({"stop", "web"}).exit_code);
     EXPECT_FALSE(pid_alive(pid));
   }
+}
+
+// A daemon killed with SIGKILL leaves its cgroups behind, one directory per state directory it
+// ran on. The next daemon to start, on any state directory, removes the empty old ones.
+TEST(Daemon, StartUpRemovesTheEmptyCgroupsOfKilledDaemons) {
+  const auto root = CgroupParent::root();
+  if (!root) GTEST_SKIP() << "no cgroups here: " << root.error().message;
+  const std::string leftover = *root + "/state-itest-" + std::to_string(getpid());
+  const std::string inside = leftover + "/svc.1.1";
+  const timespec an_hour_ago{time(nullptr) - 3600, 0};
+  const timespec times[2] = {an_hour_ago, an_hour_ago};
+  ASSERT_EQ(0, mkdir(leftover.c_str(), 0755));
+  ASSERT_EQ(0, mkdir(inside.c_str(), 0755));
+  // The parent last: making a cgroup inside one makes it look new.
+  for (const auto& dir : {inside, leftover}) {
+    ASSERT_EQ(0, utimensat(AT_FDCWD, dir.c_str(), times, 0)) << dir;
+  }
+  Daemon d("services: {}\n");
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  EXPECT_FALSE(std::filesystem::exists(leftover)) << d.stderr_text();
+  rmdir(inside.c_str());
+  rmdir(leftover.c_str());
 }
 
 TEST(Daemon, PidFileAdoptsAnInstanceSomeoneElseStarted) {

@@ -192,6 +192,46 @@ TEST(WorkerJobs, CancellingARunningWorkerJobStopsTheWorker) {
   EXPECT_TRUE(d.wait_event([](const nlohmann::json& e) { return e["type"] == "worker.exited"; }));
 }
 
+// A worker's job may start helpers that leave its session (setsid): cancelling the job ends
+// them with the worker, through its cgroup, or without cgroups through the descendants seen when
+// the stop began.
+TEST(WorkerJobs, CancellingAJobEndsWhatItsWorkerStartedEvenOutsideItsSession) {
+  for (const bool cgroups : {true, false}) {
+    Daemon d(worker_yaml());
+    ASSERT_TRUE(
+        d.start(cgroups ? std::vector<std::string>{} : std::vector<std::string>{"--no-cgroups"}))
+        << d.stderr_text();
+    const std::string file = d.dir() + "/helper";
+    const nlohmann::json input = {{"setsid_child", file}, {"hang", true}};
+    const int64_t id = body(d.call("POST", "/api/v1/plugins/work_echo/jobs", input.dump()))["id"];
+    ASSERT_TRUE(eventually([&] { return read_pid_file(file) > 0; })) << d.stderr_text();
+    const pid_t helper = read_pid_file(file);
+    ASSERT_TRUE(pid_alive(helper));
+    ASSERT_EQ(0, d.cli({"jobs", "cancel", std::to_string(id)}).exit_code);
+    EXPECT_TRUE(
+        d.wait_event([&](const nlohmann::json& e) { return job_event(e, "job.cancelled", id); }));
+    EXPECT_TRUE(wait_gone(helper)) << (cgroups ? "cgroup" : "process tree");
+  }
+}
+
+// A worker that crashes leaves nothing running either. Only a cgroup can promise that: without
+// one, a helper that left the session is no longer the worker's child once the worker is gone.
+TEST(WorkerJobs, AWorkerThatCrashesLeavesNothingRunning) {
+  Daemon d(worker_yaml());
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  if (d.stderr_text().find("cgroups off") != std::string::npos) GTEST_SKIP() << "no cgroups here";
+  const std::string file = d.dir() + "/helper";
+  const nlohmann::json input = {{"setsid_child", file}, {"crash", true}};
+  const int64_t id = body(d.call("POST", "/api/v1/plugins/work_echo/jobs", input.dump()))["id"];
+  EXPECT_TRUE(
+      d.wait_event([&](const nlohmann::json& e) { return job_event(e, "job.failed", id); }));
+  EXPECT_EQ("the worker exited with status 3",
+            body(d.call("GET", "/api/v1/jobs/" + std::to_string(id)))["error"]);
+  const pid_t helper = read_pid_file(file);
+  ASSERT_GT(helper, 0);
+  EXPECT_TRUE(wait_gone(helper));
+}
+
 TEST(WorkerJobs, AWorkerThatCannotStartFailsItsJobSayingWhy) {
   Daemon d(
       "services: {}\nplugins:\n  manifests:\n"

@@ -2,10 +2,7 @@
 // cgroups where the machine has them.
 #include "runtime/process_runtime.h"
 
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
@@ -15,9 +12,9 @@
 
 #include "lib/fakes.h"
 #include "runtime/cgroup.h"
+#include "runtime/cgroup_parent.h"
 #include "runtime/log_tail.h"
 #include "runtime/proc.h"
-#include "runtime/spawn.h"
 
 namespace gpuvisor {
 namespace {
@@ -52,9 +49,10 @@ class ProcessRuntimeTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     if (GetParam()) {
-      auto parent = Cgroup::default_parent(dir_);
+      auto parent = CgroupParent::claim(dir_);
       if (!parent) GTEST_SKIP() << "no cgroup2 here: " << parent.error().message;
-      cgroup_parent_ = *parent;
+      cgroup_parent_ = parent->dir();
+      held_.emplace(std::move(*parent));
     }
     runtime_ = std::make_unique<ProcessRuntime>(io_.get_executor(), cgroup_parent_);
   }
@@ -80,6 +78,7 @@ class ProcessRuntimeTest : public ::testing::TestWithParam<bool> {
   }
 
   boost::asio::io_context io_;
+  std::optional<CgroupParent> held_;
   std::string cgroup_parent_;
   std::string dir_ = temp_dir();
   std::unique_ptr<ProcessRuntime> runtime_;
@@ -238,63 +237,6 @@ TEST_P(ProcessRuntimeTest, ReclaimKillsTheTreesNoRecordNamesAndKeepsTheOthers) {
 
 INSTANTIATE_TEST_SUITE_P(Tracking, ProcessRuntimeTest, ::testing::Values(true, false),
                          [](const auto& param) { return param.param ? "Cgroup" : "ProcessGroup"; });
-
-TEST(Spawn, BadWorkingDirectoryIsNamed) {
-  auto failed = spawn_process(SpawnRequest{{"/bin/true"}, {}, "/nonexistent-dir", "", ""});
-  ASSERT_FALSE(failed.ok());
-  EXPECT_EQ("cannot change to directory '/nonexistent-dir': No such file or directory",
-            failed.error().message);
-}
-
-TEST(Spawn, TheServiceInheritsNoDescriptorBeyondStdio) {
-  const int leaky = dup2(open("/dev/null", O_RDONLY), 77);  // no O_CLOEXEC, as Asio's accept
-  ASSERT_EQ(77, leaky);
-  const std::string log = temp_dir() + "/fds.log";
-  auto spawned = spawn_process(SpawnRequest{
-      {"/bin/sh", "-c", "test -e /proc/$$/fd/77 && echo leaked || echo clean"}, {}, "", log, ""});
-  ASSERT_TRUE(spawned.ok()) << spawned.error().message;
-  waitpid(spawned->pid, nullptr, 0);
-  close(leaky);
-  std::string verdict;
-  std::ifstream(log) >> verdict;
-  EXPECT_EQ("clean", verdict);
-}
-
-TEST(Spawn, TheDaemonRaisesItsDescriptorLimitButServicesKeepTheUsualOne) {
-  rlimit before{};
-  ASSERT_EQ(0, getrlimit(RLIMIT_NOFILE, &before));
-  if (before.rlim_max <= 1000) GTEST_SKIP() << "hard descriptor limit too low to test";
-  rlimit low{1000, before.rlim_max};
-  ASSERT_EQ(0, setrlimit(RLIMIT_NOFILE, &low));
-  raise_fd_limit();
-  rlimit raised{};
-  getrlimit(RLIMIT_NOFILE, &raised);
-  EXPECT_EQ(before.rlim_max, raised.rlim_cur);
-  const std::string log = temp_dir() + "/nofile.log";
-  auto spawned = spawn_process(SpawnRequest{{"/bin/sh", "-c", "ulimit -n"}, {}, "", log, ""});
-  ASSERT_TRUE(spawned.ok()) << spawned.error().message;
-  waitpid(spawned->pid, nullptr, 0);
-  std::string child_limit;
-  std::ifstream(log) >> child_limit;
-  EXPECT_EQ("1000", child_limit);
-  setrlimit(RLIMIT_NOFILE, &before);
-}
-
-TEST(Spawn, TheDaemonsTokenIsNotInherited) {
-  setenv("GPUVISOR_TOKEN", "secret", 1);
-  const auto env = merged_environment({});
-  const auto named = merged_environment({{"GPUVISOR_TOKEN", "given"}});
-  unsetenv("GPUVISOR_TOKEN");
-  EXPECT_TRUE(std::none_of(env.begin(), env.end(),
-                           [](const std::string& e) { return e.starts_with("GPUVISOR_TOKEN="); }));
-  EXPECT_NE(named.end(), std::find(named.begin(), named.end(), "GPUVISOR_TOKEN=given"));
-}
-
-TEST(Spawn, ServiceEnvironmentOverridesTheDaemons) {
-  const auto env = merged_environment({{"PATH", "/custom"}, {"GV_X", "1"}});
-  EXPECT_NE(env.end(), std::find(env.begin(), env.end(), "PATH=/custom"));
-  EXPECT_NE(env.end(), std::find(env.begin(), env.end(), "GV_X=1"));
-}
 
 TEST(LogTail, FollowsAppendedLinesAndKeepsABoundedRing) {
   boost::asio::io_context io;

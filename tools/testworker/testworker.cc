@@ -7,12 +7,16 @@
 // the job's id to PATH, one line per run, before doing the rest (the fault tests count runs);
 // {"work_ms": N} takes N ms before answering (a job long enough to be interrupted).
 // {"say": [messages]} sends each message, with the job's id, before the rest (a buggy worker).
+// {"setsid_child": PATH} first starts `sleep 1000` in a session of its own, as a helper process
+// that left the worker's session would be, and writes its PID to PATH (stopping the worker
+// must end it too).
 // --exit-on-init N: exits with status N when initialised (a worker that cannot load).
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -24,6 +28,20 @@ namespace {
 
 void say(const json& message) {
   std::cout << message.dump() << "\n" << std::flush;
+}
+
+// Written to a temporary name and renamed: a reader sees the whole PID or no file.
+void start_setsid_child(const std::string& path) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    setsid();
+    execl("/bin/sleep", "sleep", "1000", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  std::ofstream(path + ".tmp") << pid << "\n";
+  if (pid < 0 || rename((path + ".tmp").c_str(), path.c_str()) != 0) {
+    std::cerr << "testworker: cannot start the setsid child for " << path << "\n";
+  }
 }
 
 }  // namespace
@@ -78,6 +96,9 @@ int main(int argc, char** argv) {
       for (auto message : input.value("say", json::array())) {
         message["job_id"] = id;
         say(message);
+      }
+      if (const std::string path = input.value("setsid_child", ""); !path.empty()) {
+        start_setsid_child(path);
       }
       if (input.value("crash", false)) return 3;
       if (input.value("wait_for_reload", false)) {
