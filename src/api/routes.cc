@@ -188,9 +188,9 @@ void Api::add_routes() {
 Result<nlohmann::json> Api::gpu_view(const std::string& what) const {
   auto snapshot = gpus_.snapshot();
   if (!snapshot) return snapshot.error();
-  auto owners = supervisor_.owned_pids();
-  supervisor_.observe(*snapshot, owners);
+  // Only a look: measurements are recorded by the GPU watch and by placements, which measure.
   if (what == "gpus") return gpus_json(*snapshot);
+  auto owners = supervisor_.owned_pids();
   owners.merge(workers_.owned_pids());
   const auto gpus = classify_gpus(*snapshot, owners, external_busy_percent_, process_name);
   if (what == "processes") return processes_json(gpus);

@@ -101,8 +101,9 @@ class Supervisor {
   Result<ServiceView> get(const std::string& name) const;
   std::shared_ptr<LogTail> logs(const std::string& name) const;
   // Every live process of every running service (main process and its tree), by PID: how
-  // the resources layer tells our GPU processes from external ones.
-  std::map<pid_t, std::string> owned_pids() const;
+  // the resources layer tells our GPU processes from external ones. Not const: each instance
+  // looks for descendants started since its last look.
+  std::map<pid_t, std::string> owned_pids();
 
   // Plans go through this inventory (none: services start without placement).
   void set_gpu_inventory(GpuInventory* inventory, bool preempt_busy_lower);

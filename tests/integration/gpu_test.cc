@@ -102,9 +102,12 @@ TEST(Gpu, EnsureEvictsWhatMayGoAndWaitsForTheMemory) {
                e["data"]["gpu"] == 0;
       },
       20s, "&types=plan.decided"));
-  // Every look at the GPUs measures what our services hold, and the state dir keeps it.
+  // The GPU watch measures what our services hold, and the state dir keeps it. A GET only
+  // looks: it writes nothing.
   ASSERT_EQ(200u, d.call("GET", "/api/v1/resources")->status);
-  EXPECT_EQ(16000ULL << 20, d.service("b")["measured_vram_bytes"].get<uint64_t>());
+  EXPECT_TRUE(eventually(
+      [&] { return d.service("b")["measured_vram_bytes"].get<uint64_t>() == 16000ULL << 20; },
+      20s));
   EXPECT_NE(std::string::npos, read_text(dir + "/state/vram.json").find("\"b\":16777216000"));
 
   // vip outranks both: it evicts b. Then a cannot evict vip, and says so.
