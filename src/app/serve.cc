@@ -105,26 +105,235 @@ Result<std::string> docker_socket_for(const Config& config) {
   return make_error(ErrorCode::kBadRequest, std::string(where) + ": " + socket.error().message);
 }
 
-}  // namespace
-
-int run_serve(const ServeOptions& options) {
+void set_up_logging(const std::string& level) {
   auto logger = spdlog::stderr_color_mt("gpuvisor");
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
-  spdlog::set_level(spdlog::level::from_str(options.log_level));
+  spdlog::set_level(spdlog::level::from_str(level));
+}
 
+// The config file (or the embedded demo), with the command line's overrides applied.
+Result<Config> load_config(const ServeOptions& options) {
   auto loaded = options.config_path.empty() ? load_config_string(kEmbeddedConfig, "<embedded demo>")
                                             : load_config_file(options.config_path);
-  if (!loaded) {
-    std::cerr << loaded.error().message << "\n";
-    return 2;
-  }
-  Config config = std::move(*loaded);
+  if (!loaded) return loaded;
+  Config& config = *loaded;
   if (!options.listen.empty()) config.daemon.listen = options.listen;
   if (!options.state_dir.empty()) config.daemon.state_dir = options.state_dir;
   if (config.daemon.state_dir.empty()) config.daemon.state_dir = default_state_dir();
   if (options.no_cgroups) config.daemon.use_cgroups = false;
+  return loaded;
+}
 
+// The daemon's cgroup, when it has one; without, it says once what it does instead.
+std::optional<CgroupParent> claim_cgroups(const Config& config, const std::string& state_dir) {
+  std::optional<CgroupParent> cgroups;
+  if (config.daemon.use_cgroups) {
+    auto parent = CgroupParent::claim(state_dir);
+    if (parent) {
+      cgroups = std::move(*parent);
+      remove_cgroup_leftovers();
+    } else {
+      spdlog::warn(
+          "cgroups unavailable ({}); tracking descendants and session members through "
+          "/proc instead, so a descendant that calls setsid after its parent exited may "
+          "escape a stop",
+          parent.error().message);
+    }
+  }
+  return cgroups;
+}
+
+Result<PluginRegistry> load_plugins(const Config& config, const std::string& state_dir) {
+  std::set<std::string> service_names;
+  for (const auto& s : config.services) service_names.insert(s.name);
+  auto plugins =
+      PluginRegistry::load({config.plugins.dir, config.plugins.manifests, config.plugins.categories,
+                            service_names, state_dir + "/plugins"});
+  if (!plugins) return plugins;
+  // A saved config that cannot be read is said once, by file name, now rather than at the first
+  // job; the API answers the same error until the config is set again or deleted.
+  for (const auto* p : plugins->list({})) {
+    if (!plugins->configured(p->id)) continue;
+    if (auto saved = plugins->config(p->id); !saved) {
+      spdlog::warn("plugin config: {}", saved.error().message);
+    }
+  }
+  return plugins;
+}
+
+// What serve_api needs from the daemon built before it. serve_api runs inside the scope that
+// owns these, so everything is destroyed in the reverse of the order it was built in.
+struct DaemonParts {
+  const Config& config;
+  const std::string& state_dir;
+  const std::string& cgroup_parent;  // empty: no cgroups
+  int lock_fd;
+  IoThreads& threads;
+  boost::asio::io_context& io;
+  EventBus& events;
+  Supervisor& supervisor;
+  GpuInventory& gpus;
+  WorkerRegistry& workers;
+  PluginRegistry& plugins;
+  JobStore& job_store;
+};
+
+// Each service's own port, bound before anything starts: one that is taken ends the daemon
+// here, naming the service that wanted it.
+bool bind_service_ports(const DaemonParts& d, Proxy& proxy,
+                        std::vector<std::unique_ptr<HttpServer>>& ports) {
+  for (const auto& s : d.config.services) {
+    if (s.proxy.listen.empty()) continue;
+    const auto at = parse_host_port(s.proxy.listen);
+    auto port = std::make_unique<HttpServer>(
+        d.io.get_executor(), [&proxy, &s](Incoming& in) { return proxy.handle(in, &s); },
+        &d.threads);
+    if (const auto bound = port->listen(at->host, at->port); !bound) {
+      std::cerr << "service '" << s.name << "' (proxy.listen): " << bound.error().message << "\n";
+      return false;
+    }
+    spdlog::info("service {}: its own port {} (proxy.listen) forwards to {}", s.name,
+                 s.proxy.listen, s.proxy.url);
+    ports.push_back(std::move(port));
+  }
+  return true;
+}
+
+// The first SIGINT or SIGTERM stops the daemon in order; a second one stops it now.
+void stop_on_signal(boost::asio::signal_set& signals, const DaemonParts& d, HttpServer& server,
+                    std::vector<std::unique_ptr<HttpServer>>& ports, JobQueue& jobs) {
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    spdlog::info("received signal {}: shutting down{}", sig,
+                 d.config.daemon.stop_services_on_exit ? " and stopping services" : "");
+    server.close();
+    for (auto& port : ports) port->close();
+    // Workers first (their jobs may use the services), then the services.
+    jobs.shutdown(Millis(5000), [&d] {
+      d.supervisor.shutdown(d.config.daemon.stop_services_on_exit, [&d] { d.io.stop(); });
+    });
+    // A second signal while services stop means "now": leave them to the next daemon.
+    signals.async_wait([&d](const boost::system::error_code& again, int) {
+      if (!again) d.io.stop();
+    });
+  });
+}
+
+void announce(const DaemonParts& d, const boost::asio::ip::tcp::endpoint& bound) {
+  spdlog::info("config {}: {} services; state in {}; cgroups {}", d.config.path,
+               d.config.services.size(), d.state_dir,
+               d.cgroup_parent.empty() ? "off" : d.cgroup_parent);
+  // Said once: without NVML the daemon still runs services, with VRAM unknown.
+  spdlog::info("GPU inventory: {}", d.gpus.describe());
+  // Tests and scripts read this line to learn the port when listening on port 0.
+  std::cout << "gpuvisor listening on http://" << bound.address().to_string() << ":" << bound.port()
+            << std::endl;
+}
+
+// Runs until a signal has stopped everything, then leaves what the next daemon will look for.
+int run_until_stopped(const DaemonParts& d) {
+  d.io.run();
+  d.threads.stop();  // before anything they use goes
+  // Gone only when empty: a service left running keeps its cgroup, and the next daemon finds it.
+  if (!d.cgroup_parent.empty()) rmdir(d.cgroup_parent.c_str());
+  close(d.lock_fd);
+  spdlog::info("stopped");
+  return 0;
+}
+
+// The jobs, the API, the proxy and the ports on top of the daemon's parts; starts it all and
+// serves until stopped.
+int serve_api(const DaemonParts& d, const HostPort& listen, const std::string& token) {
+  const Config& config = d.config;
+  auto executor = d.io.get_executor();
+  JobQueue jobs(
+      executor, d.job_store, d.plugins, d.supervisor, d.events, d.workers,
+      {d.state_dir + "/logs", config.daemon.conda, config.daemon.job_retention, d.cgroup_parent});
+  d.plugins.on_config_change([&jobs](const std::string& id) { jobs.reload(id); });
+  Proxy proxy(executor, d.supervisor, d.events, config, !token.empty(), &d.threads);
+  Metrics metrics(d.events);
+  Api api(executor, d.supervisor, d.events, d.gpus, d.workers, d.plugins, jobs, d.job_store, proxy,
+          metrics, token, config.daemon.external_busy_percent);
+  HttpServer server(
+      executor, [&api](Incoming& in) { return api.handle(in); }, &d.threads);
+  std::vector<std::unique_ptr<HttpServer>> ports;
+  if (!bind_service_ports(d, proxy, ports)) return 1;
+
+  d.supervisor.start();
+  GpuWatch watch(executor, d.gpus, d.supervisor, d.workers, d.events,
+                 config.daemon.external_busy_percent, config.daemon.gpu_watch_interval);
+  watch.start();
+  // After the supervisor has adopted what still runs: a job may need one of those services.
+  if (auto recovered = jobs.recover(); !recovered) {
+    std::cerr << recovered.error().message << "\n";
+    return 1;
+  }
+  jobs.start_retention();
+  const auto bound = server.listen(listen.host, listen.port);
+  if (!bound) {
+    std::cerr << bound.error().message << "\n";
+    return 1;
+  }
+  // Before the listening line: whoever starts the daemon may send SIGTERM as soon as it reads
+  // that line, and must find it handled (services stopped), not the default action.
+  boost::asio::signal_set signals(d.io, SIGINT, SIGTERM);
+  stop_on_signal(signals, d, server, ports, jobs);
+  announce(d, *bound);
+  return run_until_stopped(d);
+}
+
+// The runtimes, the supervisor, the GPUs, the plugins and the job store, in that order; then the
+// rest (serve_api).
+int build_and_serve(const Config& config, const HostPort& listen, const std::string& token,
+                    StateStore& store, int lock_fd) {
+  // Proxied connections run on threads of their own (io_threads.h); the rest of the daemon on
+  // this one. Their io_contexts outlive this one (IoThreads keeps them to the process's exit):
+  // work that the main thread holds when it stops still names them as it is destroyed.
+  IoThreads threads(IoThreads::count_for(config.daemon.io_threads));
+  boost::asio::io_context io;
+  const std::optional<CgroupParent> cgroups = claim_cgroups(config, store.dir());
+  const std::string cgroup_parent = cgroups ? cgroups->dir() : "";
+  const auto docker_socket = docker_socket_for(config);
+  if (!docker_socket) {
+    std::cerr << docker_socket.error().message << "\n";
+    return 2;
+  }
+  AsioProber prober(io.get_executor());
+  EventBus events;
+  Backends backends(io.get_executor(), config, cgroup_parent, *docker_socket, store.dir(), events);
+  RuntimeRouter& runtime = backends.router;
+  AsioClock clock(io.get_executor());
+  Supervisor supervisor(io.get_executor(), clock, config, runtime, prober, store, events);
+  const auto gpus = open_nvml_inventory(
+      config.daemon.nvml_library.empty() ? default_nvml_library() : config.daemon.nvml_library);
+  supervisor.set_gpu_inventory(gpus.get(), config.daemon.preempt_busy_lower);
+  WorkerRegistry workers(ProcessTable::system());
+  auto plugins = load_plugins(config, store.dir());
+  if (!plugins) {
+    std::cerr << plugins.error().message << "\n";
+    return 2;
+  }
+  auto job_store = JobStore::open(store.dir() + "/jobs.db", io.get_executor());
+  if (!job_store) {
+    std::cerr << job_store.error().message << "\n";
+    return 1;
+  }
+  return serve_api({config, store.dir(), cgroup_parent, lock_fd, threads, io, events, supervisor,
+                    *gpus, workers, *plugins, **job_store},
+                   listen, token);
+}
+
+}  // namespace
+
+int run_serve(const ServeOptions& options) {
+  set_up_logging(options.log_level);
+  auto loaded = load_config(options);
+  if (!loaded) {
+    std::cerr << loaded.error().message << "\n";
+    return 2;
+  }
+  const Config config = std::move(*loaded);
   const auto listen = parse_host_port(config.daemon.listen);
   if (!listen) {
     std::cerr << "bad listen address '" << config.daemon.listen << "' (use HOST:PORT)\n";
@@ -148,143 +357,10 @@ int run_serve(const ServeOptions& options) {
     std::cerr << "another gpuvisor daemon is using state directory " << store->dir() << "\n";
     return 1;
   }
-
   // A client that disconnects mid-write must not kill the daemon.
   std::signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
-
-  // Proxied connections run on threads of their own (io_threads.h); the rest of the daemon on
-  // this one. Their io_contexts outlive this one (IoThreads keeps them to the process's exit):
-  // work that the main thread holds when it stops still names them as it is destroyed.
-  IoThreads threads(IoThreads::count_for(config.daemon.io_threads));
-  boost::asio::io_context io;
-  std::optional<CgroupParent> cgroups;
-  if (config.daemon.use_cgroups) {
-    auto parent = CgroupParent::claim(store->dir());
-    if (parent) {
-      cgroups = std::move(*parent);
-      remove_cgroup_leftovers();
-    } else {
-      spdlog::warn(
-          "cgroups unavailable ({}); tracking descendants and session members through "
-          "/proc instead, so a descendant that calls setsid after its parent exited may "
-          "escape a stop",
-          parent.error().message);
-    }
-  }
-  const std::string cgroup_parent = cgroups ? cgroups->dir() : "";
-  const auto docker_socket = docker_socket_for(config);
-  if (!docker_socket) {
-    std::cerr << docker_socket.error().message << "\n";
-    return 2;
-  }
-  AsioProber prober(io.get_executor());
-  EventBus events;
-  Backends backends(io.get_executor(), config, cgroup_parent, *docker_socket, store->dir(), events);
-  RuntimeRouter& runtime = backends.router;
-  AsioClock clock(io.get_executor());
-  Supervisor supervisor(io.get_executor(), clock, config, runtime, prober, *store, events);
-  const auto gpus = open_nvml_inventory(
-      config.daemon.nvml_library.empty() ? default_nvml_library() : config.daemon.nvml_library);
-  supervisor.set_gpu_inventory(gpus.get(), config.daemon.preempt_busy_lower);
-  WorkerRegistry workers(ProcessTable::system());
-  std::set<std::string> service_names;
-  for (const auto& s : config.services) service_names.insert(s.name);
-  auto plugins =
-      PluginRegistry::load({config.plugins.dir, config.plugins.manifests, config.plugins.categories,
-                            service_names, store->dir() + "/plugins"});
-  if (!plugins) {
-    std::cerr << plugins.error().message << "\n";
-    return 2;
-  }
-  // A saved config that cannot be read is said once, by file name, now rather than at the first
-  // job; the API answers the same error until the config is set again or deleted.
-  for (const auto* p : plugins->list({})) {
-    if (!plugins->configured(p->id)) continue;
-    if (auto saved = plugins->config(p->id); !saved) {
-      spdlog::warn("plugin config: {}", saved.error().message);
-    }
-  }
-  auto job_store = JobStore::open(store->dir() + "/jobs.db", io.get_executor());
-  if (!job_store) {
-    std::cerr << job_store.error().message << "\n";
-    return 1;
-  }
-  JobQueue jobs(
-      io.get_executor(), **job_store, *plugins, supervisor, events, workers,
-      {store->dir() + "/logs", config.daemon.conda, config.daemon.job_retention, cgroup_parent});
-  plugins->on_config_change([&jobs](const std::string& id) { jobs.reload(id); });
-  Proxy proxy(io.get_executor(), supervisor, events, config, !token.empty(), &threads);
-  Metrics metrics(events);
-  Api api(io.get_executor(), supervisor, events, *gpus, workers, *plugins, jobs, **job_store, proxy,
-          metrics, token, config.daemon.external_busy_percent);
-  HttpServer server(
-      io.get_executor(), [&api](Incoming& in) { return api.handle(in); }, &threads);
-  // Each service's own port, bound before anything starts: one that is taken ends the daemon
-  // here, naming the service that wanted it.
-  std::vector<std::unique_ptr<HttpServer>> ports;
-  for (const auto& s : config.services) {
-    if (s.proxy.listen.empty()) continue;
-    const auto at = parse_host_port(s.proxy.listen);
-    auto port = std::make_unique<HttpServer>(
-        io.get_executor(), [&proxy, &s](Incoming& in) { return proxy.handle(in, &s); }, &threads);
-    if (const auto bound = port->listen(at->host, at->port); !bound) {
-      std::cerr << "service '" << s.name << "' (proxy.listen): " << bound.error().message << "\n";
-      return 1;
-    }
-    spdlog::info("service {}: its own port {} (proxy.listen) forwards to {}", s.name,
-                 s.proxy.listen, s.proxy.url);
-    ports.push_back(std::move(port));
-  }
-
-  supervisor.start();
-  GpuWatch watch(io.get_executor(), *gpus, supervisor, workers, events,
-                 config.daemon.external_busy_percent, config.daemon.gpu_watch_interval);
-  watch.start();
-  // After the supervisor has adopted what still runs: a job may need one of those services.
-  if (auto recovered = jobs.recover(); !recovered) {
-    std::cerr << recovered.error().message << "\n";
-    return 1;
-  }
-  jobs.start_retention();
-  const auto bound = server.listen(listen->host, listen->port);
-  if (!bound) {
-    std::cerr << bound.error().message << "\n";
-    return 1;
-  }
-  // Before the listening line: whoever starts the daemon may send SIGTERM as soon as it reads
-  // that line, and must find it handled (services stopped), not the default action.
-  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
-    if (ec) return;
-    spdlog::info("received signal {}: shutting down{}", sig,
-                 config.daemon.stop_services_on_exit ? " and stopping services" : "");
-    server.close();
-    for (auto& port : ports) port->close();
-    // Workers first (their jobs may use the services), then the services.
-    jobs.shutdown(Millis(5000), [&] {
-      supervisor.shutdown(config.daemon.stop_services_on_exit, [&io] { io.stop(); });
-    });
-    // A second signal while services stop means "now": leave them to the next daemon.
-    signals.async_wait([&io](const boost::system::error_code& again, int) {
-      if (!again) io.stop();
-    });
-  });
-  spdlog::info("config {}: {} services; state in {}; cgroups {}", config.path,
-               config.services.size(), store->dir(), cgroup_parent.empty() ? "off" : cgroup_parent);
-  // Said once: without NVML the daemon still runs services, with VRAM unknown.
-  spdlog::info("GPU inventory: {}", gpus->describe());
-  // Tests and scripts read this line to learn the port when listening on port 0.
-  std::cout << "gpuvisor listening on http://" << bound->address().to_string() << ":"
-            << bound->port() << std::endl;
-
-  io.run();
-  threads.stop();  // before anything they use goes
-  // Gone only when empty: a service left running keeps its cgroup, and the next daemon finds it.
-  if (!cgroup_parent.empty()) rmdir(cgroup_parent.c_str());
-  close(lock_fd);
-  spdlog::info("stopped");
-  return 0;
+  return build_and_serve(config, *listen, token, *store, lock_fd);
 }
 
 }  // namespace gpuvisor

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <optional>
 #include <tuple>
 
 #include "core/bytes.h"
@@ -87,6 +88,74 @@ std::string evictions(const std::vector<const PlanService*>& victims) {
   return out;
 }
 
+// Why no GPU could hold the service even after evicting everything: none at all, the pinned one
+// missing, or all too small. Empty when some GPU is large enough.
+std::string why_no_gpu_fits(const PlanInput& in, const PlanService& target) {
+  const std::string& service = target.name;
+  if (in.devices.empty()) return "no GPU to place " + service + " on";
+  uint64_t largest = 0;
+  for (const auto& d : in.devices) {
+    if (!target.pinned_gpu || *target.pinned_gpu == d.index)
+      largest = std::max(largest, d.total_bytes);
+  }
+  const std::string where = target.pinned_gpu ? "GPU " + std::to_string(*target.pinned_gpu) : "";
+  if (target.pinned_gpu && largest == 0) {
+    return service + " is pinned to GPU " + std::to_string(*target.pinned_gpu) +
+           ", which does not exist";
+  }
+  const std::string need = service + " needs " + format_bytes(target.need_bytes);
+  if (target.need_bytes > largest) {
+    return need + " but " + (where.empty() ? "the largest GPU" : where) + " has " +
+           format_bytes(largest);
+  }
+  return "";
+}
+
+// The cheapest way to make room for `target` on `d`, or nothing, with why added to `refusals`.
+std::optional<Option> option_on(const PlanInput& in, const PlanService& target, const PlanDevice& d,
+                                std::string& refusals) {
+  // Services still loading will take what they do not hold yet: that memory is spoken for.
+  int64_t free = static_cast<int64_t>(d.free_bytes);
+  std::vector<const PlanService*> candidates;
+  for (const auto& s : in.services) {
+    if (!s.running || s.gpu != d.index || s.name == target.name) continue;
+    free -= static_cast<int64_t>(s.need_bytes > s.held_bytes ? s.need_bytes - s.held_bytes : 0);
+    if (may_evict(s, target, in.preempt_busy_lower)) candidates.push_back(&s);
+  }
+  std::stable_sort(candidates.begin(), candidates.end(), [](const auto* a, const auto* b) {
+    const double va = keep_value(*a), vb = keep_value(*b);
+    const bool stop_a = !a->sleeps, stop_b = !b->sleeps;
+    return std::tie(a->priority, stop_a, va, a->last_used_ms) <
+           std::tie(b->priority, stop_b, vb, b->last_used_ms);
+  });
+  const auto need_bytes = static_cast<int64_t>(target.need_bytes);
+  Option option{d.index, {}, free};
+  for (const auto* c : candidates) {
+    if (option.free_after >= need_bytes) break;
+    option.victims.push_back(c);
+    option.free_after += static_cast<int64_t>(freed_by(*c));
+  }
+  if (option.free_after < need_bytes) {
+    int64_t could = free;
+    for (const auto* c : candidates) could += static_cast<int64_t>(freed_by(*c));
+    refusals += std::string(refusals.empty() ? "" : "; ") + "GPU " + std::to_string(d.index) +
+                ": " + format_bytes(static_cast<uint64_t>(std::max<int64_t>(free, 0))) +
+                " free, at most " +
+                format_bytes(static_cast<uint64_t>(std::max<int64_t>(could, 0))) +
+                " after evicting what may go" + blockers(in, target, d.index);
+    return std::nullopt;
+  }
+  // Keep what turned out not to be needed, the most valuable first.
+  for (size_t i = option.victims.size(); i-- > 0;) {
+    const auto back = static_cast<int64_t>(freed_by(*option.victims[i]));
+    if (option.free_after - back >= need_bytes) {
+      option.free_after -= back;
+      option.victims.erase(option.victims.begin() + static_cast<std::ptrdiff_t>(i));
+    }
+  }
+  return option;
+}
+
 }  // namespace
 
 Plan plan_ensure(const PlanInput& in, const std::string& service) {
@@ -105,25 +174,8 @@ Plan plan_ensure(const PlanInput& in, const std::string& service) {
     plan.reason = service + " already runs on GPU " + std::to_string(*target.gpu);
     return plan;
   }
-  if (in.devices.empty()) {
-    plan.reason = "no GPU to place " + service + " on";
-    return plan;
-  }
-  uint64_t largest = 0;
-  for (const auto& d : in.devices) {
-    if (!target.pinned_gpu || *target.pinned_gpu == d.index)
-      largest = std::max(largest, d.total_bytes);
-  }
-  const std::string where = target.pinned_gpu ? "GPU " + std::to_string(*target.pinned_gpu) : "";
-  if (target.pinned_gpu && largest == 0) {
-    plan.reason = service + " is pinned to GPU " + std::to_string(*target.pinned_gpu) +
-                  ", which does not exist";
-    return plan;
-  }
-  const std::string need = service + " needs " + format_bytes(target.need_bytes);
-  if (target.need_bytes > largest) {
-    plan.reason = need + " but " + (where.empty() ? "the largest GPU" : where) + " has " +
-                  format_bytes(largest);
+  if (auto refusal = why_no_gpu_fits(in, target); !refusal.empty()) {
+    plan.reason = std::move(refusal);
     return plan;
   }
 
@@ -132,46 +184,8 @@ Plan plan_ensure(const PlanInput& in, const std::string& service) {
   for (const auto& d : in.devices) {
     if (target.pinned_gpu && *target.pinned_gpu != d.index) continue;
     if (target.need_bytes > d.total_bytes) continue;
-    // Services still loading will take what they do not hold yet: that memory is spoken for.
-    int64_t free = static_cast<int64_t>(d.free_bytes);
-    std::vector<const PlanService*> candidates;
-    for (const auto& s : in.services) {
-      if (!s.running || s.gpu != d.index || s.name == service) continue;
-      free -= static_cast<int64_t>(s.need_bytes > s.held_bytes ? s.need_bytes - s.held_bytes : 0);
-      if (may_evict(s, target, in.preempt_busy_lower)) candidates.push_back(&s);
-    }
-    std::stable_sort(candidates.begin(), candidates.end(), [](const auto* a, const auto* b) {
-      const double va = keep_value(*a), vb = keep_value(*b);
-      const bool stop_a = !a->sleeps, stop_b = !b->sleeps;
-      return std::tie(a->priority, stop_a, va, a->last_used_ms) <
-             std::tie(b->priority, stop_b, vb, b->last_used_ms);
-    });
-    const auto need_bytes = static_cast<int64_t>(target.need_bytes);
-    Option option{d.index, {}, free};
-    for (const auto* c : candidates) {
-      if (option.free_after >= need_bytes) break;
-      option.victims.push_back(c);
-      option.free_after += static_cast<int64_t>(freed_by(*c));
-    }
-    if (option.free_after < need_bytes) {
-      int64_t could = free;
-      for (const auto* c : candidates) could += static_cast<int64_t>(freed_by(*c));
-      refusals += std::string(refusals.empty() ? "" : "; ") + "GPU " + std::to_string(d.index) +
-                  ": " + format_bytes(static_cast<uint64_t>(std::max<int64_t>(free, 0))) +
-                  " free, at most " +
-                  format_bytes(static_cast<uint64_t>(std::max<int64_t>(could, 0))) +
-                  " after evicting what may go" + blockers(in, target, d.index);
-      continue;
-    }
-    // Keep what turned out not to be needed, the most valuable first.
-    for (size_t i = option.victims.size(); i-- > 0;) {
-      const auto back = static_cast<int64_t>(freed_by(*option.victims[i]));
-      if (option.free_after - back >= need_bytes) {
-        option.free_after -= back;
-        option.victims.erase(option.victims.begin() + static_cast<std::ptrdiff_t>(i));
-      }
-    }
-    if (!best || option.cost() < best->cost()) best = option;
+    auto option = option_on(in, target, d, refusals);
+    if (option && (!best || option->cost() < best->cost())) best = std::move(option);
   }
   if (!best) {
     plan.reason =

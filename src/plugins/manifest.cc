@@ -128,23 +128,19 @@ void parse_worker(Checker& c, const json& worker, WorkerSpec& w) {
   }
 }
 
-}  // namespace
-
-Result<PluginManifest> parse_manifest(const json& m, const std::string& origin) {
-  if (!m.is_object()) {
-    return make_error(ErrorCode::kBadRequest, origin + ": a plugin manifest must be a map");
-  }
-  Checker c{m, origin, {}};
+void check_known_keys(Checker& c) {
   static const std::vector<std::string> kKnown = {
       "name",  "category", "title",       "description", "version", "mode",
       "cloud", "service",  "concurrency", "http",        "worker",  "config_schema"};
-  for (const auto& [key, value] : m.items()) {
+  for (const auto& [key, value] : c.m.items()) {
     if (std::find(kKnown.begin(), kKnown.end(), key) == kKnown.end()) {
       c.bad("unknown key '" + key + "'");
     }
   }
-  PluginManifest p;
-  p.origin = origin;
+}
+
+// The plugin's name and category, the id made of them, and its descriptive texts.
+void parse_identity(Checker& c, PluginManifest& p) {
   p.name = c.text("name", true);
   p.category = c.text("category", true);
   p.title = c.text("title", false);
@@ -162,6 +158,45 @@ Result<PluginManifest> parse_manifest(const json& m, const std::string& origin) 
   }
   p.id = p.category + "_" + p.name;
   if (p.title.empty()) p.title = p.name;
+}
+
+void parse_http(Checker& c, const json& http, PluginManifest& p) {
+  if (!http.is_object() || !http.contains("url") || !http["url"].is_string() ||
+      http["url"].get<std::string>().rfind("http://", 0) != 0) {
+    c.bad(
+        "mode http needs 'http: {url: http://host:port/endpoint}' (the job's input is the "
+        "body)");
+    return;
+  }
+  p.http_url = http["url"].get<std::string>();
+  const json method = http.value("method", json("POST"));
+  if (method.is_string() && is_http_method(method.get<std::string>())) {
+    p.http_method = method.get<std::string>();
+  } else {
+    c.bad("'http.method' must be one of GET, POST, PUT, PATCH, DELETE, got " + method.dump());
+  }
+  if (http.contains("timeout")) {
+    const auto t = http["timeout"].is_string() ? parse_duration(http["timeout"].get<std::string>())
+                                               : std::nullopt;
+    if (!t || t->count() <= 0) {
+      c.bad("'http.timeout' must be a duration such as 30s or 10m, got " + http["timeout"].dump());
+    } else {
+      p.http_timeout = *t;
+    }
+  }
+}
+
+}  // namespace
+
+Result<PluginManifest> parse_manifest(const json& m, const std::string& origin) {
+  if (!m.is_object()) {
+    return make_error(ErrorCode::kBadRequest, origin + ": a plugin manifest must be a map");
+  }
+  Checker c{m, origin, {}};
+  check_known_keys(c);
+  PluginManifest p;
+  p.origin = origin;
+  parse_identity(c, p);
   const std::string mode = c.text("mode", true);
   if (mode == "worker") {
     p.mode = PluginMode::kWorker;
@@ -185,34 +220,7 @@ Result<PluginManifest> parse_manifest(const json& m, const std::string& origin) 
       c.bad("'concurrency' must be an integer from 1 to 1024, got " + m["concurrency"].dump());
     }
   }
-  if (p.mode == PluginMode::kHttp && mode == "http") {
-    const json http = m.value("http", json());
-    if (!http.is_object() || !http.contains("url") || !http["url"].is_string() ||
-        http["url"].get<std::string>().rfind("http://", 0) != 0) {
-      c.bad(
-          "mode http needs 'http: {url: http://host:port/endpoint}' (the job's input is the "
-          "body)");
-    } else {
-      p.http_url = http["url"].get<std::string>();
-      const json method = http.value("method", json("POST"));
-      if (method.is_string() && is_http_method(method.get<std::string>())) {
-        p.http_method = method.get<std::string>();
-      } else {
-        c.bad("'http.method' must be one of GET, POST, PUT, PATCH, DELETE, got " + method.dump());
-      }
-      if (http.contains("timeout")) {
-        const auto t = http["timeout"].is_string()
-                           ? parse_duration(http["timeout"].get<std::string>())
-                           : std::nullopt;
-        if (!t || t->count() <= 0) {
-          c.bad("'http.timeout' must be a duration such as 30s or 10m, got " +
-                http["timeout"].dump());
-        } else {
-          p.http_timeout = *t;
-        }
-      }
-    }
-  }
+  if (p.mode == PluginMode::kHttp && mode == "http") parse_http(c, m.value("http", json()), p);
   if (p.mode == PluginMode::kWorker && mode == "worker")
     parse_worker(c, m.value("worker", json()), p.worker);
   if (m.contains("config_schema")) {

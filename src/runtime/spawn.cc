@@ -107,6 +107,94 @@ pid_t fork_child(int cgroup_dir_fd, int& pidfd, bool& in_cgroup) {
   return fork();
 }
 
+// The descriptors the parent opens for the child: every return path closes them.
+struct ChildFds {
+  Fd log;
+  // The cgroup directory for clone3, and its cgroup.procs for kernels that cannot clone into it.
+  Fd cgroup_dir;
+  Fd cgroup_procs;
+};
+
+Status open_child_fds(const SpawnRequest& request, ChildFds& fds) {
+  const char* log_path = request.log_path.empty() ? "/dev/null" : request.log_path.c_str();
+  fds.log = Fd(open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+  if (!fds.log) {
+    return make_error(ErrorCode::kFailed,
+                      std::string("cannot open log ") + log_path + ": " + std::strerror(errno));
+  }
+  if (!request.cgroup_dir.empty()) {
+    fds.cgroup_dir = Fd(open(request.cgroup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    const std::string procs = request.cgroup_dir + "/cgroup.procs";
+    fds.cgroup_procs = Fd(open(procs.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fds.cgroup_dir || !fds.cgroup_procs) {
+      return make_error(ErrorCode::kUnavailable,
+                        "cannot open cgroup " + request.cgroup_dir + ": " + std::strerror(errno));
+    }
+  }
+  return {};
+}
+
+// The child's side, between fork and exec: everything it uses was prepared before fork, and it
+// makes only async-signal-safe calls. It leaves by exec or _exit: no destructor runs here, and
+// none may.
+[[noreturn]] void exec_child(const SpawnRequest& request, const ChildFds& fds, bool in_cgroup,
+                             int report, char* const argv[], char* const envp[]) {
+  if (fds.cgroup_procs && !in_cgroup) {
+    char text[18];
+    format_pid(getpid(), text);
+    if (write(fds.cgroup_procs.get(), text, strlen(text)) < 0) {
+      child_fail(report, kJoinCgroup, errno);
+    }
+  }
+  if (setsid() < 0) child_fail(report, kSetsid, errno);
+  // Dispositions the daemon set (SIGPIPE ignored) and its signal mask survive exec; reset
+  // them so the service starts as it would from a shell.
+  for (int sig = 1; sig < NSIG; ++sig) signal(sig, SIG_DFL);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  const int in_fd = request.stdin_fd >= 0 ? request.stdin_fd : open("/dev/null", O_RDONLY);
+  const int out_fd = request.stdout_fd >= 0 ? request.stdout_fd : fds.log.get();
+  if (in_fd < 0 || dup2(in_fd, STDIN_FILENO) < 0 || dup2(out_fd, STDOUT_FILENO) < 0 ||
+      dup2(fds.log.get(), STDERR_FILENO) < 0) {
+    child_fail(report, kStdio, errno);
+  }
+  close_inherited_fds();
+  // A server written for select() may break with a huge limit: it gets the usual one.
+  if (g_child_nofile.rlim_max != 0) setrlimit(RLIMIT_NOFILE, &g_child_nofile);
+  if (!request.cwd.empty() && chdir(request.cwd.c_str()) != 0) {
+    child_fail(report, kChdir, errno);
+  }
+  execvpe(argv[0], argv, envp);
+  child_fail(report, kExec, errno);
+}
+
+// Blocks only until exec succeeds (EOF through O_CLOEXEC) or the child reports why it failed;
+// a child that failed is reaped here.
+Status wait_for_exec(int report_read, pid_t pid, const SpawnRequest& request) {
+  ChildFailure failure{};
+  ssize_t n = 0;
+  do {
+    n = read(report_read, &failure, sizeof failure);
+  } while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(sizeof failure)) return {};
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const std::string why = std::strerror(failure.err);
+  switch (failure.stage) {
+    case kJoinCgroup:
+      return make_error(ErrorCode::kUnavailable,
+                        "cannot join cgroup " + request.cgroup_dir + ": " + why);
+    case kChdir:
+      return make_error(ErrorCode::kFailed,
+                        "cannot change to directory '" + request.cwd + "': " + why);
+    case kExec:
+      return make_error(ErrorCode::kFailed, "cannot execute '" + request.argv[0] + "': " + why);
+    default:
+      return make_error(ErrorCode::kFailed, "cannot set up the service process: " + why);
+  }
+}
+
 }  // namespace
 
 void raise_fd_limit() {
@@ -146,25 +234,8 @@ Result<Spawned> spawn_process(const SpawnRequest& request) {
   std::vector<char*> envp;
   for (const auto& e : request.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
-
-  const char* log_path = request.log_path.empty() ? "/dev/null" : request.log_path.c_str();
-  const Fd log_fd(open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
-  if (!log_fd) {
-    return make_error(ErrorCode::kFailed,
-                      std::string("cannot open log ") + log_path + ": " + std::strerror(errno));
-  }
-  // The cgroup directory for clone3, and its cgroup.procs for kernels that cannot clone into it.
-  Fd cgroup_dir;
-  Fd cgroup_procs;
-  if (!request.cgroup_dir.empty()) {
-    cgroup_dir = Fd(open(request.cgroup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    const std::string procs = request.cgroup_dir + "/cgroup.procs";
-    cgroup_procs = Fd(open(procs.c_str(), O_WRONLY | O_CLOEXEC));
-    if (!cgroup_dir || !cgroup_procs) {
-      return make_error(ErrorCode::kUnavailable,
-                        "cannot open cgroup " + request.cgroup_dir + ": " + std::strerror(errno));
-    }
-  }
+  ChildFds fds;
+  if (auto opened = open_child_fds(request, fds); !opened) return opened.error();
   int pipe_fds[2];
   if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
     return make_error(ErrorCode::kFailed, std::string("pipe: ") + std::strerror(errno));
@@ -174,37 +245,8 @@ Result<Spawned> spawn_process(const SpawnRequest& request) {
 
   int raw_pidfd = -1;
   bool in_cgroup = false;
-  const pid_t pid = fork_child(cgroup_dir.get(), raw_pidfd, in_cgroup);
-  if (pid == 0) {
-    // The child leaves by exec or _exit: no destructor runs here, and none may.
-    const int report = report_write.get();
-    if (cgroup_procs && !in_cgroup) {
-      char text[18];
-      format_pid(getpid(), text);
-      if (write(cgroup_procs.get(), text, strlen(text)) < 0) child_fail(report, kJoinCgroup, errno);
-    }
-    if (setsid() < 0) child_fail(report, kSetsid, errno);
-    // Dispositions the daemon set (SIGPIPE ignored) and its signal mask survive exec; reset
-    // them so the service starts as it would from a shell.
-    for (int sig = 1; sig < NSIG; ++sig) signal(sig, SIG_DFL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    const int in_fd = request.stdin_fd >= 0 ? request.stdin_fd : open("/dev/null", O_RDONLY);
-    const int out_fd = request.stdout_fd >= 0 ? request.stdout_fd : log_fd.get();
-    if (in_fd < 0 || dup2(in_fd, STDIN_FILENO) < 0 || dup2(out_fd, STDOUT_FILENO) < 0 ||
-        dup2(log_fd.get(), STDERR_FILENO) < 0) {
-      child_fail(report, kStdio, errno);
-    }
-    close_inherited_fds();
-    // A server written for select() may break with a huge limit: it gets the usual one.
-    if (g_child_nofile.rlim_max != 0) setrlimit(RLIMIT_NOFILE, &g_child_nofile);
-    if (!request.cwd.empty() && chdir(request.cwd.c_str()) != 0) {
-      child_fail(report, kChdir, errno);
-    }
-    execvpe(argv[0], argv.data(), envp.data());
-    child_fail(report, kExec, errno);
-  }
+  const pid_t pid = fork_child(fds.cgroup_dir.get(), raw_pidfd, in_cgroup);
+  if (pid == 0) exec_child(request, fds, in_cgroup, report_write.get(), argv.data(), envp.data());
 
   const int fork_errno = errno;
   Pidfd pidfd(raw_pidfd);
@@ -212,29 +254,7 @@ Result<Spawned> spawn_process(const SpawnRequest& request) {
   if (pid < 0) {
     return make_error(ErrorCode::kFailed, std::string("fork: ") + std::strerror(fork_errno));
   }
-  // Blocks only until exec succeeds (EOF through O_CLOEXEC) or the child reports why it failed.
-  ChildFailure failure{};
-  ssize_t n = 0;
-  do {
-    n = read(report_read.get(), &failure, sizeof failure);
-  } while (n < 0 && errno == EINTR);
-  if (n == static_cast<ssize_t>(sizeof failure)) {
-    int status = 0;
-    waitpid(pid, &status, 0);
-    const std::string why = std::strerror(failure.err);
-    switch (failure.stage) {
-      case kJoinCgroup:
-        return make_error(ErrorCode::kUnavailable,
-                          "cannot join cgroup " + request.cgroup_dir + ": " + why);
-      case kChdir:
-        return make_error(ErrorCode::kFailed,
-                          "cannot change to directory '" + request.cwd + "': " + why);
-      case kExec:
-        return make_error(ErrorCode::kFailed, "cannot execute '" + request.argv[0] + "': " + why);
-      default:
-        return make_error(ErrorCode::kFailed, "cannot set up the service process: " + why);
-    }
-  }
+  if (auto exec = wait_for_exec(report_read.get(), pid, request); !exec) return exec.error();
   Spawned out;
   out.pid = pid;
   // The child is ours and not reaped, so its PID cannot have been reused yet.
