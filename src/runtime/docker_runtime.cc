@@ -60,6 +60,14 @@ std::string since_param(int64_t ns) {
   return buf;
 }
 
+// DockerClient's contract: kUnavailable means the engine did not answer at all (no socket,
+// refused, timed out, dropped), so a failure with it is the engine's, not the service's.
+ExitInfo engine_failure(const Error& error) {
+  ExitInfo info{false, 0, 0, error.message};
+  info.engine_unreachable = error.code == ErrorCode::kUnavailable;
+  return info;
+}
+
 std::string what_failed(const std::string& doing, const DockerReply& reply) {
   return doing + ": HTTP " + std::to_string(reply.status) + ": " + docker_message(reply);
 }
@@ -250,11 +258,12 @@ asio::awaitable<void> DockerInstance::launch(std::shared_ptr<DockerInstance> sel
   auto& client = self->engine_->client();
   const auto& spec = self->spec_;
   const std::string name = self->record_.container;
-  const auto fail = [&](const std::string& why) {
+  const auto fail_with = [&](ExitInfo info) {
     self->launching_ = false;
-    self->finish_exit(ExitInfo{false, 0, 0, why});
+    self->finish_exit(std::move(info));
     self->finish_stop(false);
   };
+  const auto fail = [&](const std::string& why) { fail_with(ExitInfo{false, 0, 0, why}); };
 
   if (!spec.docker.image.empty()) {
     std::vector<std::pair<std::string, std::string>> env(spec.env.begin(), spec.env.end());
@@ -268,7 +277,7 @@ asio::awaitable<void> DockerInstance::launch(std::shared_ptr<DockerInstance> sel
     if (reply && reply->status == 409) {
       // Left by an earlier run; replaced only when it is ours, so the current config applies.
       auto old = co_await self->inspect(name);
-      if (!old) co_return fail(old.error().message);
+      if (!old) co_return fail_with(engine_failure(old.error()));
       if (old->service_label != spec.name) {
         co_return fail("a container named '" + name +
                        "' already exists and was not created by gpuvisor for " + spec.name +
@@ -281,7 +290,7 @@ asio::awaitable<void> DockerInstance::launch(std::shared_ptr<DockerInstance> sel
       }
       reply = co_await client.call("POST", create, body, kCallTimeout);
     }
-    if (!reply) co_return fail(reply.error().message);
+    if (!reply) co_return fail_with(engine_failure(reply.error()));
     if (reply->status == 404) {
       co_return fail("image '" + spec.docker.image + "' is not in the Docker engine (service " +
                      spec.name + "): docker pull " + spec.docker.image + ", or docker load it");
@@ -289,20 +298,20 @@ asio::awaitable<void> DockerInstance::launch(std::shared_ptr<DockerInstance> sel
     if (reply->status != 201) co_return fail(what_failed("creating container " + name, *reply));
   }
   auto found = co_await self->inspect(name);
-  if (!found) co_return fail(found.error().message);
+  if (!found) co_return fail_with(engine_failure(found.error()));
   self->id_ = found->id;
   self->engine_->watch(self->id_, self);
   if (!found->running) {
     auto started =
         co_await client.call("POST", "/containers/" + self->id_ + "/start", "", kStartTimeout);
-    if (!started) co_return fail(started.error().message);
+    if (!started) co_return fail_with(engine_failure(started.error()));
     if (started->status == 404) co_return fail(self->missing(name));
     // 304: someone started it in between, which is what was wanted.
     if (started->status != 204 && started->status != 304) {
       co_return fail(what_failed("starting container " + name, *started));
     }
     found = co_await self->inspect(self->id_);
-    if (!found) co_return fail(found.error().message);
+    if (!found) co_return fail_with(engine_failure(found.error()));
   }
   self->launching_ = false;
   self->take(*found);
@@ -318,7 +327,7 @@ asio::awaitable<void> DockerInstance::attach(std::shared_ptr<DockerInstance> sel
   auto found = co_await self->inspect(self->record_.container);
   self->launching_ = false;
   if (!found) {
-    self->finish_exit(ExitInfo{false, 0, 0, found.error().message});
+    self->finish_exit(engine_failure(found.error()));
     self->finish_stop(false);
     co_return;
   }
@@ -353,6 +362,14 @@ asio::awaitable<void> DockerInstance::resync(std::shared_ptr<DockerInstance> sel
   if (!found && found.error().code == ErrorCode::kNotFound) {
     self->finish_exit(
         ExitInfo{false, 0, 0, "container " + self->record_.container + " was removed"});
+  } else if (!found && found.error().code == ErrorCode::kUnavailable &&
+             !same_process_alive(self->record_.pid, self->record_.start_time)) {
+    // The engine cannot say, but its first process is gone, so the container is too: most
+    // likely stopped by the engine going down, which is no failure of the service's.
+    ExitInfo gone = engine_failure(found.error());
+    gone.detail = "container " + self->record_.container +
+                  " ended while the Docker engine was unreachable (" + found.error().message + ")";
+    self->finish_exit(std::move(gone));
   } else if (found && !found->running) {
     self->take(*found);
   }

@@ -267,6 +267,55 @@ TEST(Docker, ARestartedDaemonAdoptsItsRunningContainer) {
   EXPECT_TRUE(inspect(sock, "gpuvisor-" + name).is_null());
 }
 
+// While the engine is away (dockerd restarting), the container's end and the failed starts that
+// follow are retried with backoff but do not spend the restart budget: it comes back once the
+// engine does, however long that took.
+TEST(Docker, AnEngineThatIsDownDoesNotSpendTheRestartBudget) {
+  REQUIRE_ENGINE(shared_sock);
+  const std::string engine = make_temp_dir("docker-down") + "/engine";
+  const std::string script = GPUVISOR_DOCKER_ENGINE;
+  ASSERT_EQ(0, std::system((script + " start " + engine).c_str()));
+  ASSERT_FALSE(std::filesystem::exists(engine + "/unavailable"));
+  const std::string sock = engine + "/docker.sock";
+  const std::string name = unique("patient");
+  {
+    Daemon d(config(sock, owned_service(name, free_port(),
+                                        "    restart: on-failure\n    restart_backoff: 100ms\n"
+                                        "    restart_backoff_max: 200ms\n    restart_limit: 2\n")));
+    ASSERT_TRUE(d.start()) << d.stderr_text();
+    ASSERT_EQ(0, d.cli({"ensure", name}).exit_code);
+    ASSERT_EQ(0, std::system((script + " down " + engine).c_str()));
+    // More failures than restart_limit allows, each retried.
+    int unreachable = 0;
+    EXPECT_TRUE(d.wait_event(
+        [&](const nlohmann::json& e) {
+          return e["type"] == "service.state_changed" && e["data"]["service"] == name &&
+                 e["data"]["to"] == "error" &&
+                 e["data"]["reason"].get<std::string>().find("not counted against restart_limit") !=
+                     std::string::npos &&
+                 ++unreachable == 4;
+        },
+        60s))
+        << d.stderr_text();
+    ASSERT_EQ(0, std::system((script + " up " + engine).c_str()));
+    int readies = 0;
+    EXPECT_TRUE(d.wait_event(
+        [&](const nlohmann::json& e) {
+          return e["type"] == "service.state_changed" && e["data"]["service"] == name &&
+                 e["data"]["to"] == "ready" && ++readies == 2;
+        },
+        60s))
+        << d.stderr_text();
+    const auto svc = d.service(name);
+    EXPECT_EQ("ready", svc["state"]);
+    // The container's own end as the engine stopped may count once (if its die event came
+    // before the engine went); the unreachable engine never does.
+    EXPECT_LE(svc["restarts"].get<int>(), 1) << svc.dump();
+    ASSERT_EQ(0, d.cli({"stop", name}).exit_code);
+  }
+  std::system((script + " stop " + engine).c_str());
+}
+
 TEST(Docker, AnEngineRestartUnderARunningContainerIsNoticedAndRecovered) {
   REQUIRE_ENGINE(shared_sock);
   // An engine of its own: restarting the shared one would pull it from under other tests.
