@@ -17,6 +17,7 @@
 
 #include "runtime/docker_body.h"
 #include "runtime/docker_client.h"
+#include "runtime/docker_log_lines.h"
 #include "runtime/proc.h"
 
 namespace gpuvisor {
@@ -134,7 +135,11 @@ class DockerInstance : public Instance, public std::enable_shared_from_this<Dock
 
   static asio::awaitable<void> launch(std::shared_ptr<DockerInstance> self, LaunchOptions options);
   static asio::awaitable<void> attach(std::shared_ptr<DockerInstance> self);
-  void set_log_path(std::string path) { log_path_ = std::move(path); }
+  // Adopted: its log goes on after since_ns (the last line the previous daemon wrote).
+  void set_log(std::string path, int64_t since_ns) {
+    log_path_ = std::move(path);
+    log_since_ns_ = since_ns;
+  }
   // After the events stream was down: an exit it missed is found by asking.
   static asio::awaitable<void> resync(std::shared_ptr<DockerInstance> self);
   void on_event(const ContainerEvent& event);
@@ -157,6 +162,7 @@ class DockerInstance : public Instance, public std::enable_shared_from_this<Dock
   std::string id_;  // full container id, once known
   std::string log_path_;
   int64_t launched_ns_ = unix_ns_now();
+  int64_t log_since_ns_ = 0;  // 0: from the second it was launched
   bool launching_ = false;
   bool exited_ = false;
   bool oom_ = false;
@@ -475,19 +481,30 @@ asio::awaitable<void> DockerInstance::run_stop(std::shared_ptr<DockerInstance> s
 asio::awaitable<void> DockerInstance::follow_logs(std::shared_ptr<DockerInstance> self, bool tty) {
   const int fd = ::open(self->log_path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
   if (fd < 0) co_return;
+  const int pos_fd =
+      ::open(log_position_path(self->log_path_).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
   LogDemux demux(tty);
+  DockerLogLines lines;
   const std::function<void(std::string_view)> on_data = [&](std::string_view data) {
-    const std::string text = demux.feed(data);
-    if (!text.empty() && ::write(fd, text.data(), text.size()) < 0) {
+    const std::string text = lines.feed(demux.feed(data));
+    if (text.empty()) return;
+    if (::write(fd, text.data(), text.size()) < 0) {
       spdlog::debug("{}: cannot write its log", self->spec_.name);
+    } else if (pos_fd >= 0) {
+      write_log_position(pos_fd, lines.last_ns());  // after the lines: a crash between repeats
     }
   };
-  const auto since = self->launched_ns_ / 1'000'000'000;
+  // The engine's since= keeps lines at or after it; the second launched keeps what the
+  // container printed at once.
+  const int64_t since = self->log_since_ns_ > 0
+                            ? self->log_since_ns_
+                            : self->launched_ns_ / 1'000'000'000 * 1'000'000'000;
   // The log ends when the stream does, however it ends; the container's exit is seen elsewhere.
   (void)co_await self->engine_->client().stream(
       "/containers/" + self->id_ +
-          "/logs?follow=1&stdout=1&stderr=1&since=" + std::to_string(since),
+          "/logs?follow=1&stdout=1&stderr=1&timestamps=1&since=" + since_param(since),
       on_data, self->log_control_);
+  if (pos_fd >= 0) ::close(pos_fd);
   ::close(fd);
 }
 
@@ -526,7 +543,15 @@ Result<std::shared_ptr<Instance>> DockerRuntime::adopt(const InstanceRecord& rec
   known.name = record.service;
   auto instance = std::make_shared<DockerInstance>(engine_, spec != nullptr ? *spec : known, record,
                                                    std::move(on_exit));
-  if (!log_dir_.empty()) instance->set_log_path(log_dir_ + "/" + record.service + ".log");
+  if (!log_dir_.empty()) {
+    // After the last line the previous daemon wrote, if that was of this container (else all
+    // of it): nothing printed meanwhile is lost, nothing written is repeated.
+    const std::string path = log_dir_ + "/" + record.service + ".log";
+    const int64_t started_ns = record.started_unix_ms * 1'000'000;
+    const int64_t written_ns = read_log_position(path);
+    instance->set_log(path,
+                      written_ns >= started_ns ? written_ns + 1 : std::max<int64_t>(started_ns, 1));
+  }
   asio::co_spawn(engine_->executor(), DockerInstance::attach(instance), asio::detached);
   return std::shared_ptr<Instance>(instance);
 }
