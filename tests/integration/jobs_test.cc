@@ -206,8 +206,12 @@ TEST(WorkerJobs, ACancelIsAnsweredOnceTheJobAndItsWorkerHaveEnded) {
   ASSERT_TRUE(d.wait_event([&](const nlohmann::json& e) {
     return e["type"] == "job.progress" && e["data"]["id"] == id;
   })) << d.stderr_text();
-  const pid_t worker = body(d.call("GET", "/api/v1/jobs/" + std::to_string(id)))["worker_pid"];
-  ASSERT_GT(worker, 0);
+  pid_t worker = 0;  // recorded as the worker took the job; read once it is on disk
+  ASSERT_TRUE(eventually([&] {
+    const auto job = body(d.call("GET", "/api/v1/jobs/" + std::to_string(id)));
+    if (job["worker_pid"].is_number()) worker = job["worker_pid"];
+    return worker > 0;
+  }));
   const auto cancelled = d.call("POST", "/api/v1/jobs/" + std::to_string(id) + "/cancel");
   ASSERT_TRUE(cancelled);
   ASSERT_EQ(200, cancelled->status) << cancelled->body;

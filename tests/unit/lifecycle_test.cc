@@ -271,9 +271,10 @@ TEST_F(LifecycleTest, AnUnreachableEngineRetriesWithoutSpendingTheRestartBudget)
   const std::vector<Millis> delays = {seconds(1), seconds(2), seconds(4), seconds(8), seconds(8)};
   for (const auto delay : delays) {
     unreachable(Millis(0));
-    EXPECT_EQ("cannot reach the Docker engine; engine unreachable, retrying in " +
-                  format_duration(delay) + " (not counted against restart_limit)",
-              state_.reason);
+    const std::string says = "; engine unreachable, retrying in " + format_duration(delay) +
+                             " (not counted against restart_limit)";
+    EXPECT_EQ(0u, state_.reason.find("cannot reach the Docker engine")) << state_.reason;
+    EXPECT_TRUE(state_.reason.ends_with(says)) << state_.reason;
     EXPECT_EQ(0, state_.restarts);
     EXPECT_EQ(now_ + delay, armed(TimerKind::kBackoff));
     feed(input::TimerFired{state_.generation, TimerKind::kBackoff}, delay);
