@@ -20,6 +20,8 @@ namespace gpuvisor {
 namespace {
 
 constexpr Millis kReadTimeout{10'000};
+// A cancel is answered once the job's worker has stopped (the daemon gives up after 15 s).
+constexpr Millis kCancelTimeout{30'000};
 
 std::string env_or(const char* name, const std::string& fallback) {
   const char* value = std::getenv(name);
@@ -232,7 +234,7 @@ int ClientCommands::jobs() {
   }
   if (jobs_show_->parsed()) return call("GET", "/api/v1/jobs/" + name_, kReadTimeout, job_json);
   if (jobs_cancel_->parsed()) {
-    return call("POST", "/api/v1/jobs/" + name_ + "/cancel", kReadTimeout, job_json);
+    return call("POST", "/api/v1/jobs/" + name_ + "/cancel", kCancelTimeout, job_json);
   }
   // watch: the job's own stream, until it ends; then its final state.
   long long id = 0;

@@ -145,14 +145,20 @@ void JobQueue::submit(const std::string& plugin, json input,
 
 void JobQueue::cancel(int64_t id, std::function<void(Result<Job>)> done) {
   if (auto r = running_.find(id); r != running_.end()) {
-    r->second.cancelled = true;
+    const bool was_cancelled = std::exchange(r->second.cancelled, true);
+    wait_for_end(r->second, std::move(done));
+    if (was_cancelled) return;  // a second cancel joins the first
+    if (!r->second.sent && !r->second.service.empty()) {
+      // Still waiting for its service: nothing of the job runs yet, so it ends now (the hold,
+      // when it comes, finds the job gone and is given back).
+      finish(id, JobState::kCancelled, nullptr, "cancelled before it started");
+      return;
+    }
     r->second.control->cancel();  // send_http sees it and finishes the job as cancelled
-    Job job = r->second.job;
-    job.state = JobState::kCancelled;
     // A worker's job: its worker goes, and its exit finishes the job. One still waiting for a
     // worker is finished at once, which erases r: nothing below may use it.
-    if (auto pool = pools_.find(job.plugin); pool != pools_.end()) pool->second->cancel(id);
-    asio::post(executor_, [done = std::move(done), job] { done(job); });
+    const std::string plugin = r->second.job.plugin;
+    if (auto pool = pools_.find(plugin); pool != pools_.end()) pool->second->cancel(id);
     return;
   }
   auto job = store_.get(id);
@@ -183,8 +189,39 @@ void JobQueue::cancel(int64_t id, std::function<void(Result<Job>)> done) {
   });
 }
 
+void JobQueue::wait_for_end(Running& running, std::function<void(Result<Job>)> done) {
+  auto wait =
+      std::make_shared<CancelWait>(CancelWait{std::move(done), asio::steady_timer(executor_)});
+  running.cancels.push_back(wait);
+  wait->timer.expires_after(options_.cancel_timeout);
+  wait->timer.async_wait([wait, id = running.job.id,
+                          after = options_.cancel_timeout](boost::system::error_code ec) {
+    if (ec) return;
+    answer(wait, make_error(ErrorCode::kTimeout,
+                            "job " + std::to_string(id) + " is still stopping after " +
+                                format_duration(after) +
+                                " (its worker has not ended yet); it ends cancelled once it has"));
+  });
+}
+
+void JobQueue::answer(const std::shared_ptr<CancelWait>& wait, Result<Job> result) {
+  if (std::exchange(wait->answered, true)) return;
+  wait->timer.cancel();
+  // Posted: the answer never runs inside the queue's own bookkeeping.
+  asio::post(wait->timer.get_executor(),
+             [wait, result = std::move(result)]() mutable { wait->done(std::move(result)); });
+}
+
 void JobQueue::shutdown(Millis grace, std::function<void()> done) {
   stopping_ = true;
+  for (auto& [id, r] : running_) {
+    for (const auto& wait : r.cancels) {
+      answer(wait, make_error(ErrorCode::kUnavailable,
+                              "the daemon is shutting down; job " + std::to_string(id) +
+                                  " stays running in the store and runs again when it starts"));
+    }
+    r.cancels.clear();
+  }
   if (retention_timer_) retention_timer_->cancel();
   auto left = std::make_shared<size_t>(pools_.size() + 1);
   auto one_done = [left, done = std::move(done)] {
@@ -244,6 +281,7 @@ void JobQueue::run(JobQueue* self, std::shared_ptr<bool> alive, int64_t id) {
     }
   };
   if (r.service.empty()) {
+    r.sent = true;
     go();
     return;
   }
@@ -254,7 +292,9 @@ void JobQueue::run(JobQueue* self, std::shared_ptr<bool> alive, int64_t id) {
       service, kEnsureTimeout, "running job " + std::to_string(id),
       [self, alive, id, service, go](Result<Hold> hold) {
         if (!*alive) return;
-        auto& running = self->running_.at(id);
+        const auto it = self->running_.find(id);
+        if (it == self->running_.end()) return;  // cancelled meanwhile: the hold goes back
+        auto& running = it->second;
         if (running.cancelled) {
           self->finish(id, JobState::kCancelled, nullptr, "cancelled before it started");
           return;
@@ -265,6 +305,7 @@ void JobQueue::run(JobQueue* self, std::shared_ptr<bool> alive, int64_t id) {
           return;
         }
         running.hold = std::move(*hold);
+        running.sent = true;
         if (const auto view = self->supervisor_.get(service); view && view->pid > 0) {
           self->ran_by(id, view->pid);
         }
@@ -380,6 +421,7 @@ void JobQueue::finish(int64_t id, JobState state, json result, std::string error
   auto it = running_.find(id);
   if (it == running_.end()) return;
   Job job = std::move(it->second.job);
+  auto cancels = std::move(it->second.cancels);
   running_.erase(it);  // and its hold on the service with it
   job.state = state;
   job.finished_ms = unix_ms_now();
@@ -391,10 +433,12 @@ void JobQueue::finish(int64_t id, JobState state, json result, std::string error
                      : state == JobState::kCancelled ? "job.cancelled"
                                                      : "job.failed";
   // Told once it is on disk: whoever hears it and asks gets the same answer.
-  store_.update(job, [this, alive = std::weak_ptr<bool>(alive_), job, type](const Status& written) {
+  store_.update(job, [this, alive = std::weak_ptr<bool>(alive_), job, type,
+                      cancels = std::move(cancels)](const Status& written) {
     if (alive.expired()) return;
     if (!written) spdlog::error("job {}: {}", job.id, written.error().message);
     publish(job, type);
+    for (const auto& wait : cancels) answer(wait, job);
   });
   // The next in line goes now: a failed or cancelled job never strands those behind it.
   pump(job.plugin);

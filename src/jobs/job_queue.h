@@ -30,6 +30,9 @@ class JobQueue {
     Millis retention{0};  // finished jobs older than this are deleted; 0: kept forever
     // Where each worker gets a cgroup of its own (CgroupParent::dir()); empty: none.
     std::string cgroup_parent{};
+    // How long a cancel waits for a running job to end: beyond a worker's stop grace (5 s,
+    // then SIGKILL), within the CLI's wait for the answer.
+    Millis cancel_timeout{15'000};
   };
   JobQueue(boost::asio::any_io_executor executor, JobStore& store, const PluginRegistry& plugins,
            Supervisor& supervisor, EventBus& events, WorkerRegistry& workers, Options options);
@@ -44,8 +47,11 @@ class JobQueue {
   // done gets the job once it is on disk, or why it was refused (an unknown plugin).
   void submit(const std::string& plugin, nlohmann::json input,
               std::function<void(Result<Job>)> done);
-  // A pending job is cancelled at once; a running one has its request closed. done gets the
-  // job as it ends up.
+  // A pending job (or one still waiting for its service) is cancelled at once; a running one
+  // has its request closed or its worker stopped. done gets the job once it has ended (as
+  // cancelled, or as it ended if that came first) and is on disk: by then no worker is working
+  // on it any more. One that has not ended within cancel_timeout gets a kTimeout error saying
+  // it is still stopping.
   void cancel(int64_t id, std::function<void(Result<Job>)> done);
   // The daemon is stopping: no job starts any more; workers are asked to stop (SIGKILL after
   // grace) and done runs once they are gone. Jobs that were running stay so in the store, to
@@ -57,8 +63,16 @@ class JobQueue {
   static constexpr int kMaxAttempts = 2;  // a job interrupted by a daemon crash runs once more
 
  private:
+  // A cancel waiting for its job to end; answered once, by the end or by its timer.
+  struct CancelWait {
+    std::function<void(Result<Job>)> done;
+    boost::asio::steady_timer timer;
+    bool answered = false;
+  };
   struct Running {
     Job job;
+    bool sent = false;  // gone to its service or worker: ending it takes their doing
+    std::vector<std::shared_ptr<CancelWait>> cancels;
     std::shared_ptr<StreamControl> control = std::make_shared<StreamControl>();
     bool cancelled = false;
     std::string service{};  // held busy for the job, when it has one
@@ -67,6 +81,8 @@ class JobQueue {
   void pump(const std::string& plugin);
   void start(Job job);
   void finish(int64_t id, JobState state, nlohmann::json result, std::string error);
+  void wait_for_end(Running& running, std::function<void(Result<Job>)> done);
+  static void answer(const std::shared_ptr<CancelWait>& wait, Result<Job> result);
   void publish(const Job& job, const char* type);
   static void run(JobQueue* self, std::shared_ptr<bool> alive, int64_t id);
   void send_http(int64_t id);

@@ -17,6 +17,7 @@
 
 #include "runtime/docker_body.h"
 #include "runtime/docker_client.h"
+#include "runtime/docker_log_lines.h"
 #include "runtime/proc.h"
 
 namespace gpuvisor {
@@ -58,6 +59,14 @@ std::string since_param(int64_t ns) {
   std::snprintf(buf, sizeof buf, "%lld.%09lld", static_cast<long long>(s),
                 static_cast<long long>(frac));
   return buf;
+}
+
+// DockerClient's contract: kUnavailable means the engine did not answer at all (no socket,
+// refused, timed out, dropped), so a failure with it is the engine's, not the service's.
+ExitInfo engine_failure(const Error& error) {
+  ExitInfo info{false, 0, 0, error.message};
+  info.engine_unreachable = error.code == ErrorCode::kUnavailable;
+  return info;
 }
 
 std::string what_failed(const std::string& doing, const DockerReply& reply) {
@@ -126,7 +135,11 @@ class DockerInstance : public Instance, public std::enable_shared_from_this<Dock
 
   static asio::awaitable<void> launch(std::shared_ptr<DockerInstance> self, LaunchOptions options);
   static asio::awaitable<void> attach(std::shared_ptr<DockerInstance> self);
-  void set_log_path(std::string path) { log_path_ = std::move(path); }
+  // Adopted: its log goes on after since_ns (the last line the previous daemon wrote).
+  void set_log(std::string path, int64_t since_ns) {
+    log_path_ = std::move(path);
+    log_since_ns_ = since_ns;
+  }
   // After the events stream was down: an exit it missed is found by asking.
   static asio::awaitable<void> resync(std::shared_ptr<DockerInstance> self);
   void on_event(const ContainerEvent& event);
@@ -149,6 +162,7 @@ class DockerInstance : public Instance, public std::enable_shared_from_this<Dock
   std::string id_;  // full container id, once known
   std::string log_path_;
   int64_t launched_ns_ = unix_ns_now();
+  int64_t log_since_ns_ = 0;  // 0: from the second it was launched
   bool launching_ = false;
   bool exited_ = false;
   bool oom_ = false;
@@ -250,11 +264,12 @@ asio::awaitable<void> DockerInstance::launch(std::shared_ptr<DockerInstance> sel
   auto& client = self->engine_->client();
   const auto& spec = self->spec_;
   const std::string name = self->record_.container;
-  const auto fail = [&](const std::string& why) {
+  const auto fail_with = [&](ExitInfo info) {
     self->launching_ = false;
-    self->finish_exit(ExitInfo{false, 0, 0, why});
+    self->finish_exit(std::move(info));
     self->finish_stop(false);
   };
+  const auto fail = [&](const std::string& why) { fail_with(ExitInfo{false, 0, 0, why}); };
 
   if (!spec.docker.image.empty()) {
     std::vector<std::pair<std::string, std::string>> env(spec.env.begin(), spec.env.end());
@@ -268,7 +283,7 @@ asio::awaitable<void> DockerInstance::launch(std::shared_ptr<DockerInstance> sel
     if (reply && reply->status == 409) {
       // Left by an earlier run; replaced only when it is ours, so the current config applies.
       auto old = co_await self->inspect(name);
-      if (!old) co_return fail(old.error().message);
+      if (!old) co_return fail_with(engine_failure(old.error()));
       if (old->service_label != spec.name) {
         co_return fail("a container named '" + name +
                        "' already exists and was not created by gpuvisor for " + spec.name +
@@ -281,7 +296,7 @@ asio::awaitable<void> DockerInstance::launch(std::shared_ptr<DockerInstance> sel
       }
       reply = co_await client.call("POST", create, body, kCallTimeout);
     }
-    if (!reply) co_return fail(reply.error().message);
+    if (!reply) co_return fail_with(engine_failure(reply.error()));
     if (reply->status == 404) {
       co_return fail("image '" + spec.docker.image + "' is not in the Docker engine (service " +
                      spec.name + "): docker pull " + spec.docker.image + ", or docker load it");
@@ -289,20 +304,20 @@ asio::awaitable<void> DockerInstance::launch(std::shared_ptr<DockerInstance> sel
     if (reply->status != 201) co_return fail(what_failed("creating container " + name, *reply));
   }
   auto found = co_await self->inspect(name);
-  if (!found) co_return fail(found.error().message);
+  if (!found) co_return fail_with(engine_failure(found.error()));
   self->id_ = found->id;
   self->engine_->watch(self->id_, self);
   if (!found->running) {
     auto started =
         co_await client.call("POST", "/containers/" + self->id_ + "/start", "", kStartTimeout);
-    if (!started) co_return fail(started.error().message);
+    if (!started) co_return fail_with(engine_failure(started.error()));
     if (started->status == 404) co_return fail(self->missing(name));
     // 304: someone started it in between, which is what was wanted.
     if (started->status != 204 && started->status != 304) {
       co_return fail(what_failed("starting container " + name, *started));
     }
     found = co_await self->inspect(self->id_);
-    if (!found) co_return fail(found.error().message);
+    if (!found) co_return fail_with(engine_failure(found.error()));
   }
   self->launching_ = false;
   self->take(*found);
@@ -318,7 +333,7 @@ asio::awaitable<void> DockerInstance::attach(std::shared_ptr<DockerInstance> sel
   auto found = co_await self->inspect(self->record_.container);
   self->launching_ = false;
   if (!found) {
-    self->finish_exit(ExitInfo{false, 0, 0, found.error().message});
+    self->finish_exit(engine_failure(found.error()));
     self->finish_stop(false);
     co_return;
   }
@@ -353,6 +368,14 @@ asio::awaitable<void> DockerInstance::resync(std::shared_ptr<DockerInstance> sel
   if (!found && found.error().code == ErrorCode::kNotFound) {
     self->finish_exit(
         ExitInfo{false, 0, 0, "container " + self->record_.container + " was removed"});
+  } else if (!found && found.error().code == ErrorCode::kUnavailable &&
+             !same_process_alive(self->record_.pid, self->record_.start_time)) {
+    // The engine cannot say, but its first process is gone, so the container is too: most
+    // likely stopped by the engine going down, which is no failure of the service's.
+    ExitInfo gone = engine_failure(found.error());
+    gone.detail = "container " + self->record_.container +
+                  " ended while the Docker engine was unreachable (" + found.error().message + ")";
+    self->finish_exit(std::move(gone));
   } else if (found && !found->running) {
     self->take(*found);
   }
@@ -458,19 +481,30 @@ asio::awaitable<void> DockerInstance::run_stop(std::shared_ptr<DockerInstance> s
 asio::awaitable<void> DockerInstance::follow_logs(std::shared_ptr<DockerInstance> self, bool tty) {
   const int fd = ::open(self->log_path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
   if (fd < 0) co_return;
+  const int pos_fd =
+      ::open(log_position_path(self->log_path_).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
   LogDemux demux(tty);
+  DockerLogLines lines;
   const std::function<void(std::string_view)> on_data = [&](std::string_view data) {
-    const std::string text = demux.feed(data);
-    if (!text.empty() && ::write(fd, text.data(), text.size()) < 0) {
+    const std::string text = lines.feed(demux.feed(data));
+    if (text.empty()) return;
+    if (::write(fd, text.data(), text.size()) < 0) {
       spdlog::debug("{}: cannot write its log", self->spec_.name);
+    } else if (pos_fd >= 0) {
+      write_log_position(pos_fd, lines.last_ns());  // after the lines: a crash between repeats
     }
   };
-  const auto since = self->launched_ns_ / 1'000'000'000;
+  // The engine's since= keeps lines at or after it; the second launched keeps what the
+  // container printed at once.
+  const int64_t since = self->log_since_ns_ > 0
+                            ? self->log_since_ns_
+                            : self->launched_ns_ / 1'000'000'000 * 1'000'000'000;
   // The log ends when the stream does, however it ends; the container's exit is seen elsewhere.
   (void)co_await self->engine_->client().stream(
       "/containers/" + self->id_ +
-          "/logs?follow=1&stdout=1&stderr=1&since=" + std::to_string(since),
+          "/logs?follow=1&stdout=1&stderr=1&timestamps=1&since=" + since_param(since),
       on_data, self->log_control_);
+  if (pos_fd >= 0) ::close(pos_fd);
   ::close(fd);
 }
 
@@ -509,7 +543,15 @@ Result<std::shared_ptr<Instance>> DockerRuntime::adopt(const InstanceRecord& rec
   known.name = record.service;
   auto instance = std::make_shared<DockerInstance>(engine_, spec != nullptr ? *spec : known, record,
                                                    std::move(on_exit));
-  if (!log_dir_.empty()) instance->set_log_path(log_dir_ + "/" + record.service + ".log");
+  if (!log_dir_.empty()) {
+    // After the last line the previous daemon wrote, if that was of this container (else all
+    // of it): nothing printed meanwhile is lost, nothing written is repeated.
+    const std::string path = log_dir_ + "/" + record.service + ".log";
+    const int64_t started_ns = record.started_unix_ms * 1'000'000;
+    const int64_t written_ns = read_log_position(path);
+    instance->set_log(path,
+                      written_ns >= started_ns ? written_ns + 1 : std::max<int64_t>(started_ns, 1));
+  }
   asio::co_spawn(engine_->executor(), DockerInstance::attach(instance), asio::detached);
   return std::shared_ptr<Instance>(instance);
 }

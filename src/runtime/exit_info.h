@@ -13,6 +13,10 @@ struct ExitInfo {
   int signal = 0;        // terminating signal, or 0
   std::string detail{};  // when set, says it all: "container x does not exist: ...", "OOM-killed"
   bool planned = false;  // ended on purpose by its backend (idle, budget): stopped, not failed
+  // Its engine (dockerd) could not be reached: the start, or the knowledge that it still runs,
+  // failed with the engine, not with the service. The supervisor retries without spending the
+  // restart budget.
+  bool engine_unreachable = false;
 
   bool success() const { return known && signal == 0 && code == 0 && detail.empty(); }
   // The one wording of an exit, read by people, tests and docs alike: "exited with status 3",

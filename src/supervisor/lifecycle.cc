@@ -60,7 +60,8 @@ class Reducer {
   void readiness_probe();
   void on_ready(const std::string& detail);
   void on_liveness(const input::ProbeDone& in);
-  void on_failure(const std::string& what, bool failed);
+  void on_failure(const std::string& what, bool failed, bool engine_unreachable = false);
+  Millis backoff(int attempts) const;
 
   const Context& context_;
   const ServiceSpec& spec_;
@@ -128,6 +129,7 @@ void Reducer::on(const input::Ensure& in) {
     case ServiceState::kError:
       s().waiters.push_back(in.waiter);
       s().restarts = 0;  // a person asked: the automatic restart budget starts over
+      s().engine_retries = 0;
       cancel_backoff();
       // In error with an instance: its cleanup is running, and Cleaned starts it.
       if (!s().has_instance) emit(effect::Start{"ensure requested"});
@@ -299,6 +301,7 @@ void Reducer::on_ready(const std::string& detail) {
   emit(effect::Cancel{TimerKind::kStartup});
   s().last_probe.clear();
   s().ready_at = now();
+  s().engine_retries = 0;
   if (!s().adopted) {  // an adopted instance's start-up was not watched from its beginning
     s().reload_seconds = std::chrono::duration<double>(now() - s().started_at).count();
   }
@@ -348,6 +351,11 @@ void Reducer::on(const input::TimerFired& in) {
       emit(effect::PendingRestart{});
       if (!s().want_running) return;
       s().restart_delay.reset();
+      if (s().engine_retry) {
+        emit(effect::Start{"retry " + std::to_string(s().engine_retries) +
+                           " after the engine was unreachable"});
+        return;
+      }
       emit(effect::Start{"restart " + std::to_string(s().restarts) + " of " +
                          std::to_string(spec_.restart_limit) + " after failure"});
       return;
@@ -378,10 +386,18 @@ void Reducer::on(const input::Exited& in) {
     return;
   }
   const bool was_starting = s().state == ServiceState::kStarting;
-  on_failure(was_starting ? s().last_exit + " while starting" : s().last_exit, !in.success);
+  on_failure(was_starting ? s().last_exit + " while starting" : s().last_exit, !in.success,
+             in.engine_unreachable);
 }
 
-void Reducer::on_failure(const std::string& what, bool failed) {
+// restart_backoff doubled per attempt already made, capped at restart_backoff_max.
+Millis Reducer::backoff(int attempts) const {
+  Millis delay = spec_.restart_backoff;
+  for (int i = 0; i < attempts && delay < spec_.restart_backoff_max; ++i) delay *= 2;
+  return std::min(delay, spec_.restart_backoff_max);
+}
+
+void Reducer::on_failure(const std::string& what, bool failed, bool engine_unreachable) {
   ++s().generation;
   s().busy_holds = 0;  // the work on it is lost; its releases must not make the next one ready
   cancel_timers();
@@ -392,13 +408,20 @@ void Reducer::on_failure(const std::string& what, bool failed) {
                                (spec_.restart == RestartPolicy::kOnFailure && failed);
   std::string reason = what;
   s().restart_delay.reset();
+  s().engine_retry = false;
   if (s().want_running && policy_restarts && !context_.shutting_down) {
-    if (s().restarts >= spec_.restart_limit) {
+    if (engine_unreachable && spec_.restart_limit > 0) {
+      // Not the service's failure (dockerd restarting, say): it keeps retrying, paced by its own
+      // doubling, and the budget is left for the service's own failures.
+      const Millis delay = backoff(s().engine_retries++);
+      s().restart_delay = delay;
+      s().engine_retry = true;
+      reason += "; engine unreachable, retrying in " + format_duration(delay) +
+                " (not counted against restart_limit)";
+    } else if (s().restarts >= spec_.restart_limit) {
       reason += "; gave up after " + std::to_string(s().restarts) + " restarts";
     } else {
-      Millis delay = spec_.restart_backoff;
-      for (int i = 0; i < s().restarts && delay < spec_.restart_backoff_max; ++i) delay *= 2;
-      delay = std::min(delay, spec_.restart_backoff_max);
+      const Millis delay = backoff(s().restarts);
       ++s().restarts;
       s().restart_delay = delay;
       reason += "; restarting in " + format_duration(delay) + " (restart " +

@@ -40,6 +40,10 @@ struct UnitState {
   bool stop_forced = false;  // the stop in progress was forced: SIGKILL says so, not "grace"
   std::string evicted_for;   // the stop in progress makes room for this service
   int restarts = 0;          // automatic restarts in a row
+  // Retries in a row while its engine (dockerd) was unreachable: they pace the backoff but do
+  // not spend the restart budget, since the service itself did not fail.
+  int engine_retries = 0;
+  bool engine_retry = false;            // the restart due is one of those
   std::optional<Millis> restart_delay;  // decided at a failure, applied once cleaned up
   // The backoff is running: persisted, so that a daemon killed meanwhile does not forget it.
   bool restart_pending = false;
@@ -127,6 +131,9 @@ struct Exited {
   std::string description;  // ExitInfo::describe()
   bool success = false;
   bool planned = false;  // its backend ended it on purpose: stopped, not failed
+  // Its engine could not be reached (ExitInfo::engine_unreachable): retried with backoff, but
+  // not counted against restart_limit.
+  bool engine_unreachable = false;
 };
 struct StopDone {  // a stop we asked for finished
   uint64_t generation;

@@ -18,7 +18,8 @@ constexpr size_t kMaxLogBytes = 32 * 1024 * 1024;
 ExitCallback Supervisor::exit_handler(const Unit& u) {
   return guarded([this, name = u.spec.name, generation = u.life.generation](const ExitInfo& info) {
     if (Unit* unit = find(name)) {
-      apply(*unit, input::Exited{generation, info.describe(), info.success(), info.planned});
+      apply(*unit, input::Exited{generation, info.describe(), info.success(), info.planned,
+                                 info.engine_unreachable});
     }
   });
 }

@@ -11,6 +11,8 @@
 #   tests/docker/engine.sh stop DIR    removes every container, then stops the engine by its PID
 #   tests/docker/engine.sh restart DIR stops the engine only (it stops its containers, as a
 #                                      dockerd upgrade would), then starts it again
+#   tests/docker/engine.sh down DIR    the first half of restart: the engine is away until up
+#   tests/docker/engine.sh up DIR      the second half: starts the engine again
 #
 # When no engine can start here (no dockerd, no overlay2, no privileges), start exits 0 and
 # writes the reason to DIR/unavailable: the Docker tests then report skipped, naming it.
@@ -76,15 +78,23 @@ case $cmd in
     unmount_all
     exit 0
     ;;
-  restart)
+  down)
     stop_engine keep-containers
     unmount_all
+    exit 0
+    ;;
+  restart | up)
+    if [[ $cmd == restart ]]; then
+      stop_engine keep-containers
+      unmount_all
+    fi
     # The new engine's log replaces this one; kept, for a test that fails after a restart.
     mv -f "$dir/dockerd.log" "$dir/dockerd.log.1" 2>/dev/null || true
+    cmd=restart
     ;;
   start) ;;
   *)
-    echo "usage: $0 start|stop|restart DIR" >&2
+    echo "usage: $0 start|stop|restart|down|up DIR" >&2
     exit 2
     ;;
 esac

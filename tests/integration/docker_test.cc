@@ -89,6 +89,27 @@ std::string owned_service(const std::string& name, int port, const std::string& 
          p + "/health\"}\n" + extra;
 }
 
+// Like owned_service, and its shell prints "tick N" every 100 ms besides (the sleep paces the
+// container's own output; nothing waits on it).
+std::string ticking_service(const std::string& name, int port) {
+  const std::string p = std::to_string(port);
+  return "  " + name +
+         ":\n    runtime: docker\n    command: [/bin/sh, -c, \"/bin/httpd -p 127.0.0.1:" + p +
+         " -h /www; i=0; while true; do i=$((i+1)); echo tick $i; /bin/sleep 0.1; done\"]\n" +
+         "    docker: {image: \"gpuvisor-test:1\", gpus: none}\n    stop_grace: 5s\n" +
+         "    health: {http: \"http://127.0.0.1:" + p + "/health\"}\n";
+}
+
+// The N of every "tick N" line in a log, in order.
+std::vector<int> ticks(const std::string& log) {
+  std::vector<int> out;
+  std::ifstream in(log);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("tick ", 0) == 0) out.push_back(std::atoi(line.c_str() + 5));
+  }
+  return out;
+}
+
 std::string config(const std::string& sock, const std::string& services) {
   return "daemon: {docker_host: \"unix://" + sock + "\"}\nservices:\n" + services;
 }
@@ -265,6 +286,88 @@ TEST(Docker, ARestartedDaemonAdoptsItsRunningContainer) {
   EXPECT_FALSE(pid_alive(pid));
   // Still known as one gpuvisor created from the config: removed, not left behind.
   EXPECT_TRUE(inspect(sock, "gpuvisor-" + name).is_null());
+}
+
+// The new daemon follows the adopted container's log from the last line the previous one wrote:
+// what it printed while no daemon ran arrives too, and nothing arrives twice.
+TEST(Docker, AnAdoptedContainersLogGoesOnWhereThePreviousDaemonStopped) {
+  REQUIRE_ENGINE(sock);
+  const std::string name = unique("ticker");
+  const std::string dir = make_temp_dir("docker-log");
+  const std::string yaml = config(sock, ticking_service(name, free_port()));
+  const std::string log = dir + "/state/logs/" + name + ".log";
+  int at_kill = 0;
+  {
+    Daemon first(yaml, dir);
+    ASSERT_TRUE(first.start()) << first.stderr_text();
+    ASSERT_EQ(0, first.cli({"ensure", name}).exit_code);
+    ASSERT_TRUE(eventually([&] { return ticks(log).size() >= 3; })) << first.stderr_text();
+    first.kill9();
+    at_kill = ticks(log).back();
+  }
+  Daemon second(yaml, dir);
+  ASSERT_TRUE(second.start()) << second.stderr_text();
+  ASSERT_TRUE(second.wait_state(name, "ready")) << second.stderr_text();
+  EXPECT_TRUE(second.service(name)["adopted"].get<bool>());
+  EXPECT_TRUE(eventually([&] {
+    const auto t = ticks(log);
+    return !t.empty() && t.back() >= at_kill + 10;
+  })) << "the adopted container's output no longer reaches "
+      << log;
+  const auto t = ticks(log);
+  for (size_t i = 0; i < t.size(); ++i) {
+    ASSERT_EQ(static_cast<int>(i) + 1, t[i]) << "a tick lost or repeated around tick " << at_kill;
+  }
+  ASSERT_EQ(0, second.cli({"stop", name}).exit_code);
+}
+
+// While the engine is away (dockerd restarting), the container's end and the failed starts that
+// follow are retried with backoff but do not spend the restart budget: it comes back once the
+// engine does, however long that took.
+TEST(Docker, AnEngineThatIsDownDoesNotSpendTheRestartBudget) {
+  REQUIRE_ENGINE(shared_sock);
+  const std::string engine = make_temp_dir("docker-down") + "/engine";
+  const std::string script = GPUVISOR_DOCKER_ENGINE;
+  ASSERT_EQ(0, std::system((script + " start " + engine).c_str()));
+  ASSERT_FALSE(std::filesystem::exists(engine + "/unavailable"));
+  const std::string sock = engine + "/docker.sock";
+  const std::string name = unique("patient");
+  {
+    Daemon d(config(sock, owned_service(name, free_port(),
+                                        "    restart: on-failure\n    restart_backoff: 100ms\n"
+                                        "    restart_backoff_max: 200ms\n    restart_limit: 2\n")));
+    ASSERT_TRUE(d.start()) << d.stderr_text();
+    ASSERT_EQ(0, d.cli({"ensure", name}).exit_code);
+    ASSERT_EQ(0, std::system((script + " down " + engine).c_str()));
+    // More failures than restart_limit allows, each retried.
+    int unreachable = 0;
+    EXPECT_TRUE(d.wait_event(
+        [&](const nlohmann::json& e) {
+          return e["type"] == "service.state_changed" && e["data"]["service"] == name &&
+                 e["data"]["to"] == "error" &&
+                 e["data"]["reason"].get<std::string>().find("not counted against restart_limit") !=
+                     std::string::npos &&
+                 ++unreachable == 4;
+        },
+        60s))
+        << d.stderr_text();
+    ASSERT_EQ(0, std::system((script + " up " + engine).c_str()));
+    int readies = 0;
+    EXPECT_TRUE(d.wait_event(
+        [&](const nlohmann::json& e) {
+          return e["type"] == "service.state_changed" && e["data"]["service"] == name &&
+                 e["data"]["to"] == "ready" && ++readies == 2;
+        },
+        60s))
+        << d.stderr_text();
+    const auto svc = d.service(name);
+    EXPECT_EQ("ready", svc["state"]);
+    // The container's own end as the engine stopped may count once (if its die event came
+    // before the engine went); the unreachable engine never does.
+    EXPECT_LE(svc["restarts"].get<int>(), 1) << svc.dump();
+    ASSERT_EQ(0, d.cli({"stop", name}).exit_code);
+  }
+  std::system((script + " stop " + engine).c_str());
 }
 
 TEST(Docker, AnEngineRestartUnderARunningContainerIsNoticedAndRecovered) {

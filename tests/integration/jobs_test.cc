@@ -3,6 +3,8 @@
 // after the daemon is killed.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "testkit/daemon.h"
 
 namespace gpuvisor::itest {
@@ -190,6 +192,36 @@ TEST(WorkerJobs, CancellingARunningWorkerJobStopsTheWorker) {
     return job_event(e, "job.completed", next);
   })) << d.stderr_text();
   EXPECT_TRUE(d.wait_event([](const nlohmann::json& e) { return e["type"] == "worker.exited"; }));
+}
+
+// The answer to a cancel comes once the job has ended and its worker with it: a worker that takes
+// a while to wind down has left its marker and exited by the time the cancel is answered.
+TEST(WorkerJobs, ACancelIsAnsweredOnceTheJobAndItsWorkerHaveEnded) {
+  Daemon d(worker_yaml());
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const std::string marker = d.dir() + "/stopped";
+  const nlohmann::json input = {{"hang", true}, {"stop_ms", 1500}, {"stopped_marker", marker}};
+  const int64_t id = body(d.call("POST", "/api/v1/plugins/work_echo/jobs", input.dump()))["id"];
+  // Its progress says the worker has the job and its slow stop in place.
+  ASSERT_TRUE(d.wait_event([&](const nlohmann::json& e) {
+    return e["type"] == "job.progress" && e["data"]["id"] == id;
+  })) << d.stderr_text();
+  pid_t worker = 0;  // recorded as the worker took the job; read once it is on disk
+  ASSERT_TRUE(eventually([&] {
+    const auto job = body(d.call("GET", "/api/v1/jobs/" + std::to_string(id)));
+    if (job["worker_pid"].is_number()) worker = job["worker_pid"];
+    return worker > 0;
+  }));
+  const auto cancelled = d.call("POST", "/api/v1/jobs/" + std::to_string(id) + "/cancel");
+  ASSERT_TRUE(cancelled);
+  ASSERT_EQ(200, cancelled->status) << cancelled->body;
+  const auto answered = body(cancelled);
+  EXPECT_EQ("cancelled", answered["state"]) << answered.dump();
+  EXPECT_EQ("cancelled while running", answered["error"]) << answered.dump();
+  EXPECT_GT(answered["finished_ms"].get<int64_t>(), 0);
+  EXPECT_TRUE(std::filesystem::exists(marker)) << "answered before the worker had stopped";
+  EXPECT_FALSE(pid_alive(worker));
+  EXPECT_EQ("cancelled", body(d.call("GET", "/api/v1/jobs/" + std::to_string(id)))["state"]);
 }
 
 // A worker's job may start helpers that leave its session (setsid): cancelling the job ends

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "runtime/docker_client.h"
+#include "runtime/docker_log_lines.h"
 
 namespace gpuvisor {
 namespace {
@@ -127,6 +128,15 @@ TEST(DockerClient, HostsMustBeUnixSockets) {
   EXPECT_EQ(docker_message({404, R"({"message":"No such container: x"})"}), "No such container: x");
   EXPECT_EQ(docker_message({500, "plain text\n"}), "plain text");
   EXPECT_EQ(docker_message({502, ""}), "HTTP 502");
+}
+
+TEST(DockerLogLines, WholeLinesComeOutOnceWithoutTheirStamps) {
+  DockerLogLines lines;
+  EXPECT_EQ("a\n", lines.feed("2026-12-05T05:37:15.000000001Z a\n2026-12-05T05:37:15.5"));
+  EXPECT_EQ("b c\nno stamp\n", lines.feed("00000000Z b c\nno stamp\n"));
+  EXPECT_EQ(int64_t{1796449035} * 1'000'000'000 + 500'000'000, lines.last_ns());
+  EXPECT_FALSE(parse_docker_timestamp("2026-12-05T05:37:15Z"));
+  EXPECT_FALSE(parse_docker_timestamp("2026-12-05T05:37:15.00000000xZ"));
 }
 
 }  // namespace

@@ -258,6 +258,38 @@ TEST_F(LifecycleTest, TheRestartBudgetEndsInGivingUp) {
   EXPECT_FALSE(armed(TimerKind::kBackoff));
 }
 
+// Failures while the engine is away (dockerd restarting) retry with doubling backoff but leave
+// the restart budget alone; the budget still counts the service's own failures.
+TEST_F(LifecycleTest, AnUnreachableEngineRetriesWithoutSpendingTheRestartBudget) {
+  spec_.restart_limit = 1;
+  make_ready();
+  const auto unreachable = [this](Millis after) {
+    feed(input::Exited{state_.generation, "cannot reach the Docker engine", false, false, true},
+         after);
+    feed(input::Cleaned{state_.generation});
+  };
+  const std::vector<Millis> delays = {seconds(1), seconds(2), seconds(4), seconds(8), seconds(8)};
+  for (const auto delay : delays) {
+    unreachable(Millis(0));
+    const std::string says = "; engine unreachable, retrying in " + format_duration(delay) +
+                             " (not counted against restart_limit)";
+    EXPECT_EQ(0u, state_.reason.find("cannot reach the Docker engine")) << state_.reason;
+    EXPECT_TRUE(state_.reason.ends_with(says)) << state_.reason;
+    EXPECT_EQ(0, state_.restarts);
+    EXPECT_EQ(now_ + delay, armed(TimerKind::kBackoff));
+    feed(input::TimerFired{state_.generation, TimerKind::kBackoff}, delay);
+    EXPECT_NE(std::string::npos, one<effect::Start>().why.find("engine was unreachable"));
+    feed(input::NewInstance{});
+    feed(input::Launched{"retry", std::nullopt});
+  }
+  // Back and healthy: the engine's retries start over, and a crash of its own is counted.
+  feed(input::ProbeDone{state_.generation, false, true, "HTTP 200", false});
+  EXPECT_EQ(0, state_.engine_retries);
+  feed(input::Exited{state_.generation, "exited with status 1", false, false});
+  EXPECT_EQ(1, state_.restarts);
+  EXPECT_EQ("exited with status 1; restarting in 1s (restart 1 of 1)", state_.reason);
+}
+
 TEST_F(LifecycleTest, ShutdownFailsWaitersAndStopsOnlyWhenAsked) {
   feed(input::Ensure{1});
   feed(input::NewInstance{});

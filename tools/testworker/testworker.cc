@@ -10,8 +10,12 @@
 // {"setsid_child": PATH} first starts `sleep 1000` in a session of its own, as a helper process
 // that left the worker's session would be, and writes its PID to PATH (stopping the worker
 // must end it too).
+// {"stop_ms": N, "stopped_marker": PATH} makes it slow to stop: SIGTERM is taken N ms to act
+// on, then PATH is written and it exits (a worker winding a job down); it says progress 0.1 once
+// that is in place.
 // --exit-on-init N: exits with status N when initialised (a worker that cannot load).
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -42,6 +46,22 @@ void start_setsid_child(const std::string& path) {
   if (pid < 0 || rename((path + ".tmp").c_str(), path.c_str()) != 0) {
     std::cerr << "testworker: cannot start the setsid child for " << path << "\n";
   }
+}
+
+// SIGTERM goes to a thread that winds down for ms, leaves the marker, then ends the process.
+void stop_slowly(int ms, const std::string& marker) {
+  sigset_t term;
+  sigemptyset(&term);
+  sigaddset(&term, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &term, nullptr);  // before the thread, which inherits the mask
+  std::thread([term, ms, marker] {
+    int got = 0;
+    sigwait(&term, &got);
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));  // the winding down, played
+    std::ofstream(marker) << getpid() << "\n";
+    std::cerr << "testworker: stopped after " << ms << " ms\n";
+    _exit(0);
+  }).detach();
 }
 
 }  // namespace
@@ -101,6 +121,10 @@ int main(int argc, char** argv) {
         start_setsid_child(path);
       }
       if (input.value("crash", false)) return 3;
+      if (const int ms = input.value("stop_ms", 0); ms > 0) {
+        stop_slowly(ms, input.value("stopped_marker", "/dev/null"));
+        say({{"type", "progress"}, {"job_id", id}, {"progress", 0.1}});
+      }
       if (input.value("wait_for_reload", false)) {
         parked = {{"id", id}, {"input", input}};
         say({{"type", "progress"}, {"job_id", id}, {"progress", 0.1}});  // "I have it"
