@@ -328,7 +328,7 @@ asio::awaitable<bool> Api::restart(Call& call) {
   return service_action(call, "restart");
 }
 
-asio::awaitable<bool> Api::service_action(Call& call, const std::string& action) {
+asio::awaitable<bool> Api::service_action(Call& call, std::string_view action) {
   auto& stream = call.stream;
   const auto& request = call.request;
   const auto& params = call.match.parts;

@@ -78,7 +78,8 @@ class Api {
   boost::asio::awaitable<bool> ensure(Call& call);
   boost::asio::awaitable<bool> stop(Call& call);
   boost::asio::awaitable<bool> restart(Call& call);
-  boost::asio::awaitable<bool> service_action(Call& call, const std::string& action);
+  // action is a literal: its storage outlives the coroutine, which starts after this returns.
+  boost::asio::awaitable<bool> service_action(Call& call, std::string_view action);
   boost::asio::awaitable<bool> phase_ensure(Call& call);
   boost::asio::awaitable<bool> logs(Call& call);
   boost::asio::awaitable<bool> events_stream(Call& call);
