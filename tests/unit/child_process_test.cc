@@ -17,6 +17,7 @@
 #include <fstream>
 
 #include "lib/fakes.h"
+#include "lib/temp_dir.h"
 #include "runtime/cgroup_parent.h"
 #include "runtime/proc.h"
 
@@ -26,18 +27,7 @@ namespace {
 using testing::run_until;
 
 std::string temp_dir() {
-  static int counter = 0;
-  const auto dir = std::filesystem::path(::testing::TempDir()) /
-                   ("gv-child-" + std::to_string(getpid()) + "-" + std::to_string(++counter));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir.string();
-}
-
-pid_t read_pid(const std::string& path) {
-  pid_t pid = 0;
-  std::ifstream(path) >> pid;
-  return pid;
+  return fresh_dir("child");
 }
 
 std::string first_word(const std::string& path) {

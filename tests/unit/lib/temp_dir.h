@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 namespace gpuvisor {
@@ -17,6 +18,13 @@ inline std::string fresh_dir(const std::string& tag) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir.string();
+}
+
+// The PID a child wrote into path; 0 when there is none yet.
+inline pid_t read_pid(const std::string& path) {
+  pid_t pid = 0;
+  std::ifstream(path) >> pid;
+  return pid;
 }
 
 }  // namespace gpuvisor
