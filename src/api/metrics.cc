@@ -89,17 +89,17 @@ void render_services(Writer& w, const std::vector<ServiceView>& services) {
          service, [](const ServiceView& s) { return s.restarts; });
 }
 
-void render_gpus(Writer& w, const GpuSnapshot& gpus, const std::map<pid_t, std::string>& owners) {
+void render_gpus(Writer& w, const GpuSnapshot& gpus, const Ownership& owners) {
   std::map<unsigned, std::pair<uint64_t, uint64_t>> split;  // ours, external
   std::map<std::pair<unsigned, std::string>, uint64_t> per_service;
   for (const auto& p : gpus.processes) {
     const uint64_t bytes = p.used_bytes.value_or(0);
-    const auto owner = owners.find(p.pid);
-    if (owner == owners.end()) {
+    const Holder* owner = owners.find(p.pid);
+    if (owner == nullptr) {
       split[p.gpu].second += bytes;
     } else {
       split[p.gpu].first += bytes;
-      per_service[{p.gpu, owner->second}] += bytes;
+      per_service[{p.gpu, owner->owner()}] += bytes;
     }
   }
   w.each(

@@ -10,6 +10,7 @@
 
 #include "api/proxy.h"
 #include "core/gpu.h"
+#include "core/ownership.h"
 #include "events/event_bus.h"
 #include "resources/worker_registry.h"
 #include "supervisor/supervisor.h"
@@ -26,7 +27,7 @@ class Metrics {
   struct Scrape {
     std::vector<ServiceView> services;
     std::optional<GpuSnapshot> gpus;      // none without NVML
-    std::map<pid_t, std::string> owners;  // our PIDs, to split GPU memory
+    Ownership owners;                     // our PIDs, to split GPU memory
     std::map<std::string, int64_t> jobs;  // by state
     std::map<std::string, ProxyCounts> proxy;
     std::vector<const WorkerInfo*> workers;

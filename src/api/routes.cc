@@ -123,14 +123,15 @@ HttpResponse ok(const HttpRequest& request, const nlohmann::json& body) {
 }  // namespace
 
 Api::Api(asio::any_io_executor main, Supervisor& supervisor, EventBus& events, GpuInventory& gpus,
-         const WorkerRegistry& workers, PluginRegistry& plugins, JobQueue& jobs,
-         const JobStore& job_store, Proxy& proxy, const Metrics& metrics, std::string token,
-         unsigned external_busy_percent)
+         const WorkerRegistry& workers, OwnershipSource& owners, PluginRegistry& plugins,
+         JobQueue& jobs, const JobStore& job_store, Proxy& proxy, const Metrics& metrics,
+         std::string token, unsigned external_busy_percent)
     : main_(std::move(main)),
       supervisor_(supervisor),
       events_(events),
       gpus_(gpus),
       workers_(workers),
+      owners_(owners),
       plugins_(plugins),
       jobs_(jobs),
       job_store_(job_store),
@@ -190,9 +191,8 @@ Result<nlohmann::json> Api::gpu_view(const std::string& what) const {
   if (!snapshot) return snapshot.error();
   // Only a look: measurements are recorded by the GPU watch and by placements, which measure.
   if (what == "gpus") return gpus_json(*snapshot);
-  auto owners = supervisor_.owned_pids();
-  owners.merge(workers_.owned_pids());
-  const auto gpus = classify_gpus(*snapshot, owners, external_busy_percent_, process_name);
+  const auto gpus =
+      classify_gpus(*snapshot, owners_.snapshot(), external_busy_percent_, process_name);
   if (what == "processes") return processes_json(gpus);
   return resources_json(gpus, read_system_memory(), external_busy_percent_);
 }
@@ -200,8 +200,7 @@ Result<nlohmann::json> Api::gpu_view(const std::string& what) const {
 std::string Api::metrics_text() const {
   Metrics::Scrape now;
   now.services = supervisor_.list();
-  now.owners = supervisor_.owned_pids();
-  now.owners.merge(workers_.owned_pids());
+  now.owners = owners_.snapshot();
   if (gpus_.available()) {
     if (auto snapshot = gpus_.snapshot()) now.gpus = std::move(*snapshot);
   }

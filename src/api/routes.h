@@ -26,12 +26,12 @@ namespace gpuvisor {
 class Api {
  public:
   // token: when non-empty, every /api/ request needs "Authorization: Bearer <token>".
-  // workers: their processes count as ours in the GPU views (the jobs layer registers them).
+  // workers: for /workers; owners: which GPU processes are ours, for the GPU views and /metrics.
   // main: the executor of the daemon's main thread, where the API runs.
   Api(boost::asio::any_io_executor main, Supervisor& supervisor, EventBus& events,
-      GpuInventory& gpus, const WorkerRegistry& workers, PluginRegistry& plugins, JobQueue& jobs,
-      const JobStore& job_store, Proxy& proxy, const Metrics& metrics, std::string token,
-      unsigned external_busy_percent);
+      GpuInventory& gpus, const WorkerRegistry& workers, OwnershipSource& owners,
+      PluginRegistry& plugins, JobQueue& jobs, const JobStore& job_store, Proxy& proxy,
+      const Metrics& metrics, std::string token, unsigned external_busy_percent);
 
   boost::asio::awaitable<bool> handle(Incoming& in);
 
@@ -99,6 +99,7 @@ class Api {
   EventBus& events_;
   GpuInventory& gpus_;
   const WorkerRegistry& workers_;
+  OwnershipSource& owners_;
   PluginRegistry& plugins_;
   JobQueue& jobs_;
   const JobStore& job_store_;

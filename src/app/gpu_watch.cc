@@ -5,12 +5,12 @@
 namespace gpuvisor {
 
 GpuWatch::GpuWatch(boost::asio::any_io_executor executor, GpuInventory& gpus,
-                   Supervisor& supervisor, const WorkerRegistry& workers, EventBus& events,
+                   Supervisor& supervisor, OwnershipSource& owners, EventBus& events,
                    unsigned external_busy_percent, Millis interval)
     : timer_(std::move(executor)),
       gpus_(gpus),
       supervisor_(supervisor),
-      workers_(workers),
+      owners_(owners),
       events_(events),
       external_busy_percent_(external_busy_percent),
       interval_(interval) {}
@@ -38,9 +38,8 @@ void GpuWatch::look() {
     return;
   }
   failing_ = false;
-  auto owners = supervisor_.owned_pids();
+  const Ownership owners = owners_.snapshot();
   supervisor_.observe(*snapshot, owners);
-  owners.merge(workers_.owned_pids());
   auto now = find_conflicts(classify_gpus(*snapshot, owners, external_busy_percent_, process_name));
   const auto changes = diff_conflicts(conflicts_, now);
   for (const auto& c : changes.appeared) {

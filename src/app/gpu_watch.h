@@ -8,10 +8,10 @@
 #include <map>
 
 #include "core/duration.h"
+#include "core/ownership.h"
 #include "events/event_bus.h"
 #include "gpu/inventory.h"
 #include "resources/conflicts.h"
-#include "resources/worker_registry.h"
 #include "supervisor/supervisor.h"
 
 namespace gpuvisor {
@@ -19,7 +19,7 @@ namespace gpuvisor {
 class GpuWatch {
  public:
   GpuWatch(boost::asio::any_io_executor executor, GpuInventory& gpus, Supervisor& supervisor,
-           const WorkerRegistry& workers, EventBus& events, unsigned external_busy_percent,
+           OwnershipSource& owners, EventBus& events, unsigned external_busy_percent,
            Millis interval);
   // Nothing to do without NVML or with an interval of 0.
   void start();
@@ -32,7 +32,7 @@ class GpuWatch {
   boost::asio::steady_timer timer_;
   GpuInventory& gpus_;
   Supervisor& supervisor_;
-  const WorkerRegistry& workers_;
+  OwnershipSource& owners_;
   EventBus& events_;
   unsigned external_busy_percent_;
   Millis interval_;

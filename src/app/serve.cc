@@ -30,6 +30,7 @@
 #include "jobs/job_queue.h"
 #include "jobs/job_store.h"
 #include "plugins/registry.h"
+#include "resources/ownership.h"
 #include "runtime/cgroup_parent.h"
 #include "runtime/child_process.h"
 #include "runtime/docker_client.h"
@@ -175,6 +176,7 @@ struct DaemonParts {
   Supervisor& supervisor;
   GpuInventory& gpus;
   WorkerRegistry& workers;
+  OwnershipTracker& owners;
   PluginRegistry& plugins;
   JobStore& job_store;
 };
@@ -251,17 +253,20 @@ int serve_api(const DaemonParts& d, const HostPort& listen, const std::string& t
       executor, d.job_store, d.plugins, d.supervisor, d.events, d.workers,
       {d.state_dir + "/logs", config.daemon.conda, config.daemon.job_retention, d.cgroup_parent});
   d.plugins.on_config_change([&jobs](const std::string& id) { jobs.reload(id); });
+  d.owners.set_evict_worker([&jobs](const std::string& id, const std::string& why) {
+    return jobs.evict_worker(id, why);
+  });
   Proxy proxy(executor, d.supervisor, d.events, config, !token.empty(), &d.threads);
   Metrics metrics(d.events);
-  Api api(executor, d.supervisor, d.events, d.gpus, d.workers, d.plugins, jobs, d.job_store, proxy,
-          metrics, token, config.daemon.external_busy_percent);
+  Api api(executor, d.supervisor, d.events, d.gpus, d.workers, d.owners, d.plugins, jobs,
+          d.job_store, proxy, metrics, token, config.daemon.external_busy_percent);
   HttpServer server(
       executor, [&api](Incoming& in) { return api.handle(in); }, &d.threads);
   std::vector<std::unique_ptr<HttpServer>> ports;
   if (!bind_service_ports(d, proxy, ports)) return 1;
 
   d.supervisor.start();
-  GpuWatch watch(executor, d.gpus, d.supervisor, d.workers, d.events,
+  GpuWatch watch(executor, d.gpus, d.supervisor, d.owners, d.events,
                  config.daemon.external_busy_percent, config.daemon.gpu_watch_interval);
   watch.start();
   // After the supervisor has adopted what still runs: a job may need one of those services.
@@ -309,6 +314,8 @@ int build_and_serve(const Config& config, const HostPort& listen, const std::str
       config.daemon.nvml_library.empty() ? default_nvml_library() : config.daemon.nvml_library);
   supervisor.set_gpu_inventory(gpus.get(), config.daemon.preempt_busy_lower);
   WorkerRegistry workers(ProcessTable::system());
+  OwnershipTracker owners(supervisor, workers);
+  supervisor.set_ownership(&owners);
   auto plugins = load_plugins(config, store.dir());
   if (!plugins) {
     std::cerr << plugins.error().message << "\n";
@@ -320,7 +327,7 @@ int build_and_serve(const Config& config, const HostPort& listen, const std::str
     return 1;
   }
   return serve_api({config, store.dir(), cgroup_parent, lock_fd, threads, io, events, supervisor,
-                    *gpus, workers, *plugins, **job_store},
+                    *gpus, workers, owners, *plugins, **job_store},
                    listen, token);
 }
 

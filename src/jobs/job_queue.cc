@@ -391,6 +391,13 @@ void JobQueue::reload(const std::string& plugin) {
   it->second->reload(config ? *config : json::object());
 }
 
+std::optional<Millis> JobQueue::evict_worker(const std::string& id, const std::string& why) {
+  const WorkerInfo* worker = workers_.find(id);
+  if (worker == nullptr) return std::nullopt;
+  const auto it = pools_.find(worker->plugin);
+  return it == pools_.end() ? std::nullopt : it->second->evict(id, why);
+}
+
 void JobQueue::on_worker_message(int64_t id, const json& m) {
   const auto current = running_.find(id);
   if (current == running_.end()) return;  // about a job that is already over

@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "events/event_bus.h"
@@ -59,6 +60,8 @@ class JobQueue {
   void shutdown(Millis grace, std::function<void()> done);
   // The plugin's config was saved or deleted: its live workers reload it.
   void reload(const std::string& plugin);
+  // Stops an idle worker so a placement gets its GPU memory (WorkerPool::evict).
+  std::optional<Millis> evict_worker(const std::string& id, const std::string& why);
 
   static constexpr int kMaxAttempts = 2;  // a job interrupted by a daemon crash runs once more
 

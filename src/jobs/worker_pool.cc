@@ -17,6 +17,8 @@ namespace {
 
 constexpr Millis kCancelGrace{5000};
 constexpr Millis kIdleStopGrace{10'000};
+// An eviction is someone waiting for the memory: no time to wind down first.
+constexpr Millis kEvictGrace{5000};
 
 }  // namespace
 
@@ -69,6 +71,21 @@ void WorkerPool::cancel(int64_t job) {
     m.worker->stop(kCancelGrace);
     return;
   }
+}
+
+std::optional<Millis> WorkerPool::evict(const std::string& id, const std::string& why) {
+  const auto it = members_.find(id);
+  if (it == members_.end()) return std::nullopt;
+  Member& m = it->second;
+  if (m.job != 0 || m.ending != Ending::kNone || !m.ready) return std::nullopt;
+  spdlog::info("{}: evicted for {}", id, why);
+  m.ending = Ending::kEvicted;
+  m.evicted_for = why;
+  m.idle->cancel();
+  set_status(id, "stopping", 0);
+  m.worker->send({{"type", "stop"}});
+  m.worker->stop(kEvictGrace);
+  return kEvictGrace;
 }
 
 void WorkerPool::stop_all(Millis grace, std::function<void()> done) {
@@ -187,6 +204,7 @@ Status WorkerPool::spawn(const std::string& replaces) {
   info.type = plugin_.category;
   info.pid = m.worker->pid();
   info.plugin = plugin_.id;
+  info.service = plugin_.service;
   info.status = "starting";
   if (!spec.conda_env.empty()) info.conda_env = spec.conda_env;
   if (!env_.remote.empty()) info.remote = env_.remote;
@@ -320,19 +338,23 @@ void WorkerPool::on_exit(const std::string& id, const std::string& how) {
   if (auto removed = env_.registry.remove(id); !removed) {
     spdlog::debug("{}: {}", id, removed.error().message);
   }
-  const char* reason = m.ending == Ending::kAsked    ? "stopped"
-                       : m.ending == Ending::kCancel ? "cancelled"
-                                                     : "crashed";
+  const char* reason = m.ending == Ending::kAsked     ? "stopped"
+                       : m.ending == Ending::kCancel  ? "cancelled"
+                       : m.ending == Ending::kEvicted ? "evicted"
+                                                      : "crashed";
   spdlog::info("{} {} ({})", id, how, reason);
-  env_.events.publish("worker.exited", {{"plugin", plugin_.id},
-                                        {"worker", id},
-                                        {"pid", m.worker->pid()},
-                                        {"how", how},
-                                        {"reason", reason}});
+  json exited = {{"plugin", plugin_.id},
+                 {"worker", id},
+                 {"pid", m.worker->pid()},
+                 {"how", how},
+                 {"reason", reason}};
+  if (!m.evicted_for.empty()) exited["evicted_for"] = m.evicted_for;
+  env_.events.publish("worker.exited", std::move(exited));
   const auto restart = plugin_.worker.restart;
   if (m.ending == Ending::kNone) ended_unasked(how);
   const bool replace = gave_up_.empty() &&
-                       ((restart == WorkerRestart::kAlways && m.ending != Ending::kAsked) ||
+                       ((restart == WorkerRestart::kAlways && m.ending != Ending::kAsked &&
+                         m.ending != Ending::kEvicted) ||
                         (restart == WorkerRestart::kOnCancellation && m.ending == Ending::kCancel));
   if (replace) {
     ++replacements_due_;

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "events/event_bus.h"
@@ -57,6 +58,10 @@ class WorkerPool {
   void execute(int64_t job, nlohmann::json input);
   // A job still waiting is dropped (lost); a running one has its worker stopped.
   void cancel(int64_t job);
+  // Stops an idle worker to free its GPU memory for `why` (a placement): "stop", then SIGTERM
+  // to its tree at once and SIGKILL after the returned grace. It is not replaced. nullopt: no
+  // such worker here, or it is not idle.
+  std::optional<Millis> evict(const std::string& id, const std::string& why);
   // The plugin's config changed: live workers get "reload", and a reached limit is cleared.
   void reload(const nlohmann::json& config);
   size_t size() const { return members_.size(); }
@@ -66,7 +71,7 @@ class WorkerPool {
   void stop_all(Millis grace, std::function<void()> done);
 
  private:
-  enum class Ending { kNone, kCancel, kAsked };
+  enum class Ending { kNone, kCancel, kAsked, kEvicted };
   struct Member {
     std::shared_ptr<Worker> worker;
     bool ready = false;
@@ -74,6 +79,7 @@ class WorkerPool {
     int64_t job = 0;    // 0: idle
     nlohmann::json input;
     Ending ending = Ending::kNone;
+    std::string evicted_for{};  // the placement an eviction made room for
     std::unique_ptr<boost::asio::steady_timer> idle;
   };
 

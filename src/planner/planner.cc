@@ -46,23 +46,27 @@ bool may_evict(const PlanService& victim, const PlanService& requester, bool pre
   return true;
 }
 
+const std::string& said(const PlanService& s) {
+  return s.label.empty() ? s.name : s.label;
+}
+
 // Why the memory on one GPU cannot be had: services that may not go, external holders.
 std::string blockers(const PlanInput& in, const PlanService& target, unsigned gpu) {
   std::vector<std::string> parts;
   for (const auto& s : in.services) {
     if (!s.running || s.gpu != gpu || s.name == target.name) continue;
     if (s.priority > target.priority) {
-      parts.push_back(s.name + " (priority " + std::to_string(s.priority) + " > " +
+      parts.push_back(said(s) + " (priority " + std::to_string(s.priority) + " > " +
                       std::to_string(target.priority) + ", " + format_bytes(freed_by(s)) + ")");
     } else if (s.keep) {
-      parts.push_back(s.name + " (same phase, " + format_bytes(freed_by(s)) + ")");
+      parts.push_back(said(s) + " (same phase, " + format_bytes(freed_by(s)) + ")");
     } else if (s.unevictable) {
-      parts.push_back(s.name + " (external, no sleep hook, " + format_bytes(freed_by(s)) + ")");
+      parts.push_back(said(s) + " (external, no sleep hook, " + format_bytes(freed_by(s)) + ")");
     } else if (s.starting_for_request && s.priority >= target.priority) {
-      parts.push_back(s.name + " (starting for a waiting ensure, " + format_bytes(freed_by(s)) +
+      parts.push_back(said(s) + " (starting for a waiting ensure, " + format_bytes(freed_by(s)) +
                       ")");
     } else if (!may_evict(s, target, in.preempt_busy_lower)) {
-      parts.push_back(s.name + " (busy, " + format_bytes(freed_by(s)) + ")");
+      parts.push_back(said(s) + " (busy, " + format_bytes(freed_by(s)) + ")");
     }
   }
   for (const auto& e : in.external) {
@@ -81,7 +85,7 @@ std::string evictions(const std::vector<const PlanService*>& victims) {
   std::string sleeping, stopping;
   for (const auto* v : victims) {
     std::string& list = v->sleeps ? sleeping : stopping;
-    list += (list.empty() ? "" : ", ") + v->name;
+    list += (list.empty() ? "" : ", ") + said(*v);
   }
   std::string out = sleeping.empty() ? "" : "putting " + sleeping + " to sleep";
   if (!stopping.empty()) out += (out.empty() ? "" : ", ") + std::string("stopping ") + stopping;

@@ -20,7 +20,8 @@ struct PlanDevice {
 };
 
 struct PlanService {
-  std::string name;
+  std::string name;   // as plans name it (a worker: "worker:<id>")
+  std::string label;  // as refusals and reasons say it, when not the name ("worker w (plugin p)")
   int priority = 0;
   uint64_t need_bytes = 0;      // max(configured vram_mb, measured while it last ran)
   bool running = false;         // holds, or is about to hold, memory: starting, ready or busy

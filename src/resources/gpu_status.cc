@@ -30,8 +30,7 @@ const char* to_string(GpuState state) {
   return "available";
 }
 
-std::vector<GpuStatus> classify_gpus(const GpuSnapshot& snapshot,
-                                     const std::map<pid_t, std::string>& owners,
+std::vector<GpuStatus> classify_gpus(const GpuSnapshot& snapshot, const Ownership& owners,
                                      unsigned external_busy_percent,
                                      const std::function<std::string(pid_t)>& name_of) {
   std::vector<GpuStatus> out;
@@ -44,10 +43,10 @@ std::vector<GpuStatus> classify_gpus(const GpuSnapshot& snapshot,
     const auto at = slot.find(p.gpu);
     if (at == slot.end()) continue;  // a process on a device the snapshot does not list
     GpuStatus& gpu = out[at->second];
-    const auto owner = owners.find(p.pid);
-    HeldMemory held{p.pid, name_of(p.pid), p.used_bytes, owner == owners.end() ? "" : owner->second,
+    const Holder* owner = owners.find(p.pid);
+    HeldMemory held{p.pid, name_of(p.pid), p.used_bytes, owner == nullptr ? "" : owner->owner(),
                     p.kind};
-    if (owner != owners.end()) {
+    if (owner != nullptr) {
       gpu.app_bytes += p.used_bytes.value_or(0);
       gpu.app.push_back(std::move(held));
     } else {

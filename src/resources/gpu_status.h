@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/gpu.h"
+#include "core/ownership.h"
 
 namespace gpuvisor {
 
@@ -22,7 +23,7 @@ struct HeldMemory {
   pid_t pid = 0;
   std::string name;                    // /proc/PID/comm, for people; never used to match
   std::optional<uint64_t> used_bytes;  // as NVML reports it
-  std::string owner;                   // the service's name; empty for an external process
+  std::string owner;                   // Holder::owner(): "llm", "worker:w-1"; empty: external
   GpuProcessKind kind = GpuProcessKind::kCompute;
 };
 
@@ -46,8 +47,7 @@ struct SystemMemory {
 
 // A GPU is external_busy when external processes hold at least external_busy_percent of its
 // own memory (each GPU against itself), app_busy when one of ours is on it, else available.
-std::vector<GpuStatus> classify_gpus(const GpuSnapshot& snapshot,
-                                     const std::map<pid_t, std::string>& owners,
+std::vector<GpuStatus> classify_gpus(const GpuSnapshot& snapshot, const Ownership& owners,
                                      unsigned external_busy_percent,
                                      const std::function<std::string(pid_t)>& name_of);
 

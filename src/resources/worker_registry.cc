@@ -120,12 +120,4 @@ std::vector<pid_t> WorkerRegistry::related_pids(const std::string& id) const {
   return out;
 }
 
-std::map<pid_t, std::string> WorkerRegistry::owned_pids() const {
-  std::map<pid_t, std::string> out;
-  for (const auto& [id, w] : workers_) {
-    for (const pid_t pid : related_pids(id)) out.emplace(pid, "worker:" + id);
-  }
-  return out;
-}
-
 }  // namespace gpuvisor

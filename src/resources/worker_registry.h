@@ -22,6 +22,7 @@ struct WorkerInfo {
   pid_t pid = 0;                     // main process; 0 for a worker with no local process (remote)
   uint64_t start_time = 0;           // of pid, taken at registration: proves it later
   std::string plugin{};              // the plugin whose jobs it runs, if any
+  std::string service{};             // that plugin's service, if any: its priority is the worker's
   std::string status = "idle";       // starting, idle, running, stopping
   std::optional<std::string> job{};  // the job it is running now
   std::optional<std::string> loaded_resource{};  // the model or file it has loaded, as it says
@@ -72,8 +73,6 @@ class WorkerRegistry {
   // The main process (while it is still the one registered) and its live descendants, read
   // now, never cached.
   std::vector<pid_t> related_pids(const std::string& id) const;
-  // Every related PID of every worker, owner "worker:<id>".
-  std::map<pid_t, std::string> owned_pids() const;
 
  private:
   ProcessTable processes_;

@@ -75,7 +75,7 @@ Result<ServiceView> Supervisor::get(const std::string& name) const {
   return view(*u);
 }
 
-std::map<pid_t, std::string> Supervisor::owned_pids() {
+std::map<pid_t, std::string> Supervisor::service_pids() {
   std::map<pid_t, std::string> out;
   for (const auto& [name, u] : units_) {
     if (!u->instance) continue;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/clock.h"
+#include "core/ownership.h"
 #include "core/result.h"
 #include "core/service_spec.h"
 #include "core/service_state.h"
@@ -100,17 +101,19 @@ class Supervisor {
   std::vector<ServiceView> list() const;
   Result<ServiceView> get(const std::string& name) const;
   std::shared_ptr<LogTail> logs(const std::string& name) const;
-  // Every live process of every running service (main process and its tree), by PID: how
-  // the resources layer tells our GPU processes from external ones. Not const: each instance
+  // Every live process of every running service (main process and its tree), by PID: the
+  // services' part of the ownership snapshot (resources/ownership.h). Not const: each instance
   // looks for descendants started since its last look.
-  std::map<pid_t, std::string> owned_pids();
+  std::map<pid_t, std::string> service_pids();
 
   // Plans go through this inventory (none: services start without placement).
   void set_gpu_inventory(GpuInventory* inventory, bool preempt_busy_lower);
+  // Plans see every holder of GPU memory that is ours through this (workers too, so an idle
+  // one can be evicted and a busy one named); without it, only the services.
+  void set_ownership(OwnershipSource* source) { owners_ = source; }
   // Records what each running service holds now (the planner trusts the larger of this and
   // vram_mb) and persists a new maximum.
-  // owners: owned_pids(), read once by the caller for all it does with this snapshot.
-  void observe(const GpuSnapshot& snapshot, const std::map<pid_t, std::string>& owners);
+  void observe(const GpuSnapshot& snapshot, const Ownership& owners);
   // What ensure would do now (dry run), or why it cannot; never changes anything.
   Result<Plan> plan(const std::string& name);
 
@@ -142,8 +145,12 @@ class Supervisor {
   // when a victim stops, and polled from 1 ms (at most every 4 ms) for the driver's lag.
   void await_memory();
   void victim_stopped();
-  PlanInput plan_input(const GpuSnapshot& snapshot,
-                       const std::map<pid_t, std::string>& owners) const;
+  Ownership ownership();
+  PlanInput plan_input(const GpuSnapshot& snapshot, const Ownership& owners) const;
+  // Stops each victim of a plan (services through the reducer, workers through the
+  // ownership source); their PIDs go in gone, and the longest stop grace comes back.
+  Millis evict(const std::vector<std::string>& victims, const Ownership& owners,
+               const std::string& requester, std::vector<pid_t>& gone);
 
   void adopt(Unit& u, std::shared_ptr<Instance> instance, const std::string& why,
              std::optional<int> restarts = std::nullopt);
@@ -170,6 +177,7 @@ class Supervisor {
   uint64_t next_waiter_ = 1;
   bool shutting_down_ = false;
   GpuInventory* gpus_ = nullptr;
+  OwnershipSource* owners_ = nullptr;
   bool preempt_busy_lower_ = false;
   std::deque<std::pair<std::string, std::string>> placement_queue_;  // name, why
   std::unique_ptr<Timer> placement_timer_;

@@ -43,11 +43,12 @@ void Supervisor::begin_start(Unit& u, const std::string& why) {
   if (!placement_) place_next();
 }
 
-void Supervisor::observe(const GpuSnapshot& snapshot, const std::map<pid_t, std::string>& owners) {
+void Supervisor::observe(const GpuSnapshot& snapshot, const Ownership& owners) {
   std::map<std::string, uint64_t> held;
   for (const auto& p : snapshot.processes) {
-    const auto owner = owners.find(p.pid);
-    if (owner != owners.end()) held[owner->second] += p.used_bytes.value_or(0);
+    const Holder* owner = owners.find(p.pid);
+    if (owner != nullptr && owner->kind == HolderKind::kService)
+      held[owner->name] += p.used_bytes.value_or(0);
   }
   bool grew = false;
   for (const auto& [name, bytes] : held) {
@@ -67,17 +68,34 @@ void Supervisor::observe(const GpuSnapshot& snapshot, const std::map<pid_t, std:
   }
 }
 
-PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot,
-                                 const std::map<pid_t, std::string>& owners) const {
+Ownership Supervisor::ownership() {
+  if (owners_ != nullptr) return owners_->snapshot();
+  std::map<std::string, std::vector<pid_t>> services;
+  for (const auto& [pid, name] : service_pids()) services[name].push_back(pid);
+  Ownership out;
+  for (const auto& [name, pids] : services) out.add(Holder{HolderKind::kService, name}, pids);
+  return out;
+}
+
+namespace {
+
+// The GPU a holder holds the most on, and how much.
+std::pair<unsigned, uint64_t> most_held(const std::map<unsigned, uint64_t>& by_gpu) {
+  return *std::max_element(by_gpu.begin(), by_gpu.end(),
+                           [](const auto& a, const auto& b) { return a.second < b.second; });
+}
+
+}  // namespace
+
+PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot, const Ownership& owners) const {
   PlanInput in;
   in.preempt_busy_lower = preempt_busy_lower_;
   for (const auto& d : snapshot.devices)
     in.devices.push_back({d.index, d.total_bytes, d.free_bytes});
-  std::map<std::string, std::map<unsigned, uint64_t>> held;  // service -> gpu -> bytes
+  std::map<std::string, std::map<unsigned, uint64_t>> held;  // owner -> gpu -> bytes
   for (const auto& p : snapshot.processes) {
-    const auto owner = owners.find(p.pid);
-    if (owner != owners.end()) {
-      held[owner->second][p.gpu] += p.used_bytes.value_or(0);
+    if (const Holder* owner = owners.find(p.pid); owner != nullptr) {
+      held[owner->owner()][p.gpu] += p.used_bytes.value_or(0);
     } else {
       const auto st = read_proc_stat(p.pid);
       in.external.push_back({p.gpu, p.pid, st ? st->comm : "", p.used_bytes.value_or(0)});
@@ -102,18 +120,51 @@ PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot,
     s.gpu = u->gpu;
     if (const auto h = held.find(name); h != held.end()) {
       // Where it really holds memory wins over where it was put (adopted ones were not).
-      const auto most =
-          std::max_element(h->second.begin(), h->second.end(),
-                           [](const auto& a, const auto& b) { return a.second < b.second; });
-      s.gpu = most->first;
-      s.held_bytes = most->second;
+      std::tie(s.gpu, s.held_bytes) = most_held(h->second);
     }
     if (s.running && !s.gpu && s.need_bytes > 0 && in.devices.size() == 1) {
       s.gpu = in.devices.front().index;  // not holding memory yet, and there is only one GPU
     }
     in.services.push_back(std::move(s));
   }
+  // A worker holding memory is placed like a service that runs: evictable when idle, at its
+  // plugin's priority, and named as a worker in a refusal.
+  for (const auto& holder : owners.holders()) {
+    if (holder.kind != HolderKind::kWorker) continue;
+    const auto h = held.find(holder.owner());
+    if (h == held.end()) continue;
+    PlanService s;
+    s.name = holder.owner();
+    s.label = holder.label();
+    s.priority = holder.priority;
+    s.running = true;
+    s.busy = holder.busy;
+    std::tie(s.gpu, s.held_bytes) = most_held(h->second);
+    s.need_bytes = s.held_bytes;
+    in.services.push_back(std::move(s));
+  }
   return in;
+}
+
+Millis Supervisor::evict(const std::vector<std::string>& victims, const Ownership& owners,
+                         const std::string& requester, std::vector<pid_t>& gone) {
+  Millis longest{0};
+  for (const auto& victim : victims) {
+    std::optional<Millis> grace;
+    if (Unit* v = find(victim)) {
+      if (!v->instance) continue;
+      grace = v->spec.stop_grace;
+      apply(*v, lifecycle::input::Evict{requester});
+    } else if (const Holder* holder = owners.find(victim); holder != nullptr && owners_) {
+      // Busy or gone since the plan was made: the memory poll finds out what is free.
+      grace = owners_->evict(*holder, requester);
+    }
+    if (!grace) continue;
+    const auto pids = owners.pids_of(victim);
+    gone.insert(gone.end(), pids.begin(), pids.end());
+    longest = std::max(longest, *grace);
+  }
+  return longest;
 }
 
 Result<Plan> Supervisor::plan(const std::string& name) {
@@ -129,7 +180,7 @@ Result<Plan> Supervisor::plan(const std::string& name) {
   }
   auto snapshot = gpus_->snapshot();
   if (!snapshot) return snapshot.error();
-  return plan_ensure(plan_input(*snapshot, owned_pids()), name);
+  return plan_ensure(plan_input(*snapshot, ownership()), name);
 }
 
 void Supervisor::place_next() {
@@ -146,7 +197,7 @@ void Supervisor::place_next() {
       launch(*u, why + " (GPU inventory failed: " + snapshot.error().message + ")", u->spec.gpu);
       continue;
     }
-    const auto owners = owned_pids();
+    const Ownership owners = ownership();
     observe(*snapshot, owners);
     const Plan plan = plan_ensure(plan_input(*snapshot, owners), name);
     // Every decision is an event: who goes, for whom, where, or why nothing can.
@@ -165,16 +216,7 @@ void Supervisor::place_next() {
     }
     // Evict, then wait until NVML shows the victims gone and the memory back.
     std::vector<pid_t> gone;
-    Millis longest_grace{0};
-    for (const auto& victim : plan.evict) {
-      Unit* v = find(victim);
-      if (v == nullptr || !v->instance) continue;
-      for (const auto& [pid, owner] : owners) {
-        if (owner == victim) gone.push_back(pid);
-      }
-      longest_grace = std::max(longest_grace, v->spec.stop_grace);
-      apply(*v, lifecycle::input::Evict{name});
-    }
+    const Millis longest_grace = evict(plan.evict, owners, name, gone);
     apply(*u, lifecycle::input::AwaitingMemory{plan.reason});
     placement_ = Placement{name,
                            plan.gpu,
@@ -201,7 +243,7 @@ void Supervisor::await_memory() {
           return std::find(p.gone.begin(), p.gone.end(), g.pid) != p.gone.end();
         });
     // Fits once a plan on that GPU needs no more eviction.
-    PlanInput in = plan_input(*snapshot, owned_pids());
+    PlanInput in = plan_input(*snapshot, ownership());
     for (auto& s : in.services) {
       if (s.name == p.name) s.pinned_gpu = p.gpu;
     }

@@ -127,6 +127,58 @@ TEST(Gpu, EnsureEvictsWhatMayGoAndWaitsForTheMemory) {
   EXPECT_EQ(1, d.cli({"plan", "a"}).exit_code);
 }
 
+// A plugin's worker holding VRAM is ours, like a service: idle, a placement stops it to make
+// room; busy, the refusal names it as a worker.
+TEST(Gpu, AnIdleWorkerIsEvictedForAServiceAndABusyOneIsNamed) {
+  const std::string dir = make_temp_dir("wevict");
+  FakeGpu gpu(dir, R"({"devices": [{"total_mb": 24576}]})");
+  const std::string port = std::to_string(free_port());
+  Daemon d("services:\n  llm:\n    command: [$TESTSVC, --port, \"" + port +
+               "\", --vram-mb, \"16000\"]\n    vram_mb: 16000\n    health:\n      tcp: "
+               "127.0.0.1:" +
+               port +
+               "\nplugins:\n  manifests:\n    - name: w\n      category: work\n"
+               "      mode: worker\n      worker: {command: [" GPUVISOR_BIN_DIR
+               "/gpuvisor-testworker]}\n",
+           dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  // The worker's first job loads 16 GB, which it keeps while idle.
+  const auto loaded = body(d.call("POST", "/api/v1/plugins/work_w/jobs", R"({"hold_mb": 16000})"));
+  const std::string job = "/api/v1/jobs/" + std::to_string(loaded.value("id", 0));
+  ASSERT_TRUE(eventually([&] { return body(d.call("GET", job))["state"] == "completed"; }));
+  const auto worker = body(d.call("GET", "/api/v1/workers"))["workers"][0];
+  const std::string owner = "worker:" + worker["id"].get<std::string>();
+  const auto procs = body(d.call("GET", "/api/v1/processes"))["processes"];
+  ASSERT_EQ(1u, procs.size()) << procs.dump();
+  EXPECT_EQ(owner, procs[0]["owner"]);
+
+  const auto llm = d.cli({"ensure", "llm"});
+  ASSERT_EQ(0, llm.exit_code) << llm.err;
+  EXPECT_TRUE(wait_gone(worker["pid"].get<pid_t>()));
+  EXPECT_TRUE(d.wait_event(
+      [&](const nlohmann::json& e) {
+        return e["type"] == "plan.decided" && e["data"]["evict"] == nlohmann::json{owner};
+      },
+      20s, "&types=plan."));
+  EXPECT_TRUE(d.wait_event(
+      [](const nlohmann::json& e) {
+        return e["type"] == "worker.exited" && e["data"]["reason"] == "evicted" &&
+               e["data"]["evicted_for"] == "llm";
+      },
+      20s, "&types=worker."));
+
+  // Busy, the worker stays, and the refusal says who is in the way.
+  ASSERT_EQ(0, d.cli({"stop", "llm"}).exit_code);
+  ASSERT_EQ(
+      200,
+      d.call("POST", "/api/v1/plugins/work_w/jobs", R"({"hold_mb": 16000, "hang": true})")->status);
+  ASSERT_TRUE(eventually(
+      [&] { return body(d.call("GET", "/api/v1/processes"))["processes"].size() == 1; }));
+  const auto refused = d.cli({"ensure", "llm"});
+  EXPECT_EQ(1, refused.exit_code);
+  EXPECT_NE(std::string::npos, refused.err.find("(plugin work_w) (busy, 15.6 GiB)")) << refused.err;
+}
+
 TEST(Gpu, AnExternalProcessInTheWayIsNamedWithItsPid) {
   const std::string dir = make_temp_dir("extern");
   FakeGpu gpu(dir);

@@ -5,6 +5,12 @@
 namespace gpuvisor {
 namespace {
 
+Ownership llm_owns(pid_t pid) {
+  Ownership owners;
+  owners.add(Holder{HolderKind::kService, "llm"}, {pid});
+  return owners;
+}
+
 constexpr uint64_t kGiB = 1ULL << 30;
 
 std::vector<GpuStatus> classify(const std::vector<GpuProcess>& processes) {
@@ -12,7 +18,7 @@ std::vector<GpuStatus> classify(const std::vector<GpuProcess>& processes) {
   s.devices.push_back(GpuDevice{0, "GPU-a", "A", 24 * kGiB, 0, 24 * kGiB, {}, {}});
   s.devices.push_back(GpuDevice{1, "GPU-b", "B", 80 * kGiB, 0, 80 * kGiB, {}, {}});
   s.processes = processes;
-  return classify_gpus(s, {{100, "llm"}}, 45, [](pid_t) { return std::string("x"); });
+  return classify_gpus(s, llm_owns(100), 45, [](pid_t) { return std::string("x"); });
 }
 
 TEST(Conflicts, AGpuMostlyHeldByOthersIsInConflictWithOursNamed) {

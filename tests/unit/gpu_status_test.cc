@@ -7,6 +7,12 @@
 namespace gpuvisor {
 namespace {
 
+Ownership llm_owns(pid_t pid) {
+  Ownership owners;
+  owners.add(Holder{HolderKind::kService, "llm"}, {pid});
+  return owners;
+}
+
 constexpr uint64_t kGiB = 1ULL << 30;
 
 GpuSnapshot two_gpus() {
@@ -24,7 +30,7 @@ TEST(GpuStatus, OursAndExternalAreToldApartByPid) {
   auto s = two_gpus();
   s.processes = {{0, 100, 10 * kGiB, GpuProcessKind::kCompute},
                  {0, 200, 1 * kGiB, GpuProcessKind::kCompute}};
-  const auto gpus = classify_gpus(s, {{100, "llm"}}, 45, no_name);
+  const auto gpus = classify_gpus(s, llm_owns(100), 45, no_name);
   ASSERT_EQ(2u, gpus.size());
   EXPECT_EQ(GpuState::kAppBusy, gpus[0].state);
   ASSERT_EQ(1u, gpus[0].app.size());

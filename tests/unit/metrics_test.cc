@@ -171,7 +171,8 @@ TEST(Metrics, RendersEveryFamilyExactly) {
   gpus.processes = {process(0, 100, 17'000'000'000), process(0, 101, 1'000'000'000),
                     process(0, 200, 2'000'000'000), process(0, 201, std::nullopt)};
   now.gpus = gpus;
-  now.owners = {{100, "llm"}, {101, "worker:asr-1"}};
+  now.owners.add(Holder{HolderKind::kService, "llm"}, {100});
+  now.owners.add(Holder{HolderKind::kWorker, "asr-1", "asr"}, {101});
   now.jobs = {{"completed", 3}, {"pending", 1}};
   ProxyCounts counts;
   counts.requests = 5;

@@ -125,5 +125,81 @@ TEST_F(PlacementTest, TwoRequestsThatDoNotFitTogetherNeverEvictEachOther) {
   EXPECT_EQ(ServiceState::kReady, state("llm"));
 }
 
+// The ownership snapshot with the supervisor's services and one plugin worker, as the daemon's
+// tracker builds it; evictions are recorded, and the worker goes as a real one would.
+class FakeOwners : public OwnershipSource {
+ public:
+  explicit FakeOwners(Supervisor& sup) : sup_(sup) {}
+  Ownership snapshot() override {
+    Ownership out;
+    for (const auto& [pid, name] : sup_.service_pids())
+      out.add({HolderKind::kService, name}, {pid});
+    if (worker_pid != 0) out.add(worker, {worker_pid});
+    return out;
+  }
+  std::optional<Millis> evict(const Holder& holder, const std::string& why) override {
+    evicted.push_back(holder.name + " for " + why);
+    return Millis(10);
+  }
+
+  Holder worker{HolderKind::kWorker, "w-1", "asr"};
+  pid_t worker_pid = 4242;
+  std::vector<std::string> evicted;
+
+ private:
+  Supervisor& sup_;
+};
+
+TEST_F(PlacementTest, AnIdleWorkerHoldingTheMemoryIsEvictedLikeAService) {
+  FakeOwners owners(sup());
+  sup().set_ownership(&owners);
+  inventory_.next = gpu_with({owners.worker_pid});
+  auto llm = ensure("llm");
+  ASSERT_TRUE(run_until(io_, [&] { return !owners.evicted.empty(); }));
+  EXPECT_EQ(std::vector<std::string>{"w-1 for llm"}, owners.evicted);
+  EXPECT_TRUE(runtime_.started.empty());  // not before NVML shows the worker's memory free
+  owners.worker_pid = 0;
+  inventory_.next = gpu_with({});
+  ASSERT_TRUE(wait(llm));
+  ASSERT_TRUE(llm->value().ok()) << llm->value().error().message;
+  bool decided = false;
+  for (const auto& e : events_.since(0)) {
+    decided = decided || (e.type == "plan.decided" &&
+                          e.data["evict"] == nlohmann::json::array({"worker:w-1"}) &&
+                          e.data["reason"] ==
+                              "start llm on GPU 0 after stopping worker w-1 "
+                              "(plugin asr)");
+  }
+  EXPECT_TRUE(decided);
+}
+
+TEST_F(PlacementTest, ABusyWorkerIsNamedAsAWorkerInTheRefusal) {
+  FakeOwners owners(sup());
+  owners.worker.busy = true;
+  sup().set_ownership(&owners);
+  inventory_.next = gpu_with({owners.worker_pid});
+  auto llm = ensure("llm");
+  ASSERT_TRUE(wait(llm));
+  ASSERT_FALSE(llm->value().ok());
+  EXPECT_EQ(ErrorCode::kConflict, llm->value().error().code);
+  EXPECT_NE(std::string::npos, llm->value().error().message.find(
+                                   "in the way: worker w-1 (plugin asr) (busy, 15.6 GiB)"))
+      << llm->value().error().message;
+  EXPECT_TRUE(owners.evicted.empty());
+}
+
+// A worker of a plugin whose service outranks the requester stays, as that service would.
+TEST_F(PlacementTest, AWorkerKeepsItsPluginsServicePriority) {
+  FakeOwners owners(sup());
+  owners.worker.priority = 10;
+  sup().set_ownership(&owners);
+  inventory_.next = gpu_with({owners.worker_pid});
+  const auto plan = sup().plan("llm");
+  ASSERT_TRUE(plan.ok());
+  EXPECT_FALSE(plan->ok);
+  EXPECT_NE(std::string::npos, plan->reason.find("worker w-1 (plugin asr) (priority 10 > 0"))
+      << plan->reason;
+}
+
 }  // namespace
 }  // namespace gpuvisor

@@ -213,5 +213,23 @@ TEST(Planner, EqualPriorityServicesSwapSoTwoThatDoNotFitTakeTurns) {
   EXPECT_EQ("start b on GPU 0 after stopping a", plan.reason);
 }
 
+// A holder that is not a service (a plugin's worker) is planned by its name and said by its
+// label, in a plan and in a refusal alike.
+TEST(Planner, HoldersAreSaidByTheirLabel) {
+  auto worker = running(svc("worker:w-1", 0, 16), 0);
+  worker.label = "worker w-1 (plugin asr)";
+  auto in = one_gpu({worker, svc("want", 0, 16)});
+  auto plan = plan_ensure(in, "want");
+  ASSERT_TRUE(plan.ok) << plan.reason;
+  EXPECT_EQ(std::vector<std::string>{"worker:w-1"}, plan.evict);
+  EXPECT_EQ("start want on GPU 0 after stopping worker w-1 (plugin asr)", plan.reason);
+  in.services[0].busy = true;
+  plan = plan_ensure(in, "want");
+  EXPECT_FALSE(plan.ok);
+  EXPECT_NE(std::string::npos,
+            plan.reason.find("in the way: worker w-1 (plugin asr) (busy, 16.0 GiB)"))
+      << plan.reason;
+}
+
 }  // namespace
 }  // namespace gpuvisor

@@ -56,7 +56,6 @@ TEST(WorkerRegistry, RegisterFindAndRelatedPidsIncludeChildren) {
   EXPECT_EQ(1u, reg.by_job("job-7").size());
   EXPECT_EQ(1u, reg.by_type("comfyui").size());
   EXPECT_TRUE(reg.by_type("llm").empty());
-  EXPECT_EQ("worker:w1", reg.owned_pids().at(pids[1]));
 }
 
 TEST(WorkerRegistry, FieldsCanBeSetLeftAloneOrCleared) {

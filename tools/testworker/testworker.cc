@@ -13,6 +13,8 @@
 // {"stop_ms": N, "stopped_marker": PATH} makes it slow to stop: SIGTERM is taken N ms to act
 // on, then PATH is written and it exits (a worker winding a job down); it says progress 0.1 once
 // that is in place.
+// {"hold_mb": N} holds N MiB of simulated VRAM on GPU 0 from then on, as a worker that loaded a
+// model does (the fake NVML library counts $FAKE_NVML_DIR/holds/<pid>.json while it lives).
 // --exit-on-init N: exits with status N when initialised (a worker that cannot load).
 #include <fcntl.h>
 #include <signal.h>
@@ -20,6 +22,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -45,6 +48,19 @@ void start_setsid_child(const std::string& path) {
   std::ofstream(path + ".tmp") << pid << "\n";
   if (pid < 0 || rename((path + ".tmp").c_str(), path.c_str()) != 0) {
     std::cerr << "testworker: cannot start the setsid child for " << path << "\n";
+  }
+}
+
+void hold_vram(int mb) {
+  const char* dir = std::getenv("FAKE_NVML_DIR");
+  if (dir == nullptr || *dir == '\0') {
+    std::cerr << "testworker: hold_mb without FAKE_NVML_DIR\n";
+    return;
+  }
+  const std::string path = std::string(dir) + "/holds/" + std::to_string(getpid()) + ".json";
+  std::ofstream(path + ".tmp") << json{{"pid", getpid()}, {"gpu", 0}, {"mb", mb}}.dump() << "\n";
+  if (rename((path + ".tmp").c_str(), path.c_str()) != 0) {
+    std::cerr << "testworker: cannot write " << path << "\n";
   }
 }
 
@@ -110,6 +126,7 @@ int main(int argc, char** argv) {
         }
         if (fd >= 0) close(fd);
       }
+      if (const int mb = input.value("hold_mb", 0); mb > 0) hold_vram(mb);
       if (const int ms = input.value("work_ms", 0); ms > 0) {
         std::this_thread::sleep_for(std::chrono::milliseconds(ms));  // the work itself, played
       }
