@@ -4,10 +4,10 @@
 
 namespace gpuvisor {
 
-GpuWatch::GpuWatch(boost::asio::any_io_executor executor, GpuInventory& gpus,
-                   Supervisor& supervisor, OwnershipSource& owners, EventBus& events,
-                   unsigned external_busy_percent, Millis interval)
-    : timer_(std::move(executor)),
+GpuWatch::GpuWatch(Clock& clock, GpuInventory& gpus, Supervisor& supervisor,
+                   OwnershipSource& owners, EventBus& events, unsigned external_busy_percent,
+                   Millis interval)
+    : timer_(clock.make_timer()),
       gpus_(gpus),
       supervisor_(supervisor),
       owners_(owners),
@@ -22,9 +22,7 @@ void GpuWatch::start() {
 }
 
 void GpuWatch::arm() {
-  timer_.expires_after(interval_);
-  timer_.async_wait([this](boost::system::error_code ec) {
-    if (ec) return;
+  timer_->arm_after(interval_, [this] {
     look();
     arm();
   });

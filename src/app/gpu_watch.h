@@ -3,10 +3,10 @@
 // gpu.conflict_cleared), so a dashboard or a script hears of them without polling.
 #pragma once
 
-#include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <map>
+#include <memory>
 
+#include "core/clock.h"
 #include "core/duration.h"
 #include "core/ownership.h"
 #include "events/event_bus.h"
@@ -18,9 +18,8 @@ namespace gpuvisor {
 
 class GpuWatch {
  public:
-  GpuWatch(boost::asio::any_io_executor executor, GpuInventory& gpus, Supervisor& supervisor,
-           OwnershipSource& owners, EventBus& events, unsigned external_busy_percent,
-           Millis interval);
+  GpuWatch(Clock& clock, GpuInventory& gpus, Supervisor& supervisor, OwnershipSource& owners,
+           EventBus& events, unsigned external_busy_percent, Millis interval);
   // Nothing to do without NVML or with an interval of 0.
   void start();
   // One look now (the timer's, and the tests').
@@ -29,7 +28,7 @@ class GpuWatch {
  private:
   void arm();
 
-  boost::asio::steady_timer timer_;
+  std::unique_ptr<Timer> timer_;
   GpuInventory& gpus_;
   Supervisor& supervisor_;
   OwnershipSource& owners_;

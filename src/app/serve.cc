@@ -172,6 +172,7 @@ struct DaemonParts {
   int lock_fd;
   IoThreads& threads;
   boost::asio::io_context& io;
+  Clock& clock;
   EventBus& events;
   Supervisor& supervisor;
   GpuInventory& gpus;
@@ -250,7 +251,7 @@ int serve_api(const DaemonParts& d, const HostPort& listen, const std::string& t
   const Config& config = d.config;
   auto executor = d.io.get_executor();
   JobQueue jobs(
-      executor, d.job_store, d.plugins, d.supervisor, d.events, d.workers,
+      executor, d.clock, d.job_store, d.plugins, d.supervisor, d.events, d.workers,
       {d.state_dir + "/logs", config.daemon.conda, config.daemon.job_retention, d.cgroup_parent});
   d.plugins.on_config_change([&jobs](const std::string& id) { jobs.reload(id); });
   d.owners.set_evict_worker([&jobs](const std::string& id, const std::string& why) {
@@ -266,7 +267,7 @@ int serve_api(const DaemonParts& d, const HostPort& listen, const std::string& t
   if (!bind_service_ports(d, proxy, ports)) return 1;
 
   d.supervisor.start();
-  GpuWatch watch(executor, d.gpus, d.supervisor, d.owners, d.events,
+  GpuWatch watch(d.clock, d.gpus, d.supervisor, d.owners, d.events,
                  config.daemon.external_busy_percent, config.daemon.gpu_watch_interval);
   watch.start();
   // After the supervisor has adopted what still runs: a job may need one of those services.
@@ -326,8 +327,8 @@ int build_and_serve(const Config& config, const HostPort& listen, const std::str
     std::cerr << job_store.error().message << "\n";
     return 1;
   }
-  return serve_api({config, store.dir(), cgroup_parent, lock_fd, threads, io, events, supervisor,
-                    *gpus, workers, owners, *plugins, **job_store},
+  return serve_api({config, store.dir(), cgroup_parent, lock_fd, threads, io, clock, events,
+                    supervisor, *gpus, workers, owners, *plugins, **job_store},
                    listen, token);
 }
 

@@ -36,10 +36,11 @@ json to_json(const Job& j) {
           {"worker_pid", j.worker_pid > 0 ? json(j.worker_pid) : json(nullptr)}};
 }
 
-JobQueue::JobQueue(asio::any_io_executor executor, JobStore& store, const PluginRegistry& plugins,
-                   Supervisor& supervisor, EventBus& events, WorkerRegistry& workers,
-                   Options options)
+JobQueue::JobQueue(asio::any_io_executor executor, Clock& clock, JobStore& store,
+                   const PluginRegistry& plugins, Supervisor& supervisor, EventBus& events,
+                   WorkerRegistry& workers, Options options)
     : executor_(std::move(executor)),
+      clock_(clock),
       store_(store),
       plugins_(plugins),
       supervisor_(supervisor),
@@ -78,7 +79,7 @@ Status JobQueue::recover() {
       store_.update(job);
       continue;
     }
-    job.finished_ms = unix_ms_now();
+    job.finished_ms = clock_.unix_ms();
     store_.update(job);
     publish(job, "job.failed");
   }
@@ -95,7 +96,7 @@ Status JobQueue::recover() {
 
 void JobQueue::start_retention() {
   if (options_.retention.count() <= 0) return;
-  store_.purge(unix_ms_now() - options_.retention.count(),
+  store_.purge(clock_.unix_ms() - options_.retention.count(),
                [this, alive = std::weak_ptr<bool>(alive_)](Result<int64_t> purged) {
                  if (alive.expired()) return;
                  if (!purged) {
@@ -110,12 +111,8 @@ void JobQueue::start_retention() {
                });
   // Often enough that nothing outlives its retention by more than half of it, at most hourly.
   const Millis every = std::clamp(options_.retention / 2, Millis(50), Millis(3'600'000));
-  if (!retention_timer_) retention_timer_ = std::make_unique<asio::steady_timer>(executor_);
-  retention_timer_->expires_after(every);
-  retention_timer_->async_wait(
-      [this, alive = std::weak_ptr<bool>(alive_)](boost::system::error_code ec) {
-        if (!ec && !alive.expired()) start_retention();
-      });
+  if (!retention_timer_) retention_timer_ = clock_.make_timer();
+  retention_timer_->arm_after(every, [this] { start_retention(); });
 }
 
 void JobQueue::submit(const std::string& plugin, json input,
@@ -130,7 +127,7 @@ void JobQueue::submit(const std::string& plugin, json input,
   Job job;
   job.plugin = plugin;
   job.input = std::move(input);
-  job.created_ms = unix_ms_now();
+  job.created_ms = clock_.unix_ms();
   store_.insert(std::move(job), [this, alive = std::weak_ptr<bool>(alive_),
                                  done = std::move(done)](Result<Job> stored) {
     if (alive.expired()) return;
@@ -176,7 +173,7 @@ void JobQueue::cancel(int64_t id, std::function<void(Result<Job>)> done) {
   auto& queue = pending_[job->plugin];
   std::erase_if(queue, [id](const Job& j) { return j.id == id; });
   job->state = JobState::kCancelled;
-  job->finished_ms = unix_ms_now();
+  job->finished_ms = clock_.unix_ms();
   store_.update(*job, [this, alive = std::weak_ptr<bool>(alive_), j = *job,
                        done = std::move(done)](const Status& written) {
     if (alive.expired()) return;
@@ -190,25 +187,27 @@ void JobQueue::cancel(int64_t id, std::function<void(Result<Job>)> done) {
 }
 
 void JobQueue::wait_for_end(Running& running, std::function<void(Result<Job>)> done) {
-  auto wait =
-      std::make_shared<CancelWait>(CancelWait{std::move(done), asio::steady_timer(executor_)});
+  auto wait = std::make_shared<CancelWait>(CancelWait{std::move(done), clock_.make_timer()});
   running.cancels.push_back(wait);
-  wait->timer.expires_after(options_.cancel_timeout);
-  wait->timer.async_wait([wait, id = running.job.id,
-                          after = options_.cancel_timeout](boost::system::error_code ec) {
-    if (ec) return;
-    answer(wait, make_error(ErrorCode::kTimeout,
-                            "job " + std::to_string(id) + " is still stopping after " +
-                                format_duration(after) +
-                                " (its worker has not ended yet); it ends cancelled once it has"));
-  });
+  // The timer lives in wait: a weak reference, or the two would keep each other alive.
+  wait->timer->arm_after(
+      options_.cancel_timeout, [this, weak = std::weak_ptr<CancelWait>(wait), id = running.job.id,
+                                after = options_.cancel_timeout] {
+        const auto waiting = weak.lock();
+        if (!waiting) return;
+        answer(waiting,
+               make_error(ErrorCode::kTimeout,
+                          "job " + std::to_string(id) + " is still stopping after " +
+                              format_duration(after) +
+                              " (its worker has not ended yet); it ends cancelled once it has"));
+      });
 }
 
 void JobQueue::answer(const std::shared_ptr<CancelWait>& wait, Result<Job> result) {
   if (std::exchange(wait->answered, true)) return;
-  wait->timer.cancel();
+  wait->timer->cancel();
   // Posted: the answer never runs inside the queue's own bookkeeping.
-  asio::post(wait->timer.get_executor(),
+  asio::post(executor_,
              [wait, result = std::move(result)]() mutable { wait->done(std::move(result)); });
 }
 
@@ -246,7 +245,7 @@ void JobQueue::pump(const std::string& plugin) {
 void JobQueue::start(Job job) {
   ++running_count_[job.plugin];
   job.state = JobState::kRunning;
-  job.started_ms = unix_ms_now();
+  job.started_ms = clock_.unix_ms();
   ++job.attempts;
   const int64_t id = job.id;
   // The job goes to its service or worker only once this attempt is on disk: a daemon killed
@@ -346,6 +345,7 @@ WorkerPool& JobQueue::pool(const PluginManifest& plugin) {
   }
   const std::weak_ptr<bool> alive = alive_;
   WorkerPool::Environment env{executor_,
+                              clock_,
                               options_.log_dir + "/worker-" + plugin.id + ".log",
                               options_.conda,
                               events_,
@@ -431,7 +431,7 @@ void JobQueue::finish(int64_t id, JobState state, json result, std::string error
   auto cancels = std::move(it->second.cancels);
   running_.erase(it);  // and its hold on the service with it
   job.state = state;
-  job.finished_ms = unix_ms_now();
+  job.finished_ms = clock_.unix_ms();
   job.result = std::move(result);
   job.error = std::move(error);
   if (state == JobState::kCompleted) job.progress = 1;

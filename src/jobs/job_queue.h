@@ -5,7 +5,6 @@
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <deque>
 #include <functional>
 #include <map>
@@ -13,6 +12,7 @@
 #include <optional>
 #include <string>
 
+#include "core/clock.h"
 #include "events/event_bus.h"
 #include "jobs/job_store.h"
 #include "jobs/worker_pool.h"
@@ -35,8 +35,10 @@ class JobQueue {
     // then SIGKILL), within the CLI's wait for the answer.
     Millis cancel_timeout{15'000};
   };
-  JobQueue(boost::asio::any_io_executor executor, JobStore& store, const PluginRegistry& plugins,
-           Supervisor& supervisor, EventBus& events, WorkerRegistry& workers, Options options);
+  // clock: the retention sweeps, cancel waits, and the workers' backoff and idle timeout.
+  JobQueue(boost::asio::any_io_executor executor, Clock& clock, JobStore& store,
+           const PluginRegistry& plugins, Supervisor& supervisor, EventBus& events,
+           WorkerRegistry& workers, Options options);
   ~JobQueue();
 
   // Picks up what a previous daemon left: pending jobs queue again in their order; a job that
@@ -69,7 +71,7 @@ class JobQueue {
   // A cancel waiting for its job to end; answered once, by the end or by its timer.
   struct CancelWait {
     std::function<void(Result<Job>)> done;
-    boost::asio::steady_timer timer;
+    std::unique_ptr<Timer> timer;
     bool answered = false;
   };
   struct Running {
@@ -85,7 +87,7 @@ class JobQueue {
   void start(Job job);
   void finish(int64_t id, JobState state, nlohmann::json result, std::string error);
   void wait_for_end(Running& running, std::function<void(Result<Job>)> done);
-  static void answer(const std::shared_ptr<CancelWait>& wait, Result<Job> result);
+  void answer(const std::shared_ptr<CancelWait>& wait, Result<Job> result);
   void publish(const Job& job, const char* type);
   static void run(JobQueue* self, std::shared_ptr<bool> alive, int64_t id);
   void send_http(int64_t id);
@@ -95,6 +97,7 @@ class JobQueue {
   void on_worker_message(int64_t id, const nlohmann::json& message);
 
   boost::asio::any_io_executor executor_;
+  Clock& clock_;
   JobStore& store_;
   const PluginRegistry& plugins_;
   Supervisor& supervisor_;
@@ -105,7 +108,7 @@ class JobQueue {
   std::map<std::string, std::deque<Job>> pending_;            // per plugin, FIFO
   std::map<std::string, unsigned> running_count_;
   std::map<int64_t, Running> running_;
-  std::unique_ptr<boost::asio::steady_timer> retention_timer_;
+  std::unique_ptr<Timer> retention_timer_;
   bool stopping_ = false;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -26,7 +26,7 @@ WorkerPool::WorkerPool(const PluginManifest& plugin, Environment env, JobEvents 
     : plugin_(plugin),
       env_(std::move(env)),
       jobs_(std::move(jobs)),
-      backoff_timer_(env_.executor) {}
+      backoff_timer_(env_.clock.make_timer()) {}
 
 WorkerPool::~WorkerPool() {
   *alive_ = false;
@@ -43,7 +43,7 @@ json WorkerPool::about(const std::string& id) const {
   return out;
 }
 
-std::chrono::milliseconds WorkerPool::backoff() const {
+Millis WorkerPool::backoff() const {
   if (ends_in_a_row_ == 0) return Millis(0);
   auto delay = plugin_.worker.backoff;
   for (unsigned i = 1; i < ends_in_a_row_ && delay < plugin_.worker.backoff_max; ++i) delay *= 2;
@@ -92,7 +92,7 @@ void WorkerPool::stop_all(Millis grace, std::function<void()> done) {
   stopping_ = true;
   waiting_.clear();
   replacements_due_ = 0;
-  backoff_timer_.cancel();
+  backoff_timer_->cancel();
   if (members_.empty()) {
     asio::post(env_.executor, std::move(done));
     return;
@@ -121,17 +121,8 @@ void WorkerPool::reload(const json& config) {
 }
 
 bool WorkerPool::may_start_now() {
-  if (std::chrono::steady_clock::now() >= not_before_) return true;
-  if (!backoff_armed_) {
-    backoff_armed_ = true;
-    backoff_timer_.expires_at(not_before_);
-    backoff_timer_.async_wait(
-        [this, alive = std::weak_ptr<bool>(alive_)](boost::system::error_code ec) {
-          if (ec || alive.expired()) return;
-          backoff_armed_ = false;
-          dispatch();
-        });
-  }
+  if (env_.clock.now() >= not_before_) return true;
+  if (!backoff_timer_->armed()) backoff_timer_->arm_at(not_before_, [this] { dispatch(); });
   return false;
 }
 
@@ -198,7 +189,7 @@ Status WorkerPool::spawn(const std::string& replaces) {
   }
   Member& m = members_[id];
   m.worker = *worker;
-  m.idle = std::make_unique<asio::steady_timer>(env_.executor);
+  m.idle = env_.clock.make_timer();
   WorkerInfo info;
   info.id = id;
   info.type = plugin_.category;
@@ -235,7 +226,7 @@ void WorkerPool::ended_unasked(const std::string& how) {
     env_.events.publish("worker.gave_up", {{"plugin", plugin_.id}, {"why", gave_up_}});
     return;
   }
-  not_before_ = std::chrono::steady_clock::now() + backoff();
+  not_before_ = env_.clock.now() + backoff();
 }
 
 void WorkerPool::assign(const std::string& id, int64_t job, json input) {
@@ -256,9 +247,7 @@ void WorkerPool::became_idle(const std::string& id) {
   const Millis timeout = plugin_.worker.idle_timeout;
   if (timeout.count() <= 0) return;
   auto& timer = *members_.at(id).idle;
-  timer.expires_after(timeout);
-  timer.async_wait([this, alive = std::weak_ptr<bool>(alive_), id](boost::system::error_code ec) {
-    if (ec || alive.expired()) return;
+  timer.arm_after(timeout, [this, id] {
     const auto it = members_.find(id);
     if (it == members_.end() || it->second.job != 0 || it->second.ending != Ending::kNone) return;
     spdlog::info("{}: idle for {}, stopping it", id, format_duration(plugin_.worker.idle_timeout));

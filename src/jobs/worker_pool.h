@@ -8,8 +8,6 @@
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <chrono>
 #include <deque>
 #include <functional>
 #include <map>
@@ -18,6 +16,7 @@
 #include <optional>
 #include <string>
 
+#include "core/clock.h"
 #include "events/event_bus.h"
 #include "jobs/worker.h"
 #include "plugins/manifest.h"
@@ -38,6 +37,7 @@ class WorkerPool {
   };
   struct Environment {
     boost::asio::any_io_executor executor;
+    Clock& clock;          // the restart backoff and the idle timeout
     std::string log_path;  // the workers' stderr
     std::string conda;     // executable for worker.conda_env; empty: conda from PATH
     EventBus& events;
@@ -80,7 +80,7 @@ class WorkerPool {
     nlohmann::json input;
     Ending ending = Ending::kNone;
     std::string evicted_for{};  // the placement an eviction made room for
-    std::unique_ptr<boost::asio::steady_timer> idle;
+    std::unique_ptr<Timer> idle;
   };
 
   Status spawn(const std::string& replaces);
@@ -92,7 +92,7 @@ class WorkerPool {
   void on_exit(const std::string& id, const std::string& how);
   void became_idle(const std::string& id);
   void set_status(const std::string& id, const char* status, int64_t job);
-  std::chrono::milliseconds backoff() const;
+  Millis backoff() const;
   nlohmann::json about(const std::string& id) const;
 
   PluginManifest plugin_;
@@ -102,9 +102,8 @@ class WorkerPool {
   std::deque<std::pair<int64_t, nlohmann::json>> waiting_;
   uint64_t seq_ = 0;
   unsigned ends_in_a_row_ = 0;  // ends not asked for since the last completed job
-  std::chrono::steady_clock::time_point not_before_{};
-  boost::asio::steady_timer backoff_timer_;
-  bool backoff_armed_ = false;
+  SteadyTime not_before_{};
+  std::unique_ptr<Timer> backoff_timer_;
   unsigned replacements_due_ = 0;
   std::string replaces_;           // the worker the next replacement stands in for
   std::function<void()> stopped_;  // stop_all's done, once the last worker is gone
