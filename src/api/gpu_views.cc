@@ -67,24 +67,30 @@ nlohmann::json resources_json(const std::vector<GpuStatus>& gpus,
   return {{"gpus", list}, {"memory", mem}, {"external_busy_percent", external_busy_percent}};
 }
 
-nlohmann::json workers_json(const WorkerRegistry& workers) {
+nlohmann::json worker_json(const WorkerInfo& w, const std::vector<pid_t>& pids) {
   using nlohmann::json;
   const auto optional = [](const auto& value) { return value ? json(*value) : json(nullptr); };
-  json out = json::array();
-  for (const WorkerInfo* w : workers.all()) {
-    out.push_back({{"id", w->id},
-                   {"type", w->type},
-                   {"plugin", w->plugin.empty() ? json(nullptr) : json(w->plugin)},
-                   {"status", w->status},
-                   {"pid", w->pid},
-                   {"pids", workers.related_pids(w->id)},
-                   {"job", optional(w->job)},
-                   {"loaded_resource", optional(w->loaded_resource)},
-                   {"gpu", optional(w->gpu)},
-                   {"container", optional(w->container)},
-                   {"conda_env", optional(w->conda_env)},
-                   {"remote", optional(w->remote)}});
-  }
+  return {{"id", w.id},
+          {"type", w.type},
+          {"outside", w.outside},
+          {"plugin", w.plugin.empty() ? json(nullptr) : json(w.plugin)},
+          {"plugin_name", optional(w.plugin_name)},
+          {"status", w.status},
+          {"pid", w.pid},
+          {"pids", pids},
+          {"job", optional(w.job)},
+          {"loaded_resource", optional(w.loaded_resource)},
+          {"config", w.config},
+          {"gpu", optional(w.gpu)},
+          {"container", optional(w.container)},
+          {"conda_env", optional(w.conda_env)},
+          {"remote", optional(w.remote)}};
+}
+
+nlohmann::json workers_json(const WorkerRegistry& workers) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const WorkerInfo* w : workers.all())
+    out.push_back(worker_json(*w, workers.related_pids(w->id)));
   return {{"workers", out}};
 }
 

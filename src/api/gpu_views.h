@@ -20,5 +20,6 @@ nlohmann::json resources_json(const std::vector<GpuStatus>& gpus,
                               unsigned external_busy_percent);
 // /api/v1/workers: each registered worker with the PIDs that are its own now.
 nlohmann::json workers_json(const WorkerRegistry& workers);
+nlohmann::json worker_json(const WorkerInfo& worker, const std::vector<pid_t>& pids);
 
 }  // namespace gpuvisor

@@ -16,10 +16,6 @@ namespace http = boost::beast::http;
 
 namespace {
 
-HttpResponse ok(const HttpRequest& request, const nlohmann::json& body) {
-  return json_response(request, http::status::ok, body);
-}
-
 Result<int64_t> job_id(const std::string& text) {
   int64_t id = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);

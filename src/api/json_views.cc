@@ -68,6 +68,8 @@ http::status http_status(ErrorCode code) {
       return http::status::payload_too_large;
     case ErrorCode::kBadGateway:
       return http::status::bad_gateway;
+    case ErrorCode::kForbidden:
+      return http::status::forbidden;
   }
   return http::status::internal_server_error;
 }

@@ -57,10 +57,6 @@ Result<std::string> plugin_id(const RouteMatch& match) {
   return id;
 }
 
-HttpResponse ok(const HttpRequest& request, const json& body) {
-  return json_response(request, http::status::ok, body);
-}
-
 }  // namespace
 
 json plugin_json(const PluginRegistry& plugins, const PluginManifest& p,

@@ -17,6 +17,10 @@ HttpResponse json_response(const RequestHead& request, http::status status,
   return response;
 }
 
+HttpResponse ok(const RequestHead& request, const nlohmann::json& body) {
+  return json_response(request, http::status::ok, body);
+}
+
 HttpResponse error_response(const RequestHead& request, const Error& error) {
   return json_response(request, http_status(error.code), error_json(error));
 }

@@ -12,6 +12,8 @@ namespace gpuvisor {
 // request: its version and keep-alive decide the response's.
 HttpResponse json_response(const RequestHead& request, boost::beast::http::status status,
                            const nlohmann::json& body);
+// 200 with body.
+HttpResponse ok(const RequestHead& request, const nlohmann::json& body);
 // The error's HTTP status and {"error": {"code", "message", ...}}.
 HttpResponse error_response(const RequestHead& request, const Error& error);
 

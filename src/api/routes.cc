@@ -116,21 +116,18 @@ nlohmann::json health_body() {
   return {{"status", "ok"}};
 }
 
-HttpResponse ok(const HttpRequest& request, const nlohmann::json& body) {
-  return json_response(request, http::status::ok, body);
-}
-
 }  // namespace
 
 Api::Api(asio::any_io_executor main, Supervisor& supervisor, EventBus& events, GpuInventory& gpus,
-         const WorkerRegistry& workers, OwnershipSource& owners, PluginRegistry& plugins,
-         JobQueue& jobs, const JobStore& job_store, Proxy& proxy, const Metrics& metrics,
-         std::string token, unsigned external_busy_percent)
+         const WorkerRegistry& workers, OutsideWorkers& outside, OwnershipSource& owners,
+         PluginRegistry& plugins, JobQueue& jobs, const JobStore& job_store, Proxy& proxy,
+         const Metrics& metrics, std::string token, unsigned external_busy_percent)
     : main_(std::move(main)),
       supervisor_(supervisor),
       events_(events),
       gpus_(gpus),
       workers_(workers),
+      outside_(outside),
       owners_(owners),
       plugins_(plugins),
       jobs_(jobs),
@@ -170,7 +167,11 @@ void Api::add_routes() {
   add({{verb::get}, "/api/v1/processes", ignored}, &Api::gpus);
   add({{verb::get}, "/api/v1/resources", ignored}, &Api::gpus);
   add({{verb::get}, "/api/v1/events", {"since", "types"}}, &Api::events_stream);
+  add({{verb::post}, "/api/v1/events", {}}, &Api::publish_event);
   add({{verb::get}, "/api/v1/workers", {}}, &Api::workers);
+  add({{verb::post}, "/api/v1/workers", {}}, &Api::register_worker);
+  add({{verb::patch}, "/api/v1/workers/{pid}", {}}, &Api::update_worker);
+  add({{verb::delete_}, "/api/v1/workers/{pid}", {}}, &Api::unregister_worker);
   add({{verb::get}, "/api/v1/plugins", {"category", "mode", "location", "configured"}},
       &Api::plugins);
   add({{verb::get}, "/api/v1/plugins/stats", {}}, &Api::plugin_stats);

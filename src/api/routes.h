@@ -18,6 +18,7 @@
 #include "gpu/inventory.h"
 #include "jobs/job_queue.h"
 #include "plugins/registry.h"
+#include "resources/outside_workers.h"
 #include "resources/worker_registry.h"
 #include "supervisor/supervisor.h"
 
@@ -26,12 +27,13 @@ namespace gpuvisor {
 class Api {
  public:
   // token: when non-empty, every /api/ request needs "Authorization: Bearer <token>".
-  // workers: for /workers; owners: which GPU processes are ours, for the GPU views and /metrics.
-  // main: the executor of the daemon's main thread, where the API runs.
+  // workers: for /workers; outside: the workers apps register; owners: which GPU processes are
+  // ours, for the GPU views and /metrics. main: the executor of the daemon's main thread, where the
+  // API runs.
   Api(boost::asio::any_io_executor main, Supervisor& supervisor, EventBus& events,
-      GpuInventory& gpus, const WorkerRegistry& workers, OwnershipSource& owners,
-      PluginRegistry& plugins, JobQueue& jobs, const JobStore& job_store, Proxy& proxy,
-      const Metrics& metrics, std::string token, unsigned external_busy_percent);
+      GpuInventory& gpus, const WorkerRegistry& workers, OutsideWorkers& outside,
+      OwnershipSource& owners, PluginRegistry& plugins, JobQueue& jobs, const JobStore& job_store,
+      Proxy& proxy, const Metrics& metrics, std::string token, unsigned external_busy_percent);
 
   boost::asio::awaitable<bool> handle(Incoming& in);
 
@@ -66,6 +68,10 @@ class Api {
   HttpResponse plan(const Call& call);
   HttpResponse gpus(const Call& call);  // and /processes, /resources: the path's last segment
   HttpResponse workers(const Call& call);
+  HttpResponse register_worker(const Call& call);  // worker_routes.cc
+  HttpResponse update_worker(const Call& call);
+  HttpResponse unregister_worker(const Call& call);
+  HttpResponse publish_event(const Call& call);
   HttpResponse plugins(const Call& call);
   HttpResponse plugin_stats(const Call& call);
   HttpResponse plugin(const Call& call);
@@ -99,6 +105,7 @@ class Api {
   EventBus& events_;
   GpuInventory& gpus_;
   const WorkerRegistry& workers_;
+  OutsideWorkers& outside_;
   OwnershipSource& owners_;
   PluginRegistry& plugins_;
   JobQueue& jobs_;

@@ -30,6 +30,7 @@
 #include "jobs/job_queue.h"
 #include "jobs/job_store.h"
 #include "plugins/registry.h"
+#include "resources/outside_workers.h"
 #include "resources/ownership.h"
 #include "runtime/cgroup_parent.h"
 #include "runtime/child_process.h"
@@ -178,6 +179,7 @@ struct DaemonParts {
   GpuInventory& gpus;
   WorkerRegistry& workers;
   OwnershipTracker& owners;
+  OutsideWorkers& outside;
   PluginRegistry& plugins;
   JobStore& job_store;
 };
@@ -259,7 +261,7 @@ int serve_api(const DaemonParts& d, const HostPort& listen, const std::string& t
   });
   Proxy proxy(executor, d.supervisor, d.events, config, !token.empty(), &d.threads);
   Metrics metrics(d.events);
-  Api api(executor, d.supervisor, d.events, d.gpus, d.workers, d.owners, d.plugins, jobs,
+  Api api(executor, d.supervisor, d.events, d.gpus, d.workers, d.outside, d.owners, d.plugins, jobs,
           d.job_store, proxy, metrics, token, config.daemon.external_busy_percent);
   HttpServer server(
       executor, [&api](Incoming& in) { return api.handle(in); }, &d.threads);
@@ -316,6 +318,7 @@ int build_and_serve(const Config& config, const HostPort& listen, const std::str
   supervisor.set_gpu_inventory(gpus.get(), config.daemon.preempt_busy_lower);
   WorkerRegistry workers(ProcessTable::system());
   OwnershipTracker owners(supervisor, workers);
+  OutsideWorkers outside(io.get_executor(), workers, events);
   supervisor.set_ownership(&owners);
   auto plugins = load_plugins(config, store.dir());
   if (!plugins) {
@@ -328,7 +331,7 @@ int build_and_serve(const Config& config, const HostPort& listen, const std::str
     return 1;
   }
   return serve_api({config, store.dir(), cgroup_parent, lock_fd, threads, io, clock, events,
-                    supervisor, *gpus, workers, owners, *plugins, **job_store},
+                    supervisor, *gpus, workers, owners, outside, *plugins, **job_store},
                    listen, token);
 }
 

@@ -8,6 +8,11 @@ std::string Holder::owner() const {
 
 std::string Holder::label() const {
   if (kind == HolderKind::kService) return name;
+  if (kind == HolderKind::kOutsideWorker) {
+    const std::string_view prefix = "outside-";  // OutsideWorkers' ids: outside-<pid>
+    const std::string pid = name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;
+    return "outside worker " + pid + " (" + type + ")";
+  }
   return "worker " + name + (plugin.empty() ? "" : " (plugin " + plugin + ")");
 }
 

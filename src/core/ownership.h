@@ -16,13 +16,16 @@
 
 namespace gpuvisor {
 
-enum class HolderKind { kService, kWorker };
+// kOutsideWorker: registered by an app (POST /api/v1/workers); its memory is ours to count but
+// not to free.
+enum class HolderKind { kService, kWorker, kOutsideWorker };
 
 // Whoever a set of our PIDs belongs to.
 struct Holder {
   HolderKind kind = HolderKind::kService;
   std::string name;      // the service's name, or the worker's id
   std::string plugin{};  // a worker's plugin
+  std::string type{};    // an outside worker's type, as its app says (transcription, llm)
   // A worker's: its plugin's service's priority, or 0 for a plugin with no service. A busy
   // worker (running a job) is never evicted; an idle one may be, like a service.
   int priority = 0;
@@ -30,7 +33,8 @@ struct Holder {
 
   // As the API shows it: the service's name, or "worker:<id>".
   std::string owner() const;
-  // As people read it in a refusal: the service's name, or "worker <id> (plugin <p>)".
+  // As people read it in a refusal: the service's name, "worker <id> (plugin <p>)", or
+  // "outside worker <pid> (<type>)".
   std::string label() const;
 };
 

@@ -24,6 +24,8 @@ const char* to_string(ErrorCode code) {
       return "too_large";
     case ErrorCode::kBadGateway:
       return "bad_gateway";
+    case ErrorCode::kForbidden:
+      return "forbidden";
   }
   return "failed";
 }

@@ -23,6 +23,7 @@ enum class ErrorCode {
   kMethodNotAllowed,  // 405: the route exists, with another method
   kTooLarge,          // 413: a request body over its limit
   kBadGateway,        // 502: a proxied service did not answer, or answered garbage
+  kForbidden,         // 403: allowed to no caller of this daemon (another user's process)
 };
 
 const char* to_string(ErrorCode code);

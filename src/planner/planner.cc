@@ -61,7 +61,9 @@ std::string blockers(const PlanInput& in, const PlanService& target, unsigned gp
     } else if (s.keep) {
       parts.push_back(said(s) + " (same phase, " + format_bytes(freed_by(s)) + ")");
     } else if (s.unevictable) {
-      parts.push_back(said(s) + " (external, no sleep hook, " + format_bytes(freed_by(s)) + ")");
+      const std::string why =
+          s.unevictable_why.empty() ? "external, no sleep hook" : s.unevictable_why;
+      parts.push_back(said(s) + " (" + why + ", " + format_bytes(freed_by(s)) + ")");
     } else if (s.starting_for_request && s.priority >= target.priority) {
       parts.push_back(said(s) + " (starting for a waiting ensure, " + format_bytes(freed_by(s)) +
                       ")");

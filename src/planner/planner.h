@@ -36,7 +36,9 @@ struct PlanService {
   double reload_seconds = 0;
   std::optional<unsigned> pinned_gpu;  // the config's placement rule, if any
   bool keep = false;                   // never evicted: a member of a phase being ensured
-  bool unevictable = false;            // never evicted: an external server with no sleep hook
+  // Never evicted: an external server with no sleep hook, or a worker an app registered.
+  bool unevictable = false;
+  std::string unevictable_why{};  // what a refusal says of it; "external, no sleep hook" if empty
   // Evicted by putting it to sleep (it keeps running, its VRAM is freed): cheaper than a stop,
   // so it goes first among services of the same priority.
   bool sleeps = false;

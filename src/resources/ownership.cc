@@ -11,7 +11,8 @@ Ownership OwnershipTracker::snapshot() {
   for (const auto& [pid, name] : supervisor_.service_pids()) services[name].push_back(pid);
   for (auto& [name, pids] : services) out.add(Holder{HolderKind::kService, name}, pids);
   for (const WorkerInfo* w : workers_.all()) {
-    Holder holder{HolderKind::kWorker, w->id, w->plugin};
+    Holder holder{w->outside ? HolderKind::kOutsideWorker : HolderKind::kWorker, w->id, w->plugin,
+                  w->type};
     if (!w->service.empty()) {
       if (const auto view = supervisor_.get(w->service); view)
         holder.priority = view->spec->priority;

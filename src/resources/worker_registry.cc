@@ -66,6 +66,9 @@ Status WorkerRegistry::update(const std::string& id, const WorkerUpdate& update)
   apply(update.loaded_resource, w.loaded_resource);
   apply(update.gpu, w.gpu);
   apply(update.container, w.container);
+  if (update.plugin) w.plugin = update.plugin->value_or("");
+  apply(update.plugin_name, w.plugin_name);
+  if (update.config) w.config = *update.config;
   return Status{};
 }
 
@@ -77,6 +80,13 @@ Status WorkerRegistry::remove(const std::string& id) {
 const WorkerInfo* WorkerRegistry::find(const std::string& id) const {
   const auto it = workers_.find(id);
   return it == workers_.end() ? nullptr : &it->second;
+}
+
+const WorkerInfo* WorkerRegistry::find_main(pid_t pid) const {
+  for (const auto& [id, w] : workers_) {
+    if (w.pid == pid) return &w;
+  }
+  return nullptr;
 }
 
 const WorkerInfo* WorkerRegistry::find_by_pid(pid_t pid) const {

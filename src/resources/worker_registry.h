@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,6 +31,11 @@ struct WorkerInfo {
   std::optional<std::string> container{};
   std::optional<std::string> conda_env{};
   std::optional<std::string> remote{};  // the remote resource (a remote service) its jobs use
+  // Registered by an app over the API (outside_workers.h): gpuvisor neither started it nor
+  // may stop it; it leaves the registry when its process exits.
+  bool outside = false;
+  std::optional<std::string> plugin_name{};  // as the app says it
+  nlohmann::json config = nullptr;           // the plugin config it runs with, as the app says
 };
 
 // A field to leave alone (nullopt), to set (a value), or to clear (an empty inner optional).
@@ -43,6 +49,9 @@ struct WorkerUpdate {
   Change<std::string> loaded_resource;
   Change<unsigned> gpu;
   Change<std::string> container;
+  Change<std::string> plugin;
+  Change<std::string> plugin_name;
+  std::optional<nlohmann::json> config;  // null clears it
 };
 
 // What the registry needs to know about processes; the daemon wires /proc behind it.
@@ -64,6 +73,8 @@ class WorkerRegistry {
   Status remove(const std::string& id);
 
   const WorkerInfo* find(const std::string& id) const;
+  // The worker whose main process is pid (not a descendant's).
+  const WorkerInfo* find_main(pid_t pid) const;
   // The worker a PID belongs to: its main process or any live descendant.
   const WorkerInfo* find_by_pid(pid_t pid) const;
   std::vector<const WorkerInfo*> by_job(const std::string& job) const;

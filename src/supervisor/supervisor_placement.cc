@@ -128,9 +128,10 @@ PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot, const Ownership& o
     in.services.push_back(std::move(s));
   }
   // A worker holding memory is placed like a service that runs: evictable when idle, at its
-  // plugin's priority, and named as a worker in a refusal.
+  // plugin's priority, and named as a worker in a refusal. One an app registered is memory
+  // that the plan counts and never frees.
   for (const auto& holder : owners.holders()) {
-    if (holder.kind != HolderKind::kWorker) continue;
+    if (holder.kind == HolderKind::kService) continue;
     const auto h = held.find(holder.owner());
     if (h == held.end()) continue;
     PlanService s;
@@ -141,6 +142,10 @@ PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot, const Ownership& o
     s.busy = holder.busy;
     std::tie(s.gpu, s.held_bytes) = most_held(h->second);
     s.need_bytes = s.held_bytes;
+    if (holder.kind == HolderKind::kOutsideWorker) {
+      s.unevictable = true;
+      s.unevictable_why = "registered by its app, not gpuvisor's to stop";
+    }
     in.services.push_back(std::move(s));
   }
   return in;
