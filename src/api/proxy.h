@@ -56,8 +56,9 @@ class Proxy {
   std::map<std::string, ProxyCounts> counts() const;
 
  private:
-  struct Route;   // per service: in-flight count, busy hold, concurrency gate, open tunnels
-  struct Target;  // where one request goes
+  struct Route;     // per service: in-flight count, busy hold, concurrency gate, open tunnels
+  struct Target;    // where one request goes
+  struct Exchange;  // one exchange's state and steps (proxy_exchange.cc)
 
   // Where /upstream/NAME/... goes.
   Result<Target> by_path(std::string_view target) const;

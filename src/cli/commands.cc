@@ -58,32 +58,40 @@ std::string text(const nlohmann::json& j, const char* key) {
 
 ClientCommands::ClientCommands(CLI::App& app)
     : url_(env_or("GPUVISOR_URL", "http://127.0.0.1:7733")) {
-  auto add = [&](const char* name, const char* help) {
-    CLI::App* sub = app.add_subcommand(name, help);
-    sub->add_option("--url", url_, "Daemon URL (env GPUVISOR_URL)")->capture_default_str();
-    return sub;
-  };
-  status_ = add("status", "Show every service, or one");
+  add_service_commands(app);
+  add_gpu_commands(app);
+  add_plugin_commands(app);
+  add_job_commands(app);
+}
+
+CLI::App* ClientCommands::add_command(CLI::App& parent, const char* name, const char* help) {
+  CLI::App* sub = parent.add_subcommand(name, help);
+  sub->add_option("--url", url_, "Daemon URL (env GPUVISOR_URL)")->capture_default_str();
+  return sub;
+}
+
+void ClientCommands::add_service_commands(CLI::App& app) {
+  status_ = add_command(app, "status", "Show every service, or one");
   status_->add_option("name", name_, "Service name");
   status_->add_flag("--json", json_, "Print the API's JSON");
 
-  ensure_ = add("ensure", "Start a service if needed and wait until it is ready");
+  ensure_ = add_command(app, "ensure", "Start a service if needed and wait until it is ready");
   ensure_->add_option("name", name_, "Service name")->required();
   ensure_->add_option("--timeout", timeout_, "How long to wait, e.g. 90s, 5m")
       ->capture_default_str();
   ensure_->add_flag("--json", json_, "Print the API's JSON");
 
-  stop_ = add("stop", "Stop a service: SIGTERM, then SIGKILL after its stop_grace");
+  stop_ = add_command(app, "stop", "Stop a service: SIGTERM, then SIGKILL after its stop_grace");
   stop_->add_option("name", name_, "Service name")->required();
   stop_->add_flag("--force", force_, "SIGKILL at once");
   stop_->add_flag("--json", json_, "Print the API's JSON");
 
-  restart_ = add("restart", "Stop a service, then ensure it");
+  restart_ = add_command(app, "restart", "Stop a service, then ensure it");
   restart_->add_option("name", name_, "Service name")->required();
   restart_->add_option("--timeout", timeout_, "How long to wait for ready")->capture_default_str();
   restart_->add_flag("--json", json_, "Print the API's JSON");
 
-  logs_ = add("logs", "Show a service's output");
+  logs_ = add_command(app, "logs", "Show a service's output");
   logs_->add_option("name", name_, "Service name")->required();
   logs_->add_flag("-f,--follow", follow_, "Keep printing new lines");
   logs_->add_option("-n,--lines", lines_, "How many recent lines")
@@ -91,59 +99,62 @@ ClientCommands::ClientCommands(CLI::App& app)
       ->capture_default_str();
   logs_->add_flag("--json", json_, "Print JSON (one object per line when following)");
 
-  events_ = add("events", "Follow the daemon's event stream");
+  events_ = add_command(app, "events", "Follow the daemon's event stream");
   events_->add_flag("--json", json_, "Print each event as one JSON line");
+}
 
-  gpus_ = add("gpus", "Show every GPU: memory, utilisation, and who holds it");
+void ClientCommands::add_gpu_commands(CLI::App& app) {
+  gpus_ = add_command(app, "gpus", "Show every GPU: memory, utilisation, and who holds it");
   gpus_->add_flag("--json", json_, "Print the API's JSON (/api/v1/resources)");
-  ps_ = add("ps", "Show every process on a GPU, its VRAM and its owner");
+  ps_ = add_command(app, "ps", "Show every process on a GPU, its VRAM and its owner");
   ps_->add_flag("--json", json_, "Print the API's JSON");
-  plan_ = add("plan", "What ensure would do now: where it goes, what it stops, or why not");
+  plan_ = add_command(app, "plan",
+                      "What ensure would do now: where it goes, what it stops, or why not");
   plan_->add_option("name", name_, "Service name")->required();
   plan_->add_flag("--json", json_, "Print the API's JSON");
 
-  phase_ = add("phase", "Ensure every service of a pipeline phase; none evicts another");
+  phase_ =
+      add_command(app, "phase", "Ensure every service of a pipeline phase; none evicts another");
   phase_->add_option("number", phase_number_, "Phase number")
       ->required()
       ->check(CLI::NonNegativeNumber);
   phase_->add_option("--timeout", timeout_, "How long to wait, e.g. 90s, 5m")
       ->capture_default_str();
   phase_->add_flag("--json", json_, "Print the API's JSON");
+}
 
-  plugins_ = add("plugins", "List the plugins: category, mode, location, configured");
+void ClientCommands::add_plugin_commands(CLI::App& app) {
+  plugins_ = add_command(app, "plugins", "List the plugins: category, mode, location, configured");
   plugins_->add_option("--category", category_, "Only this category");
   plugins_->add_flag("--json", json_, "Print the API's JSON");
   plugin_ = app.add_subcommand("plugin", "One plugin's settings");
   plugin_->require_subcommand(1);
-  plugin_config_ = plugin_->add_subcommand("config", "Show a plugin's config, or set or delete it");
-  plugin_config_->add_option("--url", url_, "Daemon URL (env GPUVISOR_URL)")->capture_default_str();
+  plugin_config_ = add_command(*plugin_, "config", "Show a plugin's config, or set or delete it");
   plugin_config_->add_option("id", name_, "Plugin id (category_name)")->required();
   plugin_config_->add_option("--set", set_file_,
                              "Validate this JSON file against the plugin's schema and save it "
                              "('-': standard input)");
   plugin_config_->add_flag("--delete", delete_, "Forget the saved config");
   plugin_config_->add_flag("--json", json_, "Print the API's JSON");
+}
 
+void ClientCommands::add_job_commands(CLI::App& app) {
   CLI::App* jobs = app.add_subcommand("jobs", "Submit, list, show, cancel and watch jobs");
   jobs->require_subcommand(1);
-  const auto job_cmd = [&](const char* name, const char* help) {
-    CLI::App* sub = jobs->add_subcommand(name, help);
-    sub->add_option("--url", url_, "Daemon URL (env GPUVISOR_URL)")->capture_default_str();
-    return sub;
-  };
-  jobs_submit_ = job_cmd("submit", "Submit a job to a plugin; prints it once it is on disk");
+  jobs_submit_ =
+      add_command(*jobs, "submit", "Submit a job to a plugin; prints it once it is on disk");
   jobs_submit_->add_option("plugin", name_, "Plugin id (category_name)")->required();
   jobs_submit_->add_option("--input", input_, "The job's input, JSON ('@FILE' reads a file)");
-  jobs_list_ = job_cmd("list", "List jobs, newest first");
+  jobs_list_ = add_command(*jobs, "list", "List jobs, newest first");
   jobs_list_->add_option("--state", state_filter_,
                          "pending, running, completed, failed, cancelled");
   jobs_list_->add_option("--plugin", category_, "Only this plugin's");
   jobs_list_->add_flag("--json", json_, "Print the API's JSON");
-  jobs_show_ = job_cmd("show", "Show one job, its result or error");
+  jobs_show_ = add_command(*jobs, "show", "Show one job, its result or error");
   jobs_show_->add_option("id", name_, "Job id")->required();
-  jobs_cancel_ = job_cmd("cancel", "Cancel a pending or running job");
+  jobs_cancel_ = add_command(*jobs, "cancel", "Cancel a pending or running job");
   jobs_cancel_->add_option("id", name_, "Job id")->required();
-  jobs_watch_ = job_cmd("watch", "Follow a job until it ends; exit 0 if it completed");
+  jobs_watch_ = add_command(*jobs, "watch", "Follow a job until it ends; exit 0 if it completed");
   jobs_watch_->add_option("id", name_, "Job id")->required();
 }
 

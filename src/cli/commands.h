@@ -21,6 +21,14 @@ class ClientCommands {
   int run();
 
  private:
+  // The subcommands by group, in the order --help lists them: one service's (status .. logs)
+  // and the event stream; the GPUs and placement; the plugins; the jobs.
+  void add_service_commands(CLI::App& app);
+  void add_gpu_commands(CLI::App& app);
+  void add_plugin_commands(CLI::App& app);
+  void add_job_commands(CLI::App& app);
+  // A subcommand of parent with --url.
+  CLI::App* add_command(CLI::App& parent, const char* name, const char* help);
   // A client for --url (or GPUVISOR_URL) that sends GPUVISOR_TOKEN when it is set.
   Result<HttpClient> connect() const;
   int status();
