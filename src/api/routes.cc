@@ -119,15 +119,17 @@ nlohmann::json health_body() {
 }  // namespace
 
 Api::Api(asio::any_io_executor main, Supervisor& supervisor, EventBus& events, GpuInventory& gpus,
-         const WorkerRegistry& workers, OutsideWorkers& outside, OwnershipSource& owners,
-         PluginRegistry& plugins, JobQueue& jobs, const JobStore& job_store, Proxy& proxy,
-         const Metrics& metrics, std::string token, unsigned external_busy_percent)
+         const WorkerRegistry& workers, OutsideWorkers& outside, Leases& leases,
+         OwnershipSource& owners, PluginRegistry& plugins, JobQueue& jobs,
+         const JobStore& job_store, Proxy& proxy, const Metrics& metrics, std::string token,
+         unsigned external_busy_percent)
     : main_(std::move(main)),
       supervisor_(supervisor),
       events_(events),
       gpus_(gpus),
       workers_(workers),
       outside_(outside),
+      leases_(leases),
       owners_(owners),
       plugins_(plugins),
       jobs_(jobs),
@@ -172,6 +174,9 @@ void Api::add_routes() {
   add({{verb::post}, "/api/v1/workers", {}}, &Api::register_worker);
   add({{verb::patch}, "/api/v1/workers/{pid}", {}}, &Api::update_worker);
   add({{verb::delete_}, "/api/v1/workers/{pid}", {}}, &Api::unregister_worker);
+  add({{verb::get}, "/api/v1/leases", {}}, &Api::leases);
+  add({{verb::post}, "/api/v1/leases", {}}, &Api::grant_lease);
+  add({{verb::delete_}, "/api/v1/leases/{id}", {}}, &Api::release_lease);
   add({{verb::get}, "/api/v1/plugins", {"category", "mode", "location", "configured"}},
       &Api::plugins);
   add({{verb::get}, "/api/v1/plugins/stats", {}}, &Api::plugin_stats);

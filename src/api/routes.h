@@ -18,6 +18,7 @@
 #include "gpu/inventory.h"
 #include "jobs/job_queue.h"
 #include "plugins/registry.h"
+#include "resources/leases.h"
 #include "resources/outside_workers.h"
 #include "resources/worker_registry.h"
 #include "supervisor/supervisor.h"
@@ -31,7 +32,7 @@ class Api {
   // ours, for the GPU views and /metrics. main: the executor of the daemon's main thread, where the
   // API runs.
   Api(boost::asio::any_io_executor main, Supervisor& supervisor, EventBus& events,
-      GpuInventory& gpus, const WorkerRegistry& workers, OutsideWorkers& outside,
+      GpuInventory& gpus, const WorkerRegistry& workers, OutsideWorkers& outside, Leases& leases,
       OwnershipSource& owners, PluginRegistry& plugins, JobQueue& jobs, const JobStore& job_store,
       Proxy& proxy, const Metrics& metrics, std::string token, unsigned external_busy_percent);
 
@@ -72,6 +73,9 @@ class Api {
   HttpResponse update_worker(const Call& call);
   HttpResponse unregister_worker(const Call& call);
   HttpResponse publish_event(const Call& call);
+  HttpResponse leases(const Call& call);  // lease_routes.cc
+  HttpResponse grant_lease(const Call& call);
+  HttpResponse release_lease(const Call& call);
   HttpResponse plugins(const Call& call);
   HttpResponse plugin_stats(const Call& call);
   HttpResponse plugin(const Call& call);
@@ -106,6 +110,7 @@ class Api {
   GpuInventory& gpus_;
   const WorkerRegistry& workers_;
   OutsideWorkers& outside_;
+  Leases& leases_;
   OwnershipSource& owners_;
   PluginRegistry& plugins_;
   JobQueue& jobs_;

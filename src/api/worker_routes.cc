@@ -1,10 +1,10 @@
 // Outside workers (an app's own processes, registered so their VRAM counts as the app's) and
 // app events onto the daemon's stream: seed 001's ResourceManager and EventBroadcaster
 // protocols over HTTP.
+#include "api/app_bodies.h"
 #include "api/gpu_views.h"
 #include "api/responses.h"
 #include "api/routes.h"
-#include "api/worker_bodies.h"
 
 namespace gpuvisor {
 

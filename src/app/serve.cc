@@ -180,6 +180,7 @@ struct DaemonParts {
   WorkerRegistry& workers;
   OwnershipTracker& owners;
   OutsideWorkers& outside;
+  Leases& leases;
   PluginRegistry& plugins;
   JobStore& job_store;
 };
@@ -261,8 +262,8 @@ int serve_api(const DaemonParts& d, const HostPort& listen, const std::string& t
   });
   Proxy proxy(executor, d.supervisor, d.events, config, !token.empty(), &d.threads);
   Metrics metrics(d.events);
-  Api api(executor, d.supervisor, d.events, d.gpus, d.workers, d.outside, d.owners, d.plugins, jobs,
-          d.job_store, proxy, metrics, token, config.daemon.external_busy_percent);
+  Api api(executor, d.supervisor, d.events, d.gpus, d.workers, d.outside, d.leases, d.owners,
+          d.plugins, jobs, d.job_store, proxy, metrics, token, config.daemon.external_busy_percent);
   HttpServer server(
       executor, [&api](Incoming& in) { return api.handle(in); }, &d.threads);
   std::vector<std::unique_ptr<HttpServer>> ports;
@@ -317,7 +318,8 @@ int build_and_serve(const Config& config, const HostPort& listen, const std::str
       config.daemon.nvml_library.empty() ? default_nvml_library() : config.daemon.nvml_library);
   supervisor.set_gpu_inventory(gpus.get(), config.daemon.preempt_busy_lower);
   WorkerRegistry workers(ProcessTable::system());
-  OwnershipTracker owners(supervisor, workers);
+  Leases leases(io.get_executor(), clock, events);
+  OwnershipTracker owners(supervisor, workers, leases);
   OutsideWorkers outside(io.get_executor(), workers, events);
   supervisor.set_ownership(&owners);
   auto plugins = load_plugins(config, store.dir());
@@ -331,7 +333,7 @@ int build_and_serve(const Config& config, const HostPort& listen, const std::str
     return 1;
   }
   return serve_api({config, store.dir(), cgroup_parent, lock_fd, threads, io, clock, events,
-                    supervisor, *gpus, workers, owners, outside, *plugins, **job_store},
+                    supervisor, *gpus, workers, owners, outside, leases, *plugins, **job_store},
                    listen, token);
 }
 

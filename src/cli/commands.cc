@@ -108,6 +108,8 @@ void ClientCommands::add_gpu_commands(CLI::App& app) {
   gpus_->add_flag("--json", json_, "Print the API's JSON (/api/v1/resources)");
   ps_ = add_command(app, "ps", "Show every process on a GPU, its VRAM and its owner");
   ps_->add_flag("--json", json_, "Print the API's JSON");
+  leases_ = add_command(app, "leases", "Show the VRAM leases: reserved memory nobody holds yet");
+  leases_->add_flag("--json", json_, "Print the API's JSON");
   plan_ = add_command(app, "plan",
                       "What ensure would do now: where it goes, what it stops, or why not");
   plan_->add_option("name", name_, "Service name")->required();
@@ -167,6 +169,10 @@ int ClientCommands::run() {
   if (events_->parsed()) return events();
   if (gpus_->parsed()) return call("GET", "/api/v1/resources", kReadTimeout, render_gpus);
   if (ps_->parsed()) return call("GET", "/api/v1/processes", kReadTimeout, render_processes);
+  if (leases_->parsed()) {
+    return call("GET", "/api/v1/leases", kReadTimeout,
+                [](const nlohmann::json& body) { return render_leases(body, unix_ms_now()); });
+  }
   if (plan_->parsed()) return plan();
   if (phase_->parsed()) return phase();
   if (plugins_->parsed()) return plugins();

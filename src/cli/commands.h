@@ -54,6 +54,7 @@ class ClientCommands {
   CLI::App* events_ = nullptr;
   CLI::App* gpus_ = nullptr;
   CLI::App* ps_ = nullptr;
+  CLI::App* leases_ = nullptr;
   CLI::App* plan_ = nullptr;
   CLI::App* phase_ = nullptr;
   CLI::App* plugins_ = nullptr;

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/bytes.h"
+#include "core/duration.h"
 
 namespace gpuvisor {
 
@@ -95,6 +96,25 @@ std::string render_processes(const nlohmann::json& processes) {
                     owner.is_string() ? owner.get<std::string>() : "(external)"});
   }
   return render_table({"GPU", "PID", "NAME", "VRAM", "KIND", "OWNER"}, rows);
+}
+
+std::string render_leases(const nlohmann::json& leases, int64_t now_unix_ms) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& l : leases.value("leases", nlohmann::json::array())) {
+    const auto pid = l.value("pid", nlohmann::json());
+    const auto holder = l.value("holder", nlohmann::json());
+    const auto expires = l.value("expires_unix_ms", nlohmann::json());
+    std::string until = "released";
+    if (expires.is_number()) {
+      until = "in " +
+              format_duration(Millis(std::max<int64_t>(expires.get<int64_t>() - now_unix_ms, 0)));
+    }
+    rows.push_back({std::to_string(l.value("id", 0)), std::to_string(l.value("gpu", 0U)),
+                    bytes_or_dash(l.value("vram_bytes", nlohmann::json())),
+                    pid.is_number() ? std::to_string(pid.get<int64_t>()) : "-",
+                    holder.is_string() ? holder.get<std::string>() : "-", until});
+  }
+  return render_table({"ID", "GPU", "VRAM", "PID", "HOLDER", "UNTIL"}, rows);
 }
 
 }  // namespace gpuvisor

@@ -21,5 +21,7 @@ std::string format_event(const nlohmann::json& event);
 // `gpuvisor gpus` from /api/v1/resources, `gpuvisor ps` from /api/v1/processes.
 std::string render_gpus(const nlohmann::json& resources);
 std::string render_processes(const nlohmann::json& processes);
+// `gpuvisor leases` from /api/v1/leases: expiry as Unix time is for scripts; people get "in 9m".
+std::string render_leases(const nlohmann::json& leases, int64_t now_unix_ms);
 
 }  // namespace gpuvisor

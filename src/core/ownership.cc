@@ -3,11 +3,19 @@
 namespace gpuvisor {
 
 std::string Holder::owner() const {
-  return kind == HolderKind::kService ? name : "worker:" + name;
+  switch (kind) {
+    case HolderKind::kService:
+      return name;
+    case HolderKind::kLease:
+      return "lease:" + name;
+    default:
+      return "worker:" + name;
+  }
 }
 
 std::string Holder::label() const {
   if (kind == HolderKind::kService) return name;
+  if (kind == HolderKind::kLease) return "lease " + name + (type.empty() ? "" : " (" + type + ")");
   if (kind == HolderKind::kOutsideWorker) {
     const std::string_view prefix = "outside-";  // OutsideWorkers' ids: outside-<pid>
     const std::string pid = name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name;

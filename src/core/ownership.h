@@ -18,7 +18,9 @@ namespace gpuvisor {
 
 // kOutsideWorker: registered by an app (POST /api/v1/workers); its memory is ours to count but
 // not to free.
-enum class HolderKind { kService, kWorker, kOutsideWorker };
+// kLease: VRAM reserved before anyone allocates it (POST /api/v1/leases), with the PID that will
+// use it, if one was given.
+enum class HolderKind { kService, kWorker, kOutsideWorker, kLease };
 
 // Whoever a set of our PIDs belongs to.
 struct Holder {
@@ -30,11 +32,15 @@ struct Holder {
   // worker (running a job) is never evicted; an idle one may be, like a service.
   int priority = 0;
   bool busy = false;
+  // A lease's: what it reserves, where, and until when (Unix ms; 0: until released).
+  uint64_t reserved_bytes = 0;
+  unsigned gpu = 0;
+  int64_t expires_unix_ms = 0;
 
-  // As the API shows it: the service's name, or "worker:<id>".
+  // As the API shows it: the service's name, "worker:<id>" or "lease:<id>".
   std::string owner() const;
   // As people read it in a refusal: the service's name, "worker <id> (plugin <p>)", or
-  // "outside worker <pid> (<type>)".
+  // "outside worker <pid> (<type>)", or "lease <id> (<holder>)".
   std::string label() const;
 };
 

@@ -162,7 +162,67 @@ std::optional<Option> option_on(const PlanInput& in, const PlanService& target, 
   return option;
 }
 
+// What is free on d for a newcomer: NVML's free memory less what loading services will take.
+int64_t spoken_for_free(const PlanInput& in, const PlanDevice& d) {
+  int64_t free = static_cast<int64_t>(d.free_bytes);
+  for (const auto& s : in.services) {
+    if (s.running && s.gpu == d.index && s.need_bytes > s.held_bytes)
+      free -= static_cast<int64_t>(s.need_bytes - s.held_bytes);
+  }
+  return std::max<int64_t>(free, 0);
+}
+
+// Everything that holds (or will hold) memory on gpu, biggest first: "llm (15.6 GiB), ...".
+std::string holders_on(const PlanInput& in, unsigned gpu) {
+  std::vector<std::pair<uint64_t, std::string>> all;
+  for (const auto& s : in.services) {
+    if (s.running && s.gpu == gpu) all.emplace_back(freed_by(s), said(s));
+  }
+  for (const auto& e : in.external) {
+    if (e.gpu == gpu) {
+      all.emplace_back(
+          e.bytes, "external pid " + std::to_string(e.pid) + (e.name.empty() ? "" : " " + e.name));
+    }
+  }
+  std::stable_sort(all.begin(), all.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::string out;
+  for (const auto& [bytes, who] : all)
+    out += (out.empty() ? "" : ", ") + who + " (" + format_bytes(bytes) + ")";
+  return out.empty() ? "" : "; in the way: " + out;
+}
+
 }  // namespace
+
+Plan plan_reserve(const PlanInput& in, uint64_t bytes, std::optional<unsigned> pinned_gpu) {
+  Plan plan;
+  const std::string want = "cannot reserve " + format_bytes(bytes);
+  std::optional<std::pair<int64_t, unsigned>> best;  // spare after the lease, gpu
+  std::string refusals;
+  for (const auto& d : in.devices) {
+    if (pinned_gpu && *pinned_gpu != d.index) continue;
+    const int64_t free = spoken_for_free(in, d);
+    const int64_t spare = free - static_cast<int64_t>(bytes);
+    if (spare >= 0) {
+      if (!best || spare < best->first) best = {spare, d.index};
+      continue;
+    }
+    refusals += std::string(refusals.empty() ? "" : "; ") + "GPU " + std::to_string(d.index) +
+                ": " + format_bytes(static_cast<uint64_t>(free)) + " free" +
+                holders_on(in, d.index);
+  }
+  if (best) {
+    plan.ok = true;
+    plan.gpu = best->second;
+    plan.reason = "reserve " + format_bytes(bytes) + " on GPU " + std::to_string(plan.gpu);
+  } else if (refusals.empty()) {
+    plan.reason =
+        want + ": " + (pinned_gpu ? "there is no GPU " + std::to_string(*pinned_gpu) : "no GPU");
+  } else {
+    plan.reason = want + ": " + refusals;
+  }
+  return plan;
+}
 
 Plan plan_ensure(const PlanInput& in, const std::string& service) {
   Plan plan;

@@ -77,4 +77,9 @@ struct Plan {
 // and no more than needed; on the GPU that needs the least eviction.
 Plan plan_ensure(const PlanInput& input, const std::string& service);
 
+// Where memory no process holds yet can be reserved (a VRAM lease) without evicting anything:
+// the GPU (pinned, or any) whose free memory, less what starting services will still take, fits
+// bytes most tightly. Refused when none has room, naming everything that holds memory there.
+Plan plan_reserve(const PlanInput& input, uint64_t bytes, std::optional<unsigned> pinned_gpu);
+
 }  // namespace gpuvisor

@@ -20,6 +20,7 @@ Ownership OwnershipTracker::snapshot() {
     holder.busy = w->status != "idle";
     out.add(std::move(holder), workers_.related_pids(w->id));
   }
+  leases_.add_to(out);
   return out;
 }
 

@@ -10,6 +10,7 @@
 
 #include "core/duration.h"
 #include "core/ownership.h"
+#include "resources/leases.h"
 #include "resources/worker_registry.h"
 #include "supervisor/supervisor.h"
 
@@ -22,18 +23,20 @@ class OwnershipTracker final : public OwnershipSource {
   using EvictWorker =
       std::function<std::optional<Millis>(const std::string& id, const std::string& why)>;
 
-  OwnershipTracker(Supervisor& supervisor, const WorkerRegistry& workers)
-      : supervisor_(supervisor), workers_(workers) {}
+  OwnershipTracker(Supervisor& supervisor, const WorkerRegistry& workers, const Leases& leases)
+      : supervisor_(supervisor), workers_(workers), leases_(leases) {}
   void set_evict_worker(EvictWorker evict) { evict_worker_ = std::move(evict); }
 
-  // Services first, then workers. A worker's priority is its plugin's service's (0 without
-  // one); it is busy unless idle (starting, running and stopping workers are not evictable).
+  // Services first, then workers, then leases. A worker's priority is its plugin's service's (0
+  // without one); it is busy unless idle (starting, running and stopping workers are not
+  // evictable).
   Ownership snapshot() override;
   std::optional<Millis> evict(const Holder& holder, const std::string& why) override;
 
  private:
   Supervisor& supervisor_;
   const WorkerRegistry& workers_;
+  const Leases& leases_;
   EvictWorker evict_worker_;
 };
 

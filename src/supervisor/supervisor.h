@@ -116,6 +116,9 @@ class Supervisor {
   void observe(const GpuSnapshot& snapshot, const Ownership& owners);
   // What ensure would do now (dry run), or why it cannot; never changes anything.
   Result<Plan> plan(const std::string& name);
+  // The GPU where bytes that nobody holds yet fit now without evicting anything (a VRAM
+  // lease), or why not: Conflict naming what is in the way, Unavailable without NVML.
+  Result<unsigned> fit_reservation(uint64_t bytes, std::optional<unsigned> gpu);
 
  private:
   struct Unit;

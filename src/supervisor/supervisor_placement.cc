@@ -85,7 +85,37 @@ std::pair<unsigned, uint64_t> most_held(const std::map<unsigned, uint64_t>& by_g
                            [](const auto& a, const auto& b) { return a.second < b.second; });
 }
 
+// A lease is memory spoken for: what it reserves on its GPU, of which its PID may already hold
+// part. Never evicted; a refusal says until when it is reserved.
+PlanService lease_entry(const Holder& lease, const std::map<unsigned, uint64_t>* held) {
+  PlanService s;
+  s.name = lease.owner();
+  s.label = lease.label();
+  s.running = true;
+  s.gpu = lease.gpu;
+  s.need_bytes = lease.reserved_bytes;
+  if (held != nullptr) {
+    const auto on = held->find(lease.gpu);
+    if (on != held->end()) s.held_bytes = on->second;
+  }
+  s.unevictable = true;
+  s.unevictable_why = "reserved";
+  return s;
+}
+
 }  // namespace
+
+Result<unsigned> Supervisor::fit_reservation(uint64_t bytes, std::optional<unsigned> gpu) {
+  if (gpus_ == nullptr || !gpus_->available()) {
+    return make_error(ErrorCode::kUnavailable,
+                      "no GPU inventory: a lease needs NVML to know what is free");
+  }
+  auto snapshot = gpus_->snapshot();
+  if (!snapshot) return snapshot.error();
+  const Plan plan = plan_reserve(plan_input(*snapshot, ownership()), bytes, gpu);
+  if (!plan.ok) return make_error(ErrorCode::kConflict, plan.reason);
+  return plan.gpu;
+}
 
 PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot, const Ownership& owners) const {
   PlanInput in;
@@ -133,6 +163,10 @@ PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot, const Ownership& o
   for (const auto& holder : owners.holders()) {
     if (holder.kind == HolderKind::kService) continue;
     const auto h = held.find(holder.owner());
+    if (holder.kind == HolderKind::kLease) {
+      in.services.push_back(lease_entry(holder, h == held.end() ? nullptr : &h->second));
+      continue;
+    }
     if (h == held.end()) continue;
     PlanService s;
     s.name = holder.owner();

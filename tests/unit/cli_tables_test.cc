@@ -57,5 +57,18 @@ TEST(Tables, ProcessesMarkExternalOnesAndUnknownVram) {
       render_processes(p));
 }
 
+TEST(Tables, LeasesSayHowLongTheyHaveLeft) {
+  const auto l = nlohmann::json::parse(R"({"leases": [
+      {"id": 1, "vram_bytes": 8589934592, "gpu": 0, "pid": 42, "holder": "notebook",
+       "created_unix_ms": 1000, "expires_unix_ms": 601000},
+      {"id": 2, "vram_bytes": 1073741824, "gpu": 1, "pid": null, "holder": null,
+       "created_unix_ms": 1000, "expires_unix_ms": null}]})");
+  EXPECT_EQ(
+      "ID  GPU  VRAM     PID  HOLDER    UNTIL\n"
+      "1   0    8.0 GiB  42   notebook  in 9m\n"
+      "2   1    1.0 GiB  -    -         released\n",
+      render_leases(l, 61'000));
+}
+
 }  // namespace
 }  // namespace gpuvisor

@@ -14,6 +14,7 @@ class OwnershipTest : public SupervisorTest {
   // Every PID is alive since the same instant and has one child, PID + 1.
   WorkerRegistry workers_{ProcessTable{[](pid_t) { return std::optional<uint64_t>(1); },
                                        [](pid_t pid) { return std::vector<pid_t>{pid + 1}; }}};
+  Leases leases_{io_.get_executor(), asio_clock_, events_};
 };
 
 TEST_F(OwnershipTest, ServicesAndWorkersAreHeldByWhoRunsThem) {
@@ -37,7 +38,7 @@ TEST_F(OwnershipTest, ServicesAndWorkersAreHeldByWhoRunsThem) {
                         .plugin = "img",
                         .status = "running"})
                   .ok());
-  OwnershipTracker tracker(sup(), workers_);
+  OwnershipTracker tracker(sup(), workers_, leases_);
   const Ownership owners = tracker.snapshot();
 
   ASSERT_NE(nullptr, owners.find(llm));
@@ -57,7 +58,7 @@ TEST_F(OwnershipTest, ServicesAndWorkersAreHeldByWhoRunsThem) {
 }
 
 TEST_F(OwnershipTest, OnlyWorkersAreEvictedThroughTheJobsLayer) {
-  OwnershipTracker tracker(sup(), workers_);
+  OwnershipTracker tracker(sup(), workers_, leases_);
   std::vector<std::string> asked;
   const Holder worker{HolderKind::kWorker, "w-1", "asr"};
   EXPECT_FALSE(tracker.evict(worker, "llm"));  // nothing wired yet

@@ -231,5 +231,27 @@ TEST(Planner, HoldersAreSaidByTheirLabel) {
       << plan.reason;
 }
 
+// A lease takes free memory only, on the GPU it fits most tightly; starting services' memory is
+// spoken for; a refusal names whatever holds memory there.
+TEST(Planner, AReservationTakesOnlyFreeMemoryAndNamesWhatIsInTheWay) {
+  PlanInput in;
+  in.devices = {{0, 24 * kGiB, 10 * kGiB}, {1, 80 * kGiB, 70 * kGiB}};
+  auto loading = running(svc("loading", 1, 8), 0);
+  loading.held_bytes = 2 * kGiB;  // 6 GiB of GPU 0's 10 free are spoken for
+  in.services = {running(svc("big", 1, 14), 0), loading};
+  in.external = {{0, 42, "python3", 0}};
+  auto plan = plan_reserve(in, 4 * kGiB, std::nullopt);
+  ASSERT_TRUE(plan.ok) << plan.reason;
+  EXPECT_EQ(0u, plan.gpu);  // the tightest fit
+  plan = plan_reserve(in, 5 * kGiB, 0u);
+  EXPECT_FALSE(plan.ok);
+  EXPECT_EQ(
+      "cannot reserve 5.0 GiB: GPU 0: 4.0 GiB free; in the way: big (14.0 GiB), loading (8.0 "
+      "GiB), external pid 42 python3 (0 MiB)",
+      plan.reason);
+  EXPECT_EQ(1u, plan_reserve(in, 5 * kGiB, std::nullopt).gpu);
+  EXPECT_EQ("cannot reserve 1.0 GiB: there is no GPU 7", plan_reserve(in, kGiB, 7u).reason);
+}
+
 }  // namespace
 }  // namespace gpuvisor

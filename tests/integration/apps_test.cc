@@ -1,6 +1,5 @@
-// An app's own worker, registered over the API: its VRAM counts as the app's (no conflict), the
-// planner plans around it and names it, it leaves the registry when it exits, and app events
-// reach the daemon's stream as the app gave them.
+// What apps plug in over the API: their own workers (VRAM counted as the app's, planned around,
+// unregistered when they exit), VRAM leases, and their own events on the daemon's stream.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -81,6 +80,55 @@ TEST(OutsideWorkers, BadRegistrationsChangeNothing) {
   EXPECT_EQ(400, d.call("PATCH", "/api/v1/workers/abc", "{}")->status);
   EXPECT_EQ(404, d.call("PATCH", "/api/v1/workers/1", R"({"status": "idle"})")->status);
   EXPECT_TRUE(body(d.call("GET", "/api/v1/workers"))["workers"].empty());
+}
+
+TEST(Leases, ALeaseIsMemoryNoPlacementTakesUntilItEnds) {
+  const std::string dir = make_temp_dir("lease");
+  FakeGpu gpu(dir, R"({"devices": [{"total_mb": 24576}]})");
+  const std::string port = std::to_string(free_port());
+  Daemon d("services:\n  llm:\n    command: [$TESTSVC, --port, \"" + port +
+               "\", --vram-mb, \"16000\"]\n    vram_mb: 16000\n    health:\n      tcp: "
+               "127.0.0.1:" +
+               port + "\n",
+           dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const auto granted =
+      d.call("POST", "/api/v1/leases", R"({"vram_mb": 10000, "holder": "notebook", "ttl": "1h"})");
+  ASSERT_EQ(201, granted->status) << granted->body;
+  EXPECT_EQ(0, body(granted)["gpu"]);
+  const auto listed = d.cli({"leases"});
+  EXPECT_EQ(0, listed.exit_code) << listed.err;
+  EXPECT_NE(std::string::npos, listed.out.find("notebook")) << listed.out;
+
+  // 10000 of 24576 MiB are reserved: a 16000 MiB service no longer fits, and is told why.
+  const auto refused = d.cli({"ensure", "llm"});
+  EXPECT_EQ(1, refused.exit_code);
+  EXPECT_NE(std::string::npos, refused.err.find("lease 1 (notebook) (reserved, 9.8 GiB)"))
+      << refused.err;
+  const auto too_big = d.call("POST", "/api/v1/leases", R"({"vram_mb": 20000})");
+  EXPECT_EQ(409, too_big->status);
+  EXPECT_NE(std::string::npos, too_big->body.find("in the way: lease 1 (notebook) (9.8 GiB)"))
+      << too_big->body;
+
+  ASSERT_EQ(200, d.call("DELETE", "/api/v1/leases/1")->status);
+  EXPECT_EQ(0, d.cli({"ensure", "llm"}).exit_code);
+  EXPECT_EQ(404, d.call("DELETE", "/api/v1/leases/1")->status);
+  EXPECT_EQ(400, d.call("POST", "/api/v1/leases", R"({"vram_mb": "lots"})")->status);
+
+  // A lease for a process ends with it.
+  ASSERT_EQ(0, d.cli({"stop", "llm"}).exit_code);
+  const pid_t notebook = start_testsvc({"--port", "0"}, "listening on");
+  ASSERT_EQ(201, d.call("POST", "/api/v1/leases",
+                        R"({"vram_mb": 1000, "pid": )" + std::to_string(notebook) + "}")
+                     ->status);
+  kill(notebook, SIGTERM);
+  waitpid(notebook, nullptr, 0);
+  EXPECT_TRUE(d.wait_event(
+      [](const nlohmann::json& e) {
+        return e["type"] == "lease.ended" && e["data"]["reason"] == "pid_exited";
+      },
+      20s, "&types=lease."));
+  EXPECT_TRUE(body(d.call("GET", "/api/v1/leases"))["leases"].empty());
 }
 
 TEST(AppEvents, AnAppsEventJoinsTheStreamWithItsOwnType) {

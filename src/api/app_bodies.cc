@@ -1,10 +1,12 @@
-#include "api/worker_bodies.h"
+#include "api/app_bodies.h"
 
 #include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <limits>
 #include <set>
+
+#include "core/duration.h"
 
 namespace gpuvisor {
 
@@ -129,6 +131,46 @@ Result<AppEvent> parse_app_event(const std::string& body) {
   AppEvent e{type.get<std::string>()};
   if (j->contains("data")) e.data = (*j)["data"];
   return e;
+}
+
+Result<LeaseRequest> parse_lease(const std::string& body) {
+  auto j = object_body(body, "the lease", {"vram_mb", "gpu", "ttl", "pid", "holder"});
+  if (!j) return j.error();
+  LeaseRequest r;
+  constexpr int64_t kMaxMb = int64_t{1} << 30;  // a petabyte: more is a mistake
+  const json& mb = j->value("vram_mb", json());
+  if (!mb.is_number_integer() || mb.get<int64_t>() <= 0 || mb.get<int64_t>() > kMaxMb) {
+    return bad("'vram_mb' must be a positive integer (MiB to reserve), got " + mb.dump());
+  }
+  r.bytes = static_cast<uint64_t>(mb.get<int64_t>()) << 20;
+  if (const json& gpu = j->value("gpu", json()); !gpu.is_null()) {
+    if (!gpu.is_number_integer() || gpu.get<int64_t>() < 0 || gpu.get<int64_t>() > 1024) {
+      return bad("'gpu' must be a GPU index (0, 1, ...), got " + gpu.dump());
+    }
+    r.gpu = static_cast<unsigned>(gpu.get<int64_t>());
+  }
+  if (const json& ttl = j->value("ttl", json()); !ttl.is_null()) {
+    std::optional<Millis> d;
+    if (ttl.is_number() && ttl.get<double>() > 0 && ttl.get<double>() < 1e9) {
+      d = Millis(static_cast<int64_t>(ttl.get<double>() * 1000));
+    } else if (ttl.is_string()) {
+      d = parse_duration(ttl.get<std::string>());
+    }
+    if (!d || d->count() <= 0) {
+      return bad("'ttl' must be a duration such as \"30s\" or \"10m\", or seconds, got " +
+                 ttl.dump());
+    }
+    r.ttl = d;
+  }
+  if (j->contains("pid") && !(*j)["pid"].is_null()) {
+    auto pid = pid_field(*j);
+    if (!pid) return pid.error();
+    r.pid = *pid;
+  }
+  auto holder = text(*j, "holder", true);
+  if (!holder) return holder.error();
+  if (*holder && **holder) r.holder = ***holder;
+  return r;
 }
 
 Result<pid_t> parse_pid(const std::string& text) {

@@ -1,11 +1,12 @@
-// The bodies of the outside-worker and app-event routes, read and checked before anything
-// changes: each problem is an error naming the field and what it must be.
+// The bodies of the routes apps use (outside workers, leases, app events), read and checked
+// before anything changes: each problem is an error naming the field and what it must be.
 #pragma once
 
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "core/result.h"
+#include "resources/leases.h"
 #include "resources/outside_workers.h"
 #include "resources/worker_registry.h"
 
@@ -25,6 +26,9 @@ struct AppEvent {
   nlohmann::json data = nlohmann::json::object();
 };
 Result<AppEvent> parse_app_event(const std::string& body);
+
+// POST /api/v1/leases: {vram_mb, gpu?, ttl? ("10m", or seconds), pid?, holder?}.
+Result<LeaseRequest> parse_lease(const std::string& body);
 
 // A PID as a path segment: a positive decimal integer.
 Result<pid_t> parse_pid(const std::string& text);

@@ -1,6 +1,6 @@
 // What an app sends to register, update and publish: each bad body is refused with the field
 // and what it must be, before anything changes.
-#include "api/worker_bodies.h"
+#include "api/app_bodies.h"
 
 #include <gtest/gtest.h>
 
@@ -74,6 +74,27 @@ TEST(WorkerBodies, AnAppEventKeepsItsTypeAndData) {
             parse_app_event(R"({"type": "a b"})").error().message);
   EXPECT_EQ("'type' must be 1 to 128 letters, digits, '.', '_', '-' or ':', got 5",
             parse_app_event(R"({"type": 5})").error().message);
+}
+
+TEST(WorkerBodies, ALeaseNeedsItsSizeAndTakesADurationOrSeconds) {
+  auto l = parse_lease(R"({"vram_mb": 8192, "gpu": 1, "ttl": "10m", "pid": 42, "holder": "nb"})");
+  ASSERT_TRUE(l) << l.error().message;
+  EXPECT_EQ(8192ULL << 20, l->bytes);
+  EXPECT_EQ(1u, l->gpu.value_or(9));
+  EXPECT_EQ(Millis(600'000), l->ttl.value_or(Millis(0)));
+  EXPECT_EQ(42, l->pid.value_or(0));
+  EXPECT_EQ("nb", l->holder);
+  EXPECT_EQ(Millis(1500), parse_lease(R"({"vram_mb": 1, "ttl": 1.5})")->ttl.value_or(Millis(0)));
+  EXPECT_EQ("'vram_mb' must be a positive integer (MiB to reserve), got null",
+            parse_lease("{}").error().message);
+  EXPECT_EQ("'vram_mb' must be a positive integer (MiB to reserve), got 0",
+            parse_lease(R"({"vram_mb": 0})").error().message);
+  EXPECT_EQ("'gpu' must be a GPU index (0, 1, ...), got -1",
+            parse_lease(R"({"vram_mb": 1, "gpu": -1})").error().message);
+  EXPECT_EQ("'ttl' must be a duration such as \"30s\" or \"10m\", or seconds, got \"soon\"",
+            parse_lease(R"({"vram_mb": 1, "ttl": "soon"})").error().message);
+  EXPECT_EQ("'pid' must be a positive integer, got \"me\"",
+            parse_lease(R"({"vram_mb": 1, "pid": "me"})").error().message);
 }
 
 TEST(WorkerBodies, APidInThePathIsAPositiveInteger) {
