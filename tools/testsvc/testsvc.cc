@@ -3,8 +3,8 @@
 // grandchild) is chosen by a flag, so the tests never depend on a real GPU workload. It uses only
 // libc and the standard library, no threads, so that start-up time measures the supervisor and
 // not this program.
+#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -216,31 +216,39 @@ void Handle(int signo) {
   for (;;) pause();
 }
 
+// A numeric address only (or "localhost"): no resolver, so the binary links statically and
+// starts without loading a library.
 int Listen(const Options& o, int& port_out) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* res = nullptr;
-  const std::string port = std::to_string(o.port);
-  if (const int rc = getaddrinfo(o.host.c_str(), port.c_str(), &hints, &res); rc != 0) {
-    Say(stderr, "testsvc: cannot resolve " + o.host + ": " + gai_strerror(rc));
+  const std::string host = o.host == "localhost" ? "127.0.0.1" : o.host;
+  sockaddr_storage at{};
+  socklen_t at_len = 0;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&at);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&at);
+  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(o.port));
+    at_len = sizeof *v4;
+  } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(o.port));
+    at_len = sizeof *v6;
+  } else {
+    Say(stderr, "testsvc: --host must be an IP address or localhost, got " + o.host);
     Exit(1);
   }
-  int fd = -1;
-  int err = 0;
-  for (addrinfo* ai = res; ai != nullptr && fd < 0; ai = ai->ai_next) {
-    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0) continue;
+  const std::string port = std::to_string(o.port);
+  int fd = socket(at.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int err = errno;
+  if (fd >= 0) {
     const int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
+    if (bind(fd, reinterpret_cast<const sockaddr*>(&at), at_len) != 0 ||
+        listen(fd, SOMAXCONN) != 0) {
       err = errno;
       close(fd);
       fd = -1;
     }
   }
-  freeaddrinfo(res);
   if (fd < 0) {
     Say(stderr, "testsvc: cannot listen on " + o.host + ":" + port + ": " + std::strerror(err));
     Exit(1);
