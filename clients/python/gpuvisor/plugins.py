@@ -152,10 +152,10 @@ class PluginRegistry:
             raise
 
     def get_categories(self) -> List[str]:
-        return sorted(self._list(categories="true").get("categories", {}))
+        return sorted(self._list().get("categories", {}))
 
     def get_category_display_name(self, category: str) -> str:
-        return self._list(categories="true").get("categories", {}).get(category, category)
+        return self._list().get("categories", {}).get(category, category)
 
     def get_categories_with_plugins(self) -> List[str]:
         return sorted({p.category for p in self.get_all_plugins()})
