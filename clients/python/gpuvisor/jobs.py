@@ -1,7 +1,7 @@
 """JobClient: gpuvisor's durable job queue (POST /api/v1/plugins/{id}/jobs and /api/v1/jobs)."""
 from typing import Any, Dict, Iterator, List, Optional
 
-from ._http import GpuvisorError, as_client, quote
+from ._http import as_client, quote
 from .events import Event, parse_sse, to_event
 
 FINAL_STATES = ("completed", "failed", "cancelled")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, List, Optional, Set
 
-from ._http import GpuvisorError, as_client, quote
+from ._http import GpuvisorError, as_client
 
 
 class _Clear:
