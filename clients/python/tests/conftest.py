@@ -74,7 +74,7 @@ def read_listen_url(proc, log, timeout=15):
     raise RuntimeError(f"the daemon did not listen: {text!r}; {log.read_text()[-2000:]}")
 
 
-def start_daemon(prefix, config_for):
+def start_daemon(prefix, config_for, token=None):
     build = build_dir()
     root = pathlib.Path(os.environ.get("TEST_TMPDIR", tempfile.gettempdir()))
     root.mkdir(parents=True, exist_ok=True)
@@ -85,6 +85,8 @@ def start_daemon(prefix, config_for):
     env = dict(os.environ, GPUVISOR_NVML_LIBRARY=str(build / "libgpuvisor-fake-nvml.so"),
                FAKE_NVML_DIR=str(tmp / "gpu"))
     env.pop("GPUVISOR_TOKEN", None)
+    if token:
+        env["GPUVISOR_TOKEN"] = token
     log = open(tmp / "daemon.log", "ab")
     proc = subprocess.Popen(
         [str(build / "gpuvisor"), "serve", "--config", str(tmp / "gpuvisor.yaml"),
