@@ -1,7 +1,8 @@
 // The dashboard in headless Chromium (Debian's), driven by Playwright: the daemon runs its
 // embedded demo config on the fake NVML library; the test clicks "ensure" on a service and sees
-// its state, its slice of the GPU bar, the plan and the event log change without a reload,
-// then saves a screenshot.
+// its state, its slice of the GPU bar, the plan and the event log change without a reload; a
+// lease made through the API appears, and the page's "release" ends it; then it saves a
+// screenshot.
 //
 //   node tests/dashboard/dashboard_test.mjs BUILD_DIR     (ctest runs it as "dashboard")
 import { spawn } from "node:child_process";
@@ -59,6 +60,16 @@ try {
   await page.locator("#plans li", { hasText: "tts: GPU 0" }).first().waitFor();
   await page.locator('#events li[data-type="service.state_changed"]', { hasText: "tts" })
     .first().waitFor();
+  // A lease from outside the page shows up live, and the page lets it go.
+  const granted = await fetch(url + "/api/v1/leases", {
+    method: "POST",
+    body: JSON.stringify({ vram_mb: 1024, holder: "notebook", ttl: "1h" }),
+  });
+  if (granted.status !== 201) throw new Error("lease: HTTP " + granted.status + " " + await granted.text());
+  const lease = page.locator("#leases tr", { hasText: "notebook" });
+  await lease.waitFor();
+  await lease.locator('button[data-action="release"]').click();
+  await lease.waitFor({ state: "detached" });
   const shot = path.join(out, "dashboard.png");
   await page.screenshot({ path: shot, fullPage: true });
   if (errors.length) throw new Error("errors in the page: " + errors.join("; "));
