@@ -318,9 +318,11 @@ int build_and_serve(const Config& config, const HostPort& listen, const std::str
       config.daemon.nvml_library.empty() ? default_nvml_library() : config.daemon.nvml_library);
   supervisor.set_gpu_inventory(gpus.get(), config.daemon.preempt_busy_lower);
   WorkerRegistry workers(ProcessTable::system());
-  Leases leases(io.get_executor(), clock, events);
+  Leases leases(io.get_executor(), clock, events, store.dir() + "/leases.json");
+  leases.restore();
   OwnershipTracker owners(supervisor, workers, leases);
-  OutsideWorkers outside(io.get_executor(), workers, events);
+  OutsideWorkers outside(io.get_executor(), workers, events, store.dir() + "/outside_workers.json");
+  outside.restore();
   supervisor.set_ownership(&owners);
   auto plugins = load_plugins(config, store.dir());
   if (!plugins) {

@@ -2,7 +2,9 @@
 // that no placement hands it to a service in the meantime. A lease is granted only where the
 // memory is free now, without evicting anything; the planner then counts it as used (less what
 // its PID already holds, so nothing is counted twice) and names it in refusals. It ends when
-// released, when its ttl runs out (a Clock timer), or when its PID exits (a pidfd).
+// released, when its ttl runs out (a Clock timer), or when its PID exits (a pidfd). Leases are
+// kept in the state directory: a daemon that restarts takes back those whose time is not up
+// and whose PID still runs with the same start time.
 #pragma once
 
 #include <sys/types.h>
@@ -22,6 +24,7 @@
 #include "core/ownership.h"
 #include "core/result.h"
 #include "events/event_bus.h"
+#include "runtime/pidfd.h"
 
 namespace gpuvisor {
 
@@ -41,6 +44,7 @@ struct Lease {
   std::string holder;
   int64_t created_unix_ms = 0;
   int64_t expires_unix_ms = 0;  // 0: until released
+  uint64_t pid_start_time = 0;  // proves pid is still the same process after a daemon restart
 
   nlohmann::json to_json() const;
 };
@@ -50,7 +54,9 @@ class Leases {
   // Where the bytes fit now without evicting anything (the GPU), or why not (Conflict).
   using Fit = std::function<Result<unsigned>(uint64_t bytes, std::optional<unsigned> gpu)>;
 
-  Leases(boost::asio::any_io_executor executor, Clock& clock, EventBus& events);
+  // state_file: where leases are kept (empty: nowhere).
+  Leases(boost::asio::any_io_executor executor, Clock& clock, EventBus& events,
+         std::string state_file = "");
   ~Leases();
   Leases(const Leases&) = delete;
   Leases& operator=(const Leases&) = delete;
@@ -60,6 +66,8 @@ class Leases {
   // NotFound for an unknown id.
   Result<Lease> release(uint64_t id);
   std::vector<Lease> all() const;
+  // Takes back the leases a previous daemon granted that still hold; returns how many.
+  size_t restore();
   // Each lease as a holder of the ownership snapshot, with its PID's tree.
   void add_to(Ownership& owners) const;
 
@@ -70,10 +78,14 @@ class Leases {
     std::unique_ptr<boost::asio::posix::stream_descriptor> pidfd;
   };
   void end(uint64_t id, const char* reason);
+  // Holds lease (its ttl armed, its PID watched) under its id.
+  void keep(const Lease& lease, Pidfd pidfd);
+  void save() const;
 
   boost::asio::any_io_executor executor_;
   Clock& clock_;
   EventBus& events_;
+  std::string state_file_;
   std::map<uint64_t, Held> leases_;
   uint64_t next_id_ = 1;
 };

@@ -3,7 +3,9 @@
 // external conflict, and the planner plans around it. Each registration proves its PID by the
 // process's start time and holds a pidfd on it: the worker leaves the registry on its own when
 // that process exits (worker.unregistered), and a reused PID can never be taken for it.
-// gpuvisor never signals them: they are the app's to stop.
+// gpuvisor never signals them: they are the app's to stop. The registrations are kept in the
+// state directory, so a daemon that restarts (or was SIGKILLed) takes back those whose process
+// still runs with the same start time.
 #pragma once
 
 #include <sys/types.h>
@@ -39,8 +41,9 @@ class OutsideWorkers {
     static Users system();  // /proc/PID's owner, and geteuid()
   };
 
+  // state_file: where registrations are kept (empty: nowhere).
   OutsideWorkers(boost::asio::any_io_executor executor, WorkerRegistry& registry, EventBus& events,
-                 Users users = Users::system());
+                 std::string state_file = "", Users users = Users::system());
   ~OutsideWorkers();
   OutsideWorkers(const OutsideWorkers&) = delete;
   OutsideWorkers& operator=(const OutsideWorkers&) = delete;
@@ -55,13 +58,20 @@ class OutsideWorkers {
 
   static std::string id_for(pid_t pid) { return "outside-" + std::to_string(pid); }
 
+  // Takes back what a previous daemon had registered and still runs; returns how many.
+  size_t restore();
+
  private:
   void watch(pid_t pid);
   void exited(pid_t pid);
+  // Registers info (its PID proved, then watched), or says why not.
+  Status hold(WorkerInfo info);
+  void save() const;
 
   boost::asio::any_io_executor executor_;
   WorkerRegistry& registry_;
   EventBus& events_;
+  std::string state_file_;
   Users users_;
   // The pidfd of each registered worker's process, readable once it has exited.
   std::map<pid_t, std::unique_ptr<boost::asio::posix::stream_descriptor>> pidfds_;

@@ -131,6 +131,40 @@ TEST(Leases, ALeaseIsMemoryNoPlacementTakesUntilItEnds) {
   EXPECT_TRUE(body(d.call("GET", "/api/v1/leases"))["leases"].empty());
 }
 
+// What an app registered is the daemon's to remember: a daemon SIGKILLed and started again
+// still counts the app's worker as the app's and its lease as reserved.
+TEST(OutsideWorkers, AWorkerAndALeaseOutliveADaemonCrash) {
+  const std::string dir = make_temp_dir("apps-crash");
+  FakeGpu gpu(dir, R"({"devices": [{"total_mb": 24576}]})");
+  Daemon d("services: {}\n", dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const pid_t app = start_external(0, 4000);
+  const std::string pid = std::to_string(app);
+  ASSERT_EQ(201, d.call("POST", "/api/v1/workers",
+                        R"({"pid": )" + pid + R"(, "worker_type": "transcription"})")
+                     ->status);
+  ASSERT_EQ(201, d.call("POST", "/api/v1/leases",
+                        R"({"vram_mb": 8000, "holder": "notebook", "pid": )" + pid + "}")
+                     ->status);
+  d.kill9();
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  const auto workers = body(d.call("GET", "/api/v1/workers"))["workers"];
+  ASSERT_EQ(1u, workers.size()) << workers.dump();
+  EXPECT_EQ("outside-" + pid, workers[0]["id"]);
+  EXPECT_EQ("worker:outside-" + pid,
+            body(d.call("GET", "/api/v1/processes"))["processes"][0]["owner"]);
+  const auto leases = body(d.call("GET", "/api/v1/leases"))["leases"];
+  ASSERT_EQ(1u, leases.size()) << leases.dump();
+  EXPECT_EQ("notebook", leases[0]["holder"]);
+  // And the new daemon watches them: the app's process ends, both go.
+  kill(app, SIGTERM);
+  waitpid(app, nullptr, 0);
+  EXPECT_TRUE(eventually([&] {
+    return body(d.call("GET", "/api/v1/workers"))["workers"].empty() &&
+           body(d.call("GET", "/api/v1/leases"))["leases"].empty();
+  }));
+}
+
 TEST(AppEvents, AnAppsEventJoinsTheStreamWithItsOwnType) {
   Daemon d("services: {}\n");
   ASSERT_TRUE(d.start()) << d.stderr_text();

@@ -10,6 +10,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "lib/fakes.h"
+#include "lib/temp_dir.h"
 
 namespace gpuvisor {
 namespace {
@@ -85,6 +86,43 @@ TEST_F(LeasesTest, ARefusalOrADeadPidGrantsNothing) {
   EXPECT_EQ(ErrorCode::kNotFound, dead.error().code);
   EXPECT_TRUE(leases_.all().empty());
   EXPECT_TRUE(events_.since(0).empty());
+}
+
+// A restarted daemon takes back what still holds: not a lease whose time ran out while no
+// daemon watched, nor one whose PID is gone.
+TEST_F(LeasesTest, ARestartTakesBackOnlyTheLeasesThatStillHold) {
+  const std::string file = fresh_dir("leases") + "/leases.json";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sleep", "sleep", "1000", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const pid_t dead = fork();
+  if (dead == 0) {
+    execl("/bin/sleep", "sleep", "1000", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  {
+    Leases before(io_.get_executor(), clock_, events_, file);
+    ASSERT_TRUE(before.grant({kGiB, 0u, Millis(600'000), pid, "notebook"}, fits_on_1));
+    ASSERT_TRUE(before.grant({kGiB, 0u, Millis(60'000), {}, "short"}, fits_on_1));
+    ASSERT_TRUE(before.grant({kGiB, 0u, {}, dead, "gone"}, fits_on_1));
+  }  // the daemon goes; its leases stay on disk
+  kill(dead, SIGKILL);
+  waitpid(dead, nullptr, 0);
+  clock_.advance(Millis(60'000));  // "short" ran out meanwhile
+  Leases after(io_.get_executor(), clock_, events_, file);
+  EXPECT_EQ(1u, after.restore());
+  ASSERT_EQ(1u, after.all().size());
+  EXPECT_EQ("notebook", after.all()[0].holder);
+  clock_.advance(Millis(539'999));
+  EXPECT_EQ(1u, after.all().size());
+  clock_.advance(Millis(1));  // its ttl still counts from when it was granted
+  EXPECT_TRUE(after.all().empty());
+  const auto next = after.grant({kGiB, 0u, {}, {}, ""}, fits_on_1);
+  EXPECT_EQ(4u, next->id);  // ids are never reused
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
 }
 
 }  // namespace

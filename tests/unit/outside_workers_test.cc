@@ -11,6 +11,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "lib/fakes.h"
+#include "lib/temp_dir.h"
 
 namespace gpuvisor {
 namespace {
@@ -89,7 +90,7 @@ TEST_F(OutsideWorkersTest, RefusedWhenDeadTakenOursOrAnotherUsers) {
   EXPECT_EQ(ErrorCode::kNotFound, gone.error().code);
   EXPECT_EQ("pid " + std::to_string(dead) + " is not running", gone.error().message);
 
-  OutsideWorkers as_user(io_.get_executor(), registry_, events_,
+  OutsideWorkers as_user(io_.get_executor(), registry_, events_, "",
                          {[](pid_t) { return std::optional<uid_t>(0); }, 1000});
   auto foreign = as_user.add({getpid(), "llm"}, nobody);
   EXPECT_EQ(ErrorCode::kForbidden, foreign.error().code);
@@ -107,6 +108,32 @@ TEST_F(OutsideWorkersTest, DeletingOneUnregistersItAndLeavesItRunning) {
   EXPECT_EQ(ErrorCode::kNotFound, outside.remove(sleeper_).error().code);
   io_.poll();  // the cancelled watch says nothing
   EXPECT_EQ(1u, events("worker.unregistered"));
+}
+
+TEST_F(OutsideWorkersTest, ARestartedDaemonTakesBackWhatStillRuns) {
+  const std::string file = fresh_dir("outside") + "/outside_workers.json";
+  const pid_t gone = start_sleeper();
+  {
+    OutsideWorkers before(io_.get_executor(), registry_, events_, file);
+    ASSERT_TRUE(before.add({sleeper_, "transcription", "asr"}, nobody));
+    ASSERT_TRUE(before.add({gone, "llm"}, nobody));
+    WorkerUpdate update;
+    update.status = "running";
+    update.loaded_resource = Change<std::string>(std::string("whisper-large-v3"));
+    ASSERT_TRUE(before.update(sleeper_, update));
+  }  // the daemon goes: the registry forgets, the file remembers
+  EXPECT_TRUE(registry_.all().empty());
+  kill(gone, SIGKILL);
+  waitpid(gone, nullptr, 0);
+  OutsideWorkers after(io_.get_executor(), registry_, events_, file);
+  EXPECT_EQ(1u, after.restore());
+  const WorkerInfo* w = registry_.find_main(sleeper_);
+  ASSERT_NE(nullptr, w);
+  EXPECT_EQ("running", w->status);
+  EXPECT_EQ("whisper-large-v3", w->loaded_resource.value_or(""));
+  EXPECT_EQ("asr", w->plugin);
+  kill(sleeper_, SIGKILL);
+  ASSERT_TRUE(run_until(io_, [&] { return registry_.all().empty(); }));
 }
 
 }  // namespace
