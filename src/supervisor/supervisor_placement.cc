@@ -194,6 +194,12 @@ Millis Supervisor::evict(const std::vector<std::string>& victims, const Ownershi
       if (!v->instance) continue;
       grace = v->spec.stop_grace;
       apply(*v, lifecycle::input::Evict{requester});
+      if (v->spec.runtime == RuntimeKind::kExternal) {
+        // Put to sleep, its server keeps running and may keep a residual (vLLM's level-1
+        // sleep does): enough free memory decides, not its PIDs leaving NVML's list.
+        longest = std::max(longest, *grace);
+        continue;
+      }
     } else if (const Holder* holder = owners.find(victim); holder != nullptr && owners_) {
       // Busy or gone since the plan was made: the memory poll finds out what is free.
       grace = owners_->evict(*holder, requester);

@@ -91,6 +91,30 @@ TEST(External, WokenAttributedPutToSleepForRoomAndNeverStopped) {
   EXPECT_EQ(1u, holds(dir));
 }
 
+// vLLM's level-1 sleep leaves a residual in VRAM. The eviction waits for enough free memory,
+// not for the server to vanish from NVML's list, which it never does.
+TEST(External, ASleepThatLeavesAResidualStillMakesRoom) {
+  const std::string dir = make_temp_dir("residual");
+  FakeGpu gpu(dir, kOneGpu);
+  const int port = free_port();
+  Server server{start_testsvc(
+      {"--port", std::to_string(port), "--vram-mb", "16000", "--sleep-residual-mb", "1200"},
+      "listening")};
+  ASSERT_GT(server.pid, 0);
+  Daemon d("services:\n" + external_yaml(port) + big_yaml(free_port()), dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  ASSERT_EQ(0, d.cli({"ensure", "vllm"}).exit_code);
+  // 16000 of 24576 MiB are vllm's; big needs 20000: vllm sleeps down to 1200, and big fits.
+  const auto ensured = d.cli({"ensure", "big"});
+  ASSERT_EQ(0, ensured.exit_code) << ensured.err;
+  EXPECT_EQ("ready", d.service("big")["state"]);
+  EXPECT_TRUE(pid_alive(server.pid));
+  const auto procs = body(d.call("GET", "/api/v1/processes"))["processes"];
+  bool residual = false;
+  for (const auto& p : procs) residual = residual || p["used_bytes"] == 1200ULL << 20;
+  EXPECT_TRUE(residual) << procs.dump();
+}
+
 TEST(External, TheServerExitingIsNoticedAtOnce) {
   const int port = free_port();
   Server server{start_testsvc({"--port", std::to_string(port)}, "listening")};

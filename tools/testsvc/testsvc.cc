@@ -88,6 +88,7 @@ struct Options {
   std::optional<Ns> hang_health_after_ms;
   std::optional<Ns> log_every_ms;
   Ns vram_mb = 0;
+  Ns sleep_residual_mb = 0;  // what /sleep leaves held, as vLLM's level-1 sleep does
   std::optional<Ns> gpu;
 };
 
@@ -131,6 +132,8 @@ Options ParseArgs(int argc, char** argv) {
     else if (flag == "--pid-file") o.pid_file = value();
     else if (flag == "--log-every") o.log_every_ms = ParseNumber(flag, value(), 1, kMaxMs);
     else if (flag == "--vram-mb") o.vram_mb = ParseNumber(flag, value(), 0, Ns{1} << 30);
+    else if (flag == "--sleep-residual-mb")
+      o.sleep_residual_mb = ParseNumber(flag, value(), 0, Ns{1} << 30);
     else if (flag == "--gpu") o.gpu = ParseNumber(flag, value(), 0, 63);
     else UsageError("unknown flag " + std::string(flag));
     // clang-format on
@@ -517,8 +520,15 @@ class Server {
       if (query == "head=partial") c.out = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n";
       return;
     } else if (method == "POST" && path == "/sleep") {
-      // As vLLM's sleep mode: the server stays up and gives its VRAM back.
-      if (!g_hold_path.empty()) unlink(g_hold_path.c_str());
+      // As vLLM's sleep mode: the server stays up and gives its VRAM back, all of it or all but
+      // a residual.
+      if (o_.sleep_residual_mb > 0 && o_.vram_mb > 0) {
+        Options asleep = o_;
+        asleep.vram_mb = o_.sleep_residual_mb;
+        HoldVram(asleep);
+      } else if (!g_hold_path.empty()) {
+        unlink(g_hold_path.c_str());
+      }
       c.out = Response(200, "text/plain", "asleep", c.keep);
     } else if (method == "POST" && path == "/wake_up") {
       if (o_.vram_mb > 0) HoldVram(o_);
