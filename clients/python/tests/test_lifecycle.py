@@ -1,5 +1,6 @@
 """LifecycleManager (seed 002) against testsvc services."""
 import asyncio
+import time
 
 import gpuvisor
 from gpuvisor import ServiceState
@@ -28,10 +29,20 @@ def test_the_service_is_ours_in_the_gpu_views(daemon):
     mgr = gpuvisor.LifecycleManager()
     rm = gpuvisor.ResourceManager()
     assert asyncio.run(mgr.ensure_service("small"))
-    pid = mgr.get_service("small")["pid"]
-    row = next(r for r in rm.get_gpu_processes() if r["pid"] == pid)
-    assert row["owner"] == "small" and row["external"] is False
-    assert asyncio.run(mgr.stop_service("small"))
+    try:
+        pid = mgr.get_service("small")["pid"]
+        # "small" has no health check: it is ready once started, which may be before it has
+        # taken its (simulated) VRAM. Look until it has, or give up.
+        deadline = time.monotonic() + 20
+        row = None
+        while row is None and time.monotonic() < deadline:
+            row = next((r for r in rm.get_gpu_processes() if r["pid"] == pid), None)
+            if row is None:
+                time.sleep(0.02)
+        assert row is not None, "the service never showed in /api/v1/processes"
+        assert row["owner"] == "small" and row["external"] is False
+    finally:
+        assert asyncio.run(mgr.stop_service("small"))
 
 
 def test_phases_unknown_services_and_errors(daemon):
