@@ -44,6 +44,16 @@ Result<Change<std::string>> text(const json& j, const std::string& key, bool nul
   return Change<std::string>(v.get<std::string>());
 }
 
+// "config": absent (nullopt), or an object or null (a plugin's config, or none).
+Result<std::optional<json>> config_field(const json& j) {
+  if (!j.contains("config")) return std::optional<json>();
+  const json& config = j["config"];
+  if (!config.is_object() && !config.is_null()) {
+    return bad("'config' must be an object or null, got " + config.dump());
+  }
+  return std::optional<json>(config);
+}
+
 Result<pid_t> pid_field(const json& j) {
   if (!j.contains("pid")) return bad("'pid' is required: the worker process's PID");
   const json& v = j["pid"];
@@ -81,13 +91,9 @@ Result<OutsideRegistration> parse_registration(const std::string& body) {
   auto plugin_name = text(*j, "plugin_name", true);
   if (!plugin_name) return plugin_name.error();
   if (*plugin_name) r.plugin_name = **plugin_name;
-  if (j->contains("config")) {
-    const json& config = (*j)["config"];
-    if (!config.is_object() && !config.is_null()) {
-      return bad("'config' must be an object or null, got " + config.dump());
-    }
-    r.config = config;
-  }
+  auto config = config_field(*j);
+  if (!config) return config.error();
+  if (*config) r.config = **config;
   return r;
 }
 
@@ -110,13 +116,9 @@ Result<WorkerUpdate> parse_worker_update(const std::string& body) {
     if (!value) return value.error();
     *field = std::move(*value);
   }
-  if (j->contains("config")) {
-    const json& config = (*j)["config"];
-    if (!config.is_object() && !config.is_null()) {
-      return bad("'config' must be an object or null, got " + config.dump());
-    }
-    u.config = config;
-  }
+  auto config = config_field(*j);
+  if (!config) return config.error();
+  u.config = *config;
   return u;
 }
 
