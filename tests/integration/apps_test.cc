@@ -10,15 +10,18 @@
 namespace gpuvisor::itest {
 namespace {
 
+// One service, llm, that needs (and holds) 16000 of the simulated card's 24576 MiB.
+std::string llm_16g_yaml() {
+  const std::string port = std::to_string(free_port());
+  return "services:\n  llm:\n    command: [$TESTSVC, --port, \"" + port +
+         "\", --vram-mb, \"16000\"]\n    vram_mb: 16000\n    health:\n      tcp: 127.0.0.1:" +
+         port + "\n";
+}
+
 TEST(OutsideWorkers, AnAppsWorkerIsOursToCountAndNotToStop) {
   const std::string dir = make_temp_dir("outside");
   FakeGpu gpu(dir, R"({"devices": [{"total_mb": 24576}]})");
-  const std::string port = std::to_string(free_port());
-  Daemon d("services:\n  llm:\n    command: [$TESTSVC, --port, \"" + port +
-               "\", --vram-mb, \"16000\"]\n    vram_mb: 16000\n    health:\n      tcp: "
-               "127.0.0.1:" +
-               port + "\n",
-           dir);
+  Daemon d(llm_16g_yaml(), dir);
   ASSERT_TRUE(d.start()) << d.stderr_text();
   const pid_t app = start_external(0, 12000);  // the app's worker, holding half the card
   const std::string pid = std::to_string(app);
@@ -85,12 +88,7 @@ TEST(OutsideWorkers, BadRegistrationsChangeNothing) {
 TEST(Leases, ALeaseIsMemoryNoPlacementTakesUntilItEnds) {
   const std::string dir = make_temp_dir("lease");
   FakeGpu gpu(dir, R"({"devices": [{"total_mb": 24576}]})");
-  const std::string port = std::to_string(free_port());
-  Daemon d("services:\n  llm:\n    command: [$TESTSVC, --port, \"" + port +
-               "\", --vram-mb, \"16000\"]\n    vram_mb: 16000\n    health:\n      tcp: "
-               "127.0.0.1:" +
-               port + "\n",
-           dir);
+  Daemon d(llm_16g_yaml(), dir);
   ASSERT_TRUE(d.start()) << d.stderr_text();
   const auto granted =
       d.call("POST", "/api/v1/leases", R"({"vram_mb": 10000, "holder": "notebook", "ttl": "1h"})");
