@@ -19,6 +19,12 @@ constexpr Millis kMaxMemoryPoll{4};
 
 constexpr uint64_t kMiB = 1ULL << 20;
 
+// With no plan to choose (no NVML, no vram_mb), a service runs on the GPUs it is pinned to when
+// they are exactly as many as it spans; otherwise it is left to see them all.
+std::vector<unsigned> pinned_set(const ServiceSpec& spec) {
+  return spec.pinned_gpus.size() == spec.gpu_count ? spec.pinned_gpus : std::vector<unsigned>{};
+}
+
 }  // namespace
 
 void Supervisor::set_gpu_inventory(GpuInventory* inventory, bool preempt_busy_lower) {
@@ -30,10 +36,15 @@ void Supervisor::set_gpu_inventory(GpuInventory* inventory, bool preempt_busy_lo
 }
 
 void Supervisor::begin_start(Unit& u, const std::string& why) {
+  // A running external server is already in place: claimed, it needs a plan only to wake.
+  if (u.spec.runtime == RuntimeKind::kExternal && !u.instance && claim(u) &&
+      u.life.state != ServiceState::kSleeping) {
+    return;
+  }
   // A remote service holds no VRAM here; the others need a placement once VRAM is known.
   if (gpus_ == nullptr || !gpus_->available() || u.spec.vram_mb <= 0 ||
       u.spec.runtime == RuntimeKind::kRemote) {
-    launch(u, why, u.spec.gpu);
+    start_placed(u, why, pinned_set(u.spec));
     return;
   }
   const auto queued = std::find_if(placement_queue_.begin(), placement_queue_.end(),
@@ -41,6 +52,15 @@ void Supervisor::begin_start(Unit& u, const std::string& why) {
   if (queued == placement_queue_.end()) placement_queue_.emplace_back(u.spec.name, why);
   apply(u, lifecycle::input::Queued{why});
   if (!placement_) place_next();
+}
+
+// Started where the plan put it: launched, or woken where it sleeps.
+void Supervisor::start_placed(Unit& u, const std::string& why, const std::vector<unsigned>& gpus) {
+  if (u.instance && u.life.state == ServiceState::kSleeping) {
+    apply(u, lifecycle::input::Wake{why});
+    return;
+  }
+  launch(u, why, gpus);
 }
 
 void Supervisor::observe(const GpuSnapshot& snapshot, const Ownership& owners) {
@@ -137,17 +157,18 @@ PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot, const Ownership& o
     s.priority = u->spec.priority;
     s.need_bytes =
         std::max(static_cast<uint64_t>(std::max(0LL, u->spec.vram_mb)) * kMiB, u->measured_bytes);
-    s.running = u->instance != nullptr && holds_vram(u->life.state);
+    s.running = u->instance != nullptr && holds_vram(u->life.state) &&
+                u->life.state != ServiceState::kSleeping;
     s.busy = u->life.state == ServiceState::kBusy;
     s.last_used_ms = u->last_used_ms;
-    s.pinned_gpu = u->spec.gpu;
+    if (!u->spec.pinned_gpus.empty()) s.pinned_gpu = u->spec.pinned_gpus.front();
     s.keep = u->keep_for_phase > 0;
-    s.sleeps = u->spec.runtime == RuntimeKind::kExternal;
-    s.unevictable = s.sleeps && u->spec.external.sleep.empty();
+    s.sleeps = !u->spec.sleep.empty();
+    s.unevictable = u->spec.runtime == RuntimeKind::kExternal && !s.sleeps;
     s.starting_for_request = u->life.state == ServiceState::kStarting && !u->waiters.empty();
     s.recent_uses = u->recent_uses(clock_.now());
     s.reload_seconds = u->life.reload_seconds;
-    s.gpu = u->gpu;
+    if (!u->gpus.empty()) s.gpu = u->gpus.front();
     if (const auto h = held.find(name); h != held.end()) {
       // Where it really holds memory wins over where it was put (adopted ones were not).
       std::tie(s.gpu, s.held_bytes) = most_held(h->second);
@@ -193,13 +214,15 @@ Millis Supervisor::evict(const std::vector<std::string>& victims, const Ownershi
     if (Unit* v = find(victim)) {
       if (!v->instance) continue;
       grace = v->spec.stop_grace;
-      apply(*v, lifecycle::input::Evict{requester});
-      if (v->spec.runtime == RuntimeKind::kExternal) {
+      if (!v->spec.sleep.empty() && v->life.state != ServiceState::kSleeping) {
+        apply(*v, lifecycle::input::Sleep{requester});
         // Put to sleep, its server keeps running and may keep a residual (vLLM's level-1
-        // sleep does): enough free memory decides, not its PIDs leaving NVML's list.
-        longest = std::max(longest, *grace);
+        // sleep does): enough free memory decides, not its PIDs leaving NVML's list. A hook
+        // that fails is followed by a stop.
+        longest = std::max(longest, v->spec.sleep.timeout + *grace);
         continue;
       }
+      apply(*v, lifecycle::input::Evict{requester});
     } else if (const Holder* holder = owners.find(victim); holder != nullptr && owners_) {
       // Busy or gone since the plan was made: the memory poll finds out what is free.
       grace = owners_->evict(*holder, requester);
@@ -219,7 +242,7 @@ Result<Plan> Supervisor::plan(const std::string& name) {
   if (u->spec.vram_mb <= 0) {
     Plan direct;
     direct.ok = true;
-    direct.gpu = u->spec.gpu.value_or(0);
+    direct.gpu = u->spec.pinned_gpus.empty() ? 0 : u->spec.pinned_gpus.front();
     direct.reason = name + " declares no vram_mb: ensure starts it without placement";
     return direct;
   }
@@ -234,12 +257,15 @@ void Supervisor::place_next() {
     placement_queue_.pop_front();
     Unit* u = find(name);
     // Stopped, or already started by someone else, since it queued: nothing to place.
-    if (u == nullptr || !u->life.want_running || u->instance || shutting_down_) continue;
+    const bool asleep = u != nullptr && u->life.state == ServiceState::kSleeping;
+    if (u == nullptr || !u->life.want_running || (u->instance && !asleep) || shutting_down_)
+      continue;
     auto snapshot = gpus_->snapshot();
     if (!snapshot) {
       // VRAM unknown right now: start it as if there were no inventory, and say so.
       spdlog::warn("{}: starting without placement: {}", name, snapshot.error().message);
-      launch(*u, why + " (GPU inventory failed: " + snapshot.error().message + ")", u->spec.gpu);
+      start_placed(*u, why + " (GPU inventory failed: " + snapshot.error().message + ")",
+                   pinned_set(u->spec));
       continue;
     }
     const Ownership owners = ownership();
@@ -256,7 +282,7 @@ void Supervisor::place_next() {
       continue;
     }
     if (plan.evict.empty()) {
-      launch(*u, why + "; " + plan.reason, plan.gpu);
+      start_placed(*u, why + "; " + plan.reason, {plan.gpu});
       continue;
     }
     // Evict, then wait until NVML shows the victims gone and the memory back.
@@ -296,7 +322,7 @@ void Supervisor::await_memory() {
     if (victims_gone && again.ok && again.evict.empty()) {
       const Placement done = std::move(p);
       placement_.reset();
-      launch(*u, done.why, done.gpu);
+      start_placed(*u, done.why, {done.gpu});
       place_next();
       return;
     }
