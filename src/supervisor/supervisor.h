@@ -150,9 +150,9 @@ class Supervisor {
   void victim_stopped();
   Ownership ownership();
   PlanInput plan_input(const GpuSnapshot& snapshot, const Ownership& owners) const;
-  // Stops each victim of a plan (services through the reducer, workers through the
-  // ownership source); their PIDs go in gone, and the longest stop grace comes back.
-  Millis evict(const std::vector<std::string>& victims, const Ownership& owners,
+  // Stops (or puts to sleep) each victim of a plan (services through the reducer, workers through
+  // the ownership source); their PIDs go in gone, and the longest stop grace comes back.
+  Millis evict(const std::vector<Eviction>& victims, const Ownership& owners,
                const std::string& requester, std::vector<pid_t>& gone);
 
   void adopt(Unit& u, std::shared_ptr<Instance> instance, const std::string& why,

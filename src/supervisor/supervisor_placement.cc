@@ -92,7 +92,7 @@ PlanService lease_entry(const Holder& lease, const std::map<unsigned, uint64_t>*
   s.name = lease.owner();
   s.label = lease.label();
   s.running = true;
-  s.gpu = lease.gpu;
+  s.gpus = {lease.gpu};
   s.need_bytes = lease.reserved_bytes;
   if (held != nullptr) {
     const auto on = held->find(lease.gpu);
@@ -114,7 +114,7 @@ Result<unsigned> Supervisor::fit_reservation(uint64_t bytes, std::optional<unsig
   if (!snapshot) return snapshot.error();
   const Plan plan = plan_reserve(plan_input(*snapshot, ownership()), bytes, gpu);
   if (!plan.ok) return make_error(ErrorCode::kConflict, plan.reason);
-  return plan.gpu;
+  return plan.gpus.front();
 }
 
 PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot, const Ownership& owners) const {
@@ -140,20 +140,22 @@ PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot, const Ownership& o
     s.running = u->instance != nullptr && holds_vram(u->life.state);
     s.busy = u->life.state == ServiceState::kBusy;
     s.last_used_ms = u->last_used_ms;
-    s.pinned_gpu = u->spec.gpu;
+    if (u->spec.gpu) s.pinned_gpus = {*u->spec.gpu};
     s.keep = u->keep_for_phase > 0;
     s.sleeps = u->spec.runtime == RuntimeKind::kExternal;
     s.unevictable = s.sleeps && u->spec.external.sleep.empty();
     s.starting_for_request = u->life.state == ServiceState::kStarting && !u->waiters.empty();
     s.recent_uses = u->recent_uses(clock_.now());
     s.reload_seconds = u->life.reload_seconds;
-    s.gpu = u->gpu;
+    if (u->gpu) s.gpus = {*u->gpu};
     if (const auto h = held.find(name); h != held.end()) {
       // Where it really holds memory wins over where it was put (adopted ones were not).
-      std::tie(s.gpu, s.held_bytes) = most_held(h->second);
+      const auto [gpu, bytes] = most_held(h->second);
+      s.gpus = {gpu};
+      s.held_bytes = bytes;
     }
-    if (s.running && !s.gpu && s.need_bytes > 0 && in.devices.size() == 1) {
-      s.gpu = in.devices.front().index;  // not holding memory yet, and there is only one GPU
+    if (s.running && s.gpus.empty() && s.need_bytes > 0 && in.devices.size() == 1) {
+      s.gpus = {in.devices.front().index};  // not holding memory yet, and there is only one GPU
     }
     in.services.push_back(std::move(s));
   }
@@ -174,7 +176,9 @@ PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot, const Ownership& o
     s.priority = holder.priority;
     s.running = true;
     s.busy = holder.busy;
-    std::tie(s.gpu, s.held_bytes) = most_held(h->second);
+    const auto [gpu, bytes] = most_held(h->second);
+    s.gpus = {gpu};
+    s.held_bytes = bytes;
     s.need_bytes = s.held_bytes;
     if (holder.kind == HolderKind::kOutsideWorker) {
       s.unevictable = true;
@@ -185,16 +189,17 @@ PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot, const Ownership& o
   return in;
 }
 
-Millis Supervisor::evict(const std::vector<std::string>& victims, const Ownership& owners,
+Millis Supervisor::evict(const std::vector<Eviction>& victims, const Ownership& owners,
                          const std::string& requester, std::vector<pid_t>& gone) {
   Millis longest{0};
-  for (const auto& victim : victims) {
+  for (const auto& [victim, sleep] : victims) {
     std::optional<Millis> grace;
     if (Unit* v = find(victim)) {
       if (!v->instance) continue;
       grace = v->spec.stop_grace;
       apply(*v, lifecycle::input::Evict{requester});
-      if (v->spec.runtime == RuntimeKind::kExternal) {
+      // The reducer frees an external server only by its sleep hook, whatever the plan says.
+      if (sleep || v->spec.runtime == RuntimeKind::kExternal) {
         // Put to sleep, its server keeps running and may keep a residual (vLLM's level-1
         // sleep does): enough free memory decides, not its PIDs leaving NVML's list.
         longest = std::max(longest, *grace);
@@ -219,7 +224,7 @@ Result<Plan> Supervisor::plan(const std::string& name) {
   if (u->spec.vram_mb <= 0) {
     Plan direct;
     direct.ok = true;
-    direct.gpu = u->spec.gpu.value_or(0);
+    direct.gpus = {u->spec.gpu.value_or(0)};
     direct.reason = name + " declares no vram_mb: ensure starts it without placement";
     return direct;
   }
@@ -246,17 +251,20 @@ void Supervisor::place_next() {
     observe(*snapshot, owners);
     const Plan plan = plan_ensure(plan_input(*snapshot, owners), name);
     // Every decision is an event: who goes, for whom, where, or why nothing can.
+    std::vector<std::string> victims;
+    for (const auto& e : plan.evict) victims.push_back(e.name);
     events_.publish(plan.ok ? "plan.decided" : "plan.refused",
                     {{"service", name},
-                     {"gpu", plan.ok ? nlohmann::json(plan.gpu) : nlohmann::json(nullptr)},
-                     {"evict", plan.evict},
+                     {"gpu", plan.ok ? nlohmann::json(plan.gpus.front()) : nlohmann::json(nullptr)},
+                     {"gpus", plan.gpus},
+                     {"evict", victims},
                      {"reason", plan.reason}});
     if (!plan.ok) {
       apply(*u, lifecycle::input::PlacementFailed{make_error(ErrorCode::kConflict, plan.reason)});
       continue;
     }
     if (plan.evict.empty()) {
-      launch(*u, why + "; " + plan.reason, plan.gpu);
+      launch(*u, why + "; " + plan.reason, plan.gpus.front());
       continue;
     }
     // Evict, then wait until NVML shows the victims gone and the memory back.
@@ -264,7 +272,7 @@ void Supervisor::place_next() {
     const Millis longest_grace = evict(plan.evict, owners, name, gone);
     apply(*u, lifecycle::input::AwaitingMemory{plan.reason});
     placement_ = Placement{name,
-                           plan.gpu,
+                           plan.gpus.front(),
                            std::move(gone),
                            clock_.now() + longest_grace + config_.daemon.vram_release_timeout,
                            kFirstMemoryPoll,
@@ -290,7 +298,7 @@ void Supervisor::await_memory() {
     // Fits once a plan on that GPU needs no more eviction.
     PlanInput in = plan_input(*snapshot, ownership());
     for (auto& s : in.services) {
-      if (s.name == p.name) s.pinned_gpu = p.gpu;
+      if (s.name == p.name) s.pinned_gpus = {p.gpu};
     }
     const Plan again = plan_ensure(in, p.name);
     if (victims_gone && again.ok && again.evict.empty()) {
