@@ -118,7 +118,7 @@ Outcome simulate(const std::vector<Request>& trace, Policy policy) {
           s.name = std::to_string(i);
           s.need_bytes = static_cast<uint64_t>(kModels[i].gib * kGiB);
           s.running = loaded[i];
-          if (loaded[i]) s.gpu = 0;
+          if (loaded[i]) s.gpus = {0};
           s.held_bytes = loaded[i] ? s.need_bytes : 0;
           s.last_used_ms = static_cast<int64_t>(last_used[i] * 1000);
           s.recent_uses = decayed(i, r.at);
@@ -126,7 +126,7 @@ Outcome simulate(const std::vector<Request>& trace, Policy policy) {
           in.services.push_back(s);
         }
         const auto plan = gpuvisor::plan_ensure(in, std::to_string(want));
-        for (const auto& v : plan.evict) victims.push_back(std::stoul(v));
+        for (const auto& v : plan.evict) victims.push_back(std::stoul(v.name));
       } else if (policy == Policy::kStopOthers) {
         victims = order;
       } else {

@@ -11,6 +11,27 @@ namespace gpuvisor {
 
 namespace {
 
+bool on_gpu(const PlanService& s, unsigned gpu) {
+  return std::find(s.gpus.begin(), s.gpus.end(), gpu) != s.gpus.end();
+}
+
+bool allowed_on(const PlanService& s, unsigned gpu) {
+  return s.pinned_gpus.empty() ||
+         std::find(s.pinned_gpus.begin(), s.pinned_gpus.end(), gpu) != s.pinned_gpus.end();
+}
+
+// "0,1"
+std::string gpu_list(const std::vector<unsigned>& gpus) {
+  std::string out;
+  for (const unsigned g : gpus) out += (out.empty() ? "" : ",") + std::to_string(g);
+  return out;
+}
+
+// "GPU 0" or "GPUs 0,1"
+std::string gpus_said(const std::vector<unsigned>& gpus) {
+  return (gpus.size() == 1 ? "GPU " : "GPUs ") + gpu_list(gpus);
+}
+
 struct Option {
   unsigned gpu = 0;
   std::vector<const PlanService*> victims;
@@ -54,7 +75,7 @@ const std::string& said(const PlanService& s) {
 std::string blockers(const PlanInput& in, const PlanService& target, unsigned gpu) {
   std::vector<std::string> parts;
   for (const auto& s : in.services) {
-    if (!s.running || s.gpu != gpu || s.name == target.name) continue;
+    if (!s.running || !on_gpu(s, gpu) || s.name == target.name) continue;
     if (s.priority > target.priority) {
       parts.push_back(said(s) + " (priority " + std::to_string(s.priority) + " > " +
                       std::to_string(target.priority) + ", " + format_bytes(freed_by(s)) + ")");
@@ -101,14 +122,11 @@ std::string why_no_gpu_fits(const PlanInput& in, const PlanService& target) {
   if (in.devices.empty()) return "no GPU to place " + service + " on";
   uint64_t largest = 0;
   for (const auto& d : in.devices) {
-    if (!target.pinned_gpu || *target.pinned_gpu == d.index)
-      largest = std::max(largest, d.total_bytes);
+    if (allowed_on(target, d.index)) largest = std::max(largest, d.total_bytes);
   }
-  const std::string where = target.pinned_gpu ? "GPU " + std::to_string(*target.pinned_gpu) : "";
-  if (target.pinned_gpu && largest == 0) {
-    return service + " is pinned to GPU " + std::to_string(*target.pinned_gpu) +
-           ", which does not exist";
-  }
+  const bool pinned = !target.pinned_gpus.empty();
+  const std::string where = pinned ? gpus_said(target.pinned_gpus) : "";
+  if (pinned && largest == 0) return service + " is pinned to " + where + ", which does not exist";
   const std::string need = service + " needs " + format_bytes(target.need_bytes);
   if (target.need_bytes > largest) {
     return need + " but " + (where.empty() ? "the largest GPU" : where) + " has " +
@@ -124,7 +142,7 @@ std::optional<Option> option_on(const PlanInput& in, const PlanService& target, 
   int64_t free = static_cast<int64_t>(d.free_bytes);
   std::vector<const PlanService*> candidates;
   for (const auto& s : in.services) {
-    if (!s.running || s.gpu != d.index || s.name == target.name) continue;
+    if (!s.running || !on_gpu(s, d.index) || s.name == target.name) continue;
     free -= static_cast<int64_t>(s.need_bytes > s.held_bytes ? s.need_bytes - s.held_bytes : 0);
     if (may_evict(s, target, in.preempt_busy_lower)) candidates.push_back(&s);
   }
@@ -166,7 +184,7 @@ std::optional<Option> option_on(const PlanInput& in, const PlanService& target, 
 int64_t spoken_for_free(const PlanInput& in, const PlanDevice& d) {
   int64_t free = static_cast<int64_t>(d.free_bytes);
   for (const auto& s : in.services) {
-    if (s.running && s.gpu == d.index && s.need_bytes > s.held_bytes)
+    if (s.running && on_gpu(s, d.index) && s.need_bytes > s.held_bytes)
       free -= static_cast<int64_t>(s.need_bytes - s.held_bytes);
   }
   return std::max<int64_t>(free, 0);
@@ -176,7 +194,7 @@ int64_t spoken_for_free(const PlanInput& in, const PlanDevice& d) {
 std::string holders_on(const PlanInput& in, unsigned gpu) {
   std::vector<std::pair<uint64_t, std::string>> all;
   for (const auto& s : in.services) {
-    if (s.running && s.gpu == gpu) all.emplace_back(freed_by(s), said(s));
+    if (s.running && on_gpu(s, gpu)) all.emplace_back(freed_by(s), said(s));
   }
   for (const auto& e : in.external) {
     if (e.gpu == gpu) {
@@ -213,8 +231,8 @@ Plan plan_reserve(const PlanInput& in, uint64_t bytes, std::optional<unsigned> p
   }
   if (best) {
     plan.ok = true;
-    plan.gpu = best->second;
-    plan.reason = "reserve " + format_bytes(bytes) + " on GPU " + std::to_string(plan.gpu);
+    plan.gpus = {best->second};
+    plan.reason = "reserve " + format_bytes(bytes) + " on GPU " + std::to_string(best->second);
   } else if (refusals.empty()) {
     plan.reason =
         want + ": " + (pinned_gpu ? "there is no GPU " + std::to_string(*pinned_gpu) : "no GPU");
@@ -233,11 +251,11 @@ Plan plan_ensure(const PlanInput& in, const std::string& service) {
     return plan;
   }
   const PlanService& target = *target_it;
-  if (target.running && target.gpu) {
+  if (target.running && !target.gpus.empty()) {
     plan.ok = true;
     plan.already_running = true;
-    plan.gpu = *target.gpu;
-    plan.reason = service + " already runs on GPU " + std::to_string(*target.gpu);
+    plan.gpus = target.gpus;
+    plan.reason = service + " already runs on " + gpus_said(target.gpus);
     return plan;
   }
   if (auto refusal = why_no_gpu_fits(in, target); !refusal.empty()) {
@@ -248,7 +266,7 @@ Plan plan_ensure(const PlanInput& in, const std::string& service) {
   std::optional<Option> best;
   std::string refusals;
   for (const auto& d : in.devices) {
-    if (target.pinned_gpu && *target.pinned_gpu != d.index) continue;
+    if (!allowed_on(target, d.index)) continue;
     if (target.need_bytes > d.total_bytes) continue;
     auto option = option_on(in, target, d, refusals);
     if (option && (!best || option->cost() < best->cost())) best = std::move(option);
@@ -259,8 +277,8 @@ Plan plan_ensure(const PlanInput& in, const std::string& service) {
     return plan;
   }
   plan.ok = true;
-  plan.gpu = best->gpu;
-  for (const auto* v : best->victims) plan.evict.push_back(v->name);
+  plan.gpus = {best->gpu};
+  for (const auto* v : best->victims) plan.evict.push_back({v->name, v->sleeps});
   plan.reason = "start " + service + " on GPU " + std::to_string(best->gpu) +
                 (best->victims.empty() ? "" : " after " + evictions(best->victims));
   return plan;

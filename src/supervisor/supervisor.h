@@ -153,9 +153,9 @@ class Supervisor {
   void victim_stopped();
   Ownership ownership();
   PlanInput plan_input(const GpuSnapshot& snapshot, const Ownership& owners) const;
-  // Stops each victim of a plan (services through the reducer, workers through the
-  // ownership source); their PIDs go in gone, and the longest stop grace comes back.
-  Millis evict(const std::vector<std::string>& victims, const Ownership& owners,
+  // Stops (or puts to sleep) each victim of a plan (services through the reducer, workers through
+  // the ownership source); their PIDs go in gone, and the longest stop grace comes back.
+  Millis evict(const std::vector<Eviction>& victims, const Ownership& owners,
                const std::string& requester, std::vector<pid_t>& gone);
 
   bool claim(Unit& u);
@@ -193,12 +193,14 @@ class Supervisor {
   std::unique_ptr<Timer> placement_timer_;
   struct Placement {
     std::string name;
-    unsigned gpu = 0;
+    std::vector<unsigned> gpus;
     std::vector<pid_t> gone;  // the victims' processes, which NVML must stop listing
     SteadyTime deadline;
     Millis interval{1};
     std::string why;
+    int rounds = 1;  // of eviction: a sleep that freed less than hoped is followed by another
   };
+  bool evictions_settling(const std::string& requester) const;
   std::optional<Placement> placement_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -19,9 +19,16 @@ PlanService svc(const std::string& name, int priority, uint64_t gib, int64_t las
 
 PlanService running(PlanService s, unsigned gpu) {
   s.running = true;
-  s.gpu = gpu;
+  s.gpus = {gpu};
   s.held_bytes = s.need_bytes;
   return s;
+}
+
+// The names of what a plan evicts, in order.
+std::vector<std::string> evicted(const Plan& plan) {
+  std::vector<std::string> out;
+  for (const auto& e : plan.evict) out.push_back(e.name);
+  return out;
 }
 
 // One 24 GiB GPU whose free memory is what the running services leave.
@@ -54,7 +61,7 @@ TEST(Planner, EvictsLowestPriorityFirstThenLeastRecentlyUsed) {
                            running(svc("low", 1, 8, 999), 0), svc("want", 10, 12)});
   const auto plan = plan_ensure(in, "want");
   ASSERT_TRUE(plan.ok) << plan.reason;
-  EXPECT_EQ((std::vector<std::string>{"low", "old"}), plan.evict);
+  EXPECT_EQ((std::vector<std::string>{"low", "old"}), evicted(plan));
 }
 
 TEST(Planner, WithinAPriorityKeepsWhatSavesTheMostReloadTimePerByte) {
@@ -66,7 +73,7 @@ TEST(Planner, WithinAPriorityKeepsWhatSavesTheMostReloadTimePerByte) {
   rare_quick.reload_seconds = 5;
   const auto plan = plan_ensure(one_gpu({popular_slow, rare_quick, svc("want", 5, 12)}), "want");
   ASSERT_TRUE(plan.ok) << plan.reason;
-  EXPECT_EQ(std::vector<std::string>{"whisper"}, plan.evict);
+  EXPECT_EQ(std::vector<std::string>{"whisper"}, evicted(plan));
 }
 
 TEST(Planner, EvictsNoMoreThanNeeded) {
@@ -75,7 +82,7 @@ TEST(Planner, EvictsNoMoreThanNeeded) {
       one_gpu({running(svc("small", 1, 2), 0), running(svc("big", 2, 20), 0), svc("want", 5, 20)});
   const auto plan = plan_ensure(in, "want");
   ASSERT_TRUE(plan.ok) << plan.reason;
-  EXPECT_EQ(std::vector<std::string>{"big"}, plan.evict);
+  EXPECT_EQ(std::vector<std::string>{"big"}, evicted(plan));
 }
 
 TEST(Planner, NeverEvictsHigherPriorityAndNamesIt) {
@@ -98,7 +105,7 @@ TEST(Planner, BusyServicesStayUnlessPreemptingStrictlyLowerIsAllowed) {
   in.preempt_busy_lower = true;
   plan = plan_ensure(in, "llm");
   ASSERT_TRUE(plan.ok) << plan.reason;
-  EXPECT_EQ(std::vector<std::string>{"batch"}, plan.evict);
+  EXPECT_EQ(std::vector<std::string>{"batch"}, evicted(plan));
   // Equal priority is never preempted while busy.
   in.services[0].priority = 10;
   EXPECT_FALSE(plan_ensure(in, "llm").ok);
@@ -118,13 +125,13 @@ TEST(Planner, PuttingToSleepGoesBeforeStoppingWithinAPriority) {
   const auto in = one_gpu({running(svc("sdxl", 5, 12, 900), 0), ollama, svc("llm", 10, 12)});
   const auto plan = plan_ensure(in, "llm");
   ASSERT_TRUE(plan.ok) << plan.reason;
-  EXPECT_EQ(std::vector<std::string>{"ollama"}, plan.evict);  // ...no: sleep is cheaper
+  EXPECT_EQ(std::vector<std::string>{"ollama"}, evicted(plan));  // ...no: sleep is cheaper
   EXPECT_EQ("start llm on GPU 0 after putting ollama to sleep", plan.reason);
   // Priority still comes first: a lower-priority service is stopped before a sleeper.
   auto in2 = in;
   in2.services[0].priority = 1;
   const auto plan2 = plan_ensure(in2, "llm");
-  EXPECT_EQ(std::vector<std::string>{"sdxl"}, plan2.evict);
+  EXPECT_EQ(std::vector<std::string>{"sdxl"}, evicted(plan2));
   EXPECT_EQ("start llm on GPU 0 after stopping sdxl", plan2.reason);
 }
 
@@ -147,7 +154,7 @@ TEST(Planner, AServiceStartingForAnotherRequestYieldsOnlyToHigherPriority) {
       << plan.reason;
   plan = plan_ensure(one_gpu({starting, svc("vip", 50, 18)}), "vip");
   ASSERT_TRUE(plan.ok) << plan.reason;
-  EXPECT_EQ(std::vector<std::string>{"tts"}, plan.evict);
+  EXPECT_EQ(std::vector<std::string>{"tts"}, evicted(plan));
 }
 
 TEST(Planner, ExternalProcessesAreNamedWithTheirPid) {
@@ -171,27 +178,27 @@ TEST(Planner, PrefersTheGpuThatNeedsTheLeastEviction) {
   in.services = {running(svc("a", 1, 20), 0), running(svc("b", 1, 12), 1), svc("want", 5, 10)};
   auto plan = plan_ensure(in, "want");
   ASSERT_TRUE(plan.ok) << plan.reason;
-  EXPECT_EQ(1u, plan.gpu);
+  EXPECT_EQ(std::vector<unsigned>{1}, plan.gpus);
   EXPECT_TRUE(plan.evict.empty());
   // When both need an eviction, the one evicting less important work wins.
   in.devices[1].free_bytes = 0;
   in.services[1] = running(svc("b", 3, 24), 1);
   plan = plan_ensure(in, "want");
   ASSERT_TRUE(plan.ok) << plan.reason;
-  EXPECT_EQ(0u, plan.gpu);
-  EXPECT_EQ(std::vector<std::string>{"a"}, plan.evict);
+  EXPECT_EQ(std::vector<unsigned>{0}, plan.gpus);
+  EXPECT_EQ(std::vector<std::string>{"a"}, evicted(plan));
 }
 
 TEST(Planner, APinnedServiceOnlyGoesToItsGpu) {
   PlanInput in;
   in.devices = {{0, 24 * kGiB, 24 * kGiB}, {1, 80 * kGiB, 0}};
   in.services = {running(svc("big", 1, 80), 1), svc("want", 5, 10)};
-  in.services[1].pinned_gpu = 1;
+  in.services[1].pinned_gpus = {1};
   const auto plan = plan_ensure(in, "want");
   ASSERT_TRUE(plan.ok) << plan.reason;
-  EXPECT_EQ(1u, plan.gpu);
-  EXPECT_EQ(std::vector<std::string>{"big"}, plan.evict);
-  in.services[1].pinned_gpu = 7;
+  EXPECT_EQ(std::vector<unsigned>{1}, plan.gpus);
+  EXPECT_EQ(std::vector<std::string>{"big"}, evicted(plan));
+  in.services[1].pinned_gpus = {7};
   EXPECT_EQ("want is pinned to GPU 7, which does not exist", plan_ensure(in, "want").reason);
 }
 
@@ -209,7 +216,7 @@ TEST(Planner, EqualPriorityServicesSwapSoTwoThatDoNotFitTakeTurns) {
   const auto in = one_gpu({running(svc("a", 5, 16), 0), svc("b", 5, 16)});
   const auto plan = plan_ensure(in, "b");
   ASSERT_TRUE(plan.ok) << plan.reason;
-  EXPECT_EQ(std::vector<std::string>{"a"}, plan.evict);
+  EXPECT_EQ(std::vector<std::string>{"a"}, evicted(plan));
   EXPECT_EQ("start b on GPU 0 after stopping a", plan.reason);
 }
 
@@ -221,7 +228,7 @@ TEST(Planner, HoldersAreSaidByTheirLabel) {
   auto in = one_gpu({worker, svc("want", 0, 16)});
   auto plan = plan_ensure(in, "want");
   ASSERT_TRUE(plan.ok) << plan.reason;
-  EXPECT_EQ(std::vector<std::string>{"worker:w-1"}, plan.evict);
+  EXPECT_EQ(std::vector<std::string>{"worker:w-1"}, evicted(plan));
   EXPECT_EQ("start want on GPU 0 after stopping worker w-1 (plugin asr)", plan.reason);
   in.services[0].busy = true;
   plan = plan_ensure(in, "want");
@@ -242,14 +249,14 @@ TEST(Planner, AReservationTakesOnlyFreeMemoryAndNamesWhatIsInTheWay) {
   in.external = {{0, 42, "python3", 0}};
   auto plan = plan_reserve(in, 4 * kGiB, std::nullopt);
   ASSERT_TRUE(plan.ok) << plan.reason;
-  EXPECT_EQ(0u, plan.gpu);  // the tightest fit
+  EXPECT_EQ(std::vector<unsigned>{0}, plan.gpus);  // the tightest fit
   plan = plan_reserve(in, 5 * kGiB, 0u);
   EXPECT_FALSE(plan.ok);
   EXPECT_EQ(
       "cannot reserve 5.0 GiB: GPU 0: 4.0 GiB free; in the way: big (14.0 GiB), loading (8.0 "
       "GiB), external pid 42 python3 (0 MiB)",
       plan.reason);
-  EXPECT_EQ(1u, plan_reserve(in, 5 * kGiB, std::nullopt).gpu);
+  EXPECT_EQ(std::vector<unsigned>{1}, plan_reserve(in, 5 * kGiB, std::nullopt).gpus);
   EXPECT_EQ("cannot reserve 1.0 GiB: there is no GPU 7", plan_reserve(in, kGiB, 7u).reason);
 }
 
