@@ -80,12 +80,16 @@ struct Plan {
   std::string reason;  // why it cannot be placed (when !ok), or what the plan does
 };
 
-// Where to start `service` and what to stop first. Never evicts a service of higher priority
-// than the requester, nor a busy one unless preempt_busy_lower allows it for strictly lower
-// priority. Among what may go: lowest priority first; within a priority, what can be put to
-// sleep before what must be stopped, then the least reload
-// time saved per byte held (recent_uses x reload_seconds / bytes), then least recently used;
-// and no more than needed; on the GPU that needs the least eviction.
+// Where to start `service` (gpu_count GPUs with need_bytes free on each) and what to stop or put
+// to sleep first; a sleeping service wakes where it sleeps, needing what its residual lacks.
+// Never evicts a service of higher priority than the requester, nor a busy one unless
+// preempt_busy_lower allows it for strictly lower priority. Among what may go: lowest priority
+// first; within a priority, sleepers (stopped) before anything awake, what can be put to sleep
+// before what must be stopped, then the least wait saved per byte freed (recent_uses x
+// wake_seconds for a sleep, reload_seconds for a stop), then least recently used; put to sleep
+// only where that frees enough; and no more than needed. Among sets of GPUs: the one whose
+// victims have the lowest top priority, then add the least wait ahead, then are fewest, then
+// throw away the fewest bytes, then the lowest GPUs.
 Plan plan_ensure(const PlanInput& input, const std::string& service);
 
 // Where memory no process holds yet can be reserved (a VRAM lease) without evicting anything:
