@@ -350,10 +350,19 @@ int ClientCommands::status() {
     const long long now = unix_ms_now();
     for (const auto& s : services) {
       const long long pid = s.value("pid", 0LL);
-      std::vector<std::string> row = {text(s, "name"),     text(s, "state"),
-                                      text(s, "mode"),     pid > 0 ? std::to_string(pid) : "-",
-                                      text(s, "priority"), text(s, "vram_mb"),
-                                      text(s, "restarts"), ago(s.value("since_ms", 0LL), now)};
+      std::string gpus;
+      for (const auto& g : s.value("gpus", nlohmann::json::array())) {
+        gpus += (gpus.empty() ? "" : ",") + g.dump();
+      }
+      std::vector<std::string> row = {text(s, "name"),
+                                      text(s, "state"),
+                                      text(s, "mode"),
+                                      pid > 0 ? std::to_string(pid) : "-",
+                                      gpus.empty() ? "-" : gpus,
+                                      text(s, "priority"),
+                                      text(s, "vram_mb"),
+                                      text(s, "restarts"),
+                                      ago(s.value("since_ms", 0LL), now)};
       if (remote) {
         const bool has = s.contains("remote") && s["remote"].is_object();
         row.push_back(has ? fmt::format("${:.2f}", s["remote"].value("cost_usd", 0.0)) : "-");
@@ -361,7 +370,7 @@ int ClientCommands::status() {
       row.push_back(text(s, "reason"));
       rows.push_back(std::move(row));
     }
-    std::vector<std::string> header = {"NAME",     "STATE",   "MODE",     "PID",
+    std::vector<std::string> header = {"NAME",     "STATE",   "MODE",     "PID",  "GPU",
                                        "PRIORITY", "VRAM_MB", "RESTARTS", "SINCE"};
     if (remote) header.push_back("COST");
     header.push_back("REASON");
