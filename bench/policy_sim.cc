@@ -14,10 +14,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -34,20 +36,33 @@ constexpr double kHalfLifeSeconds = 1800;  // as the daemon counts uses (supervi
 constexpr double kMeanGapSeconds = 30;     // between requests
 constexpr double kNever = std::numeric_limits<double>::infinity();
 
+constexpr double kWakeSeconds = 0.3;  // a sleeping server's wake-up (vLLM's level-1 sleep)
+
 struct Model {
   const char* name;
   double gib;
   double load_seconds;
   double keep_alive_seconds;
+  double residual_gib = 0;  // what it keeps on the GPU asleep, in the traces with sleep; 0: cannot
 };
 
-// Sizes and cold-start times of the kind a 48 GB workstation serves.
+// Sizes and cold-start times of the kind a 48 GB workstation serves. The LLM servers can sleep.
 const std::vector<Model> kModels = {
-    {"llama-8b-q4", 5, 12, 300}, {"llama-70b-q4", 40, 95, 600}, {"qwen-14b", 10, 25, 300},
-    {"mistral-7b", 6, 14, 300},  {"vllm-8b", 20, 90, 1800},     {"sdxl", 8, 20, 600},
-    {"flux", 24, 45, 600},       {"video", 30, 60, 900},        {"whisper", 4, 8, 300},
-    {"tts", 2, 5, 300},          {"embed", 1.5, 4, 1800},       {"rerank", 1, 3, 1800},
-    {"llava", 9, 22, 300},       {"code-34b", 20, 50, 600},     {"sd15", 4, 9, 300},
+    {"llama-8b-q4", 5, 12, 300, 1},
+    {"llama-70b-q4", 40, 95, 600, 2},
+    {"qwen-14b", 10, 25, 300, 1.5},
+    {"mistral-7b", 6, 14, 300, 1},
+    {"vllm-8b", 20, 90, 1800, 2},
+    {"sdxl", 8, 20, 600},
+    {"flux", 24, 45, 600},
+    {"video", 30, 60, 900},
+    {"whisper", 4, 8, 300},
+    {"tts", 2, 5, 300},
+    {"embed", 1.5, 4, 1800},
+    {"rerank", 1, 3, 1800},
+    {"llava", 9, 22, 300, 1.5},
+    {"code-34b", 20, 50, 600, 2},
+    {"sd15", 4, 9, 300},
     {"musicgen", 6, 15, 300},
 };
 
@@ -144,16 +159,57 @@ std::vector<double> next_requests(const std::vector<Request>& trace) {
 struct Outcome {
   double wait_seconds = 0;
   size_t loads = 0;
+  size_t wakes = 0;
+};
+
+enum class State { kOff, kAwake, kAsleep };
+
+// One step of making room: put an awake service to sleep, or stop it (awake or asleep).
+struct Eviction {
+  size_t model = 0;
+  bool sleep = false;
 };
 
 struct Sim {
   double gpu_gib = 48;
-  std::vector<bool> loaded = std::vector<bool>(kModels.size(), false);
+  bool sleep = false;  // services with a residual sleep instead of stopping
+  std::vector<State> state = std::vector<State>(kModels.size(), State::kOff);
   std::vector<double> next_use = std::vector<double>(kModels.size(), kNever);
   double used_gib = 0;
 
+  bool can_sleep(size_t i) const { return sleep && kModels[i].residual_gib > 0; }
+  double held(size_t i) const {
+    if (state[i] == State::kAwake) return kModels[i].gib;
+    return state[i] == State::kAsleep ? kModels[i].residual_gib : 0;
+  }
+  // What serving i takes on top of what it holds.
+  double needs(size_t i) const { return kModels[i].gib - held(i); }
   double free_gib() const { return gpu_gib - used_gib; }
+  // What e frees.
+  double frees(const Eviction& e) const {
+    return e.sleep ? kModels[e.model].gib - kModels[e.model].residual_gib : held(e.model);
+  }
+  void apply(const Eviction& e) {
+    used_gib -= frees(e);
+    state[e.model] = e.sleep ? State::kAsleep : State::kOff;
+  }
 };
+
+// In the given order: put to sleep (or stop, if it cannot sleep) each awake service until want
+// fits; then, if that was not enough, stop sleeping ones in the same order.
+std::vector<Eviction> in_order(const Sim& sim, size_t want, const std::vector<size_t>& order) {
+  Sim after = sim;
+  std::vector<Eviction> out;
+  for (const bool asleep_pass : {false, true}) {
+    for (const size_t i : order) {
+      if (after.free_gib() >= after.needs(want)) return out;
+      if (i == want || after.state[i] != (asleep_pass ? State::kAsleep : State::kAwake)) continue;
+      out.push_back({i, !asleep_pass && after.can_sleep(i)});
+      after.apply(out.back());
+    }
+  }
+  return out;
+}
 
 // Offline: knows when each loaded service is next requested. To make room it evicts first the
 // service whose reload costs least for the memory it frees and the time until it is needed again
@@ -164,35 +220,58 @@ struct Sim {
 // load / GiB / distance 385.6 h, a knapsack for the victim set of least sum load / distance
 // 384.2 h, load / GiB^a / distance^b for a in 0..0.75 and b in 0.75..2 382.0-390.7 h;
 // load / sqrt(GiB) / distance 382.1 h, kept. Without the final trim: 396-398 h.
-std::vector<size_t> bound_victims(const Sim& sim, size_t want, double now) {
-  std::vector<std::pair<double, size_t>> order;  // cost, service
-  for (size_t i = 0; i < kModels.size(); ++i) {
-    if (!sim.loaded[i] || i == want) continue;
-    const double distance = std::max(sim.next_use[i] - now, 1e-3);
-    order.emplace_back(kModels[i].load_seconds / std::sqrt(kModels[i].gib) / distance, i);
-  }
-  std::sort(order.begin(), order.end());
-  std::vector<size_t> victims;
-  double free_gib = sim.free_gib();
-  for (const auto& [cost, i] : order) {
-    if (free_gib >= kModels[want].gib) break;
-    victims.push_back(i);
-    free_gib += kModels[i].gib;
-  }
-  for (size_t v = victims.size(); v-- > 0;) {
-    if (free_gib - kModels[victims[v]].gib >= kModels[want].gib) {
-      free_gib -= kModels[victims[v]].gib;
-      victims.erase(victims.begin() + static_cast<std::ptrdiff_t>(v));
+// With sleep the steps are priced the same way: a sleep costs the wake-up and frees all but
+// the residual; stopping a sleeping service costs the load less the wake-up and frees the
+// residual (it becomes a candidate once its sleep is chosen).
+std::vector<Eviction> bound_evictions(const Sim& sim, size_t want, double now) {
+  Sim after = sim;
+  const auto price = [&](const Eviction& e) {
+    const double distance = std::max(after.next_use[e.model] - now, 1e-3);
+    const Model& m = kModels[e.model];
+    const double cost = e.sleep                                  ? kWakeSeconds
+                        : after.state[e.model] == State::kAsleep ? m.load_seconds - kWakeSeconds
+                                                                 : m.load_seconds;
+    return cost / std::sqrt(after.frees(e)) / distance;
+  };
+  std::vector<Eviction> chosen;
+  std::vector<double> freed;
+  while (after.free_gib() < after.needs(want)) {
+    std::optional<std::pair<double, Eviction>> best;
+    for (size_t i = 0; i < kModels.size(); ++i) {
+      if (i == want || after.state[i] == State::kOff) continue;
+      const Eviction e{i, after.state[i] == State::kAwake && after.can_sleep(i)};
+      const double p = price(e);
+      if (!best || p < best->first) best = {{p, e}};
     }
+    chosen.push_back(best->second);
+    freed.push_back(after.frees(best->second));
+    after.apply(best->second);
   }
-  return victims;
+  // Undo, the last chosen first, what turned out not to be needed; a sleep stays when the stop
+  // that followed it stays.
+  double spare = after.free_gib() - after.needs(want);
+  std::vector<bool> kept(chosen.size(), true);
+  for (size_t c = chosen.size(); c-- > 0;) {
+    bool followed = false;
+    for (size_t later = c + 1; later < chosen.size(); ++later)
+      followed = followed || (kept[later] && chosen[later].model == chosen[c].model);
+    if (followed || spare - freed[c] < 0) continue;
+    spare -= freed[c];
+    kept[c] = false;
+  }
+  std::vector<Eviction> out;
+  for (size_t c = 0; c < chosen.size(); ++c) {
+    if (kept[c]) out.push_back(chosen[c]);
+  }
+  return out;
 }
 
 Outcome simulate(const std::vector<Request>& trace, const std::vector<double>& next_request,
-                 Policy policy, double gpu_gib) {
+                 Policy policy, double gpu_gib, bool sleep) {
   const size_t n = kModels.size();
   Sim sim;
   sim.gpu_gib = gpu_gib;
+  sim.sleep = sleep;
   std::vector<bool> measured(n, false);
   std::vector<double> last_used(n, -1e18), uses(n, 0), uses_at(n, 0);
   for (size_t k = trace.size(); k-- > 0;) sim.next_use[trace[k].model] = trace[k].at;
@@ -203,14 +282,26 @@ Outcome simulate(const std::vector<Request>& trace, const std::vector<double>& n
   for (size_t k = 0; k < trace.size(); ++k) {
     const auto& r = trace[k];
     const size_t want = r.model;
-    if (!sim.loaded[want]) {
-      std::vector<size_t> victims;
+    if (sim.state[want] != State::kAwake) {
+      std::vector<Eviction> evictions;
       std::vector<size_t> order;
       for (size_t i = 0; i < n; ++i) {
-        if (sim.loaded[i]) order.push_back(i);
+        if (sim.state[i] != State::kOff && i != want) order.push_back(i);
       }
-      if (policy == Policy::kBound) {
-        victims = bound_victims(sim, want, r.at);
+      if (policy == Policy::kStopOthers) {
+        // Everything else that is awake goes on every miss, whether or not it is in the way;
+        // then, if need be, what sleeps.
+        Sim after = sim;
+        for (const size_t i : order) {
+          if (sim.state[i] != State::kAwake) continue;
+          evictions.push_back({i, sim.can_sleep(i)});
+          after.apply(evictions.back());
+        }
+        for (const auto& e : in_order(after, want, order)) evictions.push_back(e);
+      } else if (sim.free_gib() >= sim.needs(want)) {
+        // room already
+      } else if (policy == Policy::kBound) {
+        evictions = bound_evictions(sim, want, r.at);
       } else if (policy == Policy::kGpuvisor) {
         PlanInput in;
         in.devices = {{0, static_cast<uint64_t>(sim.gpu_gib * kGiB),
@@ -219,18 +310,16 @@ Outcome simulate(const std::vector<Request>& trace, const std::vector<double>& n
           PlanService s;
           s.name = std::to_string(i);
           s.need_bytes = static_cast<uint64_t>(kModels[i].gib * kGiB);
-          s.running = sim.loaded[i];
-          if (sim.loaded[i]) s.gpu = 0;
-          s.held_bytes = sim.loaded[i] ? s.need_bytes : 0;
+          s.running = sim.state[i] == State::kAwake;
+          if (s.running) s.gpu = 0;
+          s.held_bytes = s.running ? s.need_bytes : 0;
           s.last_used_ms = static_cast<int64_t>(last_used[i] * 1000);
           s.recent_uses = decayed(i, r.at);
           s.reload_seconds = measured[i] ? kModels[i].load_seconds : 0;  // known once loaded
           in.services.push_back(s);
         }
         const auto plan = gpuvisor::plan_ensure(in, std::to_string(want));
-        for (const auto& v : plan.evict) victims.push_back(std::stoul(v));
-      } else if (policy == Policy::kStopOthers) {
-        victims = order;
+        for (const auto& v : plan.evict) evictions.push_back({std::stoul(v), false});
       } else {
         std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
           if (policy == Policy::kKeepAlive) {
@@ -239,22 +328,23 @@ Outcome simulate(const std::vector<Request>& trace, const std::vector<double>& n
           }
           return last_used[a] < last_used[b];
         });
-        double free_gib = sim.free_gib();
-        for (const size_t i : order) {
-          if (free_gib >= kModels[want].gib) break;
-          victims.push_back(i);
-          free_gib += kModels[i].gib;
-        }
+        evictions = in_order(sim, want, order);
       }
-      for (const size_t v : victims) {
-        sim.loaded[v] = false;
-        sim.used_gib -= kModels[v].gib;
+      for (const auto& e : evictions) sim.apply(e);
+      if (sim.free_gib() < sim.needs(want) - 1e-9) {
+        std::cerr << name_of(policy) << " left too little room\n";
+        std::exit(1);
       }
-      sim.loaded[want] = true;
+      if (sim.state[want] == State::kAsleep) {
+        out.wait_seconds += kWakeSeconds;
+        ++out.wakes;
+      } else {
+        out.wait_seconds += kModels[want].load_seconds;
+        ++out.loads;
+      }
+      sim.used_gib += sim.needs(want);
+      sim.state[want] = State::kAwake;
       measured[want] = true;
-      sim.used_gib += kModels[want].gib;
-      out.wait_seconds += kModels[want].load_seconds;
-      ++out.loads;
     }
     sim.next_use[want] = next_request[k];
     last_used[want] = r.at;
@@ -303,7 +393,7 @@ int main(int argc, char** argv) {
         const auto trace = make_trace(shape, requests, seed);
         const auto next = next_requests(trace);
         for (size_t p = 0; p < kPolicyCount; ++p) {
-          const auto o = simulate(trace, next, kPolicies[p], gpu);
+          const auto o = simulate(trace, next, kPolicies[p], gpu, false);
           total[p].wait_seconds += o.wait_seconds;
           total[p].loads += o.loads;
         }
