@@ -311,7 +311,7 @@ Outcome simulate(const std::vector<Request>& trace, const std::vector<double>& n
           s.name = std::to_string(i);
           s.need_bytes = static_cast<uint64_t>(kModels[i].gib * kGiB);
           s.running = sim.state[i] == State::kAwake;
-          if (s.running) s.gpu = 0;
+          if (s.running) s.gpus = {0};
           s.held_bytes = s.running ? s.need_bytes : 0;
           s.last_used_ms = static_cast<int64_t>(last_used[i] * 1000);
           s.recent_uses = decayed(i, r.at);
@@ -319,7 +319,7 @@ Outcome simulate(const std::vector<Request>& trace, const std::vector<double>& n
           in.services.push_back(s);
         }
         const auto plan = gpuvisor::plan_ensure(in, std::to_string(want));
-        for (const auto& v : plan.evict) evictions.push_back({std::stoul(v), false});
+        for (const auto& v : plan.evict) evictions.push_back({std::stoul(v.name), false});
       } else {
         std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
           if (policy == Policy::kKeepAlive) {

@@ -27,9 +27,12 @@ nlohmann::json gpus_json(const GpuSnapshot& snapshot) {
 }
 
 nlohmann::json plan_json(const Plan& plan) {
+  std::vector<std::string> victims;
+  for (const auto& e : plan.evict) victims.push_back(e.name);
   return {{"ok", plan.ok},
-          {"gpu", plan.ok ? nlohmann::json(plan.gpu) : nlohmann::json(nullptr)},
-          {"evict", plan.evict},
+          {"gpu", plan.ok ? nlohmann::json(plan.gpus.front()) : nlohmann::json(nullptr)},
+          {"gpus", plan.gpus},
+          {"evict", victims},
           {"already_running", plan.already_running},
           {"reason", plan.reason}};
 }

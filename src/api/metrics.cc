@@ -8,9 +8,10 @@ namespace gpuvisor {
 
 namespace {
 
-constexpr ServiceState kStates[] = {
-    ServiceState::kStopped,  ServiceState::kStarting, ServiceState::kReady,  ServiceState::kBusy,
-    ServiceState::kStopping, ServiceState::kError,    ServiceState::kUnknown};
+constexpr ServiceState kStates[] = {ServiceState::kStopped,  ServiceState::kStarting,
+                                    ServiceState::kReady,    ServiceState::kBusy,
+                                    ServiceState::kStopping, ServiceState::kError,
+                                    ServiceState::kUnknown,  ServiceState::kSleeping};
 
 // A label value as the text format wants it: backslash, quote and newline escaped.
 std::string esc(std::string_view v) {

@@ -147,7 +147,9 @@ class Loader {
   void check_runtime_fields(const Field& entry, const std::string& service,
                             const ServiceSpec& spec);
   void read_docker(const Field& f, const std::string& service, DockerSpec& docker);
-  void read_external(const Field& f, const std::string& service, ExternalSpec& external);
+  void read_external(const Field& f, const std::string& service, ServiceSpec& spec);
+  void read_gpus(const Field& f, std::vector<unsigned>& out);
+  void check_gpus(const Field& entry, const std::string& service, ServiceSpec& spec);
   void read_remote(const Field& f, const std::string& service, RemoteSpec& remote);
   void read_hook(const Field& f, const std::string& service, HookSpec& hook);
 

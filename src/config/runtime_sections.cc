@@ -42,7 +42,7 @@ void Loader::check_runtime_fields(const Field& entry, const std::string& service
                                      ": a remote service needs remote.provision, remote.status "
                                      "and remote.terminate (commands)");
     }
-    if (spec.vram_mb > 0 || spec.gpu) {
+    if (spec.vram_mb > 0 || !spec.pinned_gpus.empty()) {
       report(key_mark(spec.vram_mb > 0 ? "vram_mb" : "gpu"),
              service +
                  ": a remote service uses no local GPU; describe it with remote.gpu_type "
@@ -102,13 +102,15 @@ void Loader::read_docker(const Field& f, const std::string& service, DockerSpec&
   visit_map(f.value, "in 'docker' of " + service, handlers);
 }
 
-void Loader::read_external(const Field& f, const std::string& service, ExternalSpec& external) {
+void Loader::read_external(const Field& f, const std::string& service, ServiceSpec& spec) {
   if (!expect_map(f, "a map")) return;
+  ExternalSpec& external = spec.external;
+  // external.sleep and external.wake came first; they still work, as the service's own hooks.
   const Handlers handlers = {
       {"pid_file", checked(external.pid_file, is_absolute, kAbsolutePath)},
       {"port", number(external.port, 1, 65535)},
-      {"sleep", [&](const Field& g) { read_hook(g, service, external.sleep); }},
-      {"wake", [&](const Field& g) { read_hook(g, service, external.wake); }},
+      {"sleep", [&](const Field& g) { read_hook(g, service, spec.sleep); }},
+      {"wake", [&](const Field& g) { read_hook(g, service, spec.wake); }},
   };
   visit_map(f.value, "in 'external' of " + service, handlers);
 }
@@ -148,6 +150,12 @@ void Loader::read_remote(const Field& f, const std::string& service, RemoteSpec&
 }
 
 void Loader::read_hook(const Field& f, const std::string& service, HookSpec& hook) {
+  if (!hook.empty()) {  // read already, as the service's own or as external's
+    report(f.key_node.Mark(), service + ": 'external." + f.key + "' and '" + f.key +
+                                  "' are the same hook; keep one (the service's '" + f.key +
+                                  "', which every runtime has)");
+    return;
+  }
   if (!expect_map(f, "a map with 'http' or 'exec'")) return;
   const Handlers handlers = {
       {"http", checked(hook.http, is_http_url, "a URL starting with http://")},

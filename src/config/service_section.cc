@@ -1,4 +1,5 @@
 // A service's entry: its plain settings, health check and proxy, and the checks across services.
+#include <algorithm>
 #include <limits>
 
 #include "config/loader.h"
@@ -53,11 +54,8 @@ bool Loader::read_service(const Field& entry, ServiceSpec& spec) {
       {"env", [&](const Field& g) { read_env(g, spec.env); }},
       {"cwd", checked(spec.cwd, is_absolute, kAbsolutePath)},
       {"vram_mb", number(spec.vram_mb, 0)},
-      {"gpu",
-       [this, &spec](const Field& g) {
-         unsigned index = 0;
-         if (read_int(g, index, 0, 63)) spec.gpu = index;
-       }},
+      {"gpu", [&](const Field& g) { read_gpus(g, spec.pinned_gpus); }},
+      {"gpus", number(spec.gpu_count, 1, 64)},
       {"priority", number(spec.priority, std::numeric_limits<int>::min())},
       {"phases", [&](const Field& g) { read_phases(g, spec.phases); }},
       {"health", [&](const Field& g) { read_health(g, service, spec.health); }},
@@ -71,7 +69,9 @@ bool Loader::read_service(const Field& entry, ServiceSpec& spec) {
       {"pid_file", checked(spec.pid_file, is_absolute, kAbsolutePath)},
       {"conda_env", checked(spec.conda_env, valid_conda_env, kCondaEnv)},
       {"docker", [&](const Field& g) { read_docker(g, service, spec.docker); }},
-      {"external", [&](const Field& g) { read_external(g, service, spec.external); }},
+      {"external", [&](const Field& g) { read_external(g, service, spec); }},
+      {"sleep", [&](const Field& g) { read_hook(g, service, spec.sleep); }},
+      {"wake", [&](const Field& g) { read_hook(g, service, spec.wake); }},
       {"remote", [&](const Field& g) { read_remote(g, service, spec.remote); }},
       {"proxy", [&](const Field& g) { read_proxy(g, service, spec.proxy); }},
       {"idle_ttl", duration(spec.idle_ttl, false)},
@@ -86,8 +86,9 @@ bool Loader::read_service(const Field& entry, ServiceSpec& spec) {
     report(key_mark(entry, "command"),
            service +
                ": an external service has no 'command': gpuvisor does not start it "
-               "(use external.wake to load it)");
+               "(use 'wake' to load it)");
   }
+  check_gpus(entry, service, spec);
   check_runtime_fields(entry, service, spec);
   return problems_.size() == problems_before;
 }
@@ -160,6 +161,48 @@ void Loader::read_env(const Field& f, std::map<std::string, std::string>& out) {
     }
   };
   visit_map(f.value, "", {}, variable);
+}
+
+// `gpu: 1` or `gpu: [0, 1]`: the GPUs it may run on, each listed once.
+void Loader::read_gpus(const Field& f, std::vector<unsigned>& out) {
+  if (f.value.IsScalar()) {
+    unsigned index = 0;
+    if (read_int(f, index, 0, 63)) out = {index};
+    return;
+  }
+  if (!f.value.IsSequence() || f.value.size() == 0) {
+    bad_value(
+        f, " must be a GPU index or a list of them (e.g. 0 or [0, 1]), got " + describe(f.value));
+    return;
+  }
+  for (const auto& item : f.value) {
+    unsigned index = 0;
+    if (!read_int(Field{f.key, f.key_node, item}, index, 0, 63)) continue;
+    if (std::find(out.begin(), out.end(), index) != out.end()) {
+      report(item.Mark(), "GPU " + std::to_string(index) + " is listed twice in 'gpu'");
+      continue;
+    }
+    out.push_back(index);
+  }
+}
+
+// A pinned list names the GPUs to choose from: by default it spans them all, and never more.
+void Loader::check_gpus(const Field& entry, const std::string& service, ServiceSpec& spec) {
+  const bool has_count = entry.value.IsMap() && entry.value["gpus"];
+  if (!has_count && !spec.pinned_gpus.empty()) {
+    spec.gpu_count = static_cast<unsigned>(spec.pinned_gpus.size());
+  }
+  if (!spec.pinned_gpus.empty() && spec.gpu_count > spec.pinned_gpus.size()) {
+    report(key_mark(entry, "gpus"),
+           service + ": 'gpus: " + std::to_string(spec.gpu_count) + "' but 'gpu' lists only " +
+               std::to_string(spec.pinned_gpus.size()) + " GPU" +
+               (spec.pinned_gpus.size() == 1 ? "" : "s") + " to choose from");
+  }
+  const bool set_given = spec.pinned_gpus.size() == spec.gpu_count;
+  if (spec.gpu_count > 1 && spec.vram_mb <= 0 && !set_given) {
+    report(key_mark(entry, "gpus"), service + ": 'gpus: " + std::to_string(spec.gpu_count) +
+                                        "' needs vram_mb (per GPU) to place it");
+  }
 }
 
 void Loader::read_phases(const Field& f, std::vector<int>& out) {

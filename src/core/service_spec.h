@@ -68,12 +68,11 @@ struct HookSpec {
 };
 
 // A server someone else runs (an Ollama, a vLLM, a system daemon). gpuvisor health-checks it,
-// counts its VRAM as the service's, and frees that VRAM through `sleep` instead of stopping it.
+// counts its VRAM as the service's, and frees that VRAM through the service's `sleep` hook
+// instead of stopping it; without one it is never evicted.
 struct ExternalSpec {
   std::string pid_file;  // its processes: the PID in this file and its descendants
   unsigned port = 0;     // or: the process listening on this TCP port, and its descendants
-  HookSpec sleep;        // frees its VRAM; without it the service is never evicted
-  HookSpec wake;         // loads again; optional where the server loads on the first request
 };
 
 // A rented machine (a cloud GPU), driven through the provider's commands. provision prints one
@@ -127,9 +126,11 @@ struct ServiceSpec {
   std::map<std::string, std::string> env;
   std::string cwd;
 
-  long long vram_mb = 0;
-  std::optional<unsigned> gpu;  // placement rule: only this GPU index; unset: any
-  int priority = 0;             // higher = more important
+  long long vram_mb = 0;  // per GPU, on each of the gpu_count GPUs it spans
+  // Placement rule: only these GPU indexes (`gpu: 1` or `gpu: [0, 1]`); empty: any.
+  std::vector<unsigned> pinned_gpus;
+  unsigned gpu_count = 1;  // GPUs it spans (`gpus: N`; tensor parallel), each given vram_mb
+  int priority = 0;        // higher = more important
   std::vector<int> phases;
 
   HealthSpec health;
@@ -143,6 +144,12 @@ struct ServiceSpec {
   Millis restart_reset_after{Millis(60'000)};  // ready this long: the restart count starts over
 
   std::string pid_file;  // adopt an instance someone else started, if its PID is alive
+
+  // Frees most of its VRAM while the process keeps running (vLLM's /sleep, ComfyUI's /free,
+  // Ollama's keep_alive 0): an eviction then puts it to sleep instead of stopping it, and the
+  // next ensure runs `wake` and its health check instead of a cold start.
+  HookSpec sleep;
+  HookSpec wake;  // optional where the server loads again on its first request
 
   ProxySpec proxy;
   // Stopped after it has been ready this long with nothing using it (no ensure, no job, no

@@ -6,7 +6,7 @@
 namespace gpuvisor {
 
 namespace {
-constexpr std::array<std::pair<ServiceState, const char*>, 7> kNames{{
+constexpr std::array<std::pair<ServiceState, const char*>, 8> kNames{{
     {ServiceState::kStopped, "stopped"},
     {ServiceState::kStarting, "starting"},
     {ServiceState::kReady, "ready"},
@@ -14,6 +14,7 @@ constexpr std::array<std::pair<ServiceState, const char*>, 7> kNames{{
     {ServiceState::kStopping, "stopping"},
     {ServiceState::kError, "error"},
     {ServiceState::kUnknown, "unknown"},
+    {ServiceState::kSleeping, "sleeping"},
 }};
 }  // namespace
 

@@ -11,6 +11,10 @@
 //
 //     unknown: adopted after a daemon restart (or from a pid_file), not yet probed;
 //              the first probe moves it to ready, or to error.
+//
+//     sleeping: ready ── evicted by its sleep hook ──► sleeping ── ensure: wake hook ──► starting
+//               The process runs on and keeps its RAM; its VRAM is mostly freed (a residual
+//               stays, measured once it settles). Stop and exit work as from ready.
 #pragma once
 
 #include <optional>
@@ -26,6 +30,7 @@ enum class ServiceState {
   kStopping,  // asked to stop, process not yet gone; may still hold VRAM
   kError,     // failed (crash, start timeout, restart limit); may hold VRAM if a process is left
   kUnknown,   // adopted, not yet probed; assumed to hold VRAM
+  kSleeping,  // process runs, VRAM released by its sleep hook but a residual; serves nothing
 };
 
 const char* to_string(ServiceState state);

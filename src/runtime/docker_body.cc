@@ -34,7 +34,7 @@ void add_port(json& exposed, json& bindings, const std::string& text) {
 
 }  // namespace
 
-json container_create_body(const ServiceSpec& spec, std::optional<unsigned> gpu,
+json container_create_body(const ServiceSpec& spec, const std::vector<unsigned>& gpus,
                            const std::vector<std::pair<std::string, std::string>>& env) {
   const auto& d = spec.docker;
   json body = {{"Image", d.image}, {"Labels", {{kServiceLabel, spec.name}}}};
@@ -60,11 +60,13 @@ json container_create_body(const ServiceSpec& spec, std::optional<unsigned> gpu,
   }
   // The NVIDIA container runtime numbers GPUs as NVML does, so the planner's index carries over.
   json request = {{"Driver", "nvidia"}, {"Capabilities", {{"gpu"}}}};
-  if (d.gpus == DockerSpec::Gpus::kAll || (d.gpus == DockerSpec::Gpus::kPlaced && !gpu)) {
+  if (d.gpus == DockerSpec::Gpus::kAll || (d.gpus == DockerSpec::Gpus::kPlaced && gpus.empty())) {
     request["Count"] = -1;
     host["DeviceRequests"] = {request};
   } else if (d.gpus == DockerSpec::Gpus::kPlaced) {
-    request["DeviceIDs"] = {std::to_string(*gpu)};
+    json ids = json::array();
+    for (const unsigned g : gpus) ids.push_back(std::to_string(g));
+    request["DeviceIDs"] = ids;
     host["DeviceRequests"] = {request};
   }
   body["HostConfig"] = host;

@@ -21,7 +21,7 @@ inline constexpr const char* kServiceLabel = "io.gpuvisor.service";
 std::string owned_container_name(const ServiceSpec& spec);
 
 // POST /containers/create body. env: the spec's env plus what the daemon adds.
-nlohmann::json container_create_body(const ServiceSpec& spec, std::optional<unsigned> gpu,
+nlohmann::json container_create_body(const ServiceSpec& spec, const std::vector<unsigned>& gpus,
                                      const std::vector<std::pair<std::string, std::string>>& env);
 
 // The fields of GET /containers/{id}/json that gpuvisor uses, checked.

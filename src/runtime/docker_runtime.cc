@@ -277,7 +277,7 @@ asio::awaitable<void> DockerInstance::launch(std::shared_ptr<DockerInstance> sel
       // Inside the container the NVIDIA runtime renumbers its GPUs from 0.
       if (kv.first.rfind("CUDA_", 0) != 0) env.push_back(kv);
     }
-    const std::string body = container_create_body(spec, options.gpu, env).dump();
+    const std::string body = container_create_body(spec, options.gpus, env).dump();
     const std::string create = "/containers/create?name=" + url_encode(name);
     auto reply = co_await client.call("POST", create, body, kCallTimeout);
     if (reply && reply->status == 409) {

@@ -21,24 +21,6 @@ namespace asio = boost::asio;
 
 namespace {
 
-// Empty on success, else what went wrong.
-asio::awaitable<std::string> run_hook(HookSpec hook) {
-  if (!hook.http.empty()) {
-    const auto r = co_await http_request(hook.method, hook.http, hook.body, hook.timeout);
-    const std::string what = hook.method + " " + hook.http;
-    if (!r.error.empty()) co_return what + ": " + r.error;
-    if (r.status < 200 || r.status >= 300) {
-      const std::string body = last_line(r.body);
-      co_return what + ": HTTP " + std::to_string(r.status) + (body.empty() ? "" : ": " + body);
-    }
-    co_return "";
-  }
-  const auto r = co_await run_command(hook.exec, hook.timeout, true);
-  if (r.ok()) co_return "";
-  const std::string said = last_line(r.output);
-  co_return hook.exec.front() + ": " + r.describe() + (said.empty() ? "" : ": " + said);
-}
-
 class ExternalInstance : public Instance, public std::enable_shared_from_this<ExternalInstance> {
  public:
   ExternalInstance(asio::any_io_executor executor, const ServiceSpec& spec, InstanceRecord record,
@@ -64,8 +46,8 @@ class ExternalInstance : public Instance, public std::enable_shared_from_this<Ex
   }
 
   static asio::awaitable<void> wake(std::shared_ptr<ExternalInstance> self) {
-    if (!self->spec_.external.wake.empty()) {
-      const std::string failed = co_await run_hook(self->spec_.external.wake);
+    if (!self->spec_.wake.empty()) {
+      const std::string failed = co_await run_hook(self->spec_.wake);
       if (!failed.empty()) {
         self->exit_with("wake hook failed: " + failed);
         co_return;
@@ -99,11 +81,11 @@ class ExternalInstance : public Instance, public std::enable_shared_from_this<Ex
     StopOutcome outcome;
     if (self->exited_) {
       outcome.how = "stopped";
-    } else if (self->spec_.external.sleep.empty()) {
+    } else if (self->spec_.sleep.empty()) {
       outcome.how =
           "left running: it has no sleep hook, and gpuvisor does not stop external services";
     } else {
-      const std::string failed = co_await run_hook(self->spec_.external.sleep);
+      const std::string failed = co_await run_hook(self->spec_.sleep);
       outcome.how = failed.empty() ? "put to sleep (its VRAM released by the sleep hook)"
                                    : "sleep hook failed: " + failed + "; it may still hold VRAM";
       if (!failed.empty()) spdlog::warn("{}: {}", self->spec_.name, outcome.how);
@@ -222,9 +204,19 @@ Result<std::shared_ptr<Instance>> ExternalRuntime::adopt(const InstanceRecord& r
   return std::shared_ptr<Instance>(instance);
 }
 
+// Its server, when one runs where the spec says to look: claimed before any plan is made.
 Result<std::shared_ptr<Instance>> ExternalRuntime::adopt_existing(const ServiceSpec& spec,
-                                                                  ExitCallback) {
-  return make_error(ErrorCode::kNotFound, spec.name + ": external services are woken, not adopted");
+                                                                  ExitCallback on_exit) {
+  if (spec.external.port == 0 && spec.external.pid_file.empty()) {
+    return make_error(ErrorCode::kNotFound, spec.name + ": no port or pid_file to find it by");
+  }
+  auto instance =
+      std::make_shared<ExternalInstance>(executor_, spec, record_for(spec), std::move(on_exit));
+  instance->attach();
+  if (instance->record().pid <= 0) {
+    return make_error(ErrorCode::kNotFound, spec.name + ": its server is not running");
+  }
+  return std::shared_ptr<Instance>(instance);
 }
 
 }  // namespace gpuvisor

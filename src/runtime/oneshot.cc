@@ -195,4 +195,21 @@ asio::awaitable<CommandOutcome> run_command(std::vector<std::string> argv, Milli
   co_return out;
 }
 
+asio::awaitable<std::string> run_hook(HookSpec hook) {
+  if (!hook.http.empty()) {
+    const auto r = co_await http_request(hook.method, hook.http, hook.body, hook.timeout);
+    const std::string what = hook.method + " " + hook.http;
+    if (!r.error.empty()) co_return what + ": " + r.error;
+    if (r.status < 200 || r.status >= 300) {
+      const std::string body = last_line(r.body);
+      co_return what + ": HTTP " + std::to_string(r.status) + (body.empty() ? "" : ": " + body);
+    }
+    co_return "";
+  }
+  const auto r = co_await run_command(hook.exec, hook.timeout, true);
+  if (r.ok()) co_return "";
+  const std::string said = last_line(r.output);
+  co_return hook.exec.front() + ": " + r.describe() + (said.empty() ? "" : ": " + said);
+}
+
 }  // namespace gpuvisor

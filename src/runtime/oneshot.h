@@ -1,5 +1,5 @@
 // One bounded action, run without blocking the executor: an HTTP request or a command. Health
-// checks, external services' sleep and wake hooks, and remote providers' commands all use these.
+// checks, services' sleep and wake hooks, and remote providers' commands all use these.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/duration.h"
+#include "core/service_spec.h"
 #include "runtime/exit_info.h"
 
 namespace gpuvisor {
@@ -55,5 +56,9 @@ std::string last_line(std::string text);
 // Runs argv as a ChildProcess (its tree killed whole at the timeout) and waits for its exit.
 boost::asio::awaitable<CommandOutcome> run_command(std::vector<std::string> argv, Millis timeout,
                                                    bool capture);
+
+// Runs a sleep or wake hook (its HTTP request, or its command): empty on success, else what went
+// wrong ("POST http://...: HTTP 500: out of memory").
+boost::asio::awaitable<std::string> run_hook(HookSpec hook);
 
 }  // namespace gpuvisor

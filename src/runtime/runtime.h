@@ -32,6 +32,7 @@ struct InstanceRecord {
   RuntimeKind runtime = RuntimeKind::kProcess;
   std::string container{};  // docker: the container's name; remote: the instance id
   int restarts = 0;         // the supervisor's: automatic restarts in a row up to this instance
+  bool asleep = false;      // put to sleep by its hook: adopted asleep, never probed as ready
 };
 
 // "pid 123" or "container 3f2a…" for messages.
@@ -62,7 +63,7 @@ class Instance {
 struct LaunchOptions {
   std::string log_path;
   std::vector<std::pair<std::string, std::string>> extra_env;
-  std::optional<unsigned> gpu = std::nullopt;  // the planner's choice (extra_env says it too)
+  std::vector<unsigned> gpus{};  // the planner's choice (extra_env says it too); empty: none
 };
 
 // Called once, on the executor, when the main process exits.

@@ -3,70 +3,10 @@
 #include <algorithm>
 
 #include "core/duration.h"
+#include "supervisor/lifecycle_reducer.h"
 #include "supervisor/readiness.h"
 
-namespace gpuvisor::lifecycle {
-
-namespace {
-
-// One step's work on a copy of the state: each handler is the rule for one input.
-class Reducer {
- public:
-  Reducer(UnitState state, const Context& context) : context_(context), spec_(context.spec) {
-    out_.state = std::move(state);
-  }
-  Step take() { return std::move(out_); }
-
-  void on(const input::Ensure& in);
-  void on(const input::Stop& in);
-  void on(const input::Acquire& in);
-  void on(const input::Release& in);
-  void on(const input::WaiterTimedOut& in);
-  void on(const input::Shutdown& in);
-  void on(const input::Adopted& in);
-  void on(const input::NotAdopted& in) { s().last_exit = in.why; }
-  void on(const input::ResumeRestart& in);
-  void on(const input::NewInstance& in);
-  void on(const input::Launched& in);
-  void on(const input::LaunchFailed& in);
-  void on(const input::Queued& in);
-  void on(const input::AwaitingMemory& in);
-  void on(const input::PlacementFailed& in);
-  void on(const input::Evict& in);
-  void on(const input::ProbeDone& in);
-  void on(const input::TimerFired& in);
-  void on(const input::Exited& in);
-  void on(const input::StopDone& in);
-  void on(const input::Cleaned& in);
-
- private:
-  UnitState& s() { return out_.state; }
-  SteadyTime now() const { return context_.now; }
-  template <typename E>
-  void emit(E e) {
-    out_.effects.emplace_back(std::move(e));
-  }
-
-  void set_state(ServiceState to, std::string reason);
-  void arm(TimerKind kind, SteadyTime at) { emit(effect::Arm{kind, at, s().generation}); }
-  void cancel_timers();
-  void cancel_backoff();
-  void arm_backoff(SteadyTime at);
-  void arm_idle();
-  void fail_waiters(Error error, bool with_log = false);
-  void resolve_waiters();
-  void begin_stop(Millis grace, const std::string& why);
-  void watch_startup();
-  void readiness_probe();
-  void on_ready(const std::string& detail);
-  void on_liveness(const input::ProbeDone& in);
-  void on_failure(const std::string& what, bool failed, bool engine_unreachable = false);
-  Millis backoff(int attempts) const;
-
-  const Context& context_;
-  const ServiceSpec& spec_;
-  Step out_;
-};
+namespace gpuvisor::lifecycle::detail {
 
 void Reducer::set_state(ServiceState to, std::string reason) {
   const ServiceState from = s().state;
@@ -81,7 +21,8 @@ void Reducer::set_state(ServiceState to, std::string reason) {
 }
 
 void Reducer::cancel_timers() {
-  for (const auto kind : {TimerKind::kProbe, TimerKind::kStartup, TimerKind::kIdle}) {
+  for (const auto kind :
+       {TimerKind::kProbe, TimerKind::kStartup, TimerKind::kIdle, TimerKind::kSettle}) {
     emit(effect::Cancel{kind});
   }
   cancel_backoff();
@@ -124,6 +65,10 @@ void Reducer::on(const input::Ensure& in) {
     case ServiceState::kUnknown:
     case ServiceState::kStopping:  // StopDone starts it again: want_running is set
       s().waiters.push_back(in.waiter);
+      return;
+    case ServiceState::kSleeping:  // woken once placed: its memory may have to be made again
+      s().waiters.push_back(in.waiter);
+      emit(effect::Start{"ensure requested: waking it"});
       return;
     case ServiceState::kStopped:
     case ServiceState::kError:
@@ -189,8 +134,8 @@ void Reducer::on(const input::Shutdown& in) {
     return;
   }
   // A pending restart stays recorded: the next daemon carries it out.
-  for (const auto kind :
-       {TimerKind::kProbe, TimerKind::kStartup, TimerKind::kBackoff, TimerKind::kIdle}) {
+  for (const auto kind : {TimerKind::kProbe, TimerKind::kStartup, TimerKind::kBackoff,
+                          TimerKind::kIdle, TimerKind::kSettle}) {
     emit(effect::Cancel{kind});
   }
 }
@@ -208,6 +153,10 @@ void Reducer::on(const input::Adopted& in) {
   if (in.restarts) s().restarts = *in.restarts;
   s().has_instance = true;
   s().adopted = true;
+  if (in.asleep) {
+    set_state(ServiceState::kSleeping, in.why);  // woken, through placement, when ensured
+    return;
+  }
   s().want_running = true;
   set_state(ServiceState::kUnknown, in.why);
   // It may have been adopted mid-start: give it the whole startup window to become healthy.
@@ -217,6 +166,8 @@ void Reducer::on(const input::Adopted& in) {
 void Reducer::on(const input::NewInstance&) {
   cancel_backoff();
   ++s().generation;
+  s().instance_generation = s().live_generation = s().generation;
+  s().residual_bytes = 0;  // a new process: what the last one kept asleep says nothing of it
 }
 
 void Reducer::on(const input::Launched& in) {
@@ -237,17 +188,26 @@ void Reducer::on(const input::LaunchFailed& in) {
   fail_waiters(in.error);
 }
 
+// A sleeping service waits to be woken still asleep: it holds its residual, and serves nothing.
 void Reducer::on(const input::Queued& in) {
-  set_state(ServiceState::kStarting, in.why + "; waiting for its turn to be placed on a GPU");
+  const bool asleep = s().state == ServiceState::kSleeping;
+  set_state(asleep ? ServiceState::kSleeping : ServiceState::kStarting,
+            in.why + "; waiting for its turn to be placed on a GPU");
 }
 
 void Reducer::on(const input::AwaitingMemory& in) {
-  set_state(ServiceState::kStarting, "waiting for GPU memory: " + in.plan);
+  const bool asleep = s().state == ServiceState::kSleeping;
+  set_state(asleep ? ServiceState::kSleeping : ServiceState::kStarting,
+            "waiting for GPU memory: " + in.plan);
 }
 
 void Reducer::on(const input::PlacementFailed& in) {
   s().want_running = false;
-  set_state(ServiceState::kError, in.error.message);
+  if (s().state == ServiceState::kSleeping) {
+    set_state(ServiceState::kSleeping, "asleep; cannot wake it: " + in.error.message);
+  } else {
+    set_state(ServiceState::kError, in.error.message);
+  }
   fail_waiters(in.error);
 }
 
@@ -302,7 +262,9 @@ void Reducer::on_ready(const std::string& detail) {
   s().last_probe.clear();
   s().ready_at = now();
   s().engine_retries = 0;
-  if (!s().adopted) {  // an adopted instance's start-up was not watched from its beginning
+  if (std::exchange(s().waking, false)) {
+    s().wake_seconds = std::chrono::duration<double>(now() - s().wake_started).count();
+  } else if (!s().adopted) {  // an adopted instance's start-up was not watched from its start
     s().reload_seconds = std::chrono::duration<double>(now() - s().started_at).count();
   }
   set_state(ServiceState::kReady, spec_.health.empty() ? "running (no health check configured)"
@@ -365,11 +327,15 @@ void Reducer::on(const input::TimerFired& in) {
       s().want_running = false;
       begin_stop(spec_.stop_grace, "idle for " + format_duration(spec_.idle_ttl) + " (idle_ttl)");
       return;
+    case TimerKind::kSettle:
+      read_vram();
+      return;
   }
 }
 
 void Reducer::on(const input::Exited& in) {
-  if (in.generation != s().generation) return;  // an exit we asked for, or stale
+  // An exit we asked for (a stop or a failure moved the generation on), or stale.
+  if (in.generation != s().instance_generation || s().live_generation != s().generation) return;
   s().last_exit = in.description;
   emit(effect::Note{in.description, effect::Note::Prefix::kInstance});
   if (in.planned) {
@@ -386,8 +352,11 @@ void Reducer::on(const input::Exited& in) {
     return;
   }
   const bool was_starting = s().state == ServiceState::kStarting;
-  on_failure(was_starting ? s().last_exit + " while starting" : s().last_exit, !in.success,
-             in.engine_unreachable);
+  const bool was_asleep = s().state == ServiceState::kSleeping;
+  on_failure(was_starting ? s().last_exit + " while starting"
+             : was_asleep ? s().last_exit + " while asleep"
+                          : s().last_exit,
+             !in.success, in.engine_unreachable);
 }
 
 // restart_backoff doubled per attempt already made, capped at restart_backoff_max.
@@ -474,10 +443,12 @@ void Reducer::on(const input::Cleaned& in) {
   if (s().restart_delay) arm_backoff(now() + *s().restart_delay);
 }
 
-}  // namespace
+}  // namespace gpuvisor::lifecycle::detail
+
+namespace gpuvisor::lifecycle {
 
 Step step(UnitState state, const Input& in, const Context& context) {
-  Reducer reducer(std::move(state), context);
+  detail::Reducer reducer(std::move(state), context);
   std::visit([&](const auto& i) { reducer.on(i); }, in);
   return reducer.take();
 }

@@ -7,7 +7,8 @@
 // Generations: ensure-driven starts, stops and failures bump UnitState::generation. Effects that
 // complete later (a probe, a stop, a timer) carry the generation they were made in, and an input
 // that comes back with an older one changes nothing: a completion after a newer operation is
-// stale (STYLE.md practice 5).
+// stale (STYLE.md practice 5). Putting an instance to sleep and waking it bump the generation
+// too, but the instance lives on: its exit still counts (UnitState::live_generation).
 #pragma once
 
 #include <cstdint>
@@ -24,8 +25,11 @@
 namespace gpuvisor::lifecycle {
 
 // A unit's timers: one of each at most, armed and cancelled by effects.
-enum class TimerKind { kProbe, kStartup, kBackoff, kIdle };
-inline constexpr int kTimerKinds = 4;
+enum class TimerKind { kProbe, kStartup, kBackoff, kIdle, kSettle };
+inline constexpr int kTimerKinds = 5;
+
+// The service's own hooks, run by the interpreter.
+enum class Hook { kSleep, kWake };
 
 using WaiterId = uint64_t;
 
@@ -33,6 +37,10 @@ struct UnitState {
   ServiceState state = ServiceState::kStopped;
   std::string reason = "not started";
   uint64_t generation = 0;
+  // The instance's exit counts while generation is live_generation (set when it was started or
+  // adopted, and by sleep and wake, which keep it); instance_generation is the one it reports.
+  uint64_t instance_generation = 0;
+  uint64_t live_generation = 0;
   bool has_instance = false;  // a process, container or remote instance of ours exists
   bool adopted = false;       // that instance was taken over, not started by us
   // Desired state: set by ensure, cleared by stop. Automatic restarts happen only while set.
@@ -53,6 +61,14 @@ struct UnitState {
   int liveness_failures = 0;
   int busy_holds = 0;         // acquires not yet released
   double reload_seconds = 0;  // its last start-up, from spawn to healthy
+  double wake_seconds = 0;    // its last wake, from the wake hook to healthy
+  bool waking = false;        // the start in progress is a wake: it times wake_seconds
+  SteadyTime wake_started{};
+  // What it still held once its VRAM readings settled after its last sleep (per GPU, the most).
+  uint64_t residual_bytes = 0;
+  std::optional<uint64_t> last_reading;  // while settling
+  int steady_readings = 0;
+  SteadyTime settle_deadline{};
   std::string last_exit;
   std::string last_probe;
   std::vector<WaiterId> waiters;       // ensures waiting for ready
@@ -85,6 +101,7 @@ struct Shutdown {
 struct Adopted {
   std::string why;
   std::optional<int> restarts;  // the restart budget spent, as the last daemon left it
+  bool asleep = false;          // it was put to sleep (or its server found unloaded)
 };
 struct NotAdopted {
   std::string why;
@@ -114,6 +131,24 @@ struct PlacementFailed {  // refused, or the memory did not come back in time
 };
 struct Evict {
   std::string for_service;
+};
+// Make room by putting it to sleep (its sleep hook) instead of stopping it.
+struct Sleep {
+  std::string for_service;
+};
+// Placed again: a sleeping service runs its wake hook, then its health check.
+struct Wake {
+  std::string why;
+};
+struct HookDone {
+  uint64_t generation;
+  Hook hook;
+  std::string error;  // empty: it succeeded
+};
+// What the instance holds now, per GPU the most: read while its memory settles after a sleep.
+struct VramReading {
+  uint64_t generation;
+  uint64_t bytes;
 };
 struct ProbeDone {
   uint64_t generation;
@@ -149,7 +184,8 @@ using Input =
     std::variant<input::Ensure, input::Stop, input::Acquire, input::Release, input::WaiterTimedOut,
                  input::Shutdown, input::Adopted, input::NotAdopted, input::ResumeRestart,
                  input::NewInstance, input::Launched, input::LaunchFailed, input::Queued,
-                 input::AwaitingMemory, input::PlacementFailed, input::Evict, input::ProbeDone,
+                 input::AwaitingMemory, input::PlacementFailed, input::Evict, input::Sleep,
+                 input::Wake, input::HookDone, input::VramReading, input::ProbeDone,
                  input::TimerFired, input::Exited, input::StopDone, input::Cleaned>;
 
 namespace effect {
@@ -181,6 +217,13 @@ struct StopInstance {
   bool cleanup = false;  // after a failure: completes as Cleaned, else as StopDone
 };
 struct KillNow {};  // a forced stop overtakes the graceful one in progress
+struct RunHook {    // completes as HookDone
+  Hook hook;
+  uint64_t generation;
+};
+struct ReadVram {  // completes as VramReading, where NVML can tell
+  uint64_t generation;
+};
 // The instance is gone: forget it and its record; after "stop" or "failure" say so as an event.
 struct DropInstance {
   std::string after;
@@ -209,10 +252,11 @@ struct PendingRestart {
 };
 }  // namespace effect
 
-using Effect = std::variant<effect::Publish, effect::Arm, effect::Cancel, effect::Probe,
-                            effect::Start, effect::StopInstance, effect::KillNow,
-                            effect::DropInstance, effect::Note, effect::Resolve, effect::Fail,
-                            effect::ResolveStops, effect::VictimStopped, effect::PendingRestart>;
+using Effect =
+    std::variant<effect::Publish, effect::Arm, effect::Cancel, effect::Probe, effect::Start,
+                 effect::StopInstance, effect::KillNow, effect::RunHook, effect::ReadVram,
+                 effect::DropInstance, effect::Note, effect::Resolve, effect::Fail,
+                 effect::ResolveStops, effect::VictimStopped, effect::PendingRestart>;
 
 struct Context {
   const ServiceSpec& spec;

@@ -28,7 +28,8 @@ nlohmann::json to_json(const InstanceRecord& r) {
           {"cgroup", r.cgroup},
           {"from_pid_file", r.from_pid_file},
           {"started_unix_ms", r.started_unix_ms},
-          {"restarts", r.restarts}};
+          {"restarts", r.restarts},
+          {"asleep", r.asleep}};
 }
 
 Result<InstanceRecord> from_json(const nlohmann::json& j) {
@@ -52,6 +53,7 @@ Result<InstanceRecord> from_json(const nlohmann::json& j) {
     r.from_pid_file = j.value("from_pid_file", false);
     r.started_unix_ms = j.value("started_unix_ms", int64_t{0});
     r.restarts = j.value("restarts", 0);
+    r.asleep = j.value("asleep", false);
   } catch (const nlohmann::json::exception& e) {
     return make_error(ErrorCode::kBadRequest, e.what());
   }

@@ -57,7 +57,7 @@ ServiceView Supervisor::view(const Unit& u) const {
   v.restarts = u.life.restarts;
   v.last_exit = u.life.last_exit;
   v.last_probe = u.life.last_probe;
-  if (u.instance) v.gpu = u.gpu;
+  if (u.instance) v.gpus = u.gpus;
   v.measured_vram_bytes = u.measured_bytes;
   v.details = runtime_.details(u.spec);
   return v;

@@ -47,7 +47,7 @@ struct ServiceView {
   int restarts = 0;                  // automatic restarts in a row
   std::string last_exit;             // "exited with status 3", or empty
   std::string last_probe;            // detail of the last failed health check, or empty
-  std::optional<unsigned> gpu;       // the GPU it was placed on, if the planner placed it
+  std::vector<unsigned> gpus;        // the GPUs it was placed on, if the planner placed it
   uint64_t measured_vram_bytes = 0;  // the most it was seen holding
   nlohmann::json details;            // what its runtime tracks beyond state (remote: cost)
 };
@@ -132,6 +132,8 @@ class Supervisor {
   void apply(Unit& u, const lifecycle::Input& in);
   void perform(Unit& u, const lifecycle::Effect& effect);
   void probe(Unit& u, const lifecycle::effect::Probe& p);
+  void run_hook(Unit& u, const lifecycle::effect::RunHook& h);
+  void read_vram(Unit& u, uint64_t generation);
   void drop_instance(Unit& u, const std::string& after);
   void note(Unit& u, const lifecycle::effect::Note& n);
   void persist_restart(Unit& u, const lifecycle::effect::PendingRestart& p);
@@ -141,7 +143,8 @@ class Supervisor {
   // Starts u: through the planner (evicting what must go, waiting for the VRAM) when there is
   // a GPU inventory and u declares vram_mb; directly otherwise.
   void begin_start(Unit& u, const std::string& why);
-  void launch(Unit& u, const std::string& why, std::optional<unsigned> gpu);
+  void launch(Unit& u, const std::string& why, const std::vector<unsigned>& gpus);
+  void start_placed(Unit& u, const std::string& why, const std::vector<unsigned>& gpus);
   // Placement, one service at a time so two plans never evict each other's services.
   void place_next();
   // Starts the placed service once NVML shows the victims gone and the memory free: checked
@@ -150,13 +153,17 @@ class Supervisor {
   void victim_stopped();
   Ownership ownership();
   PlanInput plan_input(const GpuSnapshot& snapshot, const Ownership& owners) const;
-  // Stops each victim of a plan (services through the reducer, workers through the
-  // ownership source); their PIDs go in gone, and the longest stop grace comes back.
-  Millis evict(const std::vector<std::string>& victims, const Ownership& owners,
+  // Stops (or puts to sleep) each victim of a plan (services through the reducer, workers through
+  // the ownership source); their PIDs go in gone, and the longest stop grace comes back.
+  Millis evict(const std::vector<Eviction>& victims, const Ownership& owners,
                const std::string& requester, std::vector<pid_t>& gone);
 
+  bool claim(Unit& u);
   void adopt(Unit& u, std::shared_ptr<Instance> instance, const std::string& why,
-             std::optional<int> restarts = std::nullopt);
+             std::optional<int> restarts = std::nullopt, bool asleep = false);
+  // What an instance's processes hold now on the GPU where they hold the most (NVML); nothing
+  // when VRAM cannot be read.
+  std::optional<uint64_t> held_now(const Instance& instance) const;
   // Restarts a previous daemon was waiting out the backoff of when it went down.
   void resume_pending_restarts();
   // A pid_file that exists but names nothing adoptable (stale, reused PID) is worth a line.
@@ -186,12 +193,14 @@ class Supervisor {
   std::unique_ptr<Timer> placement_timer_;
   struct Placement {
     std::string name;
-    unsigned gpu = 0;
+    std::vector<unsigned> gpus;
     std::vector<pid_t> gone;  // the victims' processes, which NVML must stop listing
     SteadyTime deadline;
     Millis interval{1};
     std::string why;
+    int rounds = 1;  // of eviction: a sleep that freed less than hoped is followed by another
   };
+  bool evictions_settling(const std::string& requester) const;
   std::optional<Placement> placement_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };

@@ -2,8 +2,11 @@
 // EventBus. Completions come back as inputs stamped with the generation they were made in.
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 
+#include "runtime/oneshot.h"
 #include "supervisor/supervisor.h"
 #include "supervisor/unit.h"
 
@@ -39,6 +42,13 @@ void Supervisor::perform(Unit& u, const Effect& e) {
             u.since_unix_ms = clock_.unix_ms();
             const pid_t pid = u.instance && !u.instance->exited() ? u.instance->record().pid : 0;
             spdlog::info("{}: {} -> {} ({})", name, to_string(p.from), to_string(p.to), p.reason);
+            const bool asleep = p.to == ServiceState::kSleeping;
+            if (u.instance && asleep != (p.from == ServiceState::kSleeping)) {
+              // A daemon restarted meanwhile adopts it asleep, not as a server to probe.
+              if (auto saved = save_record(u); !saved) {
+                spdlog::warn("{}: {}", name, saved.error().message);
+              }
+            }
             events_.publish("service.state_changed", {{"service", name},
                                                       {"from", to_string(p.from)},
                                                       {"to", to_string(p.to)},
@@ -68,6 +78,8 @@ void Supervisor::perform(Unit& u, const Effect& e) {
           [&](const effect::KillNow&) {
             if (u.instance) u.instance->stop(Millis(0), [](StopOutcome) {});
           },
+          [&](const effect::RunHook& h) { run_hook(u, h); },
+          [&](const effect::ReadVram& r) { read_vram(u, r.generation); },
           [&](const effect::DropInstance& d) { drop_instance(u, d.after); },
           [&](const effect::Note& n) { note(u, n); },
           [&](const effect::Resolve& r) { finish_waiters(u, r.waiters, view(u)); },
@@ -138,6 +150,21 @@ void Supervisor::probe(Unit& u, const effect::Probe& p) {
       u.spec.health, p.timeout, guarded([this, unit = &u, p](const ProbeResult& r) {
         apply(*unit, input::ProbeDone{p.generation, p.liveness, r.ok, r.detail, r.refused});
       }));
+}
+
+void Supervisor::run_hook(Unit& u, const effect::RunHook& h) {
+  const HookSpec& hook = h.hook == Hook::kSleep ? u.spec.sleep : u.spec.wake;
+  boost::asio::co_spawn(
+      executor_, gpuvisor::run_hook(hook),
+      guarded([this, unit = &u, h](const std::exception_ptr& thrown, std::string error) {
+        if (thrown) error = "the hook could not run";
+        apply(*unit, input::HookDone{h.generation, h.hook, std::move(error)});
+      }));
+}
+
+void Supervisor::read_vram(Unit& u, uint64_t generation) {
+  if (!u.instance) return;
+  if (const auto held = held_now(*u.instance)) apply(u, input::VramReading{generation, *held});
 }
 
 void Supervisor::finish_waiters(Unit& u, const std::vector<WaiterId>& ids,

@@ -2,8 +2,11 @@
 // the unit's through the reducer (NewInstance sets the generation its exit belongs to).
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <map>
 
+#include "core/bytes.h"
 #include "supervisor/supervisor.h"
 #include "supervisor/unit.h"
 
@@ -16,12 +19,13 @@ constexpr size_t kMaxLogBytes = 32 * 1024 * 1024;
 }  // namespace
 
 ExitCallback Supervisor::exit_handler(const Unit& u) {
-  return guarded([this, name = u.spec.name, generation = u.life.generation](const ExitInfo& info) {
-    if (Unit* unit = find(name)) {
-      apply(*unit, input::Exited{generation, info.describe(), info.success(), info.planned,
-                                 info.engine_unreachable});
-    }
-  });
+  return guarded(
+      [this, name = u.spec.name, generation = u.life.instance_generation](const ExitInfo& info) {
+        if (Unit* unit = find(name)) {
+          apply(*unit, input::Exited{generation, info.describe(), info.success(), info.planned,
+                                     info.engine_unreachable});
+        }
+      });
 }
 
 void Supervisor::start() {
@@ -62,8 +66,10 @@ void Supervisor::start() {
     // already run long enough to have reset it.
     const bool ran_long =
         clock_.unix_ms() - record.started_unix_ms >= u->spec.restart_reset_after.count();
-    adopt(*u, *instance, "adopted " + describe(record) + " after daemon restart",
-          ran_long ? 0 : record.restarts);
+    adopt(
+        *u, *instance,
+        "adopted " + describe(record) + (record.asleep ? " asleep" : "") + " after daemon restart",
+        ran_long ? 0 : record.restarts, record.asleep);
   }
   // After the adoptions, so that every cgroup still in use is named by a record.
   for (const auto& leftover : runtime_.reclaim(loaded.records)) {
@@ -71,6 +77,9 @@ void Supervisor::start() {
     events_.publish("daemon.warning", {{"message", leftover}});
   }
   resume_pending_restarts();
+  for (auto& [name, u] : units_) {
+    if (!u->instance && u->spec.runtime == RuntimeKind::kExternal) claim(*u);
+  }
   for (auto& [name, u] : units_) {
     if (u->instance || u->spec.pid_file.empty()) continue;
     apply(*u, input::NewInstance{});
@@ -98,9 +107,9 @@ void Supervisor::resume_pending_restarts() {
 }
 
 void Supervisor::adopt(Unit& u, std::shared_ptr<Instance> instance, const std::string& why,
-                       std::optional<int> restarts) {
+                       std::optional<int> restarts, bool asleep) {
   u.instance = std::move(instance);
-  apply(u, input::Adopted{why, restarts});
+  apply(u, input::Adopted{why, restarts, asleep});
   if (const auto saved = save_record(u); !saved) {
     spdlog::warn("{}: {}", u.spec.name, saved.error().message);
   }
@@ -109,7 +118,42 @@ void Supervisor::adopt(Unit& u, std::shared_ptr<Instance> instance, const std::s
 Status Supervisor::save_record(const Unit& u) {
   InstanceRecord record = u.instance->record();
   record.restarts = u.life.restarts;
+  record.asleep = u.life.state == ServiceState::kSleeping;
   return store_.save(record);
+}
+
+// An external server that already runs (systemd started Ollama with a model loaded) is the
+// service's own, memory and all, before any plan counts it as someone else's. Holding less than
+// half its vram_mb, it is taken as unloaded: asleep, and woken through placement.
+bool Supervisor::claim(Unit& u) {
+  apply(u, input::NewInstance{});
+  auto found = runtime_.adopt_existing(u.spec, exit_handler(u));
+  if (!found) return false;
+  const pid_t pid = (*found)->record().pid;
+  std::string holds;
+  bool asleep = false;
+  if (const auto held = held_now(**found); held && u.spec.vram_mb > 0) {
+    asleep = *held < static_cast<uint64_t>(u.spec.vram_mb) * (1ULL << 20) / 2;
+    holds = ", holding " + format_bytes(*held) + (asleep ? ": not loaded" : "");
+  }
+  adopt(u, *found, "claimed its running server pid " + std::to_string(pid) + holds, std::nullopt,
+        asleep);
+  return true;
+}
+
+std::optional<uint64_t> Supervisor::held_now(const Instance& instance) const {
+  if (gpus_ == nullptr || !gpus_->available()) return std::nullopt;
+  const auto snapshot = gpus_->snapshot();
+  if (!snapshot) return std::nullopt;
+  const std::vector<pid_t> pids = instance.pids();
+  std::map<unsigned, uint64_t> held;
+  for (const auto& p : snapshot->processes) {
+    if (std::find(pids.begin(), pids.end(), p.pid) != pids.end())
+      held[p.gpu] += p.used_bytes.value_or(0);
+  }
+  uint64_t most = 0;
+  for (const auto& [gpu, bytes] : held) most = std::max(most, bytes);
+  return most;
 }
 
 void Supervisor::note_not_adopted(Unit& u, const Error& why) {
@@ -119,8 +163,8 @@ void Supervisor::note_not_adopted(Unit& u, const Error& why) {
   u.log->note("not adopting: " + why.message);
 }
 
-void Supervisor::launch(Unit& u, const std::string& why, std::optional<unsigned> gpu) {
-  u.gpu.reset();  // an instance adopted below was not placed by us
+void Supervisor::launch(Unit& u, const std::string& why, const std::vector<unsigned>& gpus) {
+  u.gpus.clear();  // an instance adopted below was not placed by us
   apply(u, input::NewInstance{});
   if (!u.spec.pid_file.empty()) {
     // Someone else may have started it since: adopting beats starting a second copy.
@@ -134,14 +178,16 @@ void Supervisor::launch(Unit& u, const std::string& why, std::optional<unsigned>
     note_not_adopted(u, existing.error());
   }
   u.log->rotate_if_larger(kMaxLogBytes);
-  LaunchOptions launch{store_.log_path(u.spec.name), {}, gpu};
+  LaunchOptions launch{store_.log_path(u.spec.name), {}, gpus};
   // The planner's choice, in the form CUDA programs honour.
   // NVML numbers GPUs in PCI bus order; CUDA does too once told to.
-  if (gpu) {
+  if (!gpus.empty()) {
+    std::string visible;
+    for (const unsigned g : gpus) visible += (visible.empty() ? "" : ",") + std::to_string(g);
     launch.extra_env.emplace_back("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
-    launch.extra_env.emplace_back("CUDA_VISIBLE_DEVICES", std::to_string(*gpu));
+    launch.extra_env.emplace_back("CUDA_VISIBLE_DEVICES", visible);
   }
-  u.gpu = gpu;
+  u.gpus = gpus;
   auto started = runtime_.start(u.spec, launch, exit_handler(u));
   if (!started) {
     apply(u, input::LaunchFailed{started.error()});

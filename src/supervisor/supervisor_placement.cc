@@ -18,6 +18,19 @@ constexpr Millis kFirstMemoryPoll{1};
 constexpr Millis kMaxMemoryPoll{4};
 
 constexpr uint64_t kMiB = 1ULL << 20;
+constexpr int kMaxEvictionRounds = 3;
+
+// The GPU a holder holds the most on, and how much.
+std::pair<unsigned, uint64_t> most_held(const std::map<unsigned, uint64_t>& by_gpu) {
+  return *std::max_element(by_gpu.begin(), by_gpu.end(),
+                           [](const auto& a, const auto& b) { return a.second < b.second; });
+}
+
+// With no plan to choose (no NVML, no vram_mb), a service runs on the GPUs it is pinned to when
+// they are exactly as many as it spans; otherwise it is left to see them all.
+std::vector<unsigned> pinned_set(const ServiceSpec& spec) {
+  return spec.pinned_gpus.size() == spec.gpu_count ? spec.pinned_gpus : std::vector<unsigned>{};
+}
 
 }  // namespace
 
@@ -30,10 +43,15 @@ void Supervisor::set_gpu_inventory(GpuInventory* inventory, bool preempt_busy_lo
 }
 
 void Supervisor::begin_start(Unit& u, const std::string& why) {
+  // A running external server is already in place: claimed, it needs a plan only to wake.
+  if (u.spec.runtime == RuntimeKind::kExternal && !u.instance && claim(u) &&
+      u.life.state != ServiceState::kSleeping) {
+    return;
+  }
   // A remote service holds no VRAM here; the others need a placement once VRAM is known.
   if (gpus_ == nullptr || !gpus_->available() || u.spec.vram_mb <= 0 ||
       u.spec.runtime == RuntimeKind::kRemote) {
-    launch(u, why, u.spec.gpu);
+    start_placed(u, why, pinned_set(u.spec));
     return;
   }
   const auto queued = std::find_if(placement_queue_.begin(), placement_queue_.end(),
@@ -43,16 +61,27 @@ void Supervisor::begin_start(Unit& u, const std::string& why) {
   if (!placement_) place_next();
 }
 
+// Started where the plan put it: launched, or woken where it sleeps.
+void Supervisor::start_placed(Unit& u, const std::string& why, const std::vector<unsigned>& gpus) {
+  if (u.instance && u.life.state == ServiceState::kSleeping) {
+    apply(u, lifecycle::input::Wake{why});
+    return;
+  }
+  launch(u, why, gpus);
+}
+
 void Supervisor::observe(const GpuSnapshot& snapshot, const Ownership& owners) {
-  std::map<std::string, uint64_t> held;
+  // Per GPU: a service spanning two holds its share on each, and vram_mb is per GPU.
+  std::map<std::string, std::map<unsigned, uint64_t>> held;
   for (const auto& p : snapshot.processes) {
     const Holder* owner = owners.find(p.pid);
     if (owner != nullptr && owner->kind == HolderKind::kService)
-      held[owner->name] += p.used_bytes.value_or(0);
+      held[owner->name][p.gpu] += p.used_bytes.value_or(0);
   }
   bool grew = false;
-  for (const auto& [name, bytes] : held) {
+  for (const auto& [name, by_gpu] : held) {
     Unit* u = find(name);
+    const uint64_t bytes = most_held(by_gpu).second;
     if (u != nullptr && bytes > u->measured_bytes) {
       u->measured_bytes = bytes;
       grew = true;
@@ -79,12 +108,6 @@ Ownership Supervisor::ownership() {
 
 namespace {
 
-// The GPU a holder holds the most on, and how much.
-std::pair<unsigned, uint64_t> most_held(const std::map<unsigned, uint64_t>& by_gpu) {
-  return *std::max_element(by_gpu.begin(), by_gpu.end(),
-                           [](const auto& a, const auto& b) { return a.second < b.second; });
-}
-
 // A lease is memory spoken for: what it reserves on its GPU, of which its PID may already hold
 // part. Never evicted; a refusal says until when it is reserved.
 PlanService lease_entry(const Holder& lease, const std::map<unsigned, uint64_t>* held) {
@@ -92,7 +115,7 @@ PlanService lease_entry(const Holder& lease, const std::map<unsigned, uint64_t>*
   s.name = lease.owner();
   s.label = lease.label();
   s.running = true;
-  s.gpu = lease.gpu;
+  s.gpus = {lease.gpu};
   s.need_bytes = lease.reserved_bytes;
   if (held != nullptr) {
     const auto on = held->find(lease.gpu);
@@ -114,7 +137,7 @@ Result<unsigned> Supervisor::fit_reservation(uint64_t bytes, std::optional<unsig
   if (!snapshot) return snapshot.error();
   const Plan plan = plan_reserve(plan_input(*snapshot, ownership()), bytes, gpu);
   if (!plan.ok) return make_error(ErrorCode::kConflict, plan.reason);
-  return plan.gpu;
+  return plan.gpus.front();
 }
 
 PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot, const Ownership& owners) const {
@@ -137,23 +160,33 @@ PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot, const Ownership& o
     s.priority = u->spec.priority;
     s.need_bytes =
         std::max(static_cast<uint64_t>(std::max(0LL, u->spec.vram_mb)) * kMiB, u->measured_bytes);
-    s.running = u->instance != nullptr && holds_vram(u->life.state);
+    s.running = u->instance != nullptr && holds_vram(u->life.state) &&
+                u->life.state != ServiceState::kSleeping;
     s.busy = u->life.state == ServiceState::kBusy;
     s.last_used_ms = u->last_used_ms;
-    s.pinned_gpu = u->spec.gpu;
+    s.gpu_count = u->spec.gpu_count;
+    s.pinned_gpus = u->spec.pinned_gpus;
     s.keep = u->keep_for_phase > 0;
-    s.sleeps = u->spec.runtime == RuntimeKind::kExternal;
-    s.unevictable = s.sleeps && u->spec.external.sleep.empty();
+    s.sleeps = !u->spec.sleep.empty();
+    s.unevictable = u->spec.runtime == RuntimeKind::kExternal && !s.sleeps;
     s.starting_for_request = u->life.state == ServiceState::kStarting && !u->waiters.empty();
     s.recent_uses = u->recent_uses(clock_.now());
     s.reload_seconds = u->life.reload_seconds;
-    s.gpu = u->gpu;
+    s.wake_seconds = u->life.wake_seconds;
+    s.residual_bytes = u->life.residual_bytes;
+    s.gpus = u->gpus;
     if (const auto h = held.find(name); h != held.end()) {
-      // Where it really holds memory wins over where it was put (adopted ones were not).
-      std::tie(s.gpu, s.held_bytes) = most_held(h->second);
+      // Where it really holds memory counts too (adopted ones were not put anywhere); per GPU,
+      // the most it holds on one (a model split evenly holds about the same on each).
+      for (const auto& [gpu, bytes] : h->second) {
+        if (std::find(s.gpus.begin(), s.gpus.end(), gpu) == s.gpus.end()) s.gpus.push_back(gpu);
+        s.held_bytes = std::max(s.held_bytes, bytes);
+      }
+      std::sort(s.gpus.begin(), s.gpus.end());
     }
-    if (s.running && !s.gpu && s.need_bytes > 0 && in.devices.size() == 1) {
-      s.gpu = in.devices.front().index;  // not holding memory yet, and there is only one GPU
+    s.sleeping = u->instance != nullptr && u->life.state == ServiceState::kSleeping;
+    if (s.running && s.gpus.empty() && s.need_bytes > 0 && in.devices.size() == 1) {
+      s.gpus = {in.devices.front().index};  // not holding memory yet, and there is only one GPU
     }
     in.services.push_back(std::move(s));
   }
@@ -174,7 +207,9 @@ PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot, const Ownership& o
     s.priority = holder.priority;
     s.running = true;
     s.busy = holder.busy;
-    std::tie(s.gpu, s.held_bytes) = most_held(h->second);
+    const auto [gpu, bytes] = most_held(h->second);
+    s.gpus = {gpu};
+    s.held_bytes = bytes;
     s.need_bytes = s.held_bytes;
     if (holder.kind == HolderKind::kOutsideWorker) {
       s.unevictable = true;
@@ -185,21 +220,27 @@ PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot, const Ownership& o
   return in;
 }
 
-Millis Supervisor::evict(const std::vector<std::string>& victims, const Ownership& owners,
+Millis Supervisor::evict(const std::vector<Eviction>& victims, const Ownership& owners,
                          const std::string& requester, std::vector<pid_t>& gone) {
   Millis longest{0};
-  for (const auto& victim : victims) {
+  for (const auto& [victim, sleep] : victims) {
     std::optional<Millis> grace;
     if (Unit* v = find(victim)) {
       if (!v->instance) continue;
       grace = v->spec.stop_grace;
-      apply(*v, lifecycle::input::Evict{requester});
-      if (v->spec.runtime == RuntimeKind::kExternal) {
+      // An external server is freed only by its sleep hook, whatever the plan says: asleep, it
+      // stays the service's, its residual counted where a stop would lose track of it.
+      const bool external = v->spec.runtime == RuntimeKind::kExternal;
+      if ((sleep || external) && !v->spec.sleep.empty() &&
+          v->life.state != ServiceState::kSleeping) {
+        apply(*v, lifecycle::input::Sleep{requester});
         // Put to sleep, its server keeps running and may keep a residual (vLLM's level-1
-        // sleep does): enough free memory decides, not its PIDs leaving NVML's list.
-        longest = std::max(longest, *grace);
+        // sleep does): enough free memory decides, not its PIDs leaving NVML's list. A hook
+        // that fails is followed by a stop.
+        longest = std::max(longest, v->spec.sleep.timeout + *grace);
         continue;
       }
+      apply(*v, lifecycle::input::Evict{requester});
     } else if (const Holder* holder = owners.find(victim); holder != nullptr && owners_) {
       // Busy or gone since the plan was made: the memory poll finds out what is free.
       grace = owners_->evict(*holder, requester);
@@ -219,7 +260,7 @@ Result<Plan> Supervisor::plan(const std::string& name) {
   if (u->spec.vram_mb <= 0) {
     Plan direct;
     direct.ok = true;
-    direct.gpu = u->spec.gpu.value_or(0);
+    direct.gpus = pinned_set(u->spec);
     direct.reason = name + " declares no vram_mb: ensure starts it without placement";
     return direct;
   }
@@ -234,29 +275,35 @@ void Supervisor::place_next() {
     placement_queue_.pop_front();
     Unit* u = find(name);
     // Stopped, or already started by someone else, since it queued: nothing to place.
-    if (u == nullptr || !u->life.want_running || u->instance || shutting_down_) continue;
+    const bool asleep = u != nullptr && u->life.state == ServiceState::kSleeping;
+    if (u == nullptr || !u->life.want_running || (u->instance && !asleep) || shutting_down_)
+      continue;
     auto snapshot = gpus_->snapshot();
     if (!snapshot) {
       // VRAM unknown right now: start it as if there were no inventory, and say so.
       spdlog::warn("{}: starting without placement: {}", name, snapshot.error().message);
-      launch(*u, why + " (GPU inventory failed: " + snapshot.error().message + ")", u->spec.gpu);
+      start_placed(*u, why + " (GPU inventory failed: " + snapshot.error().message + ")",
+                   pinned_set(u->spec));
       continue;
     }
     const Ownership owners = ownership();
     observe(*snapshot, owners);
     const Plan plan = plan_ensure(plan_input(*snapshot, owners), name);
     // Every decision is an event: who goes, for whom, where, or why nothing can.
+    std::vector<std::string> victims;
+    for (const auto& e : plan.evict) victims.push_back(e.name);
     events_.publish(plan.ok ? "plan.decided" : "plan.refused",
                     {{"service", name},
-                     {"gpu", plan.ok ? nlohmann::json(plan.gpu) : nlohmann::json(nullptr)},
-                     {"evict", plan.evict},
+                     {"gpu", plan.ok ? nlohmann::json(plan.gpus.front()) : nlohmann::json(nullptr)},
+                     {"gpus", plan.gpus},
+                     {"evict", victims},
                      {"reason", plan.reason}});
     if (!plan.ok) {
       apply(*u, lifecycle::input::PlacementFailed{make_error(ErrorCode::kConflict, plan.reason)});
       continue;
     }
     if (plan.evict.empty()) {
-      launch(*u, why + "; " + plan.reason, plan.gpu);
+      start_placed(*u, why + "; " + plan.reason, plan.gpus);
       continue;
     }
     // Evict, then wait until NVML shows the victims gone and the memory back.
@@ -264,7 +311,7 @@ void Supervisor::place_next() {
     const Millis longest_grace = evict(plan.evict, owners, name, gone);
     apply(*u, lifecycle::input::AwaitingMemory{plan.reason});
     placement_ = Placement{name,
-                           plan.gpu,
+                           plan.gpus,
                            std::move(gone),
                            clock_.now() + longest_grace + config_.daemon.vram_release_timeout,
                            kFirstMemoryPoll,
@@ -287,24 +334,34 @@ void Supervisor::await_memory() {
         snapshot->processes.begin(), snapshot->processes.end(), [&](const GpuProcess& g) {
           return std::find(p.gone.begin(), p.gone.end(), g.pid) != p.gone.end();
         });
-    // Fits once a plan on that GPU needs no more eviction.
-    PlanInput in = plan_input(*snapshot, ownership());
+    // Fits once a plan on those GPUs needs no more eviction.
+    const Ownership owners = ownership();
+    PlanInput in = plan_input(*snapshot, owners);
     for (auto& s : in.services) {
-      if (s.name == p.name) s.pinned_gpu = p.gpu;
+      if (s.name == p.name) s.pinned_gpus = p.gpus;
     }
     const Plan again = plan_ensure(in, p.name);
     if (victims_gone && again.ok && again.evict.empty()) {
       const Placement done = std::move(p);
       placement_.reset();
-      launch(*u, done.why, done.gpu);
+      start_placed(*u, done.why, done.gpus);
       place_next();
       return;
     }
+    // Everything evicted is down, yet it does not fit: a victim asleep kept more than its last
+    // residual said (or nothing was known of it). The plan, now seeing it, goes one step further.
+    if (victims_gone && again.ok && !evictions_settling(p.name) && p.rounds < kMaxEvictionRounds) {
+      ++p.rounds;
+      const Millis grace = evict(again.evict, owners, p.name, p.gone);
+      p.deadline = std::max(p.deadline, clock_.now() + grace + config_.daemon.vram_release_timeout);
+      apply(*u, lifecycle::input::AwaitingMemory{again.reason});
+    }
   }
   if (clock_.now() >= p.deadline) {
-    const std::string what = "GPU " + std::to_string(p.gpu) +
-                             " memory was not freed in time after evicting for " + p.name +
-                             (snapshot ? "" : " (" + snapshot.error().message + ")");
+    std::string where;
+    for (const unsigned g : p.gpus) where += (where.empty() ? "" : ", ") + std::to_string(g);
+    const std::string what = "GPU " + where + " memory was not freed in time after evicting for " +
+                             p.name + (snapshot ? "" : " (" + snapshot.error().message + ")");
     placement_.reset();
     apply(*u, lifecycle::input::PlacementFailed{make_error(ErrorCode::kTimeout, what)});
     place_next();
@@ -314,6 +371,15 @@ void Supervisor::await_memory() {
     if (placement_) await_memory();
   });
   p.interval = std::min(p.interval * 2, kMaxMemoryPoll);
+}
+
+// A victim still on its way down, or asleep with its memory still falling.
+bool Supervisor::evictions_settling(const std::string& requester) const {
+  return std::any_of(units_.begin(), units_.end(), [&](const auto& entry) {
+    const Unit& v = *entry.second;
+    return (v.life.state == ServiceState::kStopping && v.life.evicted_for == requester) ||
+           (v.life.state == ServiceState::kSleeping && v.life.last_reading.has_value());
+  });
 }
 
 void Supervisor::victim_stopped() {

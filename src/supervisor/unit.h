@@ -31,7 +31,7 @@ struct Supervisor::Unit {
   int64_t since_unix_ms = 0;  // of the last state change
 
   std::shared_ptr<Instance> instance;
-  std::optional<unsigned> gpu;  // where the planner put it (CUDA_VISIBLE_DEVICES), if it did
+  std::vector<unsigned> gpus;   // where the planner put it (CUDA_VISIBLE_DEVICES), if it did
   uint64_t measured_bytes = 0;  // the most VRAM it was seen holding (persisted)
   int64_t last_used_ms = 0;     // the last ensure: least recently used goes first
   int keep_for_phase = 0;       // > 0 while a phase it belongs to is being ensured

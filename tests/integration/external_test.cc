@@ -72,10 +72,11 @@ TEST(External, WokenAttributedPutToSleepForRoomAndNeverStopped) {
   const auto ensured = d.cli({"ensure", "big"});
   ASSERT_EQ(0, ensured.exit_code) << ensured.err;
   svc = d.service("vllm");
-  EXPECT_EQ("stopped", svc["state"]);
+  EXPECT_EQ("sleeping", svc["state"]);
   EXPECT_NE(std::string::npos,
-            svc["reason"].get<std::string>().find("evicted to make room for big (put to sleep"))
+            svc["reason"].get<std::string>().find("put to sleep to make room for big"))
       << svc.dump();
+  EXPECT_EQ(server.pid, svc["pid"]);  // still its own
   EXPECT_TRUE(pid_alive(server.pid));
   ASSERT_EQ(0, d.cli({"stop", "big"}).exit_code);
   EXPECT_EQ(0u, holds(dir));
@@ -113,6 +114,33 @@ TEST(External, ASleepThatLeavesAResidualStillMakesRoom) {
   bool residual = false;
   for (const auto& p : procs) residual = residual || p["used_bytes"] == 1200ULL << 20;
   EXPECT_TRUE(residual) << procs.dump();
+  // Once NVML's readings settle, the residual is what the service says it holds.
+  EXPECT_TRUE(eventually([&] {
+    return d.service("vllm")["reason"].get<std::string>().find("still holds 1.2 GiB") !=
+           std::string::npos;
+  })) << d.service("vllm").dump();
+}
+
+// Ollama started by systemd with its model loaded: ensure claims it where it is, with no plan
+// that would count its memory as someone else's.
+TEST(External, AServerAlreadyLoadedIsClaimedNotRefused) {
+  const std::string dir = make_temp_dir("claimed");
+  FakeGpu gpu(dir, kOneGpu);
+  const int port = free_port();
+  Server server{start_testsvc({"--port", std::to_string(port), "--vram-mb", "16000"}, "listening")};
+  ASSERT_GT(server.pid, 0);
+  Daemon d("services:\n" + external_yaml(port) + big_yaml(free_port()), dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  // Claimed at start-up: its memory is its own, and the GPU has no outsider on it.
+  EXPECT_TRUE(eventually([&] { return d.service("vllm")["state"] == "ready"; }))
+      << d.service("vllm").dump();
+  const auto procs = body(d.call("GET", "/api/v1/processes"))["processes"];
+  ASSERT_EQ(1u, procs.size()) << procs.dump();
+  EXPECT_EQ("vllm", procs[0].value("owner", "")) << procs.dump();
+  const auto ensured = d.cli({"ensure", "vllm"});
+  ASSERT_EQ(0, ensured.exit_code) << ensured.err;
+  EXPECT_EQ(server.pid, d.service("vllm")["pid"]);
+  EXPECT_EQ(1u, holds(dir));
 }
 
 TEST(External, TheServerExitingIsNoticedAtOnce) {

@@ -172,9 +172,92 @@ TEST(ConfigLoader, DefaultsAreTheStructDefaults) {
 TEST(ConfigLoader, GpuPinsAServiceToOneIndex) {
   auto loaded = load_config_string("services:\n  a:\n    command: [x]\n    gpu: 1\n", "t.yaml");
   ASSERT_TRUE(loaded.ok()) << loaded.error().message;
-  EXPECT_EQ(1u, loaded->services[0].gpu.value_or(99));
+  EXPECT_EQ(std::vector<unsigned>{1}, loaded->services[0].pinned_gpus);
+  EXPECT_EQ(1u, loaded->services[0].gpu_count);
   EXPECT_TRUE(contains(errors_of("services:\n  a:\n    command: [x]\n    gpu: 64\n"),
                        "'gpu' must be at most 63, got 64"));
+}
+
+TEST(ConfigLoader, AServiceSpansGpusPinnedOrCounted) {
+  auto loaded = load_config_string(R"(services:
+  tp:
+    command: [x]
+    vram_mb: 20000
+    gpu: [0, 1]
+  any2:
+    command: [x]
+    vram_mb: 20000
+    gpus: 2
+  one_of:
+    command: [x]
+    gpu: [2, 3]
+    gpus: 1
+)",
+                                   "t.yaml");
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message;
+  EXPECT_EQ((std::vector<unsigned>{0, 1}), loaded->services[0].pinned_gpus);
+  EXPECT_EQ(2u, loaded->services[0].gpu_count);  // a pinned list spans all it names
+  EXPECT_TRUE(loaded->services[1].pinned_gpus.empty());
+  EXPECT_EQ(2u, loaded->services[1].gpu_count);
+  EXPECT_EQ(1u, loaded->services[2].gpu_count);  // one of the two
+}
+
+TEST(ConfigLoader, BadGpuSetsSayWhatAndWhere) {
+  const auto message = errors_of(R"(services:
+  a:
+    command: [x]
+    vram_mb: 1000
+    gpu: [0, 0]
+  b:
+    command: [x]
+    vram_mb: 1000
+    gpu: [1]
+    gpus: 2
+  c:
+    command: [x]
+    gpus: 2
+  d:
+    command: [x]
+    gpu: []
+  e:
+    command: [x]
+    gpus: 0
+)");
+  EXPECT_TRUE(contains(message, "test.yaml:5:14: GPU 0 is listed twice in 'gpu'")) << message;
+  EXPECT_TRUE(contains(message,
+                       "test.yaml:10:11: service 'b': 'gpus: 2' but 'gpu' lists only 1 GPU "
+                       "to choose from"))
+      << message;
+  EXPECT_TRUE(contains(message, "test.yaml:13:11: service 'c': 'gpus: 2' needs vram_mb (per GPU)"))
+      << message;
+  EXPECT_TRUE(contains(message, "test.yaml:16:10: 'gpu' must be a GPU index or a list of them"))
+      << message;
+  EXPECT_TRUE(contains(message, "'gpus' must be at least 1, got 0")) << message;
+}
+
+TEST(ConfigLoader, SleepAndWakeHooksOnAnyRuntime) {
+  const auto loaded = load_config_string(R"(services:
+  vllm:
+    command: [vllm, serve, m, --enable-sleep-mode]
+    sleep: {http: "http://127.0.0.1:8000/sleep?level=1"}
+    wake: {http: "http://127.0.0.1:8000/wake_up", timeout: 1m}
+)",
+                                         "t.yaml");
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message;
+  const auto& s = loaded->services[0];
+  EXPECT_EQ(s.sleep.http, "http://127.0.0.1:8000/sleep?level=1");
+  EXPECT_EQ(s.wake.timeout, milliseconds(60'000));
+}
+
+TEST(ConfigLoader, ExternalSleepAndTheServicesSleepAreOneHook) {
+  const auto message = errors_of(R"(services:
+  o:
+    runtime: external
+    external: {port: 11434, sleep: {exec: [a]}}
+    sleep: {exec: [b]}
+)");
+  EXPECT_TRUE(contains(message, "'external.sleep' and 'sleep' are the same hook; keep one"))
+      << message;
 }
 
 TEST(ConfigLoader, ExternalBusyPercentIsAPercentage) {
@@ -434,11 +517,12 @@ TEST(ConfigLoader, ExternalServices) {
   const auto& s = loaded->services[0];
   EXPECT_EQ(s.runtime, RuntimeKind::kExternal);
   EXPECT_EQ(s.external.port, 11434u);
-  EXPECT_EQ(s.external.sleep.http, "http://127.0.0.1:11434/api/generate");
-  EXPECT_EQ(s.external.sleep.method, "POST");
-  EXPECT_EQ(s.external.sleep.body, R"({"model":"q","keep_alive":0})");
-  EXPECT_EQ(s.external.wake.exec, (std::vector<std::string>{"/usr/local/bin/warm", "q"}));
-  EXPECT_EQ(s.external.wake.timeout, milliseconds(120'000));
+  // external.sleep and external.wake still work: they are the service's own hooks.
+  EXPECT_EQ(s.sleep.http, "http://127.0.0.1:11434/api/generate");
+  EXPECT_EQ(s.sleep.method, "POST");
+  EXPECT_EQ(s.sleep.body, R"({"model":"q","keep_alive":0})");
+  EXPECT_EQ(s.wake.exec, (std::vector<std::string>{"/usr/local/bin/warm", "q"}));
+  EXPECT_EQ(s.wake.timeout, milliseconds(120'000));
   EXPECT_STREQ(execution_mode(s), "external");
 }
 

@@ -20,7 +20,7 @@ ServiceSpec comfy() {
 }
 
 TEST(DockerBody, CreateBodyCarriesTheSpecAndThePlacedGpu) {
-  const auto body = container_create_body(comfy(), 1, {{"A", "1"}});
+  const auto body = container_create_body(comfy(), {1}, {{"A", "1"}});
   EXPECT_EQ(body["Image"], "comfy:1");
   EXPECT_EQ(body["Cmd"], (nlohmann::json{"python", "main.py"}));
   EXPECT_EQ(body["Env"], (nlohmann::json{"A=1"}));
@@ -38,21 +38,25 @@ TEST(DockerBody, CreateBodyCarriesTheSpecAndThePlacedGpu) {
   EXPECT_EQ(host["DeviceRequests"][0]["Capabilities"], (nlohmann::json{{"gpu"}}));
 }
 
+TEST(DockerBody, AServiceSpanningGpusGetsThemAll) {
+  const auto body = container_create_body(comfy(), {0, 2}, {});
+  EXPECT_EQ(body["HostConfig"]["DeviceRequests"][0]["DeviceIDs"], (nlohmann::json{"0", "2"}));
+}
+
 TEST(DockerBody, GpuRulesAndShell) {
   auto s = comfy();
   // VRAM unknown (no NVML): the container still gets the GPUs, all of them.
-  EXPECT_EQ(container_create_body(s, std::nullopt, {})["HostConfig"]["DeviceRequests"][0]["Count"],
-            -1);
+  EXPECT_EQ(container_create_body(s, {}, {})["HostConfig"]["DeviceRequests"][0]["Count"], -1);
   s.docker.gpus = DockerSpec::Gpus::kNone;
-  EXPECT_FALSE(container_create_body(s, 0, {})["HostConfig"].contains("DeviceRequests"));
+  EXPECT_FALSE(container_create_body(s, {0}, {})["HostConfig"].contains("DeviceRequests"));
   s.docker.gpus = DockerSpec::Gpus::kAll;
-  EXPECT_EQ(container_create_body(s, 0, {})["HostConfig"]["DeviceRequests"][0]["Count"], -1);
+  EXPECT_EQ(container_create_body(s, {0}, {})["HostConfig"]["DeviceRequests"][0]["Count"], -1);
   s.shell = true;
   s.command = {"echo hi && serve"};
-  EXPECT_EQ(container_create_body(s, 0, {})["Cmd"],
+  EXPECT_EQ(container_create_body(s, {0}, {})["Cmd"],
             (nlohmann::json{"/bin/sh", "-c", "echo hi && serve"}));
   s.command.clear();
-  EXPECT_FALSE(container_create_body(s, 0, {}).contains("Cmd"));  // the image's own
+  EXPECT_FALSE(container_create_body(s, {0}, {}).contains("Cmd"));  // the image's own
   EXPECT_EQ(owned_container_name(s), "gpuvisor-comfy");
   s.docker.container = "mine";
   EXPECT_EQ(owned_container_name(s), "mine");

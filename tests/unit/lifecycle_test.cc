@@ -5,69 +5,12 @@
 #include <gtest/gtest.h>
 
 #include "core/duration.h"
+#include "lib/lifecycle_fixture.h"
 
 namespace gpuvisor::lifecycle {
 namespace {
 
 using std::chrono::seconds;
-
-class LifecycleTest : public ::testing::Test {
- protected:
-  LifecycleTest() {
-    spec_.name = "llm";
-    spec_.health.http = "http://127.0.0.1:1/health";
-    spec_.health.interval = seconds(30);
-    spec_.health.timeout = seconds(2);
-    spec_.startup_timeout = seconds(300);
-    spec_.stop_grace = seconds(10);
-    spec_.restart = RestartPolicy::kAlways;
-    spec_.restart_limit = 3;
-    spec_.restart_backoff = seconds(1);
-    spec_.restart_backoff_max = seconds(8);
-  }
-
-  // Steps the current state with in, at now_ (+ after), keeping the result.
-  const std::vector<Effect>& feed(const Input& in, Millis after = Millis(0)) {
-    now_ += after;
-    last_ = step(state_, in, {spec_, now_, shutting_down_});
-    state_ = last_.state;
-    return last_.effects;
-  }
-  template <typename E>
-  std::vector<E> all() const {
-    std::vector<E> out;
-    for (const auto& e : last_.effects) {
-      if (const auto* x = std::get_if<E>(&e)) out.push_back(*x);
-    }
-    return out;
-  }
-  template <typename E>
-  E one() const {
-    const auto found = all<E>();
-    EXPECT_EQ(1u, found.size());
-    return found.empty() ? E{} : found.front();
-  }
-  std::optional<SteadyTime> armed(TimerKind kind) const {
-    for (const auto& a : all<effect::Arm>()) {
-      if (a.kind == kind) return a.at;
-    }
-    return std::nullopt;
-  }
-  // Ensured, launched and healthy.
-  void make_ready() {
-    feed(input::Ensure{1});
-    feed(input::NewInstance{});
-    feed(input::Launched{"ensure requested", std::nullopt});
-    feed(input::ProbeDone{state_.generation, false, true, "HTTP 200", false});
-    ASSERT_EQ(ServiceState::kReady, state_.state);
-  }
-
-  ServiceSpec spec_;
-  UnitState state_;
-  SteadyTime now_ = SteadyTime{} + std::chrono::hours(1);
-  bool shutting_down_ = false;
-  Step last_;
-};
 
 TEST_F(LifecycleTest, AnEnsureOfAStoppedServiceStartsItOnceForAllWaiters) {
   feed(input::Ensure{1});

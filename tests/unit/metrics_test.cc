@@ -52,6 +52,7 @@ gpuvisor_service_state{service="llm",state="busy"} 0
 gpuvisor_service_state{service="llm",state="stopping"} 0
 gpuvisor_service_state{service="llm",state="error"} 0
 gpuvisor_service_state{service="llm",state="unknown"} 0
+gpuvisor_service_state{service="llm",state="sleeping"} 0
 gpuvisor_service_state{service="i\"m\\g\n",state="stopped"} 0
 gpuvisor_service_state{service="i\"m\\g\n",state="starting"} 0
 gpuvisor_service_state{service="i\"m\\g\n",state="ready"} 0
@@ -59,6 +60,7 @@ gpuvisor_service_state{service="i\"m\\g\n",state="busy"} 0
 gpuvisor_service_state{service="i\"m\\g\n",state="stopping"} 0
 gpuvisor_service_state{service="i\"m\\g\n",state="error"} 1
 gpuvisor_service_state{service="i\"m\\g\n",state="unknown"} 0
+gpuvisor_service_state{service="i\"m\\g\n",state="sleeping"} 0
 # HELP gpuvisor_service_priority Each service's configured priority
 # TYPE gpuvisor_service_priority gauge
 gpuvisor_service_priority{service="llm"} 10

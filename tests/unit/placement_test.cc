@@ -67,7 +67,8 @@ TEST_F(PlacementTest, AFailedServiceStillBeingCleanedUpIsEvictableAndNamed) {
   const auto plan = sup().plan("tts");
   ASSERT_TRUE(plan.ok()) << plan.error().message;
   EXPECT_TRUE(plan->ok) << plan->reason;
-  EXPECT_EQ(std::vector<std::string>{"llm"}, plan->evict);
+  ASSERT_EQ(1u, plan->evict.size());
+  EXPECT_EQ("llm", plan->evict[0].name);
 }
 
 TEST_F(PlacementTest, TheStartWaitsUntilNvmlShowsTheMemoryFree) {
@@ -79,7 +80,7 @@ TEST_F(PlacementTest, TheStartWaitsUntilNvmlShowsTheMemoryFree) {
   inventory_.next = gpu_with({});          // the driver lets go
   ASSERT_TRUE(wait(tts));
   ASSERT_TRUE(tts->value().ok()) << tts->value().error().message;
-  EXPECT_EQ(0u, tts->value()->gpu.value_or(9));
+  EXPECT_EQ(std::vector<unsigned>{0}, tts->value()->gpus);
 }
 
 TEST_F(PlacementTest, AFailingInventoryStartsWithoutPlacementAndSaysSo) {
@@ -88,7 +89,7 @@ TEST_F(PlacementTest, AFailingInventoryStartsWithoutPlacementAndSaysSo) {
   auto llm = ensure("llm");
   ASSERT_TRUE(wait(llm));
   ASSERT_TRUE(llm->value().ok());
-  EXPECT_FALSE(llm->value()->gpu.has_value());
+  EXPECT_TRUE(llm->value()->gpus.empty());
   bool said = false;
   for (const auto& e : events_.since(0)) {
     said = said || e.data.value("reason", "").find("GPU is lost") != std::string::npos;
