@@ -84,12 +84,12 @@ struct Plan {
 // to sleep first; a sleeping service wakes where it sleeps, needing what its residual lacks.
 // Never evicts a service of higher priority than the requester, nor a busy one unless
 // preempt_busy_lower allows it for strictly lower priority. Among what may go: lowest priority
-// first; within a priority, sleepers (stopped) before anything awake, what can be put to sleep
-// before what must be stopped, then the least wait saved per byte freed (recent_uses x
-// wake_seconds for a sleep, reload_seconds for a stop), then least recently used; put to sleep
-// only where that frees enough; and no more than needed. Among sets of GPUs: the one whose
-// victims have the lowest top priority, then add the least wait ahead, then are fewest, then
-// throw away the fewest bytes, then the lowest GPUs.
+// first; within a priority, the least wait saved per byte freed (recent_uses x wake_seconds for
+// a sleep, reload_seconds for a stop, their difference for stopping a sleeper), then sleepers
+// (stopped) before anything awake and what can be put to sleep before what must be stopped, then
+// least recently used; put to sleep only where that frees enough; and no more than needed.
+// Among sets of GPUs: the one whose victims have the lowest top priority, then add the least
+// wait ahead, then are fewest, then throw away the fewest bytes, then the lowest GPUs.
 Plan plan_ensure(const PlanInput& input, const std::string& service);
 
 // Where memory no process holds yet can be reserved (a VRAM lease) without evicting anything:

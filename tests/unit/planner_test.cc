@@ -486,5 +486,21 @@ TEST(Planner, AReservationCountsASleepersResidualAsHeld) {
             plan_reserve(in, 20 * kGiB, std::nullopt).reason);
 }
 
+TEST(Planner, APopularSleeperStaysAsleepWhenSomethingAwakeIsCheaperToLose) {
+  // Stopping llm frees 2 GiB but turns its next 0.3 s wake into a 90 s load; whisper reloads in
+  // 8 s and is rarely used.
+  auto llm = asleep(svc("llm", 1, 20), 0, 2);
+  llm.recent_uses = 10;
+  llm.reload_seconds = 90;
+  llm.wake_seconds = 0.3;
+  auto whisper = running(svc("whisper", 1, 4), 0);
+  whisper.recent_uses = 1;
+  whisper.reload_seconds = 8;
+  const auto plan = plan_ensure(one_gpu({llm, whisper, svc("want", 5, 20)}), "want");
+  ASSERT_TRUE(plan.ok) << plan.reason;
+  EXPECT_EQ(std::vector<std::string>{"whisper"}, evicted(plan));
+  EXPECT_EQ("start want on GPU 0 after stopping whisper", plan.reason);
+}
+
 }  // namespace
 }  // namespace gpuvisor
