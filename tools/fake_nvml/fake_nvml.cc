@@ -7,6 +7,7 @@
 //                                                                     nonsense on purpose)}],
 //                  "fail": {"nvmlDeviceGetMemoryInfo": 999, ...}}   (calls that return errors)
 //   holds/*.json  {"pid", "gpu", "mb", "kind": "compute"|"graphics"}: VRAM a process holds
+//                 ("gpus": [0, 1] instead of "gpu": mb on each, as a tensor-parallel server)
 //                 for as long as it lives (gpuvisor-testsvc --vram-mb writes one).
 // Without devices.json there is one simulated 24 GiB GPU. The state is read again at
 // nvmlDeviceGetCount_v2, the first call of every snapshot.
@@ -104,10 +105,14 @@ void load() noexcept try {
         if (file.size() < 6 || file.substr(file.size() - 5) != ".json") continue;
         const json h = read_json(holds + "/" + file);
         if (!h.is_object()) continue;
-        Hold hold{h.value("pid", 0U), h.value("gpu", 0U), h.value("mb", 0ULL) << 20,
-                  h.value("kind", "compute") == "graphics"};
-        if (hold.pid > 0 && hold.gpu < s.devices.size() && alive(hold.pid)) {
-          s.holds.push_back(hold);
+        json gpus = h.value("gpus", json::array());
+        if (!gpus.is_array() || gpus.empty()) gpus = json::array({h.value("gpu", 0U)});
+        for (const auto& g : gpus) {
+          Hold hold{h.value("pid", 0U), g.is_number_unsigned() ? g.get<unsigned>() : ~0U,
+                    h.value("mb", 0ULL) << 20, h.value("kind", "compute") == "graphics"};
+          if (hold.pid > 0 && hold.gpu < s.devices.size() && alive(hold.pid)) {
+            s.holds.push_back(hold);
+          }
         }
       }
       closedir(d);

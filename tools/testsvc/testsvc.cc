@@ -144,25 +144,27 @@ Options ParseArgs(int argc, char** argv) {
 void WriteFileAtomic(const std::string& path, const std::string& content);
 
 // A CUDA process's memory, simulated: the fake NVML library counts this file for as long as
-// this PID lives. The GPU is --gpu, else the first of CUDA_VISIBLE_DEVICES, else 0.
+// this PID lives, on each GPU: --gpu, else every one CUDA_VISIBLE_DEVICES lists, else 0.
 void HoldVram(const Options& o) {
   const char* dir = std::getenv("FAKE_NVML_DIR");
   if (dir == nullptr || *dir == '\0') {
     Say(stderr, "testsvc: --vram-mb without FAKE_NVML_DIR: no simulated GPU to hold memory on");
     return;
   }
-  Ns gpu = o.gpu.value_or(0);
-  if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES"); !o.gpu && visible != nullptr) {
-    std::from_chars(visible, visible + std::strlen(visible), gpu);
+  std::string gpus = std::to_string(o.gpu.value_or(0));
+  if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+      !o.gpu && visible != nullptr && *visible != '\0' &&
+      std::string_view(visible).find_first_not_of("0123456789,") == std::string_view::npos) {
+    gpus = visible;  // "0,1": already a JSON list's inside
   }
   const std::string holds = std::string(dir) + "/holds";
   mkdir(holds.c_str(), 0755);
   g_hold_path = holds + "/" + std::to_string(getpid()) + ".json";
   WriteFileAtomic(g_hold_path, "{\"pid\":" + std::to_string(getpid()) +
-                                   ",\"gpu\":" + std::to_string(gpu) +
+                                   ",\"gpus\":[" + gpus + "]" +
                                    ",\"mb\":" + std::to_string(o.vram_mb) + "}\n");
   Say(stdout,
-      "testsvc: holding " + std::to_string(o.vram_mb) + " MiB on GPU " + std::to_string(gpu));
+      "testsvc: holding " + std::to_string(o.vram_mb) + " MiB on GPU " + gpus);
 }
 
 // Readers poll for these files; rename() makes sure they never see a half-written one.
