@@ -27,12 +27,15 @@ nlohmann::json gpus_json(const GpuSnapshot& snapshot) {
 }
 
 nlohmann::json plan_json(const Plan& plan) {
-  std::vector<std::string> victims;
-  for (const auto& e : plan.evict) victims.push_back(e.name);
+  std::vector<std::string> victims, sleepers;
+  for (const auto& e : plan.evict) (e.sleep ? sleepers : victims).push_back(e.name);
+  victims.insert(victims.end(), sleepers.begin(), sleepers.end());
   return {{"ok", plan.ok},
           {"gpu", plan.ok ? nlohmann::json(plan.gpus.front()) : nlohmann::json(nullptr)},
           {"gpus", plan.gpus},
           {"evict", victims},
+          {"sleep", sleepers},
+          {"wake", plan.wake},
           {"already_running", plan.already_running},
           {"reason", plan.reason}};
 }

@@ -213,11 +213,13 @@ std::string why_no_gpu_fits(const PlanInput& in, const PlanService& target) {
            format_bytes(largest);
   }
   const std::string of = pinned.empty() ? "" : " of " + gpus_said(pinned);
-  const std::string how_many =
-      large_enough == 0 ? (pinned.empty() ? "no GPU" : "none" + of)
-                        : "only " + std::to_string(large_enough) + (pinned.empty() ? " GPU" : of);
+  const bool plural = large_enough > 1;
+  const std::string how_many = large_enough == 0
+                                   ? (pinned.empty() ? "no GPU" : "none" + of)
+                                   : "only " + std::to_string(large_enough) +
+                                         (pinned.empty() ? (plural ? " GPUs" : " GPU") : of);
   return service + " needs " + std::to_string(n) + " GPUs with " + format_bytes(target.need_bytes) +
-         " each but " + how_many + " has that much";
+         " each but " + how_many + (plural ? " have" : " has") + " that much";
 }
 
 // What is free on d for a newcomer: NVML's free memory less what loading services (but for

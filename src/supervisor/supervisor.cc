@@ -59,6 +59,9 @@ ServiceView Supervisor::view(const Unit& u) const {
   v.last_probe = u.life.last_probe;
   if (u.instance) v.gpus = u.gpus;
   v.measured_vram_bytes = u.measured_bytes;
+  v.residual_vram_bytes = u.life.residual_bytes;
+  v.reload_seconds = u.life.reload_seconds;
+  v.wake_seconds = u.life.wake_seconds;
   v.details = runtime_.details(u.spec);
   return v;
 }

@@ -48,7 +48,10 @@ struct ServiceView {
   std::string last_exit;             // "exited with status 3", or empty
   std::string last_probe;            // detail of the last failed health check, or empty
   std::vector<unsigned> gpus;        // the GPUs it was placed on, if the planner placed it
-  uint64_t measured_vram_bytes = 0;  // the most it was seen holding
+  uint64_t measured_vram_bytes = 0;  // the most it was seen holding (per GPU)
+  uint64_t residual_vram_bytes = 0;  // what it kept after its last sleep (per GPU), once settled
+  double reload_seconds = 0;         // its last cold start, spawn to healthy; 0: not yet seen
+  double wake_seconds = 0;           // its last wake, hook to healthy; 0: not yet seen
   nlohmann::json details;            // what its runtime tracks beyond state (remote: cost)
 };
 

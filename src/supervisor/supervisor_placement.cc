@@ -290,13 +290,18 @@ void Supervisor::place_next() {
     observe(*snapshot, owners);
     const Plan plan = plan_ensure(plan_input(*snapshot, owners), name);
     // Every decision is an event: who goes, for whom, where, or why nothing can.
-    std::vector<std::string> victims;
-    for (const auto& e : plan.evict) victims.push_back(e.name);
+    std::vector<std::string> victims, sleepers;
+    for (const auto& e : plan.evict) {
+      victims.push_back(e.name);
+      if (e.sleep) sleepers.push_back(e.name);
+    }
     events_.publish(plan.ok ? "plan.decided" : "plan.refused",
                     {{"service", name},
                      {"gpu", plan.ok ? nlohmann::json(plan.gpus.front()) : nlohmann::json(nullptr)},
                      {"gpus", plan.gpus},
                      {"evict", victims},
+                     {"sleep", sleepers},
+                     {"wake", plan.wake},
                      {"reason", plan.reason}});
     if (!plan.ok) {
       apply(*u, lifecycle::input::PlacementFailed{make_error(ErrorCode::kConflict, plan.reason)});

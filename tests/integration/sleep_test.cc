@@ -68,8 +68,9 @@ TEST(Sleep, AHigherPriorityEnsurePutsItToSleepAndTheNextEnsureWakesItWithoutARes
 
   // The state shows everywhere: the CLI, and /metrics.
   EXPECT_NE(std::string::npos, d.cli({"status", "llm"}).out.find("sleeping"));
-  EXPECT_NE(std::string::npos, d.call("GET", "/metrics")->body.find(
-                                   "gpuvisor_service_state{service=\"llm\",state=\"sleeping\"} 1"));
+  EXPECT_NE(std::string::npos,
+            d.call("GET", "/metrics")
+                ->body.find("gpuvisor_service_state{service=\"llm\",state=\"sleeping\"} 1"));
 
   // img outranks it: waking it would need img gone, and a plan says so.
   const auto refused = d.cli({"ensure", "llm", "--timeout", "5s"});

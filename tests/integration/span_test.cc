@@ -16,8 +16,8 @@ std::string service(const std::string& name, int port, int mb, int priority,
                     const std::string& extra = "") {
   return "  " + name + ":\n    command: [$TESTSVC, --port, \"" + std::to_string(port) +
          "\", --vram-mb, \"" + std::to_string(mb) + "\"]\n    vram_mb: " + std::to_string(mb) +
-         "\n    priority: " + std::to_string(priority) + "\n    health: {http: \"http://127.0.0.1:" +
-         std::to_string(port) + "/health\"}\n" + extra;
+         "\n    priority: " + std::to_string(priority) +
+         "\n    health: {http: \"http://127.0.0.1:" + std::to_string(port) + "/health\"}\n" + extra;
 }
 
 // Where the daemon says each of owner's processes holds memory, one entry per GPU.

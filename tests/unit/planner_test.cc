@@ -333,6 +333,10 @@ TEST(Planner, TooFewGpusLargeEnoughToSpanIsRefusedAtOnce) {
   in.services = {wide(svc("d", 5, 30), 2)};
   EXPECT_EQ("d needs 2 GPUs with 30.0 GiB each but only 1 GPU has that much",
             plan_ensure(in, "d").reason);
+  in.devices.push_back({2, 80 * kGiB, 80 * kGiB});
+  in.services = {wide(svc("d", 5, 30), 3)};
+  EXPECT_EQ("d needs 3 GPUs with 30.0 GiB each but only 2 GPUs have that much",
+            plan_ensure(in, "d").reason);
 }
 
 TEST(Planner, ARefusalToSpanNamesWhatBlocksEachGpu) {

@@ -160,11 +160,9 @@ void HoldVram(const Options& o) {
   const std::string holds = std::string(dir) + "/holds";
   mkdir(holds.c_str(), 0755);
   g_hold_path = holds + "/" + std::to_string(getpid()) + ".json";
-  WriteFileAtomic(g_hold_path, "{\"pid\":" + std::to_string(getpid()) +
-                                   ",\"gpus\":[" + gpus + "]" +
+  WriteFileAtomic(g_hold_path, "{\"pid\":" + std::to_string(getpid()) + ",\"gpus\":[" + gpus + "]" +
                                    ",\"mb\":" + std::to_string(o.vram_mb) + "}\n");
-  Say(stdout,
-      "testsvc: holding " + std::to_string(o.vram_mb) + " MiB on GPU " + gpus);
+  Say(stdout, "testsvc: holding " + std::to_string(o.vram_mb) + " MiB on GPU " + gpus);
 }
 
 // Readers poll for these files; rename() makes sure they never see a half-written one.
