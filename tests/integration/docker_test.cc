@@ -455,5 +455,40 @@ TEST(Docker, AContainerIsEvictedToMakeRoomAndRemoved) {
   ASSERT_EQ(0, d.cli({"stop", b}).exit_code);
 }
 
+// A container with sleep and wake hooks is put to sleep, not removed: the container runs on, and
+// the next ensure wakes it. The hooks (run on the host) drop and restore what it holds, as
+// vLLM's /sleep and /wake_up would.
+TEST(Docker, AContainerWithASleepHookIsPutToSleepNotRemoved) {
+  REQUIRE_ENGINE(sock);
+  const std::string dir = make_temp_dir("docker-sleep");
+  FakeGpu gpu(dir, R"({"devices": [{"name": "Sim 24G", "total_mb": 24576}]})");
+  const std::string a = unique("sleepy"), b = unique("big");
+  const std::string hold = dir + "/gpu/holds/c.json";
+  Daemon d(config(sock, owned_service(a, free_port(),
+                                      "    vram_mb: 16000\n    priority: 1\n"
+                                      "    sleep: {exec: [/bin/rm, -f, \"" +
+                                          hold + "\"]}\n") +
+                            owned_service(b, free_port(), "    vram_mb: 16000\n    priority: 5\n")),
+           dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  ASSERT_EQ(0, d.cli({"ensure", a}).exit_code);
+  const pid_t pid = inspect(sock, "gpuvisor-" + a)["State"]["Pid"];
+  std::ofstream(hold) << R"({"pid": )" << pid << R"(, "gpu": 0, "mb": 16000})";
+
+  const auto ensured = d.cli({"ensure", b});
+  ASSERT_EQ(0, ensured.exit_code) << ensured.err;
+  EXPECT_EQ("sleeping", d.service(a)["state"]) << d.service(a).dump();
+  EXPECT_TRUE(inspect(sock, "gpuvisor-" + a)["State"]["Running"].get<bool>());
+  EXPECT_EQ(pid, inspect(sock, "gpuvisor-" + a)["State"]["Pid"]);
+
+  ASSERT_EQ(0, d.cli({"stop", b}).exit_code);
+  const auto woken = d.cli({"ensure", a});
+  ASSERT_EQ(0, woken.exit_code) << woken.err;
+  EXPECT_EQ("ready", d.service(a)["state"]);
+  EXPECT_EQ(pid, inspect(sock, "gpuvisor-" + a)["State"]["Pid"]);  // woken, not recreated
+  ASSERT_EQ(0, d.cli({"stop", a}).exit_code);
+  EXPECT_TRUE(inspect(sock, "gpuvisor-" + a).is_null());
+}
+
 }  // namespace
 }  // namespace gpuvisor::itest
