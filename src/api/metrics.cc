@@ -220,6 +220,15 @@ void Metrics::on_event(const Event& e) {
     } else if (to != "starting") {
       starting_since_ms_.erase(service);
     }
+  } else if (e.type == "queue.dequeued" && e.data.value("placed", false)) {
+    const double seconds = static_cast<double>(e.data.value("waited_ms", int64_t{0})) / 1000.0;
+    for (size_t i = 0; i < std::size(kWaitBuckets); ++i) {
+      if (seconds <= kWaitBuckets[i]) ++waits_.counts[i];
+    }
+    ++waits_.count;
+    waits_.sum += seconds;
+  } else if (e.type == "queue.timeout") {
+    ++queue_timeouts_;
   } else if (e.type == "gpu.conflict") {
     conflicts_[e.data.value("gpu", 0U)] = true;
   } else if (e.type == "gpu.conflict_cleared") {
@@ -244,6 +253,16 @@ std::string Metrics::render(const Scrape& now) const {
         return fmt::format("service=\"{}\",for=\"{}\"", esc(kv.first.first), esc(kv.first.second));
       },
       [](const auto& kv) { return kv.second; });
+  w.family("gpuvisor_queue_depth", "gauge",
+           "Placements waiting in the admission queue for busy services to go idle");
+  w.sample("gpuvisor_queue_depth", "", static_cast<double>(now.queued));
+  w.family("gpuvisor_queue_wait_seconds", "histogram",
+           "Time a placement waited in the admission queue before it was placed");
+  w.histogram("gpuvisor_queue_wait_seconds", "", kWaitBuckets, waits_.counts, waits_.count,
+              waits_.sum);
+  w.family("gpuvisor_queue_timeouts_total", "counter",
+           "Placements that left the admission queue because every caller gave up");
+  w.sample("gpuvisor_queue_timeouts_total", "", static_cast<double>(queue_timeouts_));
   if (now.gpus) render_gpus(w, *now.gpus, now.owners);
   w.each(
       "gpuvisor_gpu_conflict", "gauge",

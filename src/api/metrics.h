@@ -31,11 +31,14 @@ class Metrics {
     std::map<std::string, int64_t> jobs;  // by state
     std::map<std::string, ProxyCounts> proxy;
     std::vector<const WorkerInfo*> workers;
+    size_t queued = 0;  // placements waiting in the admission queue now
   };
   std::string render(const Scrape& now) const;
 
   // Start-up time buckets (seconds), from "starting" to "ready".
   static constexpr double kStartBuckets[] = {0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
+  // Admission queue waits (seconds), from enqueued to placed.
+  static constexpr double kWaitBuckets[] = {0.1, 0.5, 1, 5, 10, 30, 60, 300, 1200};
 
  private:
   struct StartTimes {
@@ -52,6 +55,13 @@ class Metrics {
   std::map<std::string, StartTimes> starts_;
   std::map<std::string, uint64_t> restarts_;  // automatic restarts after a failure
   std::map<unsigned, bool> conflicts_;
+  struct Waits {
+    uint64_t counts[std::size(kWaitBuckets)] = {};
+    uint64_t count = 0;
+    double sum = 0;
+  };
+  Waits waits_;
+  uint64_t queue_timeouts_ = 0;
 };
 
 }  // namespace gpuvisor

@@ -165,6 +165,7 @@ void Api::add_routes() {
   add({{verb::get}, "/api/v1/services/{name}/logs", {"n", "follow"}}, &Api::logs);
   add({{verb::post}, "/api/v1/phases/{n}/ensure", {"timeout"}, kBodyParams}, &Api::phase_ensure);
   add({{verb::get}, "/api/v1/plan/{name}", ignored}, &Api::plan);
+  add({{verb::get}, "/api/v1/queue", ignored}, &Api::queue);
   add({{verb::get}, "/api/v1/gpus", ignored}, &Api::gpus);
   add({{verb::get}, "/api/v1/processes", ignored}, &Api::gpus);
   add({{verb::get}, "/api/v1/resources", ignored}, &Api::gpus);
@@ -213,6 +214,7 @@ std::string Api::metrics_text() const {
   if (auto jobs = job_store_.count_by_state()) now.jobs = std::move(*jobs);
   now.proxy = proxy_.counts();
   now.workers = workers_.all();
+  now.queued = supervisor_.queue().size();
   return metrics_.render(now);
 }
 
@@ -305,6 +307,19 @@ HttpResponse Api::service(const Call& call) {
   auto view = supervisor_.get(call.arg("name"));
   if (!view) return error_response(call.request, view.error());
   return ok(call.request, to_json(*view));
+}
+
+HttpResponse Api::queue(const Call& call) {
+  nlohmann::json list = nlohmann::json::array();
+  size_t position = 0;
+  for (const auto& q : supervisor_.queue()) {
+    list.push_back({{"service", q.service},
+                    {"position", ++position},
+                    {"waiting_for", q.waiting_for},
+                    {"since_ms", q.since_unix_ms},
+                    {"waited_ms", q.waited_ms}});
+  }
+  return ok(call.request, {{"queue", list}});
 }
 
 HttpResponse Api::plan(const Call& call) {

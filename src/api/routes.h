@@ -67,6 +67,7 @@ class Api {
   HttpResponse services(const Call& call);
   HttpResponse service(const Call& call);
   HttpResponse plan(const Call& call);
+  HttpResponse queue(const Call& call);
   HttpResponse gpus(const Call& call);  // and /processes, /resources: the path's last segment
   HttpResponse workers(const Call& call);
   HttpResponse register_worker(const Call& call);  // worker_routes.cc

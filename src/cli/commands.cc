@@ -110,6 +110,9 @@ void ClientCommands::add_gpu_commands(CLI::App& app) {
   ps_->add_flag("--json", json_, "Print the API's JSON");
   leases_ = add_command(app, "leases", "Show the VRAM leases: reserved memory nobody holds yet");
   leases_->add_flag("--json", json_, "Print the API's JSON");
+  queue_ =
+      add_command(app, "queue", "Show what waits for busy services to go idle, and for how long");
+  queue_->add_flag("--json", json_, "Print the API's JSON");
   plan_ = add_command(app, "plan",
                       "What ensure would do now: where it goes, what it stops, or why not");
   plan_->add_option("name", name_, "Service name")->required();
@@ -174,6 +177,7 @@ int ClientCommands::run() {
                 [](const nlohmann::json& body) { return render_leases(body, unix_ms_now()); });
   }
   if (plan_->parsed()) return plan();
+  if (queue_->parsed()) return call("GET", "/api/v1/queue", kReadTimeout, render_queue);
   if (phase_->parsed()) return phase();
   if (plugins_->parsed()) return plugins();
   if (plugin_config_->parsed()) return plugin_config();

@@ -56,6 +56,7 @@ class ClientCommands {
   CLI::App* ps_ = nullptr;
   CLI::App* leases_ = nullptr;
   CLI::App* plan_ = nullptr;
+  CLI::App* queue_ = nullptr;
   CLI::App* phase_ = nullptr;
   CLI::App* plugins_ = nullptr;
   CLI::App* plugin_ = nullptr;

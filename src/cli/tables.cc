@@ -117,4 +117,19 @@ std::string render_leases(const nlohmann::json& leases, int64_t now_unix_ms) {
   return render_table({"ID", "GPU", "VRAM", "PID", "HOLDER", "UNTIL"}, rows);
 }
 
+std::string render_queue(const nlohmann::json& body) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& q : body.value("queue", nlohmann::json::array())) {
+    std::string waiting_for;
+    for (const auto& w : q.value("waiting_for", nlohmann::json::array())) {
+      waiting_for +=
+          (waiting_for.empty() ? "" : ", ") + (w.is_string() ? w.get<std::string>() : w.dump());
+    }
+    rows.push_back({std::to_string(q.value("position", 0)), q.value("service", ""), waiting_for,
+                    format_duration(Millis(q.value("waited_ms", int64_t{0})))});
+  }
+  if (rows.empty()) return "nothing waits\n";
+  return render_table({"#", "SERVICE", "WAITING FOR", "WAITED"}, rows);
+}
+
 }  // namespace gpuvisor

@@ -23,5 +23,7 @@ std::string render_gpus(const nlohmann::json& resources);
 std::string render_processes(const nlohmann::json& processes);
 // `gpuvisor leases` from /api/v1/leases: expiry as Unix time is for scripts; people get "in 9m".
 std::string render_leases(const nlohmann::json& leases, int64_t now_unix_ms);
+// GET /api/v1/queue as a table: who waits, for whom, for how long; or "nothing waits".
+std::string render_queue(const nlohmann::json& queue);
 
 }  // namespace gpuvisor

@@ -489,7 +489,9 @@ Plan plan_reserve(const PlanInput& in, uint64_t bytes, std::optional<unsigned> p
   return plan;
 }
 
-Plan plan_ensure(const PlanInput& in, const std::string& service) {
+namespace {
+
+Plan plan_placed(const PlanInput& in, const std::string& service) {
   Plan plan;
   const auto target_it = std::find_if(in.services.begin(), in.services.end(),
                                       [&](const PlanService& s) { return s.name == service; });
@@ -511,6 +513,33 @@ Plan plan_ensure(const PlanInput& in, const std::string& service) {
     return plan;
   }
   return plan_start(in, target);
+}
+
+}  // namespace
+
+Plan plan_ensure(const PlanInput& in, const std::string& service) {
+  Plan plan = plan_placed(in, service);
+  if (plan.ok) return plan;
+  // Would it fit were every busy service idle (and so evictable by the usual rules)? Then it
+  // waits for those of them that plan would evict. One starting for another request counts as
+  // busy: it is about to serve it.
+  const auto in_use = [](const PlanService& s) { return s.busy || s.starting_for_request; };
+  PlanInput idle = in;
+  bool any = false;
+  for (auto& s : idle.services) {
+    if (s.name == service) continue;
+    any = any || in_use(s);
+    s.busy = s.starting_for_request = false;
+  }
+  if (!any) return plan;
+  const Plan once_idle = plan_placed(idle, service);
+  if (!once_idle.ok) return plan;
+  for (const auto& e : once_idle.evict) {
+    const auto it = std::find_if(in.services.begin(), in.services.end(),
+                                 [&](const PlanService& s) { return s.name == e.name; });
+    if (it != in.services.end() && in_use(*it)) plan.waiting_for.push_back(said(*it));
+  }
+  return plan;
 }
 
 }  // namespace gpuvisor

@@ -78,6 +78,9 @@ struct Plan {
   bool already_running = false;
   bool wake = false;   // the target is asleep: the plan wakes it where it sleeps
   std::string reason;  // why it cannot be placed (when !ok), or what the plan does
+  // Refused only because of busy services: it would fit once these go idle, so waiting cures
+  // it. Empty when !ok for any other reason (a higher priority, too small a GPU, an outsider).
+  std::vector<std::string> waiting_for{};
 };
 
 // Where to start `service` (gpu_count GPUs with need_bytes free on each) and what to stop or put

@@ -201,6 +201,18 @@ void Reducer::on(const input::AwaitingMemory& in) {
             "waiting for GPU memory: " + in.plan);
 }
 
+void Reducer::on(const input::Blocked& in) {
+  const bool asleep = s().state == ServiceState::kSleeping;
+  if (s().reason == in.why) return;  // looked at again, still waiting for the same
+  set_state(asleep ? ServiceState::kSleeping : ServiceState::kStarting, in.why);
+}
+
+void Reducer::on(const input::Abandoned& in) {
+  s().want_running = false;
+  const bool asleep = s().state == ServiceState::kSleeping;
+  set_state(asleep ? ServiceState::kSleeping : ServiceState::kStopped, in.why);
+}
+
 void Reducer::on(const input::PlacementFailed& in) {
   s().want_running = false;
   if (s().state == ServiceState::kSleeping) {

@@ -126,6 +126,14 @@ struct Queued {  // waiting for its turn in the placement queue
 struct AwaitingMemory {  // victims are being evicted for it
   std::string plan;
 };
+// Its placement waits for busy services to go idle (the admission queue).
+struct Blocked {
+  std::string why;
+};
+// It was waiting in the admission queue, and nobody waits for it any more.
+struct Abandoned {
+  std::string why;
+};
 struct PlacementFailed {  // refused, or the memory did not come back in time
   Error error;
 };
@@ -184,9 +192,10 @@ using Input =
     std::variant<input::Ensure, input::Stop, input::Acquire, input::Release, input::WaiterTimedOut,
                  input::Shutdown, input::Adopted, input::NotAdopted, input::ResumeRestart,
                  input::NewInstance, input::Launched, input::LaunchFailed, input::Queued,
-                 input::AwaitingMemory, input::PlacementFailed, input::Evict, input::Sleep,
-                 input::Wake, input::HookDone, input::VramReading, input::ProbeDone,
-                 input::TimerFired, input::Exited, input::StopDone, input::Cleaned>;
+                 input::AwaitingMemory, input::Blocked, input::Abandoned, input::PlacementFailed,
+                 input::Evict, input::Sleep, input::Wake, input::HookDone, input::VramReading,
+                 input::ProbeDone, input::TimerFired, input::Exited, input::StopDone,
+                 input::Cleaned>;
 
 namespace effect {
 struct Publish {  // the state changed (or its reason did)

@@ -31,6 +31,8 @@ class Reducer {
   void on(const input::LaunchFailed& in);
   void on(const input::Queued& in);
   void on(const input::AwaitingMemory& in);
+  void on(const input::Blocked& in);
+  void on(const input::Abandoned& in);
   void on(const input::PlacementFailed& in);
   void on(const input::Evict& in);
   void on(const input::Sleep& in);

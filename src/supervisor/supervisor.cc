@@ -19,6 +19,7 @@ Supervisor::Supervisor(boost::asio::any_io_executor executor, Clock& clock, cons
       prober_(prober),
       store_(store),
       events_(events),
+      queue_timer_(clock.make_timer()),
       placement_timer_(clock.make_timer()) {
   for (const auto& spec : config_.services) {
     auto unit = std::make_unique<Unit>(clock_, spec);

@@ -55,6 +55,14 @@ struct ServiceView {
   nlohmann::json details;            // what its runtime tracks beyond state (remote: cost)
 };
 
+// One service waiting in the admission queue.
+struct QueueEntry {
+  std::string service;
+  std::vector<std::string> waiting_for;  // the busy services in its way
+  int64_t since_unix_ms = 0;
+  int64_t waited_ms = 0;
+};
+
 class Supervisor {
  public:
   using Done = std::function<void(Result<ServiceView>)>;
@@ -117,6 +125,8 @@ class Supervisor {
   // Records what each running service holds now (the planner trusts the larger of this and
   // vram_mb) and persists a new maximum.
   void observe(const GpuSnapshot& snapshot, const Ownership& owners);
+  // The admission queue: services whose placement waits for busy ones, first come first.
+  std::vector<QueueEntry> queue() const;
   // What ensure would do now (dry run), or why it cannot; never changes anything.
   Result<Plan> plan(const std::string& name);
   // The GPU where bytes that nobody holds yet fit now without evicting anything (a VRAM
@@ -193,6 +203,23 @@ class Supervisor {
   OwnershipSource* owners_ = nullptr;
   bool preempt_busy_lower_ = false;
   std::deque<std::pair<std::string, std::string>> placement_queue_;  // name, why
+  // The admission queue (supervisor_queue.cc): placements waiting for busy services.
+  struct Parked {
+    std::string name;
+    std::string why;
+    std::vector<std::string> waiting_for;
+    SteadyTime since;
+    int64_t since_unix_ms = 0;
+  };
+  std::deque<Parked> parked_;
+  std::map<std::string, Parked> requeued_;  // taken from parked_ to be placed again
+  std::unique_ptr<Timer> queue_timer_;
+  bool queue_timer_armed_ = false;
+  bool queue_look_posted_ = false;
+  void park(Unit& u, const std::string& why, const Plan& plan);
+  void queue_may_move();
+  void look_at_queue();
+  void leave_queue(const std::string& name, bool placed);
   std::unique_ptr<Timer> placement_timer_;
   struct Placement {
     std::string name;

@@ -42,6 +42,11 @@ void Supervisor::perform(Unit& u, const Effect& e) {
             u.since_unix_ms = clock_.unix_ms();
             const pid_t pid = u.instance && !u.instance->exited() ? u.instance->record().pid : 0;
             spdlog::info("{}: {} -> {} ({})", name, to_string(p.from), to_string(p.to), p.reason);
+            // Memory may have come free for a placement that waits on busy services.
+            if (p.from == ServiceState::kBusy || p.to == ServiceState::kStopped ||
+                p.to == ServiceState::kError || p.to == ServiceState::kSleeping) {
+              queue_may_move();
+            }
             const bool asleep = p.to == ServiceState::kSleeping;
             if (u.instance && asleep != (p.from == ServiceState::kSleeping)) {
               // A daemon restarted meanwhile adopts it asleep, not as a server to probe.

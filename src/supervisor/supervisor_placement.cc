@@ -289,6 +289,11 @@ void Supervisor::place_next() {
     const Ownership owners = ownership();
     observe(*snapshot, owners);
     const Plan plan = plan_ensure(plan_input(*snapshot, owners), name);
+    if (!plan.ok && !plan.waiting_for.empty()) {
+      park(*u, why, plan);  // only busy services are in the way: it waits its turn
+      continue;
+    }
+    leave_queue(name, plan.ok);
     // Every decision is an event: who goes, for whom, where, or why nothing can.
     std::vector<std::string> victims, sleepers;
     for (const auto& e : plan.evict) {

@@ -78,6 +78,26 @@ gpuvisor_service_restarts{service="i\"m\\g\n"} 0
 # HELP gpuvisor_evictions_total Services stopped (or put to sleep) to make room, by victim and by whom it was for
 # TYPE gpuvisor_evictions_total counter
 gpuvisor_evictions_total{service="llm",for="img"} 1
+# HELP gpuvisor_queue_depth Placements waiting in the admission queue for busy services to go idle
+# TYPE gpuvisor_queue_depth gauge
+gpuvisor_queue_depth 0
+# HELP gpuvisor_queue_wait_seconds Time a placement waited in the admission queue before it was placed
+# TYPE gpuvisor_queue_wait_seconds histogram
+gpuvisor_queue_wait_seconds_bucket{le="0.1"} 0
+gpuvisor_queue_wait_seconds_bucket{le="0.5"} 0
+gpuvisor_queue_wait_seconds_bucket{le="1"} 0
+gpuvisor_queue_wait_seconds_bucket{le="5"} 0
+gpuvisor_queue_wait_seconds_bucket{le="10"} 0
+gpuvisor_queue_wait_seconds_bucket{le="30"} 0
+gpuvisor_queue_wait_seconds_bucket{le="60"} 0
+gpuvisor_queue_wait_seconds_bucket{le="300"} 0
+gpuvisor_queue_wait_seconds_bucket{le="1200"} 0
+gpuvisor_queue_wait_seconds_bucket{le="+Inf"} 0
+gpuvisor_queue_wait_seconds_sum 0
+gpuvisor_queue_wait_seconds_count 0
+# HELP gpuvisor_queue_timeouts_total Placements that left the admission queue because every caller gave up
+# TYPE gpuvisor_queue_timeouts_total counter
+gpuvisor_queue_timeouts_total 0
 # HELP gpuvisor_gpu_memory_total_bytes Each GPU's memory
 # TYPE gpuvisor_gpu_memory_total_bytes gauge
 gpuvisor_gpu_memory_total_bytes{gpu="0",uuid="GPU-0",name="Fake 24GB"} 25769803776

@@ -111,19 +111,23 @@ TEST_F(PlacementTest, ARefusalFailsTheEnsureWith409AndStartsNothing) {
   EXPECT_EQ(1u, runtime_.started.size());
 }
 
-TEST_F(PlacementTest, TwoRequestsThatDoNotFitTogetherNeverEvictEachOther) {
+// Two requests that do not fit together are served in turn: the second waits in the queue
+// while the first starts (never evicting it half-way), and gets its turn once the first is up.
+TEST_F(PlacementTest, TwoRequestsThatDoNotFitTogetherAreServedInTurn) {
   auto llm = ensure("llm");
   auto tts = ensure("tts");  // same priority, both 16 of 24 GB, asked at the same moment
   ASSERT_TRUE(wait(llm));
-  ASSERT_TRUE(wait(tts));
   ASSERT_TRUE(llm->value().ok()) << llm->value().error().message;
-  ASSERT_FALSE(tts->value().ok());
-  EXPECT_EQ(ErrorCode::kConflict, tts->value().error().code);
-  EXPECT_NE(std::string::npos,
-            tts->value().error().message.find("llm (starting for a waiting ensure"))
-      << tts->value().error().message;
-  EXPECT_EQ(std::vector<std::string>{"llm"}, runtime_.started);
-  EXPECT_EQ(ServiceState::kReady, state("llm"));
+  EXPECT_EQ(ServiceState::kReady, llm->value()->state);  // answered ready, not evicted half-way
+  ASSERT_TRUE(wait(tts));
+  ASSERT_TRUE(tts->value().ok()) << tts->value().error().message;
+  EXPECT_EQ((std::vector<std::string>{"llm", "tts"}), runtime_.started);
+  bool waited = false;
+  for (const auto& e : events_.since(0)) {
+    waited = waited || (e.type == "queue.enqueued" && e.data["service"] == "tts" &&
+                        e.data["waiting_for"] == nlohmann::json{"llm"});
+  }
+  EXPECT_TRUE(waited);
 }
 
 // The ownership snapshot with the supervisor's services and one plugin worker, as the daemon's
@@ -174,19 +178,35 @@ TEST_F(PlacementTest, AnIdleWorkerHoldingTheMemoryIsEvictedLikeAService) {
   EXPECT_TRUE(decided);
 }
 
-TEST_F(PlacementTest, ABusyWorkerIsNamedAsAWorkerInTheRefusal) {
+TEST_F(PlacementTest, ABusyWorkerMakesTheEnsureWaitInTheQueueUntilItIsIdle) {
   FakeOwners owners(sup());
   owners.worker.busy = true;
   sup().set_ownership(&owners);
   inventory_.next = gpu_with({owners.worker_pid});
   auto llm = ensure("llm");
-  ASSERT_TRUE(wait(llm));
-  ASSERT_FALSE(llm->value().ok());
-  EXPECT_EQ(ErrorCode::kConflict, llm->value().error().code);
-  EXPECT_NE(std::string::npos, llm->value().error().message.find(
-                                   "in the way: worker w-1 (plugin asr) (busy, 15.6 GiB)"))
-      << llm->value().error().message;
+  ASSERT_TRUE(run_until(io_, [&] { return sup().queue().size() == 1; }));
+  EXPECT_EQ(std::vector<std::string>{"worker w-1 (plugin asr)"}, sup().queue()[0].waiting_for);
+  EXPECT_NE(std::string::npos,
+            sup().get("llm")->reason.find("waiting for busy worker w-1 (plugin asr) to go idle"))
+      << sup().get("llm")->reason;
   EXPECT_TRUE(owners.evicted.empty());
+  bool enqueued = false;
+  for (const auto& e : events_.since(0)) enqueued = enqueued || e.type == "queue.enqueued";
+  EXPECT_TRUE(enqueued);
+
+  // Idle now: the queue moves, the worker goes, and llm starts once its memory is free.
+  owners.worker.busy = false;
+  ASSERT_TRUE(run_until(io_, [&] { return !owners.evicted.empty(); }));
+  owners.worker_pid = 0;
+  inventory_.next = gpu_with({});
+  ASSERT_TRUE(wait(llm));
+  ASSERT_TRUE(llm->value().ok()) << llm->value().error().message;
+  EXPECT_TRUE(sup().queue().empty());
+  bool dequeued = false;
+  for (const auto& e : events_.since(0)) {
+    dequeued = dequeued || (e.type == "queue.dequeued" && e.data["placed"] == true);
+  }
+  EXPECT_TRUE(dequeued);
 }
 
 // A worker of a plugin whose service outranks the requester stays, as that service would.

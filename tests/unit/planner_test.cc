@@ -506,5 +506,25 @@ TEST(Planner, APopularSleeperStaysAsleepWhenSomethingAwakeIsCheaperToLose) {
   EXPECT_EQ("start want on GPU 0 after stopping whisper", plan.reason);
 }
 
+TEST(Planner, ARefusalThatOnlyBusyServicesCauseSaysWhomToWaitFor) {
+  auto busy = running(svc("a", 1, 16), 0);
+  busy.busy = true;
+  const auto plan = plan_ensure(one_gpu({busy, svc("b", 5, 16)}), "b");
+  EXPECT_FALSE(plan.ok);
+  EXPECT_EQ(std::vector<std::string>{"a"}, plan.waiting_for);
+}
+
+TEST(Planner, ARefusalThatWaitingCannotCureWaitsForNobody) {
+  auto busy = running(svc("a", 1, 8), 0);
+  busy.busy = true;
+  // vip outranks b: a going idle would not be enough.
+  const auto plan =
+      plan_ensure(one_gpu({busy, running(svc("vip", 9, 12), 0), svc("b", 5, 16)}), "b");
+  EXPECT_FALSE(plan.ok);
+  EXPECT_TRUE(plan.waiting_for.empty()) << plan.reason;
+  // Too large for any GPU: no wait helps either.
+  EXPECT_TRUE(plan_ensure(one_gpu({busy, svc("huge", 5, 30)}), "huge").waiting_for.empty());
+}
+
 }  // namespace
 }  // namespace gpuvisor
