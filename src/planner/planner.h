@@ -84,7 +84,7 @@ struct Plan {
 // to sleep first; a sleeping service wakes where it sleeps, needing what its residual lacks.
 // Never evicts a service of higher priority than the requester, nor a busy one unless
 // preempt_busy_lower allows it for strictly lower priority. Among what may go: lowest priority
-// first; within a priority, the least wait saved per byte freed (recent_uses x wake_seconds for
+// first; within a priority, the least wait saved per GiB^0.75 freed (recent_uses x wake_seconds for
 // a sleep, reload_seconds for a stop, their difference for stopping a sleeper), then sleepers
 // (stopped) before anything awake and what can be put to sleep before what must be stopped, then
 // least recently used; put to sleep only where that frees enough; and no more than needed.

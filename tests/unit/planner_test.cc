@@ -114,6 +114,21 @@ TEST(Planner, WithinAPriorityKeepsWhatSavesTheMostReloadTimePerByte) {
   EXPECT_EQ(std::vector<std::string>{"whisper"}, evicted(plan));
 }
 
+TEST(Planner, ALargeServiceIsNotEvictedForItsSizeAlone) {
+  // Either frees the 8 GiB wanted. Per GiB, big saves less (32 s / 14 GiB against 20 s / 8 GiB)
+  // and would go; but what it frees beyond the hole is worth less than its size, and per
+  // GiB^0.75 small saves less (20 / 4.8 against 32 / 7.2).
+  auto big = running(svc("big", 5, 14, 900), 0);
+  big.recent_uses = 1;
+  big.reload_seconds = 32;
+  auto small = running(svc("small", 5, 8, 100), 0);
+  small.recent_uses = 1;
+  small.reload_seconds = 20;
+  const auto plan = plan_ensure(one_gpu({big, small, svc("want", 5, 8)}), "want");
+  ASSERT_TRUE(plan.ok) << plan.reason;
+  EXPECT_EQ(std::vector<std::string>{"small"}, evicted(plan));
+}
+
 TEST(Planner, EvictsNoMoreThanNeeded) {
   // Taking "small" first (lowest priority) is not enough; once "big" goes, "small" can stay.
   const auto in =
