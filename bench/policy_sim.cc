@@ -47,8 +47,8 @@ using gpuvisor::PlanInput;
 using gpuvisor::PlanService;
 
 constexpr uint64_t kGiB = 1ULL << 30;
-constexpr double kHalfLifeSeconds = 1800;  // as the daemon counts uses (supervisor/unit.h)
-constexpr double kMeanGapSeconds = 30;     // between requests
+constexpr double kHalfLifeSeconds = gpuvisor::kUseHalfLifeSeconds;  // as the daemon counts uses
+constexpr double kMeanGapSeconds = 30;                              // between requests
 constexpr double kNever = std::numeric_limits<double>::infinity();
 
 constexpr int kMaxEvictionRounds = 3;  // as the daemon (supervisor_placement.cc)
@@ -429,6 +429,7 @@ Outcome simulate(const std::vector<Request>& trace, const std::vector<double>& n
   // they have been seen.
   const auto plan_input = [&](const Sim& at) {
     PlanInput in;
+    in.now_ms = static_cast<int64_t>(now * 1000);
     for (unsigned g = 0; g < at.gpu_gib.size(); ++g) {
       in.devices.push_back({g, static_cast<uint64_t>(at.gpu_gib[g] * kGiB),
                             static_cast<uint64_t>(at.free_gib(g) * kGiB)});
