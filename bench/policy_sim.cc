@@ -1,16 +1,28 @@
 // Trace-driven simulation of eviction policies over the real planner (pure, so thousands of
-// requests take milliseconds). One GPU (48 GiB, then 80 GiB), 16 services with the sizes and
-// load times of common models (190 GiB together), 5000 requests per trace, 5 seeds each. Traces:
-// independent requests (Zipf 1.1, or uniform), and a diurnal one (a hot service each hour over
-// Zipf traffic). A request for a service that is not loaded costs its load time; the policy picks
-// what to evict to make room. Each trace runs twice: with every eviction a stop, then with the
-// LLM servers able to sleep (a wake-up costs 0.3 s, a sleeper keeps 1-2 GiB on the GPU).
+// requests take milliseconds). Three machines: one GPU of 48 GiB, one of 80 GiB, each with 16
+// services with the sizes and load times of common models (190 GiB together); and a workstation
+// with two 24 GiB GPUs (2x RTX 3090/4090) and 16 services (189 GiB), three of which span both
+// GPUs (a 70B model at 2 x 20 GiB and a 32B at 2 x 10 GiB, vLLM tensor-parallel, and a video
+// model at 2 x 15 GiB). 5000 requests per trace, 5 seeds each. Traces: independent requests
+// (Zipf 1.1, or uniform), and a diurnal one (a hot service each hour over Zipf traffic). A request
+// for a service that is not loaded costs its load time; the policy picks what to evict to make
+// room and, on two GPUs, where a single-GPU service goes. Each trace runs twice: with every
+// eviction a stop, then with the LLM servers able to sleep (a wake-up costs 0.3 s, a sleeper
+// keeps 1-2 GiB on each of its GPUs).
 //
 // Policies: gpuvisor (plan_ensure, fed what the daemon would know), stop-everything-else, evict
 // by keep-alive expiry (each service has its own keep-alive, as Ollama-style servers do), plain
 // LRU, and an offline bound that knows when each service is next requested (a heuristic, not a
 // proven optimum). For each policy it prints the share of the gap between plain LRU and the
 // bound that the policy closes.
+//
+// On two GPUs a spanning service holds its share on each of its GPUs, and evicting it frees that
+// share on each. A spanning newcomer goes on both. A single-GPU newcomer goes where the policy
+// puts it: gpuvisor where plan_ensure says; the baselines (LRU, keep-alive, stop-everything-else)
+// on the GPU whose own order of victims, taken only while a GPU they are on is still short, is
+// shortest, then whose most recently used victim was used longest ago, then the lower GPU; the
+// bound on the GPU whose victims cost least reload time per second until each is next needed,
+// then fewest victims, then the lower GPU. A sleeper wakes where it sleeps.
 //
 //   bench_policy_sim [--requests N] [--seeds N]
 #include <algorithm>
@@ -24,6 +36,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "planner/planner.h"
@@ -34,8 +47,8 @@ using gpuvisor::PlanInput;
 using gpuvisor::PlanService;
 
 constexpr uint64_t kGiB = 1ULL << 30;
-constexpr double kHalfLifeSeconds = 1800;  // as the daemon counts uses (supervisor/unit.h)
-constexpr double kMeanGapSeconds = 30;     // between requests
+constexpr double kHalfLifeSeconds = gpuvisor::kUseHalfLifeSeconds;  // as the daemon counts uses
+constexpr double kMeanGapSeconds = 30;                              // between requests
 constexpr double kNever = std::numeric_limits<double>::infinity();
 
 constexpr int kMaxEvictionRounds = 3;  // as the daemon (supervisor_placement.cc)
@@ -43,14 +56,15 @@ constexpr double kWakeSeconds = 0.3;   // a sleeping server's wake-up (vLLM's le
 
 struct Model {
   const char* name;
-  double gib;
+  double gib;  // on each of its GPUs
   double load_seconds;
   double keep_alive_seconds;
-  double residual_gib = 0;  // what it keeps on the GPU asleep, in the traces with sleep; 0: cannot
+  double residual_gib = 0;  // on each of its GPUs asleep, in the traces with sleep; 0: cannot
+  unsigned gpus = 1;        // how many GPUs it spans
 };
 
 // Sizes and cold-start times of the kind a 48 GB workstation serves. The LLM servers can sleep.
-const std::vector<Model> kModels = {
+const std::vector<Model> kOneGpuModels = {
     {"llama-8b-q4", 5, 12, 300, 1},
     {"llama-70b-q4", 40, 95, 600, 2},
     {"qwen-14b", 10, 25, 300, 1.5},
@@ -67,6 +81,34 @@ const std::vector<Model> kModels = {
     {"code-34b", 20, 50, 600, 2},
     {"sd15", 4, 9, 300},
     {"musicgen", 6, 15, 300},
+};
+
+// The same kind of mix on a workstation with two 24 GiB GPUs: what does not fit one GPU spans
+// both (the 70B and a 32B model tensor-parallel under vLLM, the video model split in two), flux
+// is its 22 GiB fp8 build, and the 32B model takes the 34B code model's place.
+const std::vector<Model> kTwoGpuModels = {
+    {"llama-8b-q4", 5, 12, 300, 1},
+    {"llama-70b-q4 (TP 2)", 20, 95, 600, 2, 2},
+    {"qwen-14b", 10, 25, 300, 1.5},
+    {"mistral-7b", 6, 14, 300, 1},
+    {"vllm-8b", 20, 90, 1800, 2},
+    {"sdxl", 8, 20, 600},
+    {"flux-fp8", 22, 45, 600},
+    {"video (2 GPUs)", 15, 60, 900, 0, 2},
+    {"whisper", 4, 8, 300},
+    {"tts", 2, 5, 300},
+    {"embed", 1.5, 4, 1800},
+    {"rerank", 1, 3, 1800},
+    {"llava", 9, 22, 300, 1.5},
+    {"qwen-32b (TP 2)", 10, 50, 600, 1.5, 2},
+    {"sd15", 4, 9, 300},
+    {"musicgen", 6, 15, 300},
+};
+
+struct Machine {
+  std::string name;  // as the rows say it
+  std::vector<double> gpu_gib;
+  const std::vector<Model>* models;
 };
 
 enum class Policy { kBound, kGpuvisor, kStopOthers, kKeepAlive, kLru };
@@ -110,24 +152,24 @@ const char* name_of(Shape s) {
 
 constexpr double kHotShare = 0.5;  // of the requests in its hour, for the hour's hot service
 
-// Requests 30 s apart on average (Poisson). Skewed: independent, Zipf 1.1 over a shuffled
-// ranking. Uniform: independent, every service equally likely. Diurnal: each hour one service,
-// drawn afresh (never the last hour's), is hot and takes half the requests; the rest follow the
-// skewed trace's Zipf ranking.
-std::vector<Request> make_trace(Shape shape, size_t count, unsigned seed) {
+// Requests 30 s apart on average (Poisson) for n services. Skewed: independent, Zipf 1.1 over a
+// shuffled ranking. Uniform: independent, every service equally likely. Diurnal: each hour one
+// service, drawn afresh (never the last hour's), is hot and takes half the requests; the rest
+// follow the skewed trace's Zipf ranking.
+std::vector<Request> make_trace(Shape shape, size_t n, size_t count, unsigned seed) {
   std::mt19937_64 rng(seed);
-  std::vector<double> weight(kModels.size(), 1.0);
+  std::vector<double> weight(n, 1.0);
   if (shape != Shape::kUniform) {
-    std::vector<size_t> rank(kModels.size());
+    std::vector<size_t> rank(n);
     std::iota(rank.begin(), rank.end(), 0);
     std::shuffle(rank.begin(), rank.end(), rng);  // popularity unrelated to size
-    for (size_t i = 0; i < kModels.size(); ++i) weight[rank[i]] = 1.0 / std::pow(i + 1.0, 1.1);
+    for (size_t i = 0; i < n; ++i) weight[rank[i]] = 1.0 / std::pow(i + 1.0, 1.1);
   }
   std::discrete_distribution<size_t> pick(weight.begin(), weight.end());
   std::exponential_distribution<double> gap(1.0 / kMeanGapSeconds);
-  std::uniform_int_distribution<size_t> other(1, kModels.size() - 1);
+  std::uniform_int_distribution<size_t> other(1, n - 1);
   std::bernoulli_distribution hot_request(kHotShare);
-  size_t hot = kModels.size() - 1;
+  size_t hot = n - 1;
   double hour = -1;
   std::vector<Request> out;
   double t = 0;
@@ -136,7 +178,7 @@ std::vector<Request> make_trace(Shape shape, size_t count, unsigned seed) {
     if (shape == Shape::kDiurnal) {
       if (std::floor(t / 3600) != hour) {
         hour = std::floor(t / 3600);
-        hot = (hot + other(rng)) % kModels.size();
+        hot = (hot + other(rng)) % n;
       }
       if (hot_request(rng)) {
         out.push_back({t, hot});
@@ -149,9 +191,9 @@ std::vector<Request> make_trace(Shape shape, size_t count, unsigned seed) {
 }
 
 // For each request, when the same service is requested next (kNever if it is not).
-std::vector<double> next_requests(const std::vector<Request>& trace) {
+std::vector<double> next_requests(const std::vector<Request>& trace, size_t n) {
   std::vector<double> out(trace.size(), kNever);
-  std::vector<double> seen(kModels.size(), kNever);
+  std::vector<double> seen(n, kNever);
   for (size_t k = trace.size(); k-- > 0;) {
     out[k] = seen[trace[k].model];
     seen[trace[k].model] = trace[k].at;
@@ -174,45 +216,126 @@ struct Eviction {
   bool sleep = false;
 };
 
-struct Sim {
-  double gpu_gib = 48;
-  bool sleep = false;  // services with a residual sleep instead of stopping
-  std::vector<State> state = std::vector<State>(kModels.size(), State::kOff);
-  std::vector<double> next_use = std::vector<double>(kModels.size(), kNever);
-  double used_gib = 0;
+using Gpus = std::vector<unsigned>;
 
-  bool can_sleep(size_t i) const { return sleep && kModels[i].residual_gib > 0; }
+struct Sim {
+  Sim(const Machine& machine, bool with_sleep)
+      : models(machine.models),
+        gpu_gib(machine.gpu_gib),
+        sleep(with_sleep),
+        state(models->size(), State::kOff),
+        on(models->size()),
+        next_use(models->size(), kNever),
+        used_gib(gpu_gib.size(), 0) {}
+
+  const std::vector<Model>* models;
+  std::vector<double> gpu_gib;
+  bool sleep = false;  // services with a residual sleep instead of stopping
+  std::vector<State> state;
+  std::vector<Gpus> on;  // where each runs or sleeps
+  std::vector<double> next_use;
+  std::vector<double> used_gib;  // on each GPU
+
+  const Model& model(size_t i) const { return (*models)[i]; }
+  bool can_sleep(size_t i) const { return sleep && model(i).residual_gib > 0; }
+  // What i holds on each of its GPUs.
   double held(size_t i) const {
-    if (state[i] == State::kAwake) return kModels[i].gib;
-    return state[i] == State::kAsleep ? kModels[i].residual_gib : 0;
+    if (state[i] == State::kAwake) return model(i).gib;
+    return state[i] == State::kAsleep ? model(i).residual_gib : 0;
   }
-  // What serving i takes on top of what it holds.
-  double needs(size_t i) const { return kModels[i].gib - held(i); }
-  double free_gib() const { return gpu_gib - used_gib; }
-  // What e frees.
+  // What serving i takes on each of its GPUs on top of what it holds.
+  double needs(size_t i) const { return model(i).gib - held(i); }
+  double free_gib(unsigned gpu) const { return gpu_gib[gpu] - used_gib[gpu]; }
+  bool on_gpu(size_t i, unsigned gpu) const {
+    return std::find(on[i].begin(), on[i].end(), gpu) != on[i].end();
+  }
+  // Whether want, placed on gpus, has the room it needs there.
+  bool fits(size_t want, const Gpus& gpus) const {
+    return std::all_of(gpus.begin(), gpus.end(),
+                       [&](unsigned g) { return free_gib(g) >= needs(want) - 1e-9; });
+  }
+  // Whether i holds memory on a GPU of gpus that is still short for want.
+  bool in_the_way(size_t i, size_t want, const Gpus& gpus) const {
+    return std::any_of(gpus.begin(), gpus.end(), [&](unsigned g) {
+      return on_gpu(i, g) && free_gib(g) < needs(want) - 1e-9;
+    });
+  }
+  // What e frees on each GPU its service is on.
   double frees(const Eviction& e) const {
-    return e.sleep ? kModels[e.model].gib - kModels[e.model].residual_gib : held(e.model);
+    return e.sleep ? model(e.model).gib - model(e.model).residual_gib : held(e.model);
   }
   void apply(const Eviction& e) {
-    used_gib -= frees(e);
+    for (const unsigned g : on[e.model]) used_gib[g] -= frees(e);
     state[e.model] = e.sleep ? State::kAsleep : State::kOff;
+    if (!e.sleep) on[e.model].clear();
+  }
+  // Serves want on gpus (where it sleeps, if it does).
+  void serve(size_t want, const Gpus& gpus) {
+    for (const unsigned g : gpus) used_gib[g] += needs(want);
+    on[want] = gpus;
+    state[want] = State::kAwake;
+  }
+  // Where want may go: where it sleeps, or every set of as many GPUs as it spans that are large
+  // enough, lowest first.
+  std::vector<Gpus> places(size_t want) const {
+    if (state[want] != State::kOff) return {on[want]};
+    std::vector<Gpus> out;
+    const unsigned n = static_cast<unsigned>(gpu_gib.size());
+    for (unsigned mask = 1; mask < (1u << n); ++mask) {
+      Gpus set;
+      bool large = true;
+      for (unsigned g = 0; g < n; ++g) {
+        if ((mask & (1u << g)) == 0) continue;
+        set.push_back(g);
+        large = large && gpu_gib[g] >= model(want).gib;
+      }
+      if (large && set.size() == model(want).gpus) out.push_back(set);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
   }
 };
 
-// In the given order: put to sleep (or stop, if it cannot sleep) each awake service until want
-// fits; then, if that was not enough, stop sleeping ones in the same order.
-std::vector<Eviction> in_order(const Sim& sim, size_t want, const std::vector<size_t>& order) {
+// Where a service goes and what is evicted first.
+struct Placement {
+  Gpus gpus;
+  std::vector<Eviction> evictions;
+};
+
+// In the given order: put to sleep (or stop, if it cannot sleep) each awake service in the way
+// of want on gpus until want fits; then, if that was not enough, stop sleeping ones in the same
+// order.
+std::vector<Eviction> in_order(const Sim& sim, size_t want, const Gpus& gpus,
+                               const std::vector<size_t>& order) {
   Sim after = sim;
   std::vector<Eviction> out;
   for (const bool asleep_pass : {false, true}) {
     for (const size_t i : order) {
-      if (after.free_gib() >= after.needs(want)) return out;
+      if (after.fits(want, gpus)) return out;
       if (i == want || after.state[i] != (asleep_pass ? State::kAsleep : State::kAwake)) continue;
+      if (!after.in_the_way(i, want, gpus)) continue;
       out.push_back({i, !asleep_pass && after.can_sleep(i)});
       after.apply(out.back());
     }
   }
   return out;
+}
+
+// The baselines' placement: of the places want may go, the one whose victims in the given order
+// are fewest, then whose most recently used victim was used longest ago, then the lowest GPUs.
+Placement by_order(const Sim& sim, size_t want, const std::vector<size_t>& order,
+                   const std::vector<double>& last_used) {
+  std::optional<std::tuple<size_t, double, Placement>> best;
+  for (const auto& gpus : sim.places(want)) {
+    auto evictions = in_order(sim, want, gpus, order);
+    double newest = -std::numeric_limits<double>::infinity();
+    for (const auto& e : evictions) newest = std::max(newest, last_used[e.model]);
+    if (!best || std::make_pair(evictions.size(), newest) <
+                     std::make_pair(std::get<0>(*best), std::get<1>(*best))) {
+      best = {evictions.size(), newest, Placement{gpus, std::move(evictions)}};
+    }
+  }
+  return std::get<2>(*best);
 }
 
 // Offline: knows when each loaded service is next requested. To make room it evicts first the
@@ -229,56 +352,71 @@ std::vector<Eviction> in_order(const Sim& sim, size_t want, const std::vector<si
 // With sleep the steps are priced the same way: a sleep costs the wake-up and frees all but
 // the residual; stopping a sleeping service costs the load less the wake-up and frees the
 // residual (it becomes a candidate once its sleep is chosen).
-std::vector<Eviction> bound_evictions(const Sim& sim, size_t want, double now,
-                                      double size_exponent) {
+// On two GPUs only what is on a GPU still short is a candidate, and the GiB it frees are those
+// on the GPUs want goes on. The evictions come with their cost: the reload seconds they add per
+// second until each victim is next needed, which picks among the places want may go.
+std::pair<double, std::vector<Eviction>> bound_evictions(const Sim& sim, size_t want,
+                                                         const Gpus& gpus, double now,
+                                                         double size_exponent) {
   Sim after = sim;
-  const auto price = [&](const Eviction& e) {
-    const double distance = std::max(after.next_use[e.model] - now, 1e-3);
-    const Model& m = kModels[e.model];
-    const double cost = e.sleep                                  ? kWakeSeconds
-                        : after.state[e.model] == State::kAsleep ? m.load_seconds - kWakeSeconds
-                                                                 : m.load_seconds;
-    return cost / std::pow(after.frees(e), size_exponent) / distance;
+  const auto cost = [&](const Eviction& e) {
+    const Model& m = after.model(e.model);
+    return e.sleep                                  ? kWakeSeconds
+           : after.state[e.model] == State::kAsleep ? m.load_seconds - kWakeSeconds
+                                                    : m.load_seconds;
+  };
+  const auto distance = [&](size_t i) { return std::max(after.next_use[i] - now, 1e-3); };
+  const auto frees_here = [&](const Eviction& e) {
+    double gib = 0;
+    for (const unsigned g : gpus) gib += after.on_gpu(e.model, g) ? after.frees(e) : 0;
+    return gib;
   };
   std::vector<Eviction> chosen;
-  std::vector<double> freed;
-  while (after.free_gib() < after.needs(want)) {
+  std::vector<double> costs, freed;
+  std::vector<Gpus> where;
+  while (!after.fits(want, gpus)) {
     std::optional<std::pair<double, Eviction>> best;
-    for (size_t i = 0; i < kModels.size(); ++i) {
-      if (i == want || after.state[i] == State::kOff) continue;
+    for (size_t i = 0; i < after.models->size(); ++i) {
+      if (i == want || after.state[i] == State::kOff || !after.in_the_way(i, want, gpus)) continue;
       const Eviction e{i, after.state[i] == State::kAwake && after.can_sleep(i)};
-      const double p = price(e);
+      const double p = cost(e) / std::pow(frees_here(e), size_exponent) / distance(i);
       if (!best || p < best->first) best = {{p, e}};
     }
-    chosen.push_back(best->second);
-    freed.push_back(after.frees(best->second));
-    after.apply(best->second);
+    const Eviction& e = best->second;
+    chosen.push_back(e);
+    costs.push_back(cost(e) / distance(e.model));
+    freed.push_back(after.frees(e));
+    where.push_back(after.on[e.model]);
+    after.apply(e);
   }
-  // Undo, the last chosen first, what turned out not to be needed; a sleep stays when the stop
-  // that followed it stays.
-  double spare = after.free_gib() - after.needs(want);
+  // Undo, the last chosen first, what turned out not to be needed on any GPU it was on; a sleep
+  // stays when the stop that followed it stays.
+  std::vector<double> spare(after.gpu_gib.size(), kNever);
+  for (const unsigned g : gpus) spare[g] = after.free_gib(g) - after.needs(want);
   std::vector<bool> kept(chosen.size(), true);
   for (size_t c = chosen.size(); c-- > 0;) {
     bool followed = false;
     for (size_t later = c + 1; later < chosen.size(); ++later)
       followed = followed || (kept[later] && chosen[later].model == chosen[c].model);
-    if (followed || spare - freed[c] < 0) continue;
-    spare -= freed[c];
+    const bool needed = std::any_of(where[c].begin(), where[c].end(),
+                                    [&](unsigned g) { return spare[g] - freed[c] < 0; });
+    if (followed || needed) continue;
+    for (const unsigned g : where[c]) spare[g] -= freed[c];
     kept[c] = false;
   }
-  std::vector<Eviction> out;
+  std::pair<double, std::vector<Eviction>> out;
   for (size_t c = 0; c < chosen.size(); ++c) {
-    if (kept[c]) out.push_back(chosen[c]);
+    if (!kept[c]) continue;
+    out.first += costs[c];
+    out.second.push_back(chosen[c]);
   }
   return out;
 }
 
 Outcome simulate(const std::vector<Request>& trace, const std::vector<double>& next_request,
-                 Policy policy, double gpu_gib, bool sleep, double size_exponent = 0.5) {
-  const size_t n = kModels.size();
-  Sim sim;
-  sim.gpu_gib = gpu_gib;
-  sim.sleep = sleep;
+                 Policy policy, const Machine& machine, bool sleep, double size_exponent = 0.5) {
+  const size_t n = machine.models->size();
+  Sim sim(machine, sleep);
   std::vector<bool> measured(n, false), slept(n, false), woken(n, false);
   std::vector<double> last_used(n, -1e18), uses(n, 0), uses_at(n, 0);
   for (size_t k = trace.size(); k-- > 0;) sim.next_use[trace[k].model] = trace[k].at;
@@ -287,26 +425,31 @@ Outcome simulate(const std::vector<Request>& trace, const std::vector<double>& n
     return uses[i] * std::exp2(-(now - uses_at[i]) / kHalfLifeSeconds);
   };
   double now = 0;
-  // The planner's view of the GPU, as the daemon builds it: times and residuals are known once
+  // The planner's view of the GPUs, as the daemon builds it: times and residuals are known once
   // they have been seen.
   const auto plan_input = [&](const Sim& at) {
     PlanInput in;
-    in.devices = {
-        {0, static_cast<uint64_t>(at.gpu_gib * kGiB), static_cast<uint64_t>(at.free_gib() * kGiB)}};
+    in.now_ms = static_cast<int64_t>(now * 1000);
+    for (unsigned g = 0; g < at.gpu_gib.size(); ++g) {
+      in.devices.push_back({g, static_cast<uint64_t>(at.gpu_gib[g] * kGiB),
+                            static_cast<uint64_t>(at.free_gib(g) * kGiB)});
+    }
     for (size_t i = 0; i < n; ++i) {
+      const Model& m = at.model(i);
       PlanService s;
       s.name = std::to_string(i);
-      s.need_bytes = static_cast<uint64_t>(kModels[i].gib * kGiB);
+      s.gpu_count = m.gpus;
+      s.need_bytes = static_cast<uint64_t>(m.gib * kGiB);
       s.running = at.state[i] == State::kAwake;
       s.sleeping = at.state[i] == State::kAsleep;
-      if (s.running || s.sleeping) s.gpus = {0};
+      s.gpus = at.on[i];
       s.held_bytes = static_cast<uint64_t>(at.held(i) * kGiB);
       s.last_used_ms = static_cast<int64_t>(last_used[i] * 1000);
       s.recent_uses = decayed(i, now);
-      s.reload_seconds = measured[i] ? kModels[i].load_seconds : 0;
+      s.reload_seconds = measured[i] ? m.load_seconds : 0;
       s.sleeps = at.can_sleep(i);
       s.wake_seconds = woken[i] ? kWakeSeconds : 0;
-      s.residual_bytes = slept[i] ? static_cast<uint64_t>(kModels[i].residual_gib * kGiB) : 0;
+      s.residual_bytes = slept[i] ? static_cast<uint64_t>(m.residual_gib * kGiB) : 0;
       in.services.push_back(s);
     }
     return in;
@@ -316,7 +459,7 @@ Outcome simulate(const std::vector<Request>& trace, const std::vector<double>& n
     const size_t want = r.model;
     now = r.at;
     if (sim.state[want] != State::kAwake) {
-      std::vector<Eviction> evictions;
+      Placement placed;
       std::vector<size_t> order;
       for (size_t i = 0; i < n; ++i) {
         if (sim.state[i] != State::kOff && i != want) order.push_back(i);
@@ -327,50 +470,60 @@ Outcome simulate(const std::vector<Request>& trace, const std::vector<double>& n
         Sim after = sim;
         for (const size_t i : order) {
           if (sim.state[i] != State::kAwake) continue;
-          evictions.push_back({i, sim.can_sleep(i)});
-          after.apply(evictions.back());
+          placed.evictions.push_back({i, sim.can_sleep(i)});
+          after.apply(placed.evictions.back());
         }
-        for (const auto& e : in_order(after, want, order)) evictions.push_back(e);
-      } else if (sim.free_gib() >= sim.needs(want)) {
-        // room already
+        auto rest = by_order(after, want, order, last_used);
+        placed.gpus = rest.gpus;
+        for (const auto& e : rest.evictions) placed.evictions.push_back(e);
       } else if (policy == Policy::kBound) {
-        evictions = bound_evictions(sim, want, r.at, size_exponent);
+        std::optional<std::tuple<double, size_t, Placement>> best;
+        for (const auto& gpus : sim.places(want)) {
+          auto [cost, evictions] = bound_evictions(sim, want, gpus, r.at, size_exponent);
+          if (!best || std::make_pair(cost, evictions.size()) <
+                           std::make_pair(std::get<0>(*best), std::get<1>(*best))) {
+            best = {cost, evictions.size(), Placement{gpus, std::move(evictions)}};
+          }
+        }
+        placed = std::get<2>(*best);
       } else if (policy == Policy::kGpuvisor) {
         // As the daemon does: when what was evicted is gone and the service still does not fit
         // (a sleeper kept more than its last residual said, or none was known), plan again.
         Sim after = sim;
         for (int round = 0; round <= kMaxEvictionRounds; ++round) {
-          if (round > 0 && after.free_gib() >= after.needs(want)) break;
+          if (round > 0 && after.fits(want, placed.gpus)) break;
           if (round > 0) ++out.replans;
           const auto plan = gpuvisor::plan_ensure(plan_input(after), std::to_string(want));
           if (!plan.ok) {
             std::cerr << "gpuvisor: " << plan.reason << "\n";
             std::exit(1);
           }
+          placed.gpus = plan.gpus;
           for (const auto& v : plan.evict) {
-            evictions.push_back({std::stoul(v.name), v.sleep});
-            after.apply(evictions.back());
+            placed.evictions.push_back({std::stoul(v.name), v.sleep});
+            after.apply(placed.evictions.back());
           }
         }
       } else {
         std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
           if (policy == Policy::kKeepAlive) {
-            return last_used[a] + kModels[a].keep_alive_seconds <
-                   last_used[b] + kModels[b].keep_alive_seconds;
+            return last_used[a] + sim.model(a).keep_alive_seconds <
+                   last_used[b] + sim.model(b).keep_alive_seconds;
           }
           return last_used[a] < last_used[b];
         });
-        evictions = in_order(sim, want, order);
+        placed = by_order(sim, want, order, last_used);
       }
-      for (const auto& e : evictions) {
+      for (const auto& e : placed.evictions) {
         if (e.sleep && !sim.can_sleep(e.model)) {
-          std::cerr << name_of(policy) << " put " << kModels[e.model].name << " to sleep\n";
+          std::cerr << name_of(policy) << " put " << sim.model(e.model).name << " to sleep\n";
           std::exit(1);
         }
         if (e.sleep) slept[e.model] = true;
         sim.apply(e);
       }
-      if (sim.free_gib() < sim.needs(want) - 1e-9) {
+      if (placed.gpus.size() != sim.model(want).gpus || !sim.fits(want, placed.gpus) ||
+          (sim.state[want] == State::kAsleep && placed.gpus != sim.on[want])) {
         std::cerr << name_of(policy) << " left too little room\n";
         std::exit(1);
       }
@@ -379,11 +532,10 @@ Outcome simulate(const std::vector<Request>& trace, const std::vector<double>& n
         out.wait_seconds += kWakeSeconds;
         ++out.wakes;
       } else {
-        out.wait_seconds += kModels[want].load_seconds;
+        out.wait_seconds += sim.model(want).load_seconds;
         ++out.loads;
       }
-      sim.used_gib += sim.needs(want);
-      sim.state[want] = State::kAwake;
+      sim.serve(want, placed.gpus);
       measured[want] = true;
     }
     sim.next_use[want] = next_request[k];
@@ -422,7 +574,9 @@ int main(int argc, char** argv) {
                "load seconds / GiB^a / seconds to next request first (the better of a = 0.5 and "
                "a = 1 on each seed): a heuristic, not a proven optimum.\n"
                "With sleep, the LLM servers (7 of 16) sleep instead of stopping: a wake-up takes "
-            << kWakeSeconds << " s and they keep 1-2 GiB on the GPU while asleep.\n";
+            << kWakeSeconds
+            << " s and they keep 1-2 GiB on each of their GPUs while asleep.\n"
+               "On 2 x 24 GiB, three services span both GPUs (20, 15 and 10 GiB on each).\n";
   struct Result {
     std::string trace;
     bool sleep = false;
@@ -433,18 +587,24 @@ int main(int argc, char** argv) {
     const size_t misses = o.loads + o.wakes;
     return misses == 0 ? 0.0 : o.wait_seconds / static_cast<double>(misses);
   };
-  for (const double gpu : {48.0, 80.0}) {
+  const std::vector<Machine> machines = {
+      {"48 GiB", {48}, &kOneGpuModels},
+      {"80 GiB", {80}, &kOneGpuModels},
+      {"2 x 24 GiB", {24, 24}, &kTwoGpuModels},
+  };
+  for (const Machine& machine : machines) {
+    const size_t n = machine.models->size();
     for (const Shape shape : {Shape::kSkewed, Shape::kUniform, Shape::kDiurnal}) {
-      const std::string name = std::to_string(static_cast<int>(gpu)) + " GiB, " + name_of(shape);
+      const std::string name = machine.name + ", " + name_of(shape);
       Result plain{name, false}, slept{name, true};
       for (unsigned seed = 1; seed <= seeds; ++seed) {
-        const auto trace = make_trace(shape, requests, seed);
-        const auto next = next_requests(trace);
+        const auto trace = make_trace(shape, n, requests, seed);
+        const auto next = next_requests(trace, n);
         for (Result* r : {&plain, &slept}) {
           for (size_t p = 0; p < kPolicyCount; ++p) {
-            auto o = simulate(trace, next, kPolicies[p], gpu, r->sleep);
+            auto o = simulate(trace, next, kPolicies[p], machine, r->sleep);
             if (kPolicies[p] == Policy::kBound) {
-              const auto other = simulate(trace, next, kPolicies[p], gpu, r->sleep, 1.0);
+              const auto other = simulate(trace, next, kPolicies[p], machine, r->sleep, 1.0);
               if (other.wait_seconds < o.wait_seconds) o = other;
             }
             r->total[p].wait_seconds += o.wait_seconds;
@@ -455,7 +615,7 @@ int main(int argc, char** argv) {
         }
       }
       for (const Result* r : {&plain, &slept}) {
-        std::cout << "== one " << name << (r->sleep ? ", with sleep" : "") << ", " << seeds << " x "
+        std::cout << "== " << name << (r->sleep ? ", with sleep" : "") << ", " << seeds << " x "
                   << requests << " requests\n";
         const auto& t = r->total;
         const double bound = t[0].wait_seconds, lru = t[kPolicyCount - 1].wait_seconds;
@@ -487,7 +647,7 @@ int main(int argc, char** argv) {
     const bool met = gv <= lru && (lru - bound < 1 || lru - gv >= 0.8 * (lru - bound));
     char line[200];
     std::snprintf(line, sizeof line,
-                  "  %-47s bound %6.1f h, gpuvisor %6.1f h, LRU %6.1f h: closes %5s, floor %s\n",
+                  "  %-51s bound %6.1f h, gpuvisor %6.1f h, LRU %6.1f h: closes %5s, floor %s\n",
                   (r.trace + (r.sleep ? ", with sleep" : "")).c_str(), bound / 3600, gv / 3600,
                   lru / 3600, gap_closed(lru, gv, bound).c_str(), met ? "met" : "NOT met");
     std::cout << line;
@@ -499,7 +659,7 @@ int main(int argc, char** argv) {
       const Outcome &off = results[i].total[p], &on = results[i + 1].total[p];
       char line[240];
       std::snprintf(line, sizeof line,
-                    "  %-36s %-14s no sleep %6.1f h, %5.1f s per miss; sleep %6.1f h, %5.1f s "
+                    "  %-40s %-14s no sleep %6.1f h, %5.1f s per miss; sleep %6.1f h, %5.1f s "
                     "per miss (%zu of %zu misses woke)\n",
                     results[i].trace.c_str(), name_of(kPolicies[p]), off.wait_seconds / 3600,
                     seconds_per_miss(off), on.wait_seconds / 3600, seconds_per_miss(on), on.wakes,

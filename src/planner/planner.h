@@ -13,6 +13,9 @@
 
 namespace gpuvisor {
 
+// recent_uses halves every this many seconds (the supervisor counts ensures so).
+constexpr double kUseHalfLifeSeconds = 1800;
+
 struct PlanDevice {
   unsigned index = 0;
   uint64_t total_bytes = 0;
@@ -32,9 +35,9 @@ struct PlanService {
   std::vector<unsigned> gpus;  // where it runs or sleeps; empty: not placed
   uint64_t held_bytes = 0;     // what NVML shows it holding now (less while loading)
   int64_t last_used_ms = 0;    // higher is more recent
-  // How much keeping it saves: recent use (a decayed count of ensures) times what a reload
-  // costs (its last start-up time). Unknown (0) for either: it counts as nothing, and least
-  // recently used decides.
+  // How much keeping it saves: recent use (a decayed count of ensures, halving every
+  // kUseHalfLifeSeconds) times what a reload costs (its last start-up time). Unknown (0) for
+  // either: it counts as nothing, and least recently used decides.
   double recent_uses = 0;
   double reload_seconds = 0;
   double wake_seconds = 0;            // its last wake, hook to healthy; 0: unknown
@@ -64,6 +67,9 @@ struct PlanInput {
   std::vector<PlanService> services;
   std::vector<PlanExternal> external;
   bool preempt_busy_lower = false;  // may evict busy services of strictly lower priority
+  // Now, on the clock last_used_ms is read from; 0: unknown (the time since a service's last use
+  // then counts only through its recent_uses).
+  int64_t now_ms = 0;
 };
 
 struct Eviction {
@@ -87,8 +93,9 @@ struct Plan {
 // to sleep first; a sleeping service wakes where it sleeps, needing what its residual lacks.
 // Never evicts a service of higher priority than the requester, nor a busy one unless
 // preempt_busy_lower allows it for strictly lower priority. Among what may go: lowest priority
-// first; within a priority, the least wait saved per byte freed (recent_uses x wake_seconds for
-// a sleep, reload_seconds for a stop, their difference for stopping a sleeper), then sleepers
+// first; within a priority, the least wait saved per GiB^0.75 freed (uses x wake_seconds for a
+// sleep, reload_seconds for a stop, their difference for stopping a sleeper; uses: recent_uses,
+// but at most 2 per the time since the last use, in the half-life's time constant), then sleepers
 // (stopped) before anything awake and what can be put to sleep before what must be stopped, then
 // least recently used; put to sleep only where that frees enough; and no more than needed.
 // Among sets of GPUs: the one whose victims have the lowest top priority, then add the least

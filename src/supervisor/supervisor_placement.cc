@@ -141,8 +141,11 @@ Result<unsigned> Supervisor::fit_reservation(uint64_t bytes, std::optional<unsig
 }
 
 PlanInput Supervisor::plan_input(const GpuSnapshot& snapshot, const Ownership& owners) const {
+  static_assert(Unit::kUseHalfLifeSeconds == kUseHalfLifeSeconds,
+                "the planner reads recent_uses with the half-life it is counted with");
   PlanInput in;
   in.preempt_busy_lower = preempt_busy_lower_;
+  in.now_ms = clock_.unix_ms();  // the clock ensures set last_used_ms from
   for (const auto& d : snapshot.devices)
     in.devices.push_back({d.index, d.total_bytes, d.free_bytes});
   std::map<std::string, std::map<unsigned, uint64_t>> held;  // owner -> gpu -> bytes

@@ -114,6 +114,41 @@ TEST(Planner, WithinAPriorityKeepsWhatSavesTheMostReloadTimePerByte) {
   EXPECT_EQ(std::vector<std::string>{"whisper"}, evicted(plan));
 }
 
+TEST(Planner, ALargeServiceIsNotEvictedForItsSizeAlone) {
+  // Either frees the 8 GiB wanted. Per GiB, big saves less (32 s / 14 GiB against 20 s / 8 GiB)
+  // and would go; but what it frees beyond the hole is worth less than its size, and per
+  // GiB^0.75 small saves less (20 / 4.8 against 32 / 7.2).
+  auto big = running(svc("big", 5, 14, 900), 0);
+  big.recent_uses = 1;
+  big.reload_seconds = 32;
+  auto small = running(svc("small", 5, 8, 100), 0);
+  small.recent_uses = 1;
+  small.reload_seconds = 20;
+  const auto plan = plan_ensure(one_gpu({big, small, svc("want", 5, 8)}), "want");
+  ASSERT_TRUE(plan.ok) << plan.reason;
+  EXPECT_EQ(std::vector<std::string>{"small"}, evicted(plan));
+}
+
+TEST(Planner, AServiceIdleForLongCountsAsCooledWhateverItsRecentUses) {
+  // An hour ago "was_hot" was used often, and its count, halving every 30 minutes, is still
+  // above "steady"'s. But idle for an hour it counts for at most 2 uses per hour's worth of the
+  // count's time constant (2 x 2597 s / 3600 s = 1.4), less than steady's 3.
+  constexpr int64_t kNow = 10'000'000;
+  auto was_hot = running(svc("was_hot", 5, 8, kNow - 3'600'000), 0);
+  was_hot.recent_uses = 10;
+  was_hot.reload_seconds = 30;
+  auto steady = running(svc("steady", 5, 8, kNow - 60'000), 0);
+  steady.recent_uses = 3;
+  steady.reload_seconds = 30;
+  auto in = one_gpu({was_hot, steady, svc("want", 5, 12)});
+  in.now_ms = kNow;
+  const auto plan = plan_ensure(in, "want");
+  ASSERT_TRUE(plan.ok) << plan.reason;
+  EXPECT_EQ(std::vector<std::string>{"was_hot"}, evicted(plan));
+  in.now_ms = 0;  // now unknown: the count alone decides
+  EXPECT_EQ(std::vector<std::string>{"steady"}, evicted(plan_ensure(in, "want")));
+}
+
 TEST(Planner, EvictsNoMoreThanNeeded) {
   // Taking "small" first (lowest priority) is not enough; once "big" goes, "small" can stay.
   const auto in =
