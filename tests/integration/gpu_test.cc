@@ -167,15 +167,16 @@ TEST(Gpu, AnIdleWorkerIsEvictedForAServiceAndABusyOneIsNamed) {
       },
       20s, "&types=worker."));
 
-  // Busy, the worker stays, and the refusal says who is in the way.
+  // Busy, the worker stays: the ensure waits for it in the queue, and its timeout says for whom.
   ASSERT_EQ(0, d.cli({"stop", "llm"}).exit_code);
   ASSERT_EQ(
       200,
       d.call("POST", "/api/v1/plugins/work_w/jobs", R"({"hold_mb": 16000, "hang": true})")->status);
   ASSERT_TRUE(eventually(
       [&] { return body(d.call("GET", "/api/v1/processes"))["processes"].size() == 1; }));
-  const auto refused = d.cli({"ensure", "llm"});
+  const auto refused = d.cli({"ensure", "llm", "--timeout", "2s"});
   EXPECT_EQ(1, refused.exit_code);
+  EXPECT_NE(std::string::npos, refused.err.find("waiting for busy worker")) << refused.err;
   EXPECT_NE(std::string::npos, refused.err.find("(plugin work_w) (busy, 15.6 GiB)")) << refused.err;
 }
 
