@@ -78,7 +78,10 @@ void Supervisor::start() {
   }
   resume_pending_restarts();
   for (auto& [name, u] : units_) {
-    if (!u->instance && u->spec.runtime == RuntimeKind::kExternal) claim(*u);
+    // Not while a restart is pending: its backoff stands until it is due.
+    if (!u->instance && u->spec.runtime == RuntimeKind::kExternal && !u->life.restart_pending) {
+      claim(*u);
+    }
   }
   for (auto& [name, u] : units_) {
     if (u->instance || u->spec.pid_file.empty()) continue;
