@@ -15,6 +15,7 @@ class ServiceState(Enum):
     BUSY = "busy"
     STOPPING = "stopping"
     ERROR = "error"
+    SLEEPING = "sleeping"  # gpuvisor's own: put to sleep by its hook, woken by the next ensure
 
     @classmethod
     def from_api(cls, state: Optional[str]) -> "ServiceState":

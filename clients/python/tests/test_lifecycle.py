@@ -73,3 +73,10 @@ def test_service_plugin(daemon):
     sp.force_cleanup()
     assert gpuvisor.LifecycleManager().get_state("small") == gpuvisor.ServiceState.STOPPED
     assert sp.get_child_pids() == []
+
+
+def test_every_state_the_daemon_reports_has_a_name():
+    # Not UNKNOWN for a state gpuvisor added after the seed: a sleeping service is sleeping.
+    for state in ("stopped", "starting", "ready", "busy", "stopping", "error", "unknown",
+                  "sleeping"):
+        assert ServiceState.from_api(state).value == state
