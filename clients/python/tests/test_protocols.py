@@ -48,9 +48,10 @@ def test_signatures_match():
 
 
 def test_service_state_has_the_seed_values():
+    # The seed's seven, unchanged, and gpuvisor's own SLEEPING besides.
     assert {s.name: s.value for s in gpuvisor.ServiceState} == {
         "UNKNOWN": "unknown", "STOPPED": "stopped", "STARTING": "starting", "READY": "ready",
-        "BUSY": "busy", "STOPPING": "stopping", "ERROR": "error"}
+        "BUSY": "busy", "STOPPING": "stopping", "ERROR": "error", "SLEEPING": "sleeping"}
 
 
 def test_worker_state_has_the_seed_fields():
