@@ -209,12 +209,7 @@ void Metrics::on_event(const Event& e) {
       const auto since = starting_since_ms_.find(service);
       if (since != starting_since_ms_.end()) {
         const double seconds = static_cast<double>(e.unix_ms - since->second) / 1000.0;
-        auto& t = starts_[service];
-        for (size_t i = 0; i < std::size(kStartBuckets); ++i) {
-          if (seconds <= kStartBuckets[i]) ++t.counts[i];
-        }
-        ++t.count;
-        t.sum += seconds;
+        starts_[service].add(kStartBuckets, seconds);
         starting_since_ms_.erase(since);
       }
     } else if (to != "starting") {
@@ -222,11 +217,7 @@ void Metrics::on_event(const Event& e) {
     }
   } else if (e.type == "queue.dequeued" && e.data.value("placed", false)) {
     const double seconds = static_cast<double>(e.data.value("waited_ms", int64_t{0})) / 1000.0;
-    for (size_t i = 0; i < std::size(kWaitBuckets); ++i) {
-      if (seconds <= kWaitBuckets[i]) ++waits_.counts[i];
-    }
-    ++waits_.count;
-    waits_.sum += seconds;
+    waits_.add(kWaitBuckets, seconds);
   } else if (e.type == "queue.timeout") {
     ++queue_timeouts_;
   } else if (e.type == "gpu.conflict") {

@@ -41,10 +41,19 @@ class Metrics {
   static constexpr double kWaitBuckets[] = {0.1, 0.5, 1, 5, 10, 30, 60, 300, 1200};
 
  private:
-  struct StartTimes {
-    uint64_t counts[std::size(kStartBuckets)] = {};
+  // One histogram's counts over the bounds of its family.
+  template <size_t N>
+  struct Observed {
+    uint64_t counts[N] = {};
     uint64_t count = 0;
     double sum = 0;
+    void add(const double (&bounds)[N], double value) {
+      for (size_t i = 0; i < N; ++i) {
+        if (value <= bounds[i]) ++counts[i];
+      }
+      ++count;
+      sum += value;
+    }
   };
   void on_event(const Event& e);
 
@@ -52,15 +61,10 @@ class Metrics {
   uint64_t subscription_ = 0;
   std::map<std::pair<std::string, std::string>, uint64_t> evictions_;  // (victim, for)
   std::map<std::string, int64_t> starting_since_ms_;
-  std::map<std::string, StartTimes> starts_;
+  std::map<std::string, Observed<std::size(kStartBuckets)>> starts_;
   std::map<std::string, uint64_t> restarts_;  // automatic restarts after a failure
   std::map<unsigned, bool> conflicts_;
-  struct Waits {
-    uint64_t counts[std::size(kWaitBuckets)] = {};
-    uint64_t count = 0;
-    double sum = 0;
-  };
-  Waits waits_;
+  Observed<std::size(kWaitBuckets)> waits_;
   uint64_t queue_timeouts_ = 0;
 };
 
