@@ -27,9 +27,11 @@ nlohmann::json gpus_json(const GpuSnapshot& snapshot) {
 }
 
 nlohmann::json plan_json(const Plan& plan) {
-  std::vector<std::string> victims, sleepers;
-  for (const auto& e : plan.evict) (e.sleep ? sleepers : victims).push_back(e.name);
-  victims.insert(victims.end(), sleepers.begin(), sleepers.end());
+  std::vector<std::string> victims, sleepers;  // in the plan's order, as plan.decided says them
+  for (const auto& e : plan.evict) {
+    victims.push_back(e.name);
+    if (e.sleep) sleepers.push_back(e.name);
+  }
   return {{"ok", plan.ok},
           {"gpu", plan.ok ? nlohmann::json(plan.gpus.front()) : nlohmann::json(nullptr)},
           {"gpus", plan.gpus},
