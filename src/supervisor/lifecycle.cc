@@ -189,22 +189,21 @@ void Reducer::on(const input::LaunchFailed& in) {
 }
 
 // A sleeping service waits to be woken still asleep: it holds its residual, and serves nothing.
+ServiceState Reducer::waiting_state() {
+  return s().state == ServiceState::kSleeping ? ServiceState::kSleeping : ServiceState::kStarting;
+}
+
 void Reducer::on(const input::Queued& in) {
-  const bool asleep = s().state == ServiceState::kSleeping;
-  set_state(asleep ? ServiceState::kSleeping : ServiceState::kStarting,
-            in.why + "; waiting for its turn to be placed on a GPU");
+  set_state(waiting_state(), in.why + "; waiting for its turn to be placed on a GPU");
 }
 
 void Reducer::on(const input::AwaitingMemory& in) {
-  const bool asleep = s().state == ServiceState::kSleeping;
-  set_state(asleep ? ServiceState::kSleeping : ServiceState::kStarting,
-            "waiting for GPU memory: " + in.plan);
+  set_state(waiting_state(), "waiting for GPU memory: " + in.plan);
 }
 
 void Reducer::on(const input::Blocked& in) {
-  const bool asleep = s().state == ServiceState::kSleeping;
   if (s().reason == in.why) return;  // looked at again, still waiting for the same
-  set_state(asleep ? ServiceState::kSleeping : ServiceState::kStarting, in.why);
+  set_state(waiting_state(), in.why);
 }
 
 void Reducer::on(const input::Abandoned& in) {

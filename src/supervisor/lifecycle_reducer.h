@@ -73,6 +73,7 @@ class Reducer {
   void read_vram() { emit(effect::ReadVram{s().generation}); }
   void settled(uint64_t bytes);
   void renew_instance_generation();
+  ServiceState waiting_state();
 
   const Context& context_;
   const ServiceSpec& spec_;
