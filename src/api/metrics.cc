@@ -2,11 +2,15 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "core/duration.h"
 
 namespace gpuvisor {
 
 namespace {
+
+constexpr int64_t kMinuteMs = 60'000;
 
 constexpr ServiceState kStates[] = {ServiceState::kStopped,  ServiceState::kStarting,
                                     ServiceState::kReady,    ServiceState::kBusy,
@@ -195,8 +199,14 @@ Metrics::~Metrics() {
 void Metrics::on_event(const Event& e) {
   if (e.type == "plan.decided") {
     const std::string placed = e.data.value("service", "");
-    for (const auto& victim : e.data.value("evict", nlohmann::json::array())) {
+    const auto victims = e.data.value("evict", nlohmann::json::array());
+    for (const auto& victim : victims) {
       if (victim.is_string()) ++evictions_[{victim.get<std::string>(), placed}];
+    }
+    if (!victims.empty()) {
+      ++swaps_;
+      swap_times_ms_.push_back(e.unix_ms);
+      while (swap_times_ms_.front() < e.unix_ms - kMinuteMs) swap_times_ms_.pop_front();
     }
   } else if (e.type == "service.state_changed") {
     const std::string service = e.data.value("service", "");
@@ -254,6 +264,13 @@ std::string Metrics::render(const Scrape& now) const {
   w.family("gpuvisor_queue_timeouts_total", "counter",
            "Placements that left the admission queue because every caller gave up");
   w.sample("gpuvisor_queue_timeouts_total", "", static_cast<double>(queue_timeouts_));
+  w.family("gpuvisor_swaps_total", "counter",
+           "Placements that stopped (or put to sleep) something to make room");
+  w.sample("gpuvisor_swaps_total", "", static_cast<double>(swaps_));
+  w.family("gpuvisor_swaps_last_minute", "gauge", "Swaps in the minute before the scrape");
+  const auto recent = std::count_if(swap_times_ms_.begin(), swap_times_ms_.end(),
+                                    [&](int64_t t) { return t >= now.unix_ms - kMinuteMs; });
+  w.sample("gpuvisor_swaps_last_minute", "", static_cast<double>(recent));
   if (now.gpus) render_gpus(w, *now.gpus, now.owners);
   w.each(
       "gpuvisor_gpu_conflict", "gauge",

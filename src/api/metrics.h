@@ -3,6 +3,7 @@
 // scrape time from its owner.
 #pragma once
 
+#include <deque>
 #include <map>
 #include <optional>
 #include <string>
@@ -31,7 +32,8 @@ class Metrics {
     std::map<std::string, int64_t> jobs;  // by state
     std::map<std::string, ProxyCounts> proxy;
     std::vector<const WorkerInfo*> workers;
-    size_t queued = 0;  // placements waiting in the admission queue now
+    size_t queued = 0;    // placements waiting in the admission queue now
+    int64_t unix_ms = 0;  // when it was taken, for what counts over the last minute
   };
   std::string render(const Scrape& now) const;
 
@@ -66,6 +68,9 @@ class Metrics {
   std::map<unsigned, bool> conflicts_;
   Observed<std::size(kWaitBuckets)> waits_;
   uint64_t queue_timeouts_ = 0;
+  // Placements that evicted something to make room; those of the last minute by when.
+  uint64_t swaps_ = 0;
+  std::deque<int64_t> swap_times_ms_;
 };
 
 }  // namespace gpuvisor

@@ -98,6 +98,12 @@ gpuvisor_queue_wait_seconds_count 0
 # HELP gpuvisor_queue_timeouts_total Placements that left the admission queue because every caller gave up
 # TYPE gpuvisor_queue_timeouts_total counter
 gpuvisor_queue_timeouts_total 0
+# HELP gpuvisor_swaps_total Placements that stopped (or put to sleep) something to make room
+# TYPE gpuvisor_swaps_total counter
+gpuvisor_swaps_total 1
+# HELP gpuvisor_swaps_last_minute Swaps in the minute before the scrape
+# TYPE gpuvisor_swaps_last_minute gauge
+gpuvisor_swaps_last_minute 1
 # HELP gpuvisor_gpu_memory_total_bytes Each GPU's memory
 # TYPE gpuvisor_gpu_memory_total_bytes gauge
 gpuvisor_gpu_memory_total_bytes{gpu="0",uuid="GPU-0",name="Fake 24GB"} 25769803776
@@ -178,6 +184,9 @@ TEST(Metrics, RendersEveryFamilyExactly) {
   const ServiceSpec llm = spec("llm", 10);
   const ServiceSpec img = spec("i\"m\\g\n", 100);  // every character a label value escapes
   Metrics::Scrape now;
+  now.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
   ServiceView a;
   a.spec = &llm;
   a.state = ServiceState::kReady;
@@ -215,6 +224,24 @@ TEST(Metrics, RendersEveryFamilyExactly) {
   now.workers = {&w1, &w2, &w3};
 
   EXPECT_EQ(kExpected, metrics.render(now));
+}
+
+TEST(Metrics, SwapsOfTheLastMinuteAreCountedAndOlderOnesFallOut) {
+  EventBus events;
+  Metrics metrics(events);
+  events.publish("plan.decided", {{"service", "b"}, {"evict", {"a"}}});
+  events.publish("plan.decided", {{"service", "a"}, {"evict", nlohmann::json::array()}});  // none
+  Metrics::Scrape now;
+  now.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  const std::string fresh = metrics.render(now);
+  EXPECT_NE(std::string::npos, fresh.find("\ngpuvisor_swaps_total 1\n")) << fresh;
+  EXPECT_NE(std::string::npos, fresh.find("\ngpuvisor_swaps_last_minute 1\n")) << fresh;
+  now.unix_ms += 61'000;
+  const std::string later = metrics.render(now);
+  EXPECT_NE(std::string::npos, later.find("\ngpuvisor_swaps_total 1\n")) << later;
+  EXPECT_NE(std::string::npos, later.find("\ngpuvisor_swaps_last_minute 0\n")) << later;
 }
 
 }  // namespace
