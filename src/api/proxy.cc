@@ -104,6 +104,21 @@ bool Proxy::held(const Route& r) const {
 // A service that leaves ready and busy (it stops, fails, restarts) takes the proxy's hold with
 // it, so requests go by the main thread again; and its open WebSockets: their peer is gone.
 void Proxy::on_event(const Event& event) {
+  if (event.type.rfind("queue.", 0) == 0) {
+    for (auto& [name, r] : routes_) {
+      // Draining, new requests go by the main thread, where they wait for the drain to end.
+      if (supervisor_.draining(name)) r->open.store(false);
+      r->awaited.store(supervisor_.awaited(name));
+    }
+    // Posted: the supervisor is inside a step of its own while it publishes.
+    asio::post(executor_, [this, alive = std::weak_ptr<bool>(alive_)] {
+      if (alive.expired()) return;
+      for (auto& [name, r] : routes_) {
+        if (r->awaited.load()) let_go_if_idle(*r);
+      }
+    });
+    return;
+  }
   if (event.type != "service.state_changed") return;
   const auto& to = event.data["to"];
   if (to == "ready" || to == "busy") return;
@@ -270,8 +285,9 @@ asio::awaitable<Status> Proxy::enter(Route& r, const ServiceSpec& spec) {
   } else if (r.concurrency > 0) {
     ++r.slots;
   }
-  if (!held(r)) {
-    r.hold.release();
+  // Draining, the route's hold stays with the requests in flight; this one waits for its turn.
+  if (!held(r) || supervisor_.draining(spec.name)) {
+    if (!held(r)) r.hold.release();
     const auto left =
         std::chrono::duration_cast<Millis>(deadline - std::chrono::steady_clock::now());
     const auto ensure_held = [this, &spec, left](auto done) {
@@ -284,7 +300,8 @@ asio::awaitable<Status> Proxy::enter(Route& r, const ServiceSpec& spec) {
       if (r.concurrency > 0) r.pass_slot();
       co_return hold->error();
     }
-    // Another request may have taken a hold while this one waited: one is kept, either.
+    // Another request may have taken a hold while this one waited: one is kept, either (the
+    // one replaced lets go of its own).
     r.hold = std::move(**hold);
   }
   r.in_flight.fetch_add(1);
@@ -298,6 +315,11 @@ asio::awaitable<Status> Proxy::enter(Route& r, const ServiceSpec& spec) {
 
 void Proxy::leave(Route& r) {
   r.left();
+  if (r.awaited.load() && r.in_flight.load() == 0) {
+    asio::post(executor_, [this, &r, alive = std::weak_ptr<bool>(alive_)] {
+      if (!alive.expired()) let_go_if_idle(r);
+    });
+  }
   if (r.concurrency == 0) return;
   if (IoThreads::current() == 0) {
     r.pass_slot();
@@ -306,6 +328,16 @@ void Proxy::leave(Route& r) {
       if (!alive.expired()) r.pass_slot();
     });
   }
+}
+
+void Proxy::let_go_if_idle(Route& r) {
+  if (r.in_flight.load() > 0 || !r.hold.active()) return;
+  r.open.store(false);
+  if (r.in_flight.load() > 0) {  // one got in before the shut: it keeps the hold
+    if (r.concurrency == 0) r.open.store(true);
+    return;
+  }
+  r.hold.release();
 }
 
 void Proxy::linger(Route& r, std::chrono::steady_clock::duration after) {
@@ -322,7 +354,9 @@ void Proxy::linger(Route& r, std::chrono::steady_clock::duration after) {
           return;
         }
         const uint64_t requests = std::exchange(r.requests_seen, r.requests());
-        if (r.in_flight.load() > 0 || requests != r.requests_seen) {
+        // Draining, requests that came since wait for their turn: only those in flight count.
+        const bool more = requests != r.requests_seen && !supervisor_.draining(r.service);
+        if (r.in_flight.load() > 0 || more) {
           linger(r, kLinger);
           return;
         }

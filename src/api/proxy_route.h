@@ -110,6 +110,9 @@ struct Proxy::Route {
   // Any thread.
   std::atomic<unsigned> in_flight{0};  // requests (and tunnels) holding the service busy
   std::atomic<bool> open{false};       // pass() lets requests through
+  // A queued placement waits for this service to go idle: the hold goes the moment the last
+  // request in flight is done, not a linger later (a swap is waiting on it).
+  std::atomic<bool> awaited{false};
 
   // Main thread.
   Hold hold;  // the service kept busy while the route has traffic

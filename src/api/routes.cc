@@ -215,6 +215,9 @@ std::string Api::metrics_text() const {
   now.proxy = proxy_.counts();
   now.workers = workers_.all();
   now.queued = supervisor_.queue().size();
+  now.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
   return metrics_.render(now);
 }
 
@@ -315,7 +318,9 @@ HttpResponse Api::queue(const Call& call) {
   for (const auto& q : supervisor_.queue()) {
     list.push_back({{"service", q.service},
                     {"position", ++position},
+                    {"priority", q.priority},
                     {"waiting_for", q.waiting_for},
+                    {"draining", q.draining},
                     {"since_ms", q.since_unix_ms},
                     {"waited_ms", q.waited_ms}});
   }

@@ -120,10 +120,14 @@ std::string render_leases(const nlohmann::json& leases, int64_t now_unix_ms) {
 std::string render_queue(const nlohmann::json& body) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& q : body.value("queue", nlohmann::json::array())) {
+    const auto draining = q.value("draining", nlohmann::json::array());
     std::string waiting_for;
     for (const auto& w : q.value("waiting_for", nlohmann::json::array())) {
       waiting_for +=
           (waiting_for.empty() ? "" : ", ") + (w.is_string() ? w.get<std::string>() : w.dump());
+      if (std::find(draining.begin(), draining.end(), w) != draining.end()) {
+        waiting_for += " (draining)";
+      }
     }
     rows.push_back({std::to_string(q.value("position", 0)), q.value("service", ""), waiting_for,
                     format_duration(Millis(q.value("waited_ms", int64_t{0})))});

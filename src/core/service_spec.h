@@ -182,6 +182,9 @@ struct DaemonSpec {
   // Threads proxied connections run on (the rest of the daemon has one of its own); 0: two per
   // core, at most 16, so that one thread waiting for the kernel leaves its core to another.
   unsigned io_threads = 0;
+  // A service queued this long while its blockers keep serving others gets its turn: they take
+  // no new work until it is placed (supervisor_queue.cc); 0: they serve on until idle.
+  Millis queue_max_wait{Millis(180'000)};
   // Finished jobs older than this are deleted from the job store; 0: kept forever.
   Millis job_retention{Millis(30LL * 24 * 3600 * 1000)};
 };

@@ -112,8 +112,14 @@ void Supervisor::ensure(const std::string& name, Millis timeout, Done done) {
   waiter.done = std::move(done);
   waiter.timeout = clock_.make_timer();
   waiter.timeout->arm_after(timeout, [this, u, id, timeout] {
-    apply(*u, input::WaiterTimedOut{id, timeout});
+    if (!held_back_timed_out(*u, id, timeout)) apply(*u, input::WaiterTimedOut{id, timeout});
   });
+  const bool serving =
+      u->life.state == ServiceState::kReady || u->life.state == ServiceState::kBusy;
+  if (!u->draining_for.empty() && serving) {
+    u->held_back.push_back(id);  // its turn comes once what it drains for is placed
+    return;
+  }
   apply(*u, input::Ensure{id});
 }
 
@@ -157,13 +163,24 @@ Result<Hold> Supervisor::hold(const std::string& name, const std::string& why) {
 
 void Supervisor::ensure_held(const std::string& name, Millis timeout, const std::string& why,
                              std::function<void(Result<Hold>)> done) {
+  const SteadyTime deadline = clock_.now() + timeout;
   ensure(name, timeout,
-         guarded([this, name, why, done = std::move(done)](const Result<ServiceView>& ready) {
+         guarded([this, name, why, deadline,
+                  done = std::move(done)](const Result<ServiceView>& ready) mutable {
            if (!ready) {
              done(ready.error());
              return;
            }
-           done(hold(name, why));
+           auto held = hold(name, why);
+           const auto left = std::chrono::duration_cast<Millis>(deadline - clock_.now());
+           // Evicted between ready and now (a queued placement took its turn): it is started
+           // again for this caller, within what is left of its wait.
+           if (!held && held.error().code == ErrorCode::kConflict && left.count() > 0 &&
+               !shutting_down_) {
+             ensure_held(name, left, why, std::move(done));
+             return;
+           }
+           done(std::move(held));
          }));
 }
 
@@ -191,6 +208,9 @@ void Supervisor::shutdown(bool stop_services, std::function<void()> done) {
       ++*remaining;
       stop_waiter = next_waiter_++;
       u->stop_waiters.emplace(*stop_waiter, one_done);
+    }
+    for (const WaiterId id : std::exchange(u->held_back, {})) {
+      finish_waiters(*u, {id}, make_error(ErrorCode::kUnavailable, "daemon is shutting down"));
     }
     apply(*u, input::Shutdown{stop_waiter});
   }

@@ -59,6 +59,8 @@ struct ServiceView {
 struct QueueEntry {
   std::string service;
   std::vector<std::string> waiting_for;  // the busy services in its way
+  std::vector<std::string> draining;     // those of them taking no new work until it is placed
+  int priority = 0;
   int64_t since_unix_ms = 0;
   int64_t waited_ms = 0;
 };
@@ -125,8 +127,15 @@ class Supervisor {
   // Records what each running service holds now (the planner trusts the larger of this and
   // vram_mb) and persists a new maximum.
   void observe(const GpuSnapshot& snapshot, const Ownership& owners);
-  // The admission queue: services whose placement waits for busy ones, first come first.
+  // The admission queue: services whose placement waits for busy ones, in the order they are
+  // looked at (higher priority first, then first come).
   std::vector<QueueEntry> queue() const;
+  // Whether the service takes no new work for now, so that one queued behind it for
+  // daemon.queue_max_wait gets its turn: new ensures wait, and the proxy lets its hold go as
+  // soon as the requests in flight are done.
+  bool draining(const std::string& name) const;
+  // Whether a queued placement waits for the service to go idle.
+  bool awaited(const std::string& name) const;
   // What ensure would do now (dry run), or why it cannot; never changes anything.
   Result<Plan> plan(const std::string& name);
   // The GPU where bytes that nobody holds yet fit now without evicting anything (a VRAM
@@ -217,6 +226,13 @@ class Supervisor {
   bool queue_timer_armed_ = false;
   bool queue_look_posted_ = false;
   void park(Unit& u, const std::string& why, const Plan& plan);
+  // A parked service that waited past daemon.queue_max_wait: its busy blockers drain.
+  void drain_for(const Parked& p);
+  // name left the queue (placed, refused, abandoned or no longer wanted): what drained for it
+  // takes work again, and the ensures held back meanwhile go on.
+  void end_drain(const std::string& name);
+  // An ensure that came while its service drained, and waited past its own timeout.
+  bool held_back_timed_out(Unit& u, lifecycle::WaiterId id, Millis after);
   void queue_may_move();
   void look_at_queue();
   void leave_queue(const std::string& name, bool placed);

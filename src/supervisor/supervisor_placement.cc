@@ -279,8 +279,10 @@ void Supervisor::place_next() {
     Unit* u = find(name);
     // Stopped, or already started by someone else, since it queued: nothing to place.
     const bool asleep = u != nullptr && u->life.state == ServiceState::kSleeping;
-    if (u == nullptr || !u->life.want_running || (u->instance && !asleep) || shutting_down_)
+    if (u == nullptr || !u->life.want_running || (u->instance && !asleep) || shutting_down_) {
+      leave_queue(name, false);
       continue;
+    }
     auto snapshot = gpus_->snapshot();
     if (!snapshot) {
       // VRAM unknown right now: start it as if there were no inventory, and say so.

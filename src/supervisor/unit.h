@@ -47,6 +47,11 @@ struct Supervisor::Unit {
   std::array<std::unique_ptr<Timer>, lifecycle::kTimerKinds> timers;
   std::map<lifecycle::WaiterId, Waiter> waiters;     // ensures, by the id the reducer knows
   std::map<lifecycle::WaiterId, Done> stop_waiters;  // stops, likewise
+  // Draining: a queued service has waited daemon.queue_max_wait while this one kept serving, so
+  // this one takes no new work until that one is placed or leaves the queue. Ensures meanwhile
+  // wait here, outside the reducer (supervisor_queue.cc).
+  std::string draining_for;
+  std::vector<lifecycle::WaiterId> held_back;
   std::shared_ptr<LogTail> log;
 };
 

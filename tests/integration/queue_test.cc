@@ -4,6 +4,7 @@
 // Two 16 GB services on a simulated 24 GB GPU; a streamed proxied response keeps one busy.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <future>
 #include <sstream>
 #include <thread>
@@ -116,6 +117,101 @@ TEST(Queue, FourAlternatingRequestsForTwoModelsThatDoNotFitCauseAtMostTwoSwaps) 
     EXPECT_EQ(200u, reply->status) << reply->body;
   }
   EXPECT_LE(evictions(d), 2);
+}
+
+// Requests for the loaded model keep it busy without a gap; past daemon.queue_max_wait it takes
+// no new work, finishes what it has, and the queued one gets its turn. The held-back requests are
+// served after, none refused.
+TEST(Queue, AQueuedModelIsNotStarvedByAStreamOfRequestsForTheLoadedOne) {
+  const std::string dir = make_temp_dir("queuefair");
+  FakeGpu gpu(dir, kOneGpu);
+  Daemon d("daemon: {queue_max_wait: 1s}\nservices:\n" + proxied("a", free_port(), 10, "1m") +
+               proxied("b", free_port(), 10, "15s"),
+           dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  std::atomic<bool> b_served{false};
+  const auto deadline = std::chrono::steady_clock::now() + 40s;
+  // Two loops of 2 s streams, the second a second behind the first (its first stream is half as
+  // long): a always has a request in flight, and never goes idle by itself.
+  const auto loop = [&](int first_n) {
+    std::vector<unsigned> statuses;
+    for (int n = first_n; !b_served.load() && std::chrono::steady_clock::now() < deadline; n = 20) {
+      const auto r =
+          d.call("GET", "/upstream/a/stream?n=" + std::to_string(n) + "&interval_ms=100");
+      statuses.push_back(r.ok() ? r->status : 0);
+    }
+    return statuses;
+  };
+  auto first = std::async(std::launch::async, loop, 20);
+  ASSERT_TRUE(d.wait_state("a", "busy"));
+  auto second = std::async(std::launch::async, loop, 10);
+  const auto b = d.call("GET", "/upstream/b/health");
+  b_served = true;
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(200u, b->status) << b->body;  // not starved past its 15 s bound
+  for (auto* loop_done : {&first, &second}) {
+    for (const unsigned status : loop_done->get())
+      EXPECT_EQ(200u, status);  // held back, not refused
+  }
+  EXPECT_TRUE(d.wait_event(
+      [](const nlohmann::json& e) {
+        return e["data"]["service"] == "a" && e["data"]["for"] == "b";
+      },
+      20s, "&types=queue.draining"));
+  EXPECT_TRUE(d.wait_event([](const nlohmann::json& e) { return e["data"]["service"] == "a"; }, 20s,
+                           "&types=queue.drained"));
+}
+
+// Jobs collate as requests do: the next job of a plugin takes its service over from the one
+// before, so a placement queued behind the service does not take the gap between them.
+TEST(Queue, JobsForTheLoadedServiceAreAllRunBeforeASwap) {
+  const std::string dir = make_temp_dir("queuejobs");
+  FakeGpu gpu(dir, kOneGpu);
+  const int port_a = free_port();
+  Daemon d("services:\n" + proxied("a", port_a, 10, "1m") + proxied("b", free_port(), 10, "1m") +
+               "plugins:\n  manifests:\n"
+               "    - {name: work, category: demo, mode: http, service: a,\n"
+               "       http: {method: GET, url: \"http://127.0.0.1:" +
+               std::to_string(port_a) + "/stream?n=8&interval_ms=100\"}}\n",
+           dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 3; ++i)
+    ids.push_back(body(d.call("POST", "/api/v1/plugins/demo_work/jobs"))["id"]);
+  ASSERT_TRUE(d.wait_state("a", "busy"));
+  const auto ensured = d.cli({"ensure", "b", "--timeout", "1m"});
+  EXPECT_EQ(0, ensured.exit_code) << ensured.err;
+  for (const int64_t id : ids) {
+    EXPECT_EQ("completed", body(d.call("GET", "/api/v1/jobs/" + std::to_string(id)))["state"]);
+  }
+  EXPECT_EQ(1, evictions(d));  // a, once, after its last job
+}
+
+// A job's wait for its service is bounded by its plugin's queue_timeout, and the failure says
+// what it waited for.
+TEST(Queue, AJobWaitsNoLongerThanItsPluginsQueueTimeout) {
+  const std::string dir = make_temp_dir("queuejob");
+  FakeGpu gpu(dir, kOneGpu);
+  const int port_b = free_port();
+  Daemon d("services:\n" + proxied("a", free_port(), 10, "1m") + proxied("b", port_b, 20, "1m") +
+               "plugins:\n  manifests:\n"
+               "    - {name: echo, category: demo, mode: http, service: b, queue_timeout: 1s,\n"
+               "       http: {url: \"http://127.0.0.1:" +
+               std::to_string(port_b) + "/echo\"}}\n",
+           dir);
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  auto stream = std::async(
+      std::launch::async, [&] { return d.call("GET", "/upstream/a/stream?n=40&interval_ms=100"); });
+  ASSERT_TRUE(d.wait_state("a", "busy"));
+  const int64_t id = body(d.call("POST", "/api/v1/plugins/demo_echo/jobs"))["id"];
+  EXPECT_TRUE(d.wait_event(
+      [&](const nlohmann::json& e) { return e["type"] == "job.failed" && e["data"]["id"] == id; }));
+  const auto job = body(d.call("GET", "/api/v1/jobs/" + std::to_string(id)));
+  EXPECT_EQ("failed", job["state"]);
+  EXPECT_NE(std::string::npos, job["error"].get<std::string>().find("waiting for busy a"))
+      << job.dump();
+  EXPECT_EQ("1s", body(d.call("GET", "/api/v1/plugins/demo_echo"))["queue_timeout"]);
+  ASSERT_TRUE(stream.get().ok());
 }
 
 }  // namespace

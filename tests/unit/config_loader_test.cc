@@ -411,6 +411,16 @@ TEST(ConfigLoader, BadDuration) {
             "test.yaml:6:24: 'interval' must be greater than 0");
 }
 
+TEST(ConfigLoader, QueueMaxWaitIsADurationAndZeroTurnsItOff) {
+  EXPECT_EQ(Millis(180'000), load_config_string("services: {}\n", "t")->daemon.queue_max_wait);
+  EXPECT_EQ(Millis(120'000), load_config_string("daemon: {queue_max_wait: 2m}\nservices: {}\n", "t")
+                                 ->daemon.queue_max_wait);
+  EXPECT_EQ(Millis(0), load_config_string("daemon: {queue_max_wait: 0s}\nservices: {}\n", "t")
+                           ->daemon.queue_max_wait);
+  EXPECT_EQ(errors_of("daemon: {queue_max_wait: soon}\nservices: {}\n"),
+            "test.yaml:1:26: 'queue_max_wait': bad duration 'soon' (use e.g. 500ms, 10s, 5m)");
+}
+
 TEST(ConfigLoader, UnknownRestartPolicyListsTheValidOnes) {
   const auto message = errors_of("services:\n  a:\n    command: [x]\n    restart: sometimes\n");
   EXPECT_EQ(message,
