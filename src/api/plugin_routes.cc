@@ -71,6 +71,7 @@ json plugin_json(const PluginRegistry& plugins, const PluginManifest& p,
               {"location", p.cloud ? "cloud" : "local"},
               {"service", p.service.empty() ? json(nullptr) : json(p.service)},
               {"concurrency", p.concurrency},
+              {"queue_timeout", format_duration(p.queue_timeout)},
               {"configured", plugins.configured(p.id)},
               {"active", !p.service.empty() && running(supervisor, p.service)},
               {"config_schema", p.config_schema}};

@@ -15,12 +15,6 @@ namespace gpuvisor {
 namespace asio = boost::asio;
 using nlohmann::json;
 
-namespace {
-
-constexpr Millis kEnsureTimeout{600'000};
-
-}  // namespace
-
 json to_json(const Job& j) {
   return {{"id", j.id},
           {"plugin", j.plugin},
@@ -213,6 +207,7 @@ void JobQueue::answer(const std::shared_ptr<CancelWait>& wait, Result<Job> resul
 
 void JobQueue::shutdown(Millis grace, std::function<void()> done) {
   stopping_ = true;
+  bridges_.clear();
   for (auto& [id, r] : running_) {
     for (const auto& wait : r.cancels) {
       answer(wait, make_error(ErrorCode::kUnavailable,
@@ -287,10 +282,13 @@ void JobQueue::run(JobQueue* self, std::shared_ptr<bool> alive, int64_t id) {
   // The service first: started (evicting per the planner) if it is not running, then kept
   // busy for the job, so no plan evicts it under the job.
   const std::string service = r.service;
+  // Draining, the bridge from the job before would keep it from ever going idle.
+  if (self->supervisor_.draining(service)) self->bridges_.erase(r.job.plugin);
   self->supervisor_.ensure_held(
-      service, kEnsureTimeout, "running job " + std::to_string(id),
-      [self, alive, id, service, go](Result<Hold> hold) {
+      service, plugin->queue_timeout, "running job " + std::to_string(id),
+      [self, alive, id, service, go, plugin = r.job.plugin](Result<Hold> hold) {
         if (!*alive) return;
+        self->bridges_.erase(plugin);  // this job holds the service now, or never will
         const auto it = self->running_.find(id);
         if (it == self->running_.end()) return;  // cancelled meanwhile: the hold goes back
         auto& running = it->second;
@@ -429,7 +427,8 @@ void JobQueue::finish(int64_t id, JobState state, json result, std::string error
   if (it == running_.end()) return;
   Job job = std::move(it->second.job);
   auto cancels = std::move(it->second.cancels);
-  running_.erase(it);  // and its hold on the service with it
+  Hold bridge = std::move(it->second.hold);
+  running_.erase(it);
   job.state = state;
   job.finished_ms = clock_.unix_ms();
   job.result = std::move(result);
@@ -447,8 +446,15 @@ void JobQueue::finish(int64_t id, JobState state, json result, std::string error
     publish(job, type);
     for (const auto& wait : cancels) answer(wait, job);
   });
+  // A bridge to this job, if it ended before it took the service over, bridges to nothing.
+  bridges_.erase(job.plugin);
   // The next in line goes now: a failed or cancelled job never strands those behind it.
+  const size_t waiting = pending_[job.plugin].size();
   pump(job.plugin);
+  if (pending_[job.plugin].size() < waiting && bridge.active() &&
+      !supervisor_.draining(bridge.service())) {
+    bridges_[job.plugin] = std::move(bridge);
+  }
 }
 
 }  // namespace gpuvisor

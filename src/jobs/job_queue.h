@@ -107,6 +107,10 @@ class JobQueue {
   std::map<std::string, std::unique_ptr<WorkerPool>> pools_;  // by plugin
   std::map<std::string, std::deque<Job>> pending_;            // per plugin, FIFO
   std::map<std::string, unsigned> running_count_;
+  // A finished job's hold on its service, kept until the next job of its plugin has its own:
+  // the service stays busy between them, so a queued placement does not take the gap (jobs
+  // collate as proxied requests do), unless the service drains for it.
+  std::map<std::string, Hold> bridges_;
   std::map<int64_t, Running> running_;
   std::unique_ptr<Timer> retention_timer_;
   bool stopping_ = false;

@@ -130,8 +130,8 @@ void parse_worker(Checker& c, const json& worker, WorkerSpec& w) {
 
 void check_known_keys(Checker& c) {
   static const std::vector<std::string> kKnown = {
-      "name",  "category", "title",       "description", "version", "mode",
-      "cloud", "service",  "concurrency", "http",        "worker",  "config_schema"};
+      "name",    "category",    "title", "description", "version",       "mode",         "cloud",
+      "service", "concurrency", "http",  "worker",      "config_schema", "queue_timeout"};
   for (const auto& [key, value] : c.m.items()) {
     if (std::find(kKnown.begin(), kKnown.end(), key) == kKnown.end()) {
       c.bad("unknown key '" + key + "'");
@@ -218,6 +218,15 @@ Result<PluginManifest> parse_manifest(const json& m, const std::string& origin) 
       p.concurrency = m["concurrency"].get<unsigned>();
     } else {
       c.bad("'concurrency' must be an integer from 1 to 1024, got " + m["concurrency"].dump());
+    }
+  }
+  if (m.contains("queue_timeout")) {
+    const json& t = m["queue_timeout"];
+    const auto d = t.is_string() ? parse_duration(t.get<std::string>()) : std::nullopt;
+    if (!d || d->count() <= 0) {
+      c.bad("'queue_timeout' must be a duration such as 30s or 10m, got " + t.dump());
+    } else {
+      p.queue_timeout = *d;
     }
   }
   if (p.mode == PluginMode::kHttp && mode == "http") parse_http(c, m.value("http", json()), p);

@@ -45,6 +45,9 @@ struct PluginManifest {
   bool cloud = false;        // runs on rented machines rather than this one
   std::string service;       // the service a job needs (ensured for the job), or empty
   unsigned concurrency = 1;  // jobs at once
+  // How long a job waits for its service to be ready (queued behind busy services, evicting,
+  // starting) before it fails saying what it waited for.
+  Millis queue_timeout{Millis(600'000)};
   // mode http: the request a job becomes (the job's input is the body, its reply the result).
   std::string http_method = "POST";
   std::string http_url;

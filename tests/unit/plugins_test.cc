@@ -88,6 +88,20 @@ TEST(PluginManifest, BadManifestsNameEveryProblemAndWhere) {
   EXPECT_NE(std::string::npos, worker.error().message.find("mode worker needs 'worker: {command:"));
 }
 
+TEST(PluginManifest, QueueTimeoutBoundsAJobsWaitForItsService) {
+  json m = kWorker;
+  EXPECT_EQ(Millis(600'000), parse_manifest(m, "w")->queue_timeout);  // ten minutes by default
+  m["queue_timeout"] = "45s";
+  EXPECT_EQ(Millis(45'000), parse_manifest(m, "w")->queue_timeout);
+  for (const json& bad : {json("soon"), json(30), json("0s")}) {
+    m["queue_timeout"] = bad;
+    const auto r = parse_manifest(m, "w");
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ("w: 'queue_timeout' must be a duration such as 30s or 10m, got " + bad.dump(),
+              r.error().message);
+  }
+}
+
 // Found by fuzz/manifest_fuzz: a Latin-1 title loaded, and then every dump of the plugin threw.
 TEST(PluginManifest, YamlThatIsNotUtf8IsASyntaxError) {
   try {
