@@ -9,6 +9,7 @@ echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/10485
 "$BUILD_DIR"/bench/bench_ensure_overhead
 "$BUILD_DIR"/bench/bench_swap
 "$BUILD_DIR"/bench/bench_policy_sim
+"$BUILD_DIR"/bench/bench_queue_sim
 "$BUILD_DIR"/bench/bench_job_submit --seconds 10
 "$BUILD_DIR"/bench/bench_sse_fanout --clients 1000 --events 100
 bench/proxy.sh "$BUILD_DIR"
