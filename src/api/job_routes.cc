@@ -1,5 +1,6 @@
 // The job routes of Api (docs/api.md, "Jobs"): submit, list, look up, cancel, stream.
 #include <charconv>
+#include <limits>
 #include <memory>
 
 #include "api/await.h"
@@ -107,6 +108,31 @@ asio::awaitable<bool> Api::cancel_job(Call& call) {
     co_return co_await reply(call.stream, error_response(call.request, cancelled->error()));
   }
   co_return co_await reply(call.stream, ok(call.request, to_json(**cancelled)));
+}
+
+// Finished jobs deleted now, by age and by count (absent: the configured retention).
+asio::awaitable<bool> Api::prune_jobs(Call& call) {
+  const auto& parts = call.match.parts;
+  std::optional<Millis> older_than;
+  std::optional<int64_t> keep;
+  if (parts.params.count("older_than")) {
+    const auto d = duration_param(parts, "older_than", Millis(0));
+    if (!d) co_return co_await reply(call.stream, error_response(call.request, d.error()));
+    older_than = *d;
+  }
+  if (parts.params.count("keep")) {
+    const auto n = int_param(parts, "keep", 0, 0, std::numeric_limits<int32_t>::max());
+    if (!n) co_return co_await reply(call.stream, error_response(call.request, n.error()));
+    keep = *n;
+  }
+  const auto prune = [this, older_than, keep](auto done) { jobs_.prune(older_than, keep, done); };
+  auto pruned = co_await await_result<int64_t>(prune);
+  if (!*pruned) {
+    co_return co_await reply(call.stream, error_response(call.request, pruned->error()));
+  }
+  nlohmann::json deleted = nlohmann::json::object();
+  deleted["deleted"] = **pruned;
+  co_return co_await reply(call.stream, ok(call.request, deleted));
 }
 
 // One job's story as SSE: the job as it is now (event "job"), what the event history still

@@ -37,6 +37,7 @@ nlohmann::json to_json(const ServiceView& v) {
       {"wake_seconds", v.wake_seconds},
       {"sleeps", !s.sleep.empty()},
       {"phases", s.phases},
+      {"autostart", s.autostart},
       {"restart_policy", to_string(s.restart)},
       {"health", health},
       {"remote", v.details.is_object() ? v.details : nlohmann::json(nullptr)},

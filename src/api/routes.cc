@@ -191,6 +191,7 @@ void Api::add_routes() {
   add({{verb::get}, "/api/v1/jobs/{id}/result", {}}, &Api::job_result);
   add({{verb::get}, "/api/v1/jobs/{id}/stream", {}}, &Api::job_stream);
   add({{verb::post}, "/api/v1/jobs/{id}/cancel", {}}, &Api::cancel_job);
+  add({{verb::post}, "/api/v1/jobs/prune", {"older_than", "keep"}, kBodyParams}, &Api::prune_jobs);
 }
 
 Result<nlohmann::json> Api::gpu_view(const std::string& what) const {

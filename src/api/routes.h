@@ -96,6 +96,7 @@ class Api {
   boost::asio::awaitable<bool> events_stream(Call& call);
   boost::asio::awaitable<bool> submit_job(Call& call);
   boost::asio::awaitable<bool> cancel_job(Call& call);
+  boost::asio::awaitable<bool> prune_jobs(Call& call);
   boost::asio::awaitable<bool> job_stream(Call& call);
   // Queues job's story so far; returns the subscription that goes on with it, 0 when the job
   // is already over (the queue is then finished).

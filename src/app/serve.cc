@@ -6,6 +6,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <chrono>
@@ -237,6 +238,26 @@ void announce(const DaemonParts& d, const boost::asio::ip::tcp::endpoint& bound)
             << std::endl;
 }
 
+// The autostart services, ensured once what still runs is adopted; higher priority first, so
+// that placement (one service at a time, in call order) gives them the GPUs in that order. The
+// wait only bounds the log line: the start goes on without it.
+void autostart(Supervisor& supervisor, const Config& config) {
+  constexpr Millis kLogAfter{600'000};
+  std::vector<const ServiceSpec*> wanted;
+  for (const auto& s : config.services) {
+    if (s.autostart) wanted.push_back(&s);
+  }
+  std::stable_sort(wanted.begin(), wanted.end(), [](const ServiceSpec* a, const ServiceSpec* b) {
+    return a->priority > b->priority;
+  });
+  for (const ServiceSpec* s : wanted) {
+    spdlog::info("{}: autostart", s->name);
+    supervisor.ensure(s->name, kLogAfter, [name = s->name](const Result<ServiceView>& ready) {
+      if (!ready) spdlog::warn("{}: autostart: {}", name, ready.error().message);
+    });
+  }
+}
+
 // Runs until a signal has stopped everything, then leaves what the next daemon will look for.
 int run_until_stopped(const DaemonParts& d) {
   d.io.run();
@@ -253,9 +274,9 @@ int run_until_stopped(const DaemonParts& d) {
 int serve_api(const DaemonParts& d, const HostPort& listen, const std::string& token) {
   const Config& config = d.config;
   auto executor = d.io.get_executor();
-  JobQueue jobs(
-      executor, d.clock, d.job_store, d.plugins, d.supervisor, d.events, d.workers,
-      {d.state_dir + "/logs", config.daemon.conda, config.daemon.job_retention, d.cgroup_parent});
+  JobQueue jobs(executor, d.clock, d.job_store, d.plugins, d.supervisor, d.events, d.workers,
+                {d.state_dir + "/logs", config.daemon.conda, config.daemon.job_retention,
+                 d.cgroup_parent, config.daemon.job_retention_count});
   d.plugins.on_config_change([&jobs](const std::string& id) { jobs.reload(id); });
   d.owners.set_evict_worker([&jobs](const std::string& id, const std::string& why) {
     return jobs.evict_worker(id, why);
@@ -279,6 +300,7 @@ int serve_api(const DaemonParts& d, const HostPort& listen, const std::string& t
     return 1;
   }
   jobs.start_retention();
+  autostart(d.supervisor, config);
   const auto bound = server.listen(listen.host, listen.port);
   if (!bound) {
     std::cerr << bound.error().message << "\n";

@@ -161,6 +161,11 @@ void ClientCommands::add_job_commands(CLI::App& app) {
   jobs_cancel_->add_option("id", name_, "Job id")->required();
   jobs_watch_ = add_command(*jobs, "watch", "Follow a job until it ends; exit 0 if it completed");
   jobs_watch_->add_option("id", name_, "Job id")->required();
+  jobs_prune_ = add_command(*jobs, "prune",
+                            "Delete finished jobs now (default: by the configured retention)");
+  jobs_prune_->add_option("--older-than", older_than_, "Those finished longer ago, e.g. 7d");
+  jobs_prune_->add_option("--keep", keep_, "Keep only the newest N finished jobs")
+      ->check(CLI::Range(0LL, 2147483647LL));
 }
 
 int ClientCommands::run() {
@@ -182,7 +187,7 @@ int ClientCommands::run() {
   if (plugins_->parsed()) return plugins();
   if (plugin_config_->parsed()) return plugin_config();
   if (jobs_submit_->parsed() || jobs_list_->parsed() || jobs_show_->parsed() ||
-      jobs_cancel_->parsed() || jobs_watch_->parsed()) {
+      jobs_cancel_->parsed() || jobs_watch_->parsed() || jobs_prune_->parsed()) {
     return jobs();
   }
   return fail("no command given (try --help)");
@@ -254,6 +259,23 @@ int ClientCommands::jobs() {
     });
   }
   if (jobs_show_->parsed()) return call("GET", "/api/v1/jobs/" + name_, kReadTimeout, job_json);
+  if (jobs_prune_->parsed()) {
+    nlohmann::json params = nlohmann::json::object();
+    if (!older_than_.empty()) {
+      if (!parse_duration(older_than_)) {
+        return fail("bad --older-than '" + older_than_ + "' (use e.g. 12h, 7d)");
+      }
+      params["older_than"] = older_than_;
+    }
+    if (keep_ >= 0) params["keep"] = keep_;
+    return call(
+        "POST", "/api/v1/jobs/prune", kReadTimeout,
+        [](const nlohmann::json& body) {
+          const long long n = body.value("deleted", 0LL);
+          return "deleted " + std::to_string(n) + " finished job" + (n == 1 ? "" : "s") + "\n";
+        },
+        params.dump());
+  }
   if (jobs_cancel_->parsed()) {
     return call("POST", "/api/v1/jobs/" + name_ + "/cancel", kCancelTimeout, job_json);
   }

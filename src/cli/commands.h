@@ -66,6 +66,9 @@ class ClientCommands {
   CLI::App* jobs_show_ = nullptr;
   CLI::App* jobs_cancel_ = nullptr;
   CLI::App* jobs_watch_ = nullptr;
+  CLI::App* jobs_prune_ = nullptr;
+  std::string older_than_;
+  long long keep_ = -1;  // -1: not given
   std::string input_;
   std::string state_filter_;
   std::string category_;

@@ -139,6 +139,7 @@ void Loader::read_daemon(const Field& f, DaemonSpec& daemon) {
       {"vram_release_timeout", duration(daemon.vram_release_timeout, true)},
       {"gpu_watch_interval", duration(daemon.gpu_watch_interval, false)},
       {"job_retention", duration(daemon.job_retention, false)},
+      {"job_retention_count", number(daemon.job_retention_count, 0)},
       {"queue_max_wait", duration(daemon.queue_max_wait, false)},
   };
   visit_map(f.value, "in 'daemon'", handlers);

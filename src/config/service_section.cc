@@ -58,6 +58,7 @@ bool Loader::read_service(const Field& entry, ServiceSpec& spec) {
       {"gpus", number(spec.gpu_count, 1, 64)},
       {"priority", number(spec.priority, std::numeric_limits<int>::min())},
       {"phases", [&](const Field& g) { read_phases(g, spec.phases); }},
+      {"autostart", flag(spec.autostart)},
       {"health", [&](const Field& g) { read_health(g, service, spec.health); }},
       {"startup_timeout", duration(spec.startup_timeout, true)},
       {"stop_grace", duration(spec.stop_grace, false)},

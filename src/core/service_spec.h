@@ -132,6 +132,7 @@ struct ServiceSpec {
   unsigned gpu_count = 1;  // GPUs it spans (`gpus: N`; tensor parallel), each given vram_mb
   int priority = 0;        // higher = more important
   std::vector<int> phases;
+  bool autostart = false;  // ensured when the daemon starts
 
   HealthSpec health;
   Millis startup_timeout{Millis(120'000)};
@@ -187,6 +188,8 @@ struct DaemonSpec {
   Millis queue_max_wait{Millis(180'000)};
   // Finished jobs older than this are deleted from the job store; 0: kept forever.
   Millis job_retention{Millis(30LL * 24 * 3600 * 1000)};
+  // At most this many finished jobs are kept, the most recently finished; 0: no limit.
+  int64_t job_retention_count = 100'000;
 };
 
 // The `plugins:` section: where manifests are, and category display names.

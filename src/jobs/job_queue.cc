@@ -15,6 +15,13 @@ namespace gpuvisor {
 namespace asio = boost::asio;
 using nlohmann::json;
 
+namespace {
+
+// A retention sweep by count alone runs this often.
+constexpr Millis kHourly{3'600'000};
+
+}  // namespace
+
 json to_json(const Job& j) {
   return {{"id", j.id},
           {"plugin", j.plugin},
@@ -89,24 +96,56 @@ Status JobQueue::recover() {
 }
 
 void JobQueue::start_retention() {
-  if (options_.retention.count() <= 0) return;
-  store_.purge(clock_.unix_ms() - options_.retention.count(),
-               [this, alive = std::weak_ptr<bool>(alive_)](Result<int64_t> purged) {
-                 if (alive.expired()) return;
-                 if (!purged) {
-                   spdlog::error("jobs: purging old jobs: {}", purged.error().message);
-                 } else if (*purged > 0) {
-                   spdlog::info("jobs: {} finished jobs older than {} deleted", *purged,
-                                format_duration(options_.retention));
-                   events_.publish(
-                       "jobs.purged",
-                       {{"count", *purged}, {"retention", format_duration(options_.retention)}});
-                 }
-               });
+  const bool by_age = options_.retention.count() > 0;
+  if (!by_age && options_.retention_count <= 0) return;
+  store_.purge(
+      by_age ? clock_.unix_ms() - options_.retention.count() : 0,
+      options_.retention_count > 0 ? options_.retention_count : -1,
+      [this, alive = std::weak_ptr<bool>(alive_)](Result<int64_t> purged) {
+        if (alive.expired()) return;
+        if (!purged) {
+          spdlog::error("jobs: purging old jobs: {}", purged.error().message);
+        } else if (*purged > 0) {
+          spdlog::info("jobs: {} finished jobs deleted (retention {}, at most {})", *purged,
+                       format_duration(options_.retention), options_.retention_count);
+          events_.publish("jobs.purged", {{"count", *purged},
+                                          {"retention", format_duration(options_.retention)},
+                                          {"retention_count", options_.retention_count}});
+        }
+      });
   // Often enough that nothing outlives its retention by more than half of it, at most hourly.
-  const Millis every = std::clamp(options_.retention / 2, Millis(50), Millis(3'600'000));
+  const Millis every =
+      by_age ? std::clamp(options_.retention / 2, Millis(50), Millis(3'600'000)) : kHourly;
   if (!retention_timer_) retention_timer_ = clock_.make_timer();
   retention_timer_->arm_after(every, [this] { start_retention(); });
+}
+
+void JobQueue::prune(std::optional<Millis> older_than, std::optional<int64_t> keep,
+                     std::function<void(Result<int64_t>)> done) {
+  int64_t cut = 0;     // finished before this go (0: none by age)
+  int64_t count = -1;  // past the newest this many go (-1: none by count)
+  if (older_than || keep) {
+    if (older_than) cut = clock_.unix_ms() - older_than->count();
+    if (keep) count = *keep;
+  } else {
+    if (options_.retention.count() > 0) cut = clock_.unix_ms() - options_.retention.count();
+    if (options_.retention_count > 0) count = options_.retention_count;
+    if (cut == 0 && count < 0) {
+      done(make_error(ErrorCode::kBadRequest,
+                      "nothing to prune by: the configured retention keeps every job "
+                      "(give older_than or keep)"));
+      return;
+    }
+  }
+  store_.purge(
+      cut, count,
+      [this, alive = std::weak_ptr<bool>(alive_), done = std::move(done)](Result<int64_t> purged) {
+        if (alive.expired()) return;
+        if (purged && *purged > 0) {
+          events_.publish("jobs.purged", {{"count", *purged}, {"pruned", true}});
+        }
+        done(std::move(purged));
+      });
 }
 
 void JobQueue::submit(const std::string& plugin, json input,

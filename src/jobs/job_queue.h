@@ -31,6 +31,7 @@ class JobQueue {
     Millis retention{0};  // finished jobs older than this are deleted; 0: kept forever
     // Where each worker gets a cgroup of its own (CgroupParent::dir()); empty: none.
     std::string cgroup_parent{};
+    int64_t retention_count = 0;  // finished jobs past the newest this many go; 0: no limit
     // How long a cancel waits for a running job to end: beyond a worker's stop grace (5 s,
     // then SIGKILL), within the CLI's wait for the answer.
     Millis cancel_timeout{15'000};
@@ -46,6 +47,11 @@ class JobQueue {
   Status recover();
   // Deletes finished jobs past the retention now, then every so often (jobs.purged events).
   void start_retention();
+  // Deletes now the finished jobs older than older_than (0s: every one) and those past the
+  // newest keep (0: every one); with neither, by the configured retention. done gets how many
+  // went.
+  void prune(std::optional<Millis> older_than, std::optional<int64_t> keep,
+             std::function<void(Result<int64_t>)> done);
 
   // done gets the job once it is on disk, or why it was refused (an unknown plugin).
   void submit(const std::string& plugin, nlohmann::json input,

@@ -210,9 +210,11 @@ void JobStore::remove(int64_t id, std::function<void(Status)> done) {
   wake_.notify_one();
 }
 
-void JobStore::purge(int64_t finished_before_ms, std::function<void(Result<int64_t>)> done) {
+void JobStore::purge(int64_t finished_before_ms, int64_t keep_newest,
+                     std::function<void(Result<int64_t>)> done) {
   Job cut;
   cut.finished_ms = finished_before_ms;
+  cut.attempts = static_cast<int>(std::clamp<int64_t>(keep_newest, -1, INT32_MAX));
   {
     std::lock_guard lock(mutex_);
     ops_.push_back(Op{Op::kPurge, std::move(cut), {}, {}, std::move(done)});
@@ -224,12 +226,17 @@ Status JobStore::apply(Op& op) {
   Stmt st;
   const Job& j = op.job;
   if (op.kind == Op::kPurge) {
+    // LIMIT -1 keeps every one by count; the newest by finished_ms, then id, are kept.
     const char* purge =
-        "DELETE FROM jobs WHERE state IN ('completed', 'failed', 'cancelled') AND finished_ms < ?1";
+        "DELETE FROM jobs WHERE state IN ('completed', 'failed', 'cancelled') AND (finished_ms < "
+        "?1 "
+        "OR id NOT IN (SELECT id FROM jobs WHERE state IN ('completed', 'failed', 'cancelled') "
+        "ORDER BY finished_ms DESC, id DESC LIMIT ?2))";
     if (sqlite3_prepare_v2(writer_, purge, -1, &st.s, nullptr) != SQLITE_OK) {
       return db_error(writer_, "prepare");
     }
     sqlite3_bind_int64(st.s, 1, j.finished_ms);
+    sqlite3_bind_int64(st.s, 2, j.attempts);
     if (sqlite3_step(st.s) != SQLITE_DONE) return db_error(writer_, "purge");
     op.job.id = sqlite3_changes(writer_);
     return {};

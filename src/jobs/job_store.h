@@ -61,9 +61,11 @@ class JobStore {
   void update(const Job& job, std::function<void(Status)> done = {});
   // Removes it (a cancelled pending job, when the policy is to forget such jobs).
   void remove(int64_t id, std::function<void(Status)> done = {});
-  // Deletes the jobs that finished (completed, failed, cancelled) before finished_before_ms;
-  // done gets how many went.
-  void purge(int64_t finished_before_ms, std::function<void(Result<int64_t>)> done);
+  // Deletes the jobs that finished (completed, failed, cancelled) before finished_before_ms,
+  // and those past the keep_newest most recently finished (negative: no limit by count); done
+  // gets how many went. Pending and running jobs are never deleted.
+  void purge(int64_t finished_before_ms, int64_t keep_newest,
+             std::function<void(Result<int64_t>)> done);
 
   // Synchronous reads (an indexed query each), on the caller's thread.
   Result<Job> get(int64_t id) const;
@@ -79,7 +81,8 @@ class JobStore {
  private:
   struct Op {
     enum Kind { kInsert, kUpdate, kRemove, kPurge } kind;
-    Job job;  // kPurge: job.finished_ms is the cut-off, job.id becomes the count
+    Job job;  // kPurge: job.finished_ms is the cut-off, job.attempts the count kept, job.id
+              // becomes the count deleted
     std::function<void(Result<Job>)> inserted;
     std::function<void(Status)> written;
     std::function<void(Result<int64_t>)> purged{};

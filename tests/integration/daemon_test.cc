@@ -12,6 +12,7 @@
 
 #include "runtime/cgroup_parent.h"
 #include "runtime/proc.h"
+#include "testkit/fake_gpu.h"
 
 namespace gpuvisor::itest {
 namespace {
@@ -51,6 +52,43 @@ TEST(Daemon, KilledDaemonIsRestartedAndAdoptsWithoutStartingTwice) {
   }
   EXPECT_FALSE(pid_alive(pid));
   EXPECT_EQ(1u, count_lines(dir + "/report"));  // started exactly once
+}
+
+// autostart: ensured at start-up, higher priority first, so on a GPU that holds one of two the
+// more important one gets it whatever the file's order; after a crash the next daemon adopts it
+// rather than starting it again.
+TEST(Daemon, AutostartServicesAreEnsuredAtStartUpHigherPriorityFirstAndAdoptedAfterACrash) {
+  const std::string dir = make_temp_dir("autostart");
+  FakeGpu gpu(dir, R"({"devices": [{"name": "Sim 24G", "total_mb": 24576}]})");
+  std::string yaml = "services:\n";
+  for (const auto& [name, priority] : {std::pair{"low", 10}, std::pair{"high", 20}}) {
+    const std::string port = std::to_string(free_port());
+    yaml +=
+        std::string("  ") + name + ":\n    command: [$TESTSVC, --port, \"" + port +
+        "\", --vram-mb, \"16000\", --report, $DIR/" + name +
+        "]\n    vram_mb: 16000\n    autostart: true\n    priority: " + std::to_string(priority) +
+        "\n    health: {http: \"http://127.0.0.1:" + port + "/health\"}\n";
+  }
+  pid_t pid = 0;
+  {
+    Daemon first(yaml, dir);
+    ASSERT_TRUE(first.start()) << first.stderr_text();
+    ASSERT_TRUE(first.wait_state("high", "ready")) << first.stderr_text();
+    EXPECT_TRUE(first.service("high")["autostart"].get<bool>());
+    ASSERT_TRUE(first.wait_state("low", "error")) << first.service("low").dump();
+    EXPECT_NE(std::string::npos,
+              first.service("low")["reason"].get<std::string>().find("high (priority 20 > 10,"))
+        << first.service("low").dump();
+    pid = first.service("high")["pid"];
+    first.kill9();
+  }
+  Daemon again(yaml, dir);
+  ASSERT_TRUE(again.start()) << again.stderr_text();
+  ASSERT_TRUE(again.wait_state("high", "ready"));
+  EXPECT_EQ(pid, again.service("high")["pid"].get<pid_t>());
+  EXPECT_TRUE(again.service("high")["adopted"].get<bool>());
+  EXPECT_EQ(1u, count_lines(dir + "/high"));  // started once, by the first daemon
+  EXPECT_EQ(0u, count_lines(dir + "/low"));   // never: it would not fit beside high
 }
 
 // A crash loop cannot outlast restart_limit by way of daemon restarts: the count is kept in

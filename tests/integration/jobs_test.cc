@@ -105,6 +105,42 @@ TEST(Jobs, BadSubmissionsAreClearErrors) {
   EXPECT_EQ(0u, body(d.call("GET", "/api/v1/jobs"))["jobs"].size());
 }
 
+// jobs prune: finished jobs past the newest N (or older than a duration) go now; a job not
+// finished stays; bad arguments are refused and delete nothing.
+TEST(Jobs, PruneDeletesFinishedJobsByCountOrAgeNow) {
+  Daemon d(jobs_yaml(free_port()));
+  ASSERT_TRUE(d.start()) << d.stderr_text();
+  std::vector<int64_t> done;
+  for (int i = 0; i < 3; ++i) {
+    const int64_t id = body(d.call("POST", "/api/v1/plugins/demo_echo/jobs"))["id"];
+    ASSERT_TRUE(
+        d.wait_event([&](const nlohmann::json& e) { return job_event(e, "job.completed", id); }));
+    done.push_back(id);
+  }
+  const int64_t hanging = body(d.call("POST", "/api/v1/plugins/demo_hang/jobs"))["id"];
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"jobs", "prune", "--older-than", "soon"}, {"jobs", "prune", "--keep", "-1"}}) {
+    const auto bad = d.cli(args);
+    EXPECT_NE(0, bad.exit_code) << bad.out;
+    EXPECT_FALSE(bad.err.empty());
+  }
+  // Without arguments, the configured retention (30 days, 100,000 jobs): all are recent.
+  EXPECT_EQ("deleted 0 finished jobs\n", d.cli({"jobs", "prune"}).out);
+  auto r = d.call("POST", "/api/v1/jobs/prune", R"({"keep": "many"})");
+  EXPECT_EQ(400, r->status) << r->body;
+  EXPECT_EQ(4u, body(d.call("GET", "/api/v1/jobs"))["jobs"].size());  // nothing went yet
+
+  const auto pruned = d.cli({"jobs", "prune", "--keep", "1"});
+  EXPECT_EQ(0, pruned.exit_code) << pruned.err;
+  EXPECT_EQ("deleted 2 finished jobs\n", pruned.out);
+  const auto left = body(d.call("GET", "/api/v1/jobs"))["jobs"];
+  ASSERT_EQ(2u, left.size());
+  EXPECT_EQ(hanging, left[0]["id"]);  // running: never pruned
+  EXPECT_EQ(done[2], left[1]["id"]);  // the newest finished one
+  EXPECT_EQ("deleted 1 finished job\n", d.cli({"jobs", "prune", "--older-than", "0s"}).out);
+  ASSERT_EQ(0, d.cli({"jobs", "cancel", std::to_string(hanging)}).exit_code);
+}
+
 TEST(Jobs, AnAcknowledgedJobSurvivesADaemonKill) {
   const std::string dir = make_temp_dir("jobs-crash");
   const std::string yaml = jobs_yaml(free_port());

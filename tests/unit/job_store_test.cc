@@ -71,11 +71,32 @@ TEST(JobStore, KeepsWhatWasWrittenAndForgetsFinishedJobsPastTheCutOff) {
   EXPECT_EQ(4711, s.store->get(old_done.id)->worker_pid);
 
   std::optional<Result<int64_t>> purged;
-  s.store->purge(2000, [&](Result<int64_t> n) { purged = n; });
+  s.store->purge(2000, -1, [&](Result<int64_t> n) { purged = n; });
   EXPECT_EQ(1, *s.wait(purged));
   EXPECT_EQ(ErrorCode::kNotFound, s.store->get(old_done.id).error().code);
   EXPECT_TRUE(s.store->get(recent_done.id));
   EXPECT_TRUE(s.store->get(running.id));  // never purged, however old
+}
+
+TEST(JobStore, KeepsOnlyTheNewestFinishedJobsByCount) {
+  const std::string dir = fresh_dir("jobstorecount");
+  Store s(dir + "/jobs.db");
+  std::vector<Job> done;
+  for (int i = 0; i < 5; ++i) {
+    Job j = s.insert("p");
+    j.state = JobState::kCompleted;
+    j.finished_ms = 1000 + (i * 7 % 5) * 100;  // finished in another order than submitted
+    s.update(j);
+    done.push_back(j);
+  }
+  Job pending = s.insert("p");
+  std::optional<Result<int64_t>> purged;
+  s.store->purge(0, 2, [&](Result<int64_t> n) { purged = n; });
+  EXPECT_EQ(3, *s.wait(purged));
+  for (const Job& j : done) {  // kept: the two that finished last (1400 and 1300)
+    EXPECT_EQ(j.finished_ms >= 1300, s.store->get(j.id).ok()) << j.finished_ms;
+  }
+  EXPECT_TRUE(s.store->get(pending.id));  // not finished: not counted, not deleted
 }
 
 // A service may answer a job with bytes that are not UTF-8 (an image, a cut message): the
