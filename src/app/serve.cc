@@ -14,12 +14,12 @@
 #include <iostream>
 #include <memory>
 #include <optional>
-#include <set>
 #include <vector>
 
 #include "api/http_server.h"
 #include "api/routes.h"
 #include "app/backends.h"
+#include "app/check.h"
 #include "app/embedded_config.h"
 #include "app/gpu_watch.h"
 #include "config/config_loader.h"
@@ -147,11 +147,10 @@ std::optional<CgroupParent> claim_cgroups(const Config& config, const std::strin
 }
 
 Result<PluginRegistry> load_plugins(const Config& config, const std::string& state_dir) {
-  std::set<std::string> service_names;
-  for (const auto& s : config.services) service_names.insert(s.name);
+  std::vector<std::string> service_names;
+  for (const auto& s : config.services) service_names.push_back(s.name);
   auto plugins =
-      PluginRegistry::load({config.plugins.dir, config.plugins.manifests, config.plugins.categories,
-                            service_names, state_dir + "/plugins"});
+      PluginRegistry::load(plugin_sources(config, service_names, state_dir + "/plugins"));
   if (!plugins) return plugins;
   // A saved config that cannot be read is said once, by file name, now rather than at the first
   // job; the API answers the same error until the config is set again or deleted.
