@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Running as a system service: `gpuvisor check` on broken and example configs, and the daemon's
+// Running as a system service: `gpuvisor check` on broken and shipped configs, and the daemon's
 // notify protocol (READY=1, WATCHDOG=1, STOPPING=1) read from a socket of the test's own.
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -43,13 +43,13 @@ TEST(CheckCommand, ABrokenConfigGivesEveryErrorWithItsPositionAndExitsOne) {
   EXPECT_FALSE(std::filesystem::exists(dir + "/state"));
 }
 
-TEST(CheckCommand, EveryExampleIsValid) {
+TEST(CheckCommand, EveryExampleAndTheShippedConfigAreValid) {
   const std::string dir = make_temp_dir("check");
-  std::vector<std::string> files;
+  std::vector<std::string> files = {GPUVISOR_SOURCE_DIR "/packaging/gpuvisor.yaml"};
   for (const auto& e : std::filesystem::directory_iterator(GPUVISOR_SOURCE_DIR "/examples")) {
     if (e.path().extension() == ".yaml") files.push_back(e.path().string());
   }
-  ASSERT_GE(files.size(), 4u);
+  ASSERT_GE(files.size(), 5u);
   for (const auto& file : files) {
     const CliResult r = run_gpuvisor({"check", "--config", file}, dir);
     EXPECT_EQ(0, r.exit_code) << file << ":\n" << r.err;
