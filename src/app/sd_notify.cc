@@ -67,7 +67,7 @@ Status send_notify(const std::string& socket, const std::string& state) {
 }
 
 SdNotifier::SdNotifier(Clock& clock, Millis watchdog, Send send)
-    : clock_(clock), watchdog_(watchdog), send_(std::move(send)), timer_(clock.make_timer()) {}
+    : watchdog_(watchdog), send_(std::move(send)), timer_(clock.make_timer()) {}
 
 std::unique_ptr<SdNotifier> SdNotifier::to(Clock& clock, const NotifyTarget& target) {
   if (target.socket.empty()) return std::make_unique<SdNotifier>(clock, Millis(0), nullptr);

@@ -46,7 +46,6 @@ class SdNotifier {
  private:
   void ping();
 
-  Clock& clock_;
   Millis watchdog_;
   Send send_;
   std::unique_ptr<Timer> timer_;
