@@ -33,7 +33,8 @@ NotifyTarget take_notify_target() {
   if (!pid.empty() && pid != std::to_string(getpid())) return target;  // another process's
   char* end = nullptr;
   const unsigned long long value = std::strtoull(usec.c_str(), &end, 10);
-  if (!usec.empty() && end != nullptr && *end == '\0' && value > 0) {
+  const bool digits = !usec.empty() && usec[0] >= '0' && usec[0] <= '9';  // strtoull takes "-1"
+  if (digits && end != nullptr && *end == '\0' && value > 0) {
     target.watchdog = Millis(std::max<unsigned long long>(value / 1000, 1));
   }
   return target;

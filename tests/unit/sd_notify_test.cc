@@ -98,6 +98,8 @@ TEST(SdNotify, TheEnvironmentIsTakenOnce) {
 
   setenv("WATCHDOG_USEC", "soon", 1);
   EXPECT_EQ(milliseconds(0), take_notify_target().watchdog);
+  setenv("WATCHDOG_USEC", "-1000000", 1);
+  EXPECT_EQ(milliseconds(0), take_notify_target().watchdog);
   EXPECT_EQ("", take_notify_target().socket);
 }
 
