@@ -16,6 +16,8 @@ packages=(
   python3-httpx python3-pytest  # tests/clients: a real Python client through the proxy
   prometheus  # tests/clients: promtool check metrics reads /metrics
   golang-go  # bench/proxy.sh: Go's httputil.ReverseProxy, llama-swap's core, measured beside
+  dpkg-dev  # scripts/package.sh: dpkg-shlibdeps finds the .deb's library dependencies
+  systemd  # tests/packaging/deb_test.sh: systemd-analyze verify on the installed unit
 )
 missing=()
 for p in "${packages[@]}"; do

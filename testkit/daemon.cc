@@ -231,19 +231,24 @@ nlohmann::json Daemon::service(const std::string& name) const {
   return nlohmann::json::parse(reply->body, nullptr, false);
 }
 
-CliResult Daemon::cli(const std::vector<std::string>& args) const {
+CliResult run_gpuvisor(const std::vector<std::string>& args, const std::string& dir) {
   std::vector<std::string> argv = {GPUVISOR_BIN};
   argv.insert(argv.end(), args.begin(), args.end());
-  argv.push_back("--url");
-  // A daemon that was never started: a URL where, a moment ago, nothing listened.
-  argv.push_back(url_.empty() ? "http://127.0.0.1:" + std::to_string(free_port()) : url_);
   static int counter = 0;
-  const std::string base = dir_ + "/cli" + std::to_string(++counter);
+  const std::string base = dir + "/cli" + std::to_string(++counter);
   const pid_t pid = spawn(argv, base + ".err", nullptr, base + ".out");
   int status = 0;
   waitpid(pid, &status, 0);
   return CliResult{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(base + ".out"),
                    slurp(base + ".err")};
+}
+
+CliResult Daemon::cli(const std::vector<std::string>& args) const {
+  std::vector<std::string> all = args;
+  all.push_back("--url");
+  // A daemon that was never started: a URL where, a moment ago, nothing listened.
+  all.push_back(url_.empty() ? "http://127.0.0.1:" + std::to_string(free_port()) : url_);
+  return run_gpuvisor(all, dir_);
 }
 
 bool Daemon::wait_event(const std::function<bool(const nlohmann::json&)>& pred,

@@ -44,6 +44,10 @@ struct CliResult {
   std::string err;
 };
 
+// Runs the gpuvisor binary with args and nothing added (no daemon, no --url: `check`,
+// `--help`), its output kept in dir.
+CliResult run_gpuvisor(const std::vector<std::string>& args, const std::string& dir);
+
 class Daemon {
  public:
   // config: YAML where $TESTSVC is the test service binary and $DIR this daemon's directory.

@@ -1,6 +1,7 @@
 // gpuvisor: one binary, the daemon (`serve`) and the client commands that talk to it.
 #include <CLI/CLI.hpp>
 
+#include "app/check.h"
 #include "app/serve.h"
 #include "cli/commands.h"
 
@@ -21,6 +22,11 @@ int main(int argc, char** argv) {
   serve->add_flag("--no-cgroups", serve_options.no_cgroups,
                   "Track process trees without cgroups (descendants and session members)");
 
+  std::string check_path;
+  CLI::App* check = app.add_subcommand(
+      "check", "Validate a config and its plugins, starting nothing; print every error");
+  check->add_option("-c,--config", check_path, "YAML config file (default: the embedded demo)");
+
   gpuvisor::ClientCommands client(app);
   try {
     app.parse(argc, argv);
@@ -29,5 +35,6 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
   if (serve->parsed()) return gpuvisor::run_serve(serve_options);
+  if (check->parsed()) return gpuvisor::run_check(check_path);
   return client.run();
 }

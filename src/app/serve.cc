@@ -15,14 +15,15 @@
 #include <iostream>
 #include <memory>
 #include <optional>
-#include <set>
 #include <vector>
 
 #include "api/http_server.h"
 #include "api/routes.h"
 #include "app/backends.h"
+#include "app/check.h"
 #include "app/embedded_config.h"
 #include "app/gpu_watch.h"
+#include "app/sd_notify.h"
 #include "config/config_loader.h"
 #include "core/asio_clock.h"
 #include "core/url.h"
@@ -148,11 +149,10 @@ std::optional<CgroupParent> claim_cgroups(const Config& config, const std::strin
 }
 
 Result<PluginRegistry> load_plugins(const Config& config, const std::string& state_dir) {
-  std::set<std::string> service_names;
-  for (const auto& s : config.services) service_names.insert(s.name);
+  std::vector<std::string> service_names;
+  for (const auto& s : config.services) service_names.push_back(s.name);
   auto plugins =
-      PluginRegistry::load({config.plugins.dir, config.plugins.manifests, config.plugins.categories,
-                            service_names, state_dir + "/plugins"});
+      PluginRegistry::load(plugin_sources(config, service_names, state_dir + "/plugins"));
   if (!plugins) return plugins;
   // A saved config that cannot be read is said once, by file name, now rather than at the first
   // job; the API answers the same error until the config is set again or deleted.
@@ -209,11 +209,13 @@ bool bind_service_ports(const DaemonParts& d, Proxy& proxy,
 
 // The first SIGINT or SIGTERM stops the daemon in order; a second one stops it now.
 void stop_on_signal(boost::asio::signal_set& signals, const DaemonParts& d, HttpServer& server,
-                    std::vector<std::unique_ptr<HttpServer>>& ports, JobQueue& jobs) {
+                    std::vector<std::unique_ptr<HttpServer>>& ports, JobQueue& jobs,
+                    SdNotifier& notifier) {
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     spdlog::info("received signal {}: shutting down{}", sig,
                  d.config.daemon.stop_services_on_exit ? " and stopping services" : "");
+    notifier.stopping();
     server.close();
     for (auto& port : ports) port->close();
     // Workers first (their jobs may use the services), then the services.
@@ -224,6 +226,16 @@ void stop_on_signal(boost::asio::signal_set& signals, const DaemonParts& d, Http
     signals.async_wait([&d](const boost::system::error_code& again, int) {
       if (!again) d.io.stop();
     });
+  });
+}
+
+// SIGHUP (the unit's ExecReload) must not end the daemon, as its default action would, with a
+// status systemd counts as clean, so not restarted. Until a live reload exists it says so.
+void ignore_hangup(boost::asio::signal_set& hangup) {
+  hangup.async_wait([&hangup](const boost::system::error_code& ec, int) {
+    if (ec) return;
+    spdlog::warn("SIGHUP: this daemon cannot reload its config yet; restart it to apply changes");
+    ignore_hangup(hangup);
   });
 }
 
@@ -271,7 +283,8 @@ int run_until_stopped(const DaemonParts& d) {
 
 // The jobs, the API, the proxy and the ports on top of the daemon's parts; starts it all and
 // serves until stopped.
-int serve_api(const DaemonParts& d, const HostPort& listen, const std::string& token) {
+int serve_api(const DaemonParts& d, const HostPort& listen, const std::string& token,
+              const NotifyTarget& notify) {
   const Config& config = d.config;
   auto executor = d.io.get_executor();
   JobQueue jobs(executor, d.clock, d.job_store, d.plugins, d.supervisor, d.events, d.workers,
@@ -309,15 +322,20 @@ int serve_api(const DaemonParts& d, const HostPort& listen, const std::string& t
   // Before the listening line: whoever starts the daemon may send SIGTERM as soon as it reads
   // that line, and must find it handled (services stopped), not the default action.
   boost::asio::signal_set signals(d.io, SIGINT, SIGTERM);
-  stop_on_signal(signals, d, server, ports, jobs);
+  const auto notifier = SdNotifier::to(d.clock, notify);
+  stop_on_signal(signals, d, server, ports, jobs, *notifier);
+  boost::asio::signal_set hangup(d.io, SIGHUP);
+  ignore_hangup(hangup);
   announce(d, *bound);
+  // Listening, with what still ran adopted: systemd may start what comes after the daemon.
+  notifier->ready();
   return run_until_stopped(d);
 }
 
 // The runtimes, the supervisor, the GPUs, the plugins and the job store, in that order; then the
 // rest (serve_api).
 int build_and_serve(const Config& config, const HostPort& listen, const std::string& token,
-                    StateStore& store, int lock_fd) {
+                    StateStore& store, int lock_fd, const NotifyTarget& notify) {
   // Proxied connections run on threads of their own (io_threads.h); the rest of the daemon on
   // this one. Their io_contexts outlive this one (IoThreads keeps them to the process's exit):
   // work that the main thread holds when it stops still names them as it is destroyed.
@@ -358,12 +376,14 @@ int build_and_serve(const Config& config, const HostPort& listen, const std::str
   }
   return serve_api({config, store.dir(), cgroup_parent, lock_fd, threads, io, clock, events,
                     supervisor, *gpus, workers, owners, outside, leases, *plugins, **job_store},
-                   listen, token);
+                   listen, token, notify);
 }
 
 }  // namespace
 
 int run_serve(const ServeOptions& options) {
+  // First, while this is the only thread: it changes the environment.
+  const NotifyTarget notify = take_notify_target();
   set_up_logging(options.log_level);
   auto loaded = load_config(options);
   if (!loaded) {
@@ -397,7 +417,7 @@ int run_serve(const ServeOptions& options) {
   // A client that disconnects mid-write must not kill the daemon.
   std::signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
-  return build_and_serve(config, *listen, token, *store, lock_fd);
+  return build_and_serve(config, *listen, token, *store, lock_fd, notify);
 }
 
 }  // namespace gpuvisor

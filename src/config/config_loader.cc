@@ -17,8 +17,9 @@ namespace gpuvisor {
 
 namespace config_detail {
 
-Result<Config> Loader::load(const std::string& text) {
-  Config config;
+ConfigReport Loader::read(const std::string& text) {
+  ConfigReport report_out;
+  Config& config = report_out.config;
   config.path = origin_;
   try {
     check_utf8(text);
@@ -36,8 +37,9 @@ Result<Config> Loader::load(const std::string& text) {
   } catch (const std::exception& e) {
     report(YAML::Mark::null_mark(), std::string("internal error: ") + e.what());
   }
-  if (problems_.empty()) return config;
-  return make_error(ErrorCode::kBadRequest, render());
+  report_out.problems = render();
+  report_out.service_names = service_names_;
+  return report_out;
 }
 
 void Loader::read_root(const YAML::Node& root, Config& config) {
@@ -116,7 +118,10 @@ void Loader::read_plugins(const Field& f, PluginsSpec& plugins) {
            return;
          }
          // Checked by the plugin registry, which knows what a manifest needs.
-         for (const auto& m : g.value) plugins.manifests.push_back(yaml_to_json(m));
+         for (const auto& m : g.value) {
+           plugins.manifests.push_back(yaml_to_json(m));
+           plugins.manifest_origins.push_back(origin_ + ":" + position(m.Mark()));
+         }
        }},
   };
   visit_map(f.value, "in 'plugins'", handlers);
@@ -147,20 +152,37 @@ void Loader::read_daemon(const Field& f, DaemonSpec& daemon) {
 
 }  // namespace config_detail
 
-Result<Config> load_config_string(const std::string& text, const std::string& origin) {
+namespace {
+
+Result<Config> config_or_error(ConfigReport report) {
+  if (report.problems.empty()) return std::move(report.config);
+  std::string message;
+  for (const auto& p : report.problems) message += (message.empty() ? "" : "\n") + p;
+  return make_error(ErrorCode::kBadRequest, message);
+}
+
+}  // namespace
+
+ConfigReport read_config_string(const std::string& text, const std::string& origin) {
   try {
-    return config_detail::Loader(origin).load(text);
+    return config_detail::Loader(origin).read(text);
   } catch (...) {
     // Loader turns what yaml-cpp throws into messages; this is for the rest, such as bad_alloc.
-    return make_error(ErrorCode::kBadRequest, origin + ": cannot load config");
+    ConfigReport failed;
+    failed.config.path = origin;
+    failed.problems.push_back(origin + ": cannot load config");
+    return failed;
   }
 }
 
-Result<Config> load_config_file(const std::string& path) {
+ConfigReport read_config_file(const std::string& path) {
   // Read here rather than with YAML::LoadFile, which reports every failure as "bad file" and
   // loses errno.
   auto cannot_read = [&](int err) {
-    return make_error(ErrorCode::kBadRequest, path + ": cannot read: " + std::strerror(err));
+    ConfigReport failed;
+    failed.config.path = path;
+    failed.problems.push_back(path + ": cannot read: " + std::strerror(err));
+    return failed;
   };
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return cannot_read(errno);
@@ -178,7 +200,15 @@ Result<Config> load_config_file(const std::string& path) {
     text.append(buffer, static_cast<size_t>(n));
   }
   close(fd);
-  return load_config_string(text, path);
+  return read_config_string(text, path);
+}
+
+Result<Config> load_config_string(const std::string& text, const std::string& origin) {
+  return config_or_error(read_config_string(text, origin));
+}
+
+Result<Config> load_config_file(const std::string& path) {
+  return config_or_error(read_config_file(path));
 }
 
 }  // namespace gpuvisor

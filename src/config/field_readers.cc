@@ -53,18 +53,17 @@ bool Loader::bad_value(const Field& f, const std::string& rest) {
   return false;
 }
 
-std::string Loader::render() {
+std::vector<std::string> Loader::render() {
   // Checks that run after a whole section (a missing 'command', a second health check) report
   // late; sorting puts every line back in document order.
   std::stable_sort(problems_.begin(), problems_.end(), [](const Problem& a, const Problem& b) {
     return std::pair(a.line, a.column) < std::pair(b.line, b.column);
   });
-  std::string out;
+  std::vector<std::string> out;
   for (const auto& p : problems_) {
-    if (!out.empty()) out += '\n';
-    out += origin_;
-    if (p.line > 0) out += ":" + std::to_string(p.line) + ":" + std::to_string(p.column);
-    out += ": " + p.what;
+    std::string line = origin_;
+    if (p.line > 0) line += ":" + std::to_string(p.line) + ":" + std::to_string(p.column);
+    out.push_back(line + ": " + p.what);
   }
   return out;
 }

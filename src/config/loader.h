@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "config/config_loader.h"
 #include "core/duration.h"
 #include "core/result.h"
 #include "core/service_spec.h"
@@ -81,7 +82,8 @@ class Loader {
  public:
   explicit Loader(std::string origin) : origin_(std::move(origin)) {}
 
-  Result<Config> load(const std::string& text);
+  // Every problem, and the config as far as it could be read.
+  ConfigReport read(const std::string& text);
 
  private:
   // Problems, and the readers every section uses (field_readers.cc).
@@ -92,7 +94,8 @@ class Loader {
   // A problem with a field's value: "'KEY'" + rest, at the value. Returns false so that readers
   // can `return bad_value(...)`.
   bool bad_value(const Field& f, const std::string& rest);
-  std::string render();
+  // The problems as lines, in document order.
+  std::vector<std::string> render();
   // Calls the handler named by each key of `map`. Keys without one go to `other` when given,
   // and are reported as unknown otherwise; `context` ends "unknown key 'x'" messages.
   void visit_map(const YAML::Node& map, std::string_view context, const Handlers& handlers,
@@ -155,6 +158,7 @@ class Loader {
 
   std::string origin_;
   std::vector<Problem> problems_;
+  std::vector<std::string> service_names_;  // every key of the services map
 };
 
 template <typename Int>

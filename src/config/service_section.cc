@@ -9,6 +9,7 @@ namespace gpuvisor::config_detail {
 void Loader::read_services(const Field& f, Config& config) {
   if (!expect_map(f, "a map of service name to settings")) return;
   auto service = [&](const Field& entry) {
+    service_names_.push_back(entry.key);
     ServiceSpec spec;
     if (read_service(entry, spec)) config.services.push_back(std::move(spec));
   };

@@ -197,6 +197,7 @@ struct PluginsSpec {
   std::string dir;                                // *.yaml, *.yml, *.json manifests
   std::map<std::string, std::string> categories;  // id -> display name
   std::vector<nlohmann::json> manifests;          // inline manifests, as JSON
+  std::vector<std::string> manifest_origins;      // "PATH:LINE:COL" of each, for its errors
 };
 
 struct Config {

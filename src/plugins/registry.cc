@@ -35,8 +35,10 @@ Result<PluginRegistry> PluginRegistry::load(const Sources& sources) {
     }
   }
   for (size_t i = 0; i < sources.inline_manifests.size(); ++i) {
-    loaded.push_back(parse_manifest(sources.inline_manifests[i],
-                                    "plugins.manifests[" + std::to_string(i) + "]"));
+    const std::string origin = i < sources.inline_origins.size()
+                                   ? sources.inline_origins[i]
+                                   : "plugins.manifests[" + std::to_string(i) + "]";
+    loaded.push_back(parse_manifest(sources.inline_manifests[i], origin));
   }
   std::map<std::string, std::string> seen;  // id -> origin
   for (auto& m : loaded) {

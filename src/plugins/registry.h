@@ -30,7 +30,12 @@ class PluginRegistry {
     std::vector<nlohmann::json> inline_manifests;   // from the config
     std::map<std::string, std::string> categories;  // id -> display name
     std::set<std::string> services;                 // a plugin's service must be one of these
-    std::string config_dir;                         // where configs are kept (state_dir/plugins)
+    // Where configs are kept (state_dir/plugins), created by load; empty: none kept, nothing
+    // created (`gpuvisor check`).
+    std::string config_dir;
+    // Where each inline manifest is ("PATH:LINE:COL"), to begin its errors with; where there is
+    // none, "plugins.manifests[INDEX]".
+    std::vector<std::string> inline_origins = {};
   };
 
   // Every manifest must load: all problems are reported at once, each with its file.

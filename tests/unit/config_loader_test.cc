@@ -679,6 +679,28 @@ TEST(ConfigLoader, MultipleErrorsAreReportedTogetherInDocumentOrder) {
             "test.yaml:9:17: 'stop_grace': bad duration 'forever' (use e.g. 500ms, 10s, 5m)");
 }
 
+TEST(ConfigReport, KeepsWhatCouldBeReadBesideEveryProblem) {
+  const auto report = read_config_string(
+      "services:\n  good:\n    command: [x]\n  bad:\n    command: [y]\n    vram_mb: lots\n"
+      "  worse:\n    priority: high\n",
+      "c.yaml");
+  EXPECT_EQ(report.problems,
+            (std::vector<std::string>{"c.yaml:6:14: 'vram_mb' must be an integer, got 'lots'",
+                                      "c.yaml:7:3: service 'worse': 'command' is required",
+                                      "c.yaml:8:15: 'priority' must be an integer, got 'high'"}));
+  ASSERT_EQ(1u, report.config.services.size());
+  EXPECT_EQ("good", report.config.services[0].name);
+  EXPECT_EQ(report.service_names, (std::vector<std::string>{"good", "bad", "worse"}));
+}
+
+TEST(ConfigReport, AnInlineManifestKnowsWhereItIs) {
+  const auto report = read_config_string(
+      "services: {}\nplugins:\n  manifests:\n    - {name: a}\n    - name: b\n", "c.yaml");
+  ASSERT_TRUE(report.problems.empty());
+  EXPECT_EQ(report.config.plugins.manifest_origins,
+            (std::vector<std::string>{"c.yaml:4:7", "c.yaml:5:7"}));
+}
+
 TEST(ConfigLoader, LoadFileUsesThePathAsOrigin) {
   const std::string path = ::testing::TempDir() + "gpuvisor_config_loader_test.yaml";
   {
