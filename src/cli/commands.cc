@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "cli/http_client.h"
+#include "cli/progress.h"
 #include "cli/tables.h"
 #include "core/duration.h"
 
@@ -80,16 +81,19 @@ void ClientCommands::add_service_commands(CLI::App& app) {
   ensure_->add_option("--timeout", timeout_, "How long to wait, e.g. 90s, 5m")
       ->capture_default_str();
   ensure_->add_flag("--json", json_, "Print the API's JSON");
+  ensure_->add_flag("-q,--quiet", quiet_, "Print no progress while waiting");
 
   stop_ = add_command(app, "stop", "Stop a service: SIGTERM, then SIGKILL after its stop_grace");
   stop_->add_option("name", name_, "Service name")->required();
   stop_->add_flag("--force", force_, "SIGKILL at once");
   stop_->add_flag("--json", json_, "Print the API's JSON");
+  stop_->add_flag("-q,--quiet", quiet_, "Print no progress while waiting");
 
   restart_ = add_command(app, "restart", "Stop a service, then ensure it");
   restart_->add_option("name", name_, "Service name")->required();
   restart_->add_option("--timeout", timeout_, "How long to wait for ready")->capture_default_str();
   restart_->add_flag("--json", json_, "Print the API's JSON");
+  restart_->add_flag("-q,--quiet", quiet_, "Print no progress while waiting");
 
   logs_ = add_command(app, "logs", "Show a service's output");
   logs_->add_option("name", name_, "Service name")->required();
@@ -126,6 +130,7 @@ void ClientCommands::add_gpu_commands(CLI::App& app) {
   phase_->add_option("--timeout", timeout_, "How long to wait, e.g. 90s, 5m")
       ->capture_default_str();
   phase_->add_flag("--json", json_, "Print the API's JSON");
+  phase_->add_flag("-q,--quiet", quiet_, "Print no progress while waiting");
 }
 
 void ClientCommands::add_plugin_commands(CLI::App& app) {
@@ -317,7 +322,24 @@ int ClientCommands::phase() {
   if (!timeout) return fail("bad --timeout '" + timeout_ + "' (use e.g. 90s, 5m)");
   const std::string target = "/api/v1/phases/" + std::to_string(phase_number_) +
                              "/ensure?timeout=" + format_duration(*timeout);
-  return call("POST", target, *timeout + kReadTimeout, [](const nlohmann::json& body) {
+  auto client = connect();
+  if (!client) return fail(client.error().message);
+  // The phase's members, whose steps are shown; none known (an old daemon): no progress.
+  std::vector<std::string> members;
+  if (const auto all = client->request("GET", "/api/v1/services", kReadTimeout);
+      all && all->status == 200) {
+    const auto body = nlohmann::json::parse(all->body, nullptr, false);
+    for (const auto& s : body.is_object() ? body.value("services", nlohmann::json::array())
+                                          : nlohmann::json::array()) {
+      const auto phases = s.value("phases", nlohmann::json::array());
+      if (std::find(phases.begin(), phases.end(), phase_number_) != phases.end()) {
+        members.push_back(s.value("name", ""));
+      }
+    }
+  }
+  Progress progress(*client, members, "", Progress::mode_for(quiet_ || json_ || members.empty()));
+  progress_ = &progress;
+  const int rc = call("POST", target, *timeout + kReadTimeout, [](const nlohmann::json& body) {
     std::ostringstream out;
     for (const auto& s : body.value("services", nlohmann::json::array())) {
       out << text(s, "name") << " is " << text(s, "state");
@@ -327,6 +349,8 @@ int ClientCommands::phase() {
     }
     return out.str();
   });
+  progress_ = nullptr;
+  return rc;
 }
 
 int ClientCommands::plan() {
@@ -347,6 +371,7 @@ int ClientCommands::call(const std::string& method, const std::string& target, M
   auto client = connect();
   if (!client) return fail(client.error().message);
   auto reply = client->request(method, target, wait, request_body);
+  if (progress_ != nullptr) progress_->finish();
   if (!reply) return fail(reply.error().message);
   if (reply->status != 200) return fail_reply(*reply);
   if (json_) {
@@ -417,7 +442,11 @@ int ClientCommands::action(const std::string& verb) {
     wait = *timeout + kReadTimeout;
   }
   const long long started = unix_ms_now();
-  return call("POST", target, wait, [started](const nlohmann::json& s) {
+  auto client = connect();
+  if (!client) return fail(client.error().message);
+  Progress progress(*client, {name_}, name_, Progress::mode_for(quiet_ || json_));
+  progress_ = &progress;
+  const int rc = call("POST", target, wait, [started](const nlohmann::json& s) {
     const double seconds = static_cast<double>(unix_ms_now() - started) / 1000.0;
     std::ostringstream out;
     out << text(s, "name") << " is " << text(s, "state");
@@ -425,6 +454,8 @@ int ClientCommands::action(const std::string& verb) {
     out << " after " << std::fixed << std::setprecision(2) << seconds << "s\n";
     return out.str();
   });
+  progress_ = nullptr;
+  return rc;
 }
 
 int ClientCommands::logs() {

@@ -12,6 +12,8 @@
 
 namespace gpuvisor {
 
+class Progress;
+
 class ClientCommands {
  public:
   // Registers the subcommands and their options on app.
@@ -81,6 +83,9 @@ class ClientCommands {
   std::string name_;
   std::string timeout_ = "5m";
   bool force_ = false;
+  bool quiet_ = false;
+  // Shown while a waiting command's request is out; finished before anything is printed.
+  Progress* progress_ = nullptr;
   bool follow_ = false;
   int lines_ = 100;
 };

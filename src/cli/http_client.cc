@@ -1,5 +1,7 @@
 #include "cli/http_client.h"
 
+#include <sys/socket.h>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -97,11 +99,37 @@ Result<HttpReply> HttpClient::request(const std::string& method, const std::stri
   return reply;
 }
 
+void StreamStop::stop() {
+  std::lock_guard lock(mutex_);
+  stopped_ = true;
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+}
+
+bool StreamStop::attach(int fd) {
+  std::lock_guard lock(mutex_);
+  fd_ = fd;
+  return !stopped_;
+}
+
+void StreamStop::detach() {
+  std::lock_guard lock(mutex_);
+  fd_ = -1;
+}
+
 Status HttpClient::stream(const std::string& target,
-                          const std::function<bool(const SseMessage&)>& on_message) const {
+                          const std::function<bool(const SseMessage&)>& on_message,
+                          StreamStop* stop) const {
   asio::io_context io;
   beast::tcp_stream stream(io);
   if (auto ok = connect(io, stream, host_, port_, base_url_); !ok) return ok.error();
+  // Detached before the socket closes, so that a stop never shuts down a reused descriptor.
+  struct Attached {
+    StreamStop* stop;
+    ~Attached() {
+      if (stop != nullptr) stop->detach();
+    }
+  } attached{stop};
+  if (stop != nullptr && !stop->attach(stream.socket().native_handle())) return {};
   std::string head = "GET " + target + " HTTP/1.1\r\nHost: " + host_ + ":" + port_ +
                      "\r\nAccept: text/event-stream\r\nUser-Agent: gpuvisor-cli\r\n";
   if (!token_.empty()) head += "Authorization: Bearer " + token_ + "\r\n";

@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <map>
+#include <mutex>
 #include <string>
 
 #include "core/duration.h"
@@ -15,6 +16,21 @@ struct HttpReply {
   unsigned status = 0;
   std::string body;
   std::map<std::string, std::string> headers{};  // names in lower case
+};
+
+// Ends a stream() from another thread: the read it is blocked in returns, and stream() with it.
+// A stop that comes before the stream has connected ends it as soon as it has.
+class StreamStop {
+ public:
+  void stop();
+
+ private:
+  friend class HttpClient;
+  bool attach(int fd);  // false: stopped already
+  void detach();
+  std::mutex mutex_;
+  int fd_ = -1;
+  bool stopped_ = false;
 };
 
 struct SseMessage {
@@ -32,9 +48,9 @@ class HttpClient {
   // body, when not empty, is sent as JSON.
   Result<HttpReply> request(const std::string& method, const std::string& target, Millis timeout,
                             const std::string& body = "") const;
-  // Reads an SSE stream until it ends or on_message returns false.
-  Status stream(const std::string& target,
-                const std::function<bool(const SseMessage&)>& on_message) const;
+  // Reads an SSE stream until it ends, on_message returns false, or stop is stopped.
+  Status stream(const std::string& target, const std::function<bool(const SseMessage&)>& on_message,
+                StreamStop* stop = nullptr) const;
 
   const std::string& base_url() const { return base_url_; }
 
