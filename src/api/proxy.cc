@@ -330,14 +330,18 @@ void Proxy::leave(Route& r) {
   }
 }
 
-void Proxy::let_go_if_idle(Route& r) {
-  if (r.in_flight.load() > 0 || !r.hold.active()) return;
+bool Proxy::let_go_if_idle(Route& r) {
+  if (r.in_flight.load() > 0) return false;
+  if (!r.hold.active()) return true;
+  // Shut the way past the main thread, then look again: a request that got in before the shut
+  // is counted by now (Route::pass()), and keeps the hold.
   r.open.store(false);
-  if (r.in_flight.load() > 0) {  // one got in before the shut: it keeps the hold
+  if (r.in_flight.load() > 0) {
     if (r.concurrency == 0) r.open.store(true);
-    return;
+    return false;
   }
   r.hold.release();
+  return true;
 }
 
 void Proxy::linger(Route& r, std::chrono::steady_clock::duration after) {
@@ -360,15 +364,7 @@ void Proxy::linger(Route& r, std::chrono::steady_clock::duration after) {
           linger(r, kLinger);
           return;
         }
-        // Shut the way past the main thread, then look again: a request that got in before
-        // the shut is counted by now (Route::pass()).
-        r.open.store(false);
-        if (r.in_flight.load() > 0) {
-          if (r.concurrency == 0) r.open.store(true);
-          linger(r, kLinger);
-          return;
-        }
-        r.hold.release();
+        if (!let_go_if_idle(r)) linger(r, kLinger);
       });
 }
 

@@ -77,8 +77,8 @@ class Proxy {
   void leave(Route& route);
   // Main thread: lets the busy hold go once the route has been idle kLinger.
   void linger(Route& route, std::chrono::steady_clock::duration after);
-  // Main thread: lets the route's hold go if nothing is in flight (shut first, as linger does).
-  void let_go_if_idle(Route& route);
+  // Main thread: lets the route's hold go if nothing is in flight; false if a request keeps it.
+  bool let_go_if_idle(Route& route);
   bool held(const Route& r) const;  // its busy hold is still the service's current one
   void on_event(const Event& event);
   // gpuvisor's own answer (an error, /v1/models): the body is unread, so the connection ends

@@ -14,6 +14,7 @@
 #include "api/request_parts.h"
 #include "api/responses.h"
 #include "api/sse.h"
+#include "core/duration.h"
 #include "core/json_text.h"
 #include "resources/gpu_status.h"
 
@@ -216,9 +217,7 @@ std::string Api::metrics_text() const {
   now.proxy = proxy_.counts();
   now.workers = workers_.all();
   now.queued = supervisor_.queue().size();
-  now.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    std::chrono::system_clock::now().time_since_epoch())
-                    .count();
+  now.unix_ms = unix_ms_now();
   return metrics_.render(now);
 }
 

@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cstdio>
 
+#include "core/duration.h"
+
 namespace gpuvisor {
 
 namespace {
@@ -16,12 +18,6 @@ namespace {
 constexpr auto kRedraw = std::chrono::milliseconds(200);
 constexpr int kHealthEveryTicks = 5;  // the service's last health check, read once a second
 constexpr Millis kReadTimeout{2000};
-
-long long now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 size_t terminal_width() {
   winsize ws{};
@@ -50,7 +46,7 @@ Progress::Progress(const HttpClient& client, std::vector<std::string> services,
       services_(std::move(services)),
       log_service_(std::move(log_service)),
       mode_(mode),
-      started_ms_(now_ms()) {
+      started_ms_(unix_ms_now()) {
   if (mode_ == Mode::kQuiet) return;
   events_ = std::thread([this] {
     (void)client_.stream(
@@ -180,7 +176,7 @@ void Progress::draw() {
 }
 
 std::string Progress::elapsed() const {
-  return fmt::format("{:.1f}s", static_cast<double>(now_ms() - started_ms_) / 1000.0);
+  return fmt::format("{:.1f}s", static_cast<double>(unix_ms_now() - started_ms_) / 1000.0);
 }
 
 }  // namespace gpuvisor

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "core/duration.h"
+
 namespace gpuvisor {
 namespace {
 
@@ -184,9 +186,7 @@ TEST(Metrics, RendersEveryFamilyExactly) {
   const ServiceSpec llm = spec("llm", 10);
   const ServiceSpec img = spec("i\"m\\g\n", 100);  // every character a label value escapes
   Metrics::Scrape now;
-  now.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    std::chrono::system_clock::now().time_since_epoch())
-                    .count();
+  now.unix_ms = unix_ms_now();
   ServiceView a;
   a.spec = &llm;
   a.state = ServiceState::kReady;
@@ -232,9 +232,7 @@ TEST(Metrics, SwapsOfTheLastMinuteAreCountedAndOlderOnesFallOut) {
   events.publish("plan.decided", {{"service", "b"}, {"evict", {"a"}}});
   events.publish("plan.decided", {{"service", "a"}, {"evict", nlohmann::json::array()}});  // none
   Metrics::Scrape now;
-  now.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    std::chrono::system_clock::now().time_since_epoch())
-                    .count();
+  now.unix_ms = unix_ms_now();
   const std::string fresh = metrics.render(now);
   EXPECT_NE(std::string::npos, fresh.find("\ngpuvisor_swaps_total 1\n")) << fresh;
   EXPECT_NE(std::string::npos, fresh.find("\ngpuvisor_swaps_last_minute 1\n")) << fresh;
