@@ -371,7 +371,11 @@ int ClientCommands::call(const std::string& method, const std::string& target, M
   auto client = connect();
   if (!client) return fail(client.error().message);
   auto reply = client->request(method, target, wait, request_body);
-  if (progress_ != nullptr) progress_->finish();
+  if (progress_ != nullptr) {
+    progress_->finish(reply && reply->status == 200
+                          ? nlohmann::json::parse(reply->body, nullptr, false)
+                          : nlohmann::json());
+  }
   if (!reply) return fail(reply.error().message);
   if (reply->status != 200) return fail_reply(*reply);
   if (json_) {

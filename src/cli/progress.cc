@@ -18,6 +18,7 @@ namespace {
 constexpr auto kRedraw = std::chrono::milliseconds(200);
 constexpr int kHealthEveryTicks = 5;  // the service's last health check, read once a second
 constexpr Millis kReadTimeout{2000};
+constexpr Millis kSettle{2000};  // the most the result waits for the steps before it
 
 size_t terminal_width() {
   winsize ws{};
@@ -48,6 +49,15 @@ Progress::Progress(const HttpClient& client, std::vector<std::string> services,
       mode_(mode),
       started_ms_(unix_ms_now()) {
   if (mode_ == Mode::kQuiet) return;
+  // The state it is in now: a command that changes nothing (an ensure of a ready service) has no
+  // step to wait for.
+  if (!log_service_.empty()) {
+    const auto view = client_.request("GET", "/api/v1/services/" + log_service_, kReadTimeout);
+    const auto body = view && view->status == 200
+                          ? nlohmann::json::parse(view->body, nullptr, false)
+                          : nlohmann::json();
+    if (body.is_object()) state_ = body.value("state", "");
+  }
   events_ = std::thread([this] {
     (void)client_.stream(
         "/api/v1/events?types=service.state_changed,plan.,queue.",
@@ -74,11 +84,15 @@ Progress::Progress(const HttpClient& client, std::vector<std::string> services,
   ticker_ = std::thread([this] { tick(); });
 }
 
-void Progress::finish() {
+void Progress::finish(const nlohmann::json& result) {
   if (mode_ == Mode::kQuiet) return;
   {
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
     if (done_) return;
+    const std::string final_state = result.is_object() ? result.value("state", "") : "";
+    if (!final_state.empty() && result.value("name", "") == log_service_) {
+      done_cv_.wait_for(lock, kSettle, [&] { return state_ == final_state; });
+    }
     done_ = true;
   }
   done_cv_.notify_all();
@@ -111,12 +125,13 @@ void Progress::on_event(const nlohmann::json& e) {
   if (type == "service.state_changed") {
     const std::string to = data.value("to", "");
     const std::string reason = data.value("reason", "");
+    step(service, to + (reason.empty() ? "" : ": " + reason));
     {
       std::lock_guard lock(mutex_);
       if (service == log_service_) state_ = to;
       if (to != "starting") health_.clear();
     }
-    step(service, to + (reason.empty() ? "" : ": " + reason));
+    done_cv_.notify_all();
   } else if (type == "plan.decided") {
     std::string what = "placed on GPU " + names(data.value("gpus", nlohmann::json::array()));
     if (!data.value("evict", nlohmann::json::array()).empty()) {

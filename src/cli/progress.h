@@ -33,7 +33,9 @@ class Progress {
   Progress& operator=(const Progress&) = delete;
 
   // Stops following and clears the live line, before the result is printed. Idempotent.
-  void finish();
+  // result: the reply, a service view. Its state was published before the reply was sent, but
+  // the event stream may bring it after: the steps up to it are waited for (at most kSettle).
+  void finish(const nlohmann::json& result = nullptr);
 
  private:
   bool concerns(const std::string& service) const;
@@ -53,7 +55,7 @@ class Progress {
   std::condition_variable done_cv_;
   bool done_ = false;
   std::string step_;    // the latest step, "name: what"
-  std::string state_;   // of log_service_, as the events said
+  std::string state_;   // of log_service_: at the start, then as the events said
   std::string health_;  // its last health check, while it starts
   std::string last_log_;
   size_t drawn_ = 0;  // characters of the live line on screen
